@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "broker.h"
+#include "log.h"
+#include "msg.h"
+#include "server.h"
+
+struct Broker {
+        struct event_base *base;
+        Registry *registry;
+        Server *server;
+        struct event *ev_sigterm, *ev_sigint;
+        char socket_path[PATH_MAX];
+};
+
+static void broker_on_signal(evutil_socket_t sig, short what, void *userdata) {
+        Broker *b = userdata;
+
+        log_info("Received %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        event_base_loopbreak(b->base);
+}
+
+static void broker_on_libevent_log(int severity, const char *msg) {
+        log_internal(severity >= EVENT_LOG_ERR ? LOG_ERR : severity >= EVENT_LOG_WARN ? LOG_WARNING : LOG_DEBUG, 0,
+                     "libevent: %s", msg);
+}
+
+int broker_new(Broker **ret, const BrokerConfig *config) {
+        Broker *b;
+        Plugin *plugin;
+        int fd, r;
+
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        event_set_log_callback(broker_on_libevent_log);
+        b->base = event_base_new();
+        if (!b->base) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if (mkdir(config->rundir, 0755) < 0 && errno != EEXIST) {
+                r = log_error_errno(-errno, "Cannot create run directory '%s': %m", config->rundir);
+                goto fail;
+        }
+        r = registry_new(&b->registry, b->base, &config->limits, config->rundir);
+        if (r < 0)
+                goto fail;
+        r = qemu_plugin_new(&plugin, &config->qemu);
+        if (r >= 0)
+                r = registry_add_plugin(b->registry, plugin);
+        if (r < 0) {
+                log_error_errno(r, "Cannot start the QEMU plugin: %m");
+                goto fail;
+        }
+        for (size_t i = 0; i < config->n_regions; i++) {
+                const RegionDecl *d = &config->regions[i];
+                const char *error = NULL;
+
+                r = registry_declare(b->registry, d->name, d->size, d->max_peers, d->persistent, NULL, &error);
+                if (r != 0) {
+                        log_error("Cannot declare region '%s': %s%s%s", d->name,
+                                  r > 0 ? msg_status_str(r) : strerror(-r), error ? ": " : "", error ? error : "");
+                        r = -EINVAL;
+                        goto fail;
+                }
+        }
+        snprintf(b->socket_path, sizeof(b->socket_path), "%s/broker.sock", config->rundir);
+        r = server_listen(b->socket_path, &fd);
+        if (r == -EADDRINUSE) {
+                log_error("Another broker is serving '%s'", b->socket_path);
+                goto fail;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Cannot listen on '%s': %m", b->socket_path);
+                goto fail;
+        }
+        r = server_new(&b->server, b->registry, fd);
+        if (r < 0)
+                goto fail;
+        b->ev_sigterm = evsignal_new(b->base, SIGTERM, broker_on_signal, b);
+        b->ev_sigint = evsignal_new(b->base, SIGINT, broker_on_signal, b);
+        if (!b->ev_sigterm || !b->ev_sigint || evsignal_add(b->ev_sigterm, NULL) < 0 ||
+            evsignal_add(b->ev_sigint, NULL) < 0) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        *ret = b;
+        return 0;
+
+fail:
+        broker_free(b);
+        return r;
+}
+
+Broker *broker_free(Broker *b) {
+        if (!b)
+                return NULL;
+        if (b->ev_sigterm)
+                event_free(b->ev_sigterm);
+        if (b->ev_sigint)
+                event_free(b->ev_sigint);
+        /* Clients first: they detach their peers from the registry. */
+        server_free(b->server);
+        if (b->server)
+                (void) unlink(b->socket_path);
+        registry_free(b->registry);
+        if (b->base)
+                event_base_free(b->base);
+        free(b);
+        return NULL;
+}
+
+int broker_run(Broker *b) {
+        log_info("Ready: %u regions, control socket '%s'", b->registry->n_regions, b->socket_path);
+        if (event_base_dispatch(b->base) < 0)
+                return -EIO;
+        return 0;
+}

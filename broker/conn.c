@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "conn.h"
+
+static void conn_on_drop(evutil_socket_t fd, short what, void *userdata) {
+        Conn *c = userdata;
+
+        /* The owner frees the Conn (and may free itself) in here. */
+        c->drop_fn(c, c->error, c->userdata);
+}
+
+static int conn_flush(Conn *c) {
+        while (c->head) {
+                FdMsg *m = c->head;
+                int r = fdmsg_send(c->fd, m);
+
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        return event_add(c->ev_write, NULL) < 0 ? -ENOMEM : 0;
+                c->head = m->next;
+                if (!c->head)
+                        c->tail = NULL;
+                c->queued_bytes -= m->n_bytes;
+                c->queued_fds -= m->n_fds;
+                fdmsg_free(m);
+        }
+        event_del(c->ev_write);
+        if (c->close_when_flushed && c->error == 0)
+                event_active(c->ev_drop, 0, 0);
+        return 0;
+}
+
+static void conn_on_write(evutil_socket_t fd, short what, void *userdata) {
+        Conn *c = userdata;
+        int r = conn_flush(c);
+
+        if (r < 0)
+                conn_break(c, r);
+}
+
+static void conn_on_read(evutil_socket_t fd, short what, void *userdata) {
+        Conn *c = userdata;
+
+        c->read_fn(c, c->userdata);
+}
+
+int conn_init(Conn *c, struct event_base *base, int fd, size_t max_queued_bytes, ConnReadFn read_fn,
+              ConnDropFn drop_fn, void *userdata) {
+        *c = (Conn) CONN_NULL;
+        c->fd = fd;
+        c->max_queued_bytes = max_queued_bytes;
+        c->read_fn = read_fn;
+        c->drop_fn = drop_fn;
+        c->userdata = userdata;
+        c->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+        c->ev_write = event_new(base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
+        c->ev_drop = event_new(base, -1, 0, conn_on_drop, c);
+        if (!c->ev_read || !c->ev_write || !c->ev_drop || event_add(c->ev_read, NULL) < 0) {
+                conn_deinit(c);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void conn_deinit(Conn *c) {
+        if (c->ev_read)
+                event_free(c->ev_read);
+        if (c->ev_write)
+                event_free(c->ev_write);
+        if (c->ev_drop)
+                event_free(c->ev_drop);
+        while (c->head) {
+                FdMsg *m = c->head;
+
+                c->head = m->next;
+                fdmsg_free(m);
+        }
+        fd_close(c->fd);
+        *c = (Conn) CONN_NULL;
+}
+
+void conn_break(Conn *c, int error) {
+        if (c->error)
+                return;
+        c->error = error < 0 ? error : -EIO;
+        event_del(c->ev_read);
+        event_del(c->ev_write);
+        event_active(c->ev_drop, 0, 0);
+}
+
+int conn_queue(Conn *c, FdMsg *m) {
+        int r;
+
+        if (c->error) {
+                fdmsg_free(m);
+                return c->error;
+        }
+        if (c->queued_bytes + m->n_bytes > c->max_queued_bytes ||
+            c->queued_fds + m->n_fds > FDMSG_FDS_MAX * 4) {
+                fdmsg_free(m);
+                conn_break(c, -ENOBUFS);
+                return -ENOBUFS;
+        }
+        m->next = NULL;
+        if (c->tail)
+                c->tail->next = m;
+        else
+                c->head = m;
+        c->tail = m;
+        c->queued_bytes += m->n_bytes;
+        c->queued_fds += m->n_fds;
+        if (c->head != m)
+                return 0; /* the write event is armed already */
+        r = conn_flush(c);
+        if (r < 0)
+                conn_break(c, r);
+        return r;
+}
+
+void conn_close_after_flush(Conn *c) {
+        c->close_when_flushed = true;
+        event_del(c->ev_read);
+        if (!c->head && c->error == 0)
+                event_active(c->ev_drop, 0, 0);
+}
+
+int conn_set_reading(Conn *c, bool on) {
+        if (c->error || c->close_when_flushed)
+                return 0;
+        return (on ? event_add(c->ev_read, NULL) : event_del(c->ev_read)) < 0 ? -ENOMEM : 0;
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Conn: one connected socket on the broker's event loop, with a bounded
+ * output queue (tmux proc.c's shape: the write event is armed only while the
+ * queue is non-empty). Used by every front end, native and QEMU alike.
+ *
+ * A Conn never calls its owner back from inside conn_queue(): when a send
+ * fails or the queue limit is hit, the Conn is marked broken and the owner's
+ * drop callback runs later from the loop. So the core can broadcast to many
+ * peers without any of them vanishing under its feet.
+ */
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "fdmsg.h"
+
+typedef struct Conn Conn;
+
+/* Readable: the owner reads with fdmsg_recv(conn->fd, ...). */
+typedef void (*ConnReadFn)(Conn *c, void *userdata);
+/* The connection must go: @error is a negative errno (-ENOBUFS: queue limit). */
+typedef void (*ConnDropFn)(Conn *c, int error, void *userdata);
+
+struct Conn {
+        int fd;
+        struct event *ev_read, *ev_write, *ev_drop;
+        FdMsg *head, *tail;
+        size_t queued_bytes, queued_fds, max_queued_bytes;
+        int error; /* set once broken */
+        bool close_when_flushed;
+        ConnReadFn read_fn;
+        ConnDropFn drop_fn;
+        void *userdata;
+};
+
+#define CONN_NULL { .fd = -1 }
+
+/*
+ * conn_init() - put @fd (consumed, also on failure) on @base.
+ * @max_queued_bytes: queue limit; a peer that does not read is dropped past it.
+ */
+int conn_init(Conn *c, struct event_base *base, int fd, size_t max_queued_bytes, ConnReadFn read_fn,
+              ConnDropFn drop_fn, void *userdata);
+void conn_deinit(Conn *c);
+
+/*
+ * conn_queue() - send @m (consumed) after what is queued. Writes at once when
+ * nothing is queued. Returns 0, or a negative errno after which the Conn is
+ * broken (the drop callback follows from the loop); @m is freed either way.
+ */
+int conn_queue(Conn *c, FdMsg *m);
+
+/* Schedules the drop callback with @error; idempotent. */
+void conn_break(Conn *c, int error);
+
+/* Stops reading; the drop callback (error 0) runs once the queue is flushed. */
+void conn_close_after_flush(Conn *c);
+
+/* Pauses or resumes the read event (e.g. while a reply is pending). */
+int conn_set_reading(Conn *c, bool on);

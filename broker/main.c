@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* shmem-brokerd: options, logging, objects, loop. No logic lives here. */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "broker.h"
+#include "log.h"
+
+#define REGION_DECLS_MAX 64
+
+static void help(void) {
+        printf("Usage: shmem-brokerd [OPTIONS]\n"
+               "\n"
+               "Named shared-memory regions between QEMU guests and host processes.\n"
+               "\n"
+               "  -h --help                 Show this help and exit\n"
+               "     --version              Show the version and exit\n"
+               "  -r --rundir=DIR           Run directory (default: $RUNTIME_DIRECTORY, else %s);\n"
+               "                            control socket DIR/broker.sock, QEMU sockets DIR/qemu/NAME.sock\n"
+               "  -R --region=NAME:SIZE[:persistent][:peers=N]\n"
+               "                            Declare a region ahead of any attach (repeatable).\n"
+               "                            SIZE in bytes, or with K, M or G (powers of 1024)\n"
+               "     --qemu-group=GROUP     Group owning the QEMU sockets (default: the broker's)\n"
+               "     --qemu-socket-mode=MODE  Mode of the QEMU sockets (default: 0660)\n"
+               "     --max-regions=N        Regions at most (default: 256)\n"
+               "     --max-region-size=SIZE One region's memory at most (default: 1G)\n"
+               "     --max-total-size=SIZE  All regions' memory at most (default: 16G)\n"
+               "     --max-peers=N          Default peers per region, 1-64 (default: 16)\n"
+               "     --max-connections=N    Connections per front end (default: 1024)\n"
+               "  -v --verbose              Log debug messages\n",
+               SHMEM_DEFAULT_RUNDIR);
+}
+
+static int parse_size(const char *s, uint64_t *ret) {
+        char *end;
+        unsigned long long v;
+
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || end == s || s[0] == '-')
+                return -EINVAL;
+        switch (*end) {
+        case 'K': case 'k': v <<= 10; end++; break;
+        case 'M': case 'm': v <<= 20; end++; break;
+        case 'G': case 'g': v <<= 30; end++; break;
+        default: break;
+        }
+        if (*end && strcmp(end, "iB") != 0 && strcmp(end, "B") != 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret) {
+        char *end;
+        unsigned long v;
+
+        errno = 0;
+        v = strtoul(s, &end, 0);
+        if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+                return -EINVAL;
+        *ret = (unsigned) v;
+        return 0;
+}
+
+/* NAME:SIZE[:persistent][:peers=N]; @s is modified. */
+static int parse_region(char *s, RegionDecl *d) {
+        char *save = NULL, *tok;
+
+        *d = (RegionDecl) { .name = strtok_r(s, ":", &save) };
+        tok = strtok_r(NULL, ":", &save);
+        if (!d->name || !tok || parse_size(tok, &d->size) < 0)
+                return -EINVAL;
+        while ((tok = strtok_r(NULL, ":", &save))) {
+                if (strcmp(tok, "persistent") == 0)
+                        d->persistent = true;
+                else if (strncmp(tok, "peers=", 6) == 0) {
+                        if (parse_uint(tok + 6, 1, SHMEM_PEERS_MAX, &d->max_peers) < 0)
+                                return -EINVAL;
+                } else
+                        return -EINVAL;
+        }
+        return 0;
+}
+
+/* Every peer holds max_peers + 1 eventfds in the broker: ask for what the limits imply. */
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+        }
+}
+
+int main(int argc, char **argv) {
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_QEMU_GROUP,
+                ARG_QEMU_MODE,
+                ARG_MAX_REGIONS,
+                ARG_MAX_REGION_SIZE,
+                ARG_MAX_TOTAL_SIZE,
+                ARG_MAX_PEERS,
+                ARG_MAX_CONNECTIONS,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "rundir", required_argument, NULL, 'r' },
+                { "region", required_argument, NULL, 'R' },
+                { "qemu-group", required_argument, NULL, ARG_QEMU_GROUP },
+                { "qemu-socket-mode", required_argument, NULL, ARG_QEMU_MODE },
+                { "max-regions", required_argument, NULL, ARG_MAX_REGIONS },
+                { "max-region-size", required_argument, NULL, ARG_MAX_REGION_SIZE },
+                { "max-total-size", required_argument, NULL, ARG_MAX_TOTAL_SIZE },
+                { "max-peers", required_argument, NULL, ARG_MAX_PEERS },
+                { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+                { "verbose", no_argument, NULL, 'v' },
+                {}
+        };
+        BrokerConfig config = {
+                .limits = LIMITS_DEFAULT,
+                .qemu = { .socket_mode = 0660, .socket_gid = (gid_t) -1 },
+        };
+        RegionDecl regions[REGION_DECLS_MAX];
+        Broker *broker = NULL;
+        unsigned mode;
+        int c, r, idx = 0;
+
+        config.rundir = getenv("RUNTIME_DIRECTORY") ?: SHMEM_DEFAULT_RUNDIR;
+        config.regions = regions;
+        while ((c = getopt_long(argc, argv, "hr:R:v", options, &idx)) >= 0) {
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("shmem-brokerd %s\n", SHMEM_VERSION);
+                        return 0;
+                case 'r':
+                        config.rundir = optarg;
+                        break;
+                case 'R':
+                        if (config.n_regions >= REGION_DECLS_MAX) {
+                                fprintf(stderr, "shmem-brokerd: at most %d --region options\n", REGION_DECLS_MAX);
+                                return 2;
+                        }
+                        if (parse_region(optarg, &regions[config.n_regions]) < 0) {
+                                fprintf(stderr, "shmem-brokerd: --region wants NAME:SIZE[:persistent][:peers=N]\n");
+                                return 2;
+                        }
+                        config.n_regions++;
+                        break;
+                case ARG_QEMU_GROUP: {
+                        struct group *g = getgrnam(optarg);
+
+                        if (!g) {
+                                fprintf(stderr, "shmem-brokerd: unknown group '%s'\n", optarg);
+                                return 2;
+                        }
+                        config.qemu.socket_gid = g->gr_gid;
+                        break;
+                }
+                case ARG_QEMU_MODE:
+                        if (sscanf(optarg, "%o%n", &mode, &idx) != 1 || optarg[idx] || mode > 0777) {
+                                fprintf(stderr, "shmem-brokerd: --qemu-socket-mode wants an octal mode\n");
+                                return 2;
+                        }
+                        config.qemu.socket_mode = mode;
+                        break;
+                case ARG_MAX_REGIONS:
+                        r = parse_uint(optarg, 1, 65536, &config.limits.max_regions);
+                        goto check;
+                case ARG_MAX_REGION_SIZE:
+                        r = parse_size(optarg, &config.limits.max_region_bytes);
+                        goto check;
+                case ARG_MAX_TOTAL_SIZE:
+                        r = parse_size(optarg, &config.limits.max_total_bytes);
+                        goto check;
+                case ARG_MAX_PEERS:
+                        r = parse_uint(optarg, 1, SHMEM_PEERS_MAX, &config.limits.default_max_peers);
+                        goto check;
+                case ARG_MAX_CONNECTIONS:
+                        r = parse_uint(optarg, 1, 1u << 20, &config.limits.max_connections);
+                check:
+                        if (r < 0) {
+                                fprintf(stderr, "shmem-brokerd: invalid value '%s' for --%s\n", optarg,
+                                        options[idx].name);
+                                return 2;
+                        }
+                        break;
+                case 'v':
+                        log_set_max_level(LOG_DEBUG);
+                        break;
+                default:
+                        fprintf(stderr, "Try 'shmem-brokerd --help'.\n");
+                        return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "shmem-brokerd: unexpected argument '%s'\n", argv[optind]);
+                return 2;
+        }
+
+        (void) signal(SIGPIPE, SIG_IGN);
+        raise_fd_limit();
+        r = broker_new(&broker, &config);
+        if (r < 0)
+                return 1;
+        r = broker_run(broker);
+        broker_free(broker);
+        return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "region.h"
+
+bool region_name_is_valid(const char *name) {
+        size_t n = strlen(name);
+
+        if (n == 0 || n > SHMEM_NAME_MAX || name[0] == '.')
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = name[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '-'))
+                        return false;
+        }
+        return true;
+}
+
+bool region_size_for(uint64_t data_size, uint64_t limit, uint64_t *ret_data_size,
+                     uint64_t *ret_region_size) {
+        uint64_t data, total = SHMEM_PAGE_SIZE;
+
+        if (data_size == 0 || data_size > (UINT64_C(1) << 62))
+                return false;
+        data = (data_size + SHMEM_PAGE_SIZE - 1) & ~(uint64_t) (SHMEM_PAGE_SIZE - 1);
+        /* QEMU asserts is_power_of_2() on every BAR: see research/qemu-lab.md. */
+        while (total < data + SHMEM_PAGE_SIZE)
+                total <<= 1;
+        if (total > limit)
+                return false;
+        *ret_data_size = data;
+        *ret_region_size = total;
+        return true;
+}
+
+int region_new(Region **ret, Registry *registry, const char *name, uint64_t data_size,
+               unsigned max_peers) {
+        Region *r;
+
+        if (max_peers == 0 || max_peers > SHMEM_PEERS_MAX)
+                return -EINVAL;
+        r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+        r->registry = registry;
+        snprintf(r->name, sizeof(r->name), "%s", name);
+        r->data_size = data_size;
+        if (!region_size_for(data_size, UINT64_MAX, &r->data_size, &r->region_size)) {
+                free(r);
+                return -EINVAL;
+        }
+        r->max_peers = max_peers;
+        r->vectors = max_peers + 1;
+        r->memfd = -1;
+        *ret = r;
+        return 0;
+}
+
+Region *region_free(Region *r) {
+        if (!r)
+                return NULL;
+        region_release(r);
+        free(r);
+        return NULL;
+}
+
+int region_allocate(Region *r) {
+        _cleanup_close_ int fd = -1;
+        struct shmem_control_page *page;
+
+        if (r->memfd >= 0)
+                return 0;
+        fd = memfd_create(r->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return -errno;
+        if (ftruncate(fd, (off_t) r->region_size) < 0)
+                return -errno;
+        /* Never F_SEAL_WRITE: QEMU maps the region writable (qemu-lab.md). Size
+         * seals keep a peer from shrinking the file under the others (SIGBUS). */
+        if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+                return -errno;
+        page = mmap(NULL, SHMEM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (page == MAP_FAILED)
+                return -errno;
+
+        page->magic = SHMEM_LAYOUT_MAGIC;
+        page->version = SHMEM_LAYOUT_VERSION;
+        page->header_size = (uint32_t) offsetof(struct shmem_control_page, slots);
+        snprintf(page->name, sizeof(page->name), "%s", r->name);
+        page->data_offset = SHMEM_DATA_OFFSET;
+        page->data_size = r->data_size;
+        page->max_peers = r->max_peers;
+        page->vectors = r->vectors;
+        page->signal_mode = SHMEM_SIGNAL_MODE_SHMEM;
+        page->slot_size = sizeof(struct shmem_slot);
+        __atomic_store_n(&page->epoch, r->epoch, __ATOMIC_RELEASE);
+        __atomic_store_n(&page->active, r->active, __ATOMIC_RELEASE);
+
+        r->page = page;
+        r->memfd = TAKE_FD(fd);
+        return 0;
+}
+
+void region_release(Region *r) {
+        /* No peer is left that could remember an id: numbering may restart. */
+        r->next_doorbell_id = 0;
+        if (r->page)
+                munmap(r->page, SHMEM_PAGE_SIZE);
+        r->page = NULL;
+        r->memfd = fd_close(r->memfd);
+}
+
+static void row_close(int *ev, unsigned n) {
+        if (!ev)
+                return;
+        for (unsigned i = 0; i < n; i++)
+                fd_close(ev[i]);
+        free(ev);
+}
+
+static int row_new(int **ret, unsigned n) {
+        int *ev = malloc(n * sizeof(int));
+
+        if (!ev)
+                return -ENOMEM;
+        for (unsigned i = 0; i < n; i++)
+                ev[i] = -1;
+        for (unsigned i = 0; i < n; i++) {
+                /* Non-blocking: QEMU sets that itself, and host peers read them
+                 * from a poll loop. Counting (not semaphore): one read clears. */
+                ev[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (ev[i] < 0) {
+                        int r = -errno;
+
+                        row_close(ev, n);
+                        return r;
+                }
+        }
+        *ret = ev;
+        return 0;
+}
+
+/* Publishes membership on the control page. The broker only writes it. */
+static void region_publish(Region *r) {
+        r->epoch++;
+        __atomic_store_n(&r->page->active, r->active, __ATOMIC_RELEASE);
+        __atomic_store_n(&r->page->epoch, r->epoch, __ATOMIC_RELEASE);
+}
+
+/* Rings the membership vector of every attached peer but @except. */
+static void region_ring_control(Region *r, Peer *except) {
+        uint64_t one = 1;
+
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *p = r->peers[i];
+
+                if (!p || p == except)
+                        continue;
+                /* Cannot fail short of a counter overflow, which only means
+                 * the peer has a pending wakeup already. */
+                (void) !write(p->ev[shmem_control_vector(r->max_peers)], &one, sizeof(one));
+        }
+}
+
+/*
+ * The next doorbell id not in use. Ids roll over 0..IVSHMEM_ID_MAX instead of
+ * taking the lowest free one, because QEMU 7.2 writes into freed memory when
+ * an id it saw leave joins again (close_peer_eventfds() frees the peer's
+ * eventfd array but process_msg_connect() keeps using it).
+ */
+static uint32_t region_next_doorbell_id(Region *r) {
+        for (;;) {
+                uint32_t id = r->next_doorbell_id;
+                bool used = false;
+
+                r->next_doorbell_id = (id + 1) % (SHMEM_DOORBELL_ID_MAX + 1);
+                for (unsigned i = 0; i < r->max_peers; i++)
+                        if (r->peers[i] && r->peers[i]->doorbell_id == id)
+                                used = true;
+                if (!used)
+                        return id;
+        }
+}
+
+int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, void *userdata,
+                       Peer **ret) {
+        struct shmem_slot *slot;
+        unsigned index;
+        Peer *p;
+        int k;
+
+        for (index = 0; index < r->max_peers; index++)
+                if (!r->peers[index])
+                        break;
+        if (index >= r->max_peers)
+                return REGION_E_CLIENT_MAX;
+        k = region_allocate(r);
+        if (k < 0)
+                return k;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        k = row_new(&p->ev, r->vectors);
+        if (k < 0) {
+                free(p);
+                return k;
+        }
+        p->region = r;
+        p->index = index;
+        p->doorbell_id = region_next_doorbell_id(r);
+        p->id = *id;
+        p->ops = ops;
+        p->userdata = userdata;
+
+        slot = &r->page->slots[index];
+        __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
+        slot->kind = id->kind;
+        slot->doorbell_id = p->doorbell_id;
+        snprintf(slot->label, sizeof(slot->label), "%s", id->label);
+        __atomic_store_n(&slot->state, SHMEM_SLOT_ACTIVE, __ATOMIC_RELEASE);
+
+        r->peers[index] = p;
+        r->n_peers++;
+        r->active |= BIT(index);
+        region_publish(r);
+
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *o = r->peers[i];
+
+                if (o && o != p)
+                        o->ops->joined(o, p, region_peer_fd_to(p, o));
+        }
+        region_ring_control(r, p);
+        *ret = p;
+        return 0;
+}
+
+void region_detach_peer(Region *r, Peer *p) {
+        struct shmem_slot *slot = &r->page->slots[p->index];
+
+        r->peers[p->index] = NULL;
+        r->n_peers--;
+        r->active &= ~BIT(p->index);
+
+        __atomic_store_n(&slot->state, SHMEM_SLOT_FREE, __ATOMIC_RELEASE);
+        slot->kind = SHMEM_PEER_KIND_NONE;
+        slot->doorbell_id = 0;
+        memset(slot->label, 0, sizeof(slot->label));
+        __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
+        /* A signal the leaver sent and nobody consumed must not be taken for
+         * one from the next peer that gets this index. */
+        for (unsigned i = 0; i < r->max_peers; i++)
+                __atomic_fetch_and(&r->page->slots[i].pending, ~BIT(p->index), __ATOMIC_ACQ_REL);
+        region_publish(r);
+
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *o = r->peers[i];
+
+                if (o)
+                        o->ops->left(o, p);
+        }
+        row_close(p->ev, r->vectors);
+        free(p);
+        region_ring_control(r, NULL);
+}

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Region: one named shared-memory region, its peers and its signal matrix
+ * (DESIGN.md §3-5).
+ *
+ * Memory is a sealed memfd whose size is a power of two (QEMU asserts that
+ * for a BAR) holding the control page and the data. It exists from the first
+ * attach (or from declaration, if persistent) until the last peer leaves.
+ *
+ * Signal matrix: for each attached peer i the region holds the eventfds
+ * ev[i][0..vectors-1]; ev[i][j] means "peer j signaled i", ev[i][max_peers]
+ * means "membership changed". Peer i receives its own row, and ev[k][i] for
+ * every other peer k.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "plugin.h"
+#include "region-layout.h"
+
+/* Who a peer is, as the front end learned it. */
+typedef struct PeerIdentity {
+        unsigned kind; /* SHMEM_PEER_KIND_* */
+        char label[SHMEM_LABEL_MAX + 1];
+        pid_t pid;
+        uid_t uid;
+        gid_t gid;
+} PeerIdentity;
+
+struct Peer {
+        Region *region;
+        unsigned index;
+        uint32_t doorbell_id; /* id on QEMU's ivshmem wire, see region-layout.h */
+        PeerIdentity id;
+        int *ev; /* [region->vectors], owned */
+        const PeerOps *ops;
+        void *userdata; /* the front end's connection */
+};
+
+struct Region {
+        Registry *registry;
+        char name[SHMEM_NAME_MAX + 1];
+        uint64_t data_size;   /* page-rounded request of the creator */
+        uint64_t region_size; /* memfd size: next power of two >= page + data */
+        unsigned max_peers, vectors;
+        bool declared;        /* known ahead (config, Create): survives its last peer */
+        bool persistent;      /* memory survives its last peer too */
+        int memfd;            /* -1 while not allocated */
+        struct shmem_control_page *page; /* our mapping of page 0, NULL while not allocated */
+        uint64_t active, epoch;
+        uint32_t next_doorbell_id; /* rolling; restarts only when the memory is freed */
+        Peer *peers[SHMEM_PEERS_MAX];
+        unsigned n_peers;
+        void *plugin_data[4]; /* per-plugin endpoint state, by plugin slot */
+};
+
+/* Positive results of region functions: the wire's shmem.Status numbers. */
+enum {
+        REGION_E_CLIENT_MAX = 3,
+        REGION_E_BAD_SIZE = 8,
+        REGION_E_LIMIT = 9,
+};
+
+/* Validates a region name (DESIGN.md §6). */
+bool region_name_is_valid(const char *name);
+
+/*
+ * Computes the memfd size for @data_size bytes of data: page + data rounded
+ * up to a power of two. Returns false if it cannot be represented or exceeds
+ * @limit bytes.
+ */
+bool region_size_for(uint64_t data_size, uint64_t limit, uint64_t *ret_data_size,
+                     uint64_t *ret_region_size);
+
+int region_new(Region **ret, Registry *registry, const char *name, uint64_t data_size,
+               unsigned max_peers);
+Region *region_free(Region *r);
+
+/* Allocates the memfd and control page if not yet there. */
+int region_allocate(Region *r);
+/* Frees memory and control page; region must have no peers. */
+void region_release(Region *r);
+
+/*
+ * region_attach_peer() - give @id the lowest free index of @r, with its row
+ * of eventfds, and tell the other peers. The new peer's front end then sends
+ * its setup from peer->ev and region_peer_fd_to().
+ * Returns 0, REGION_E_CLIENT_MAX, or a negative errno.
+ */
+int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, void *userdata,
+                       Peer **ret);
+
+/*
+ * region_detach_peer() - the peer leaves: control page updated, other peers
+ * told, its row closed, control vectors rung. Frees @p. The caller
+ * (registry_detach_peer) decides what happens to an empty region.
+ */
+void region_detach_peer(Region *r, Peer *p);
+
+/* ev[other][me]: the fd @me rings to signal @other (borrowed). */
+static inline int region_peer_fd_to(Peer *other, Peer *me) {
+        return other->ev[me->index];
+}

@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "macro.h"
+#include "registry.h"
+
+int registry_new(Registry **ret, struct event_base *base, const Limits *limits, const char *rundir) {
+        Registry *reg = calloc(1, sizeof(*reg));
+
+        if (!reg)
+                return -ENOMEM;
+        reg->base = base;
+        reg->limits = *limits;
+        reg->rundir = strdup(rundir);
+        reg->regions = calloc(limits->max_regions ? limits->max_regions : 1, sizeof(Region *));
+        if (!reg->rundir || !reg->regions) {
+                registry_free(reg);
+                return -ENOMEM;
+        }
+        *ret = reg;
+        return 0;
+}
+
+Registry *registry_free(Registry *reg) {
+        if (!reg)
+                return NULL;
+        registry_clear(reg);
+        for (unsigned i = 0; i < reg->n_plugins; i++) {
+                reg->plugins[i]->ops->stop(reg->plugins[i]);
+                reg->plugins[i]->ops->free(reg->plugins[i]);
+        }
+        free(reg->regions);
+        free(reg->rundir);
+        free(reg);
+        return NULL;
+}
+
+int registry_add_plugin(Registry *reg, Plugin *p) {
+        int r;
+
+        if (reg->n_plugins >= REGISTRY_PLUGINS_MAX) {
+                p->ops->free(p);
+                return -E2BIG;
+        }
+        p->registry = reg;
+        p->base = reg->base;
+        r = p->ops->start(p);
+        if (r < 0) {
+                p->ops->free(p);
+                return r;
+        }
+        reg->plugins[reg->n_plugins++] = p;
+        return 0;
+}
+
+unsigned registry_plugin_slot(Registry *reg, Plugin *p) {
+        for (unsigned i = 0; i < reg->n_plugins; i++)
+                if (reg->plugins[i] == p)
+                        return i;
+        return 0;
+}
+
+Region *registry_find(Registry *reg, const char *name) {
+        /* Linear: max_regions is a few hundred and lookups happen per attach,
+         * not per signal (the broker is out of the signal path). */
+        for (unsigned i = 0; i < reg->n_regions; i++)
+                if (strcmp(reg->regions[i]->name, name) == 0)
+                        return reg->regions[i];
+        return NULL;
+}
+
+static void registry_notify_state(Registry *reg, Region *r, Shmem__RegionState state) {
+        if (reg->observer.state)
+                reg->observer.state(reg->observer.userdata, r, state);
+}
+
+/* Removes @r from the registry and the plugins, and frees it. No peers left. */
+static void registry_forget(Registry *reg, Region *r) {
+        for (unsigned i = 0; i < reg->n_plugins; i++)
+                reg->plugins[i]->ops->region_removed(reg->plugins[i], r);
+        if (r->memfd >= 0)
+                reg->allocated_bytes -= r->region_size;
+        registry_notify_state(reg, r, SHMEM__REGION_STATE__DESTROYED);
+        for (unsigned i = 0; i < reg->n_regions; i++)
+                if (reg->regions[i] == r) {
+                        reg->regions[i] = reg->regions[--reg->n_regions];
+                        break;
+                }
+        region_free(r);
+}
+
+/* Allocates the memory of @r within the byte limit. */
+static int registry_allocate(Registry *reg, Region *r, const char **ret_error) {
+        int k;
+
+        if (r->memfd >= 0)
+                return 0;
+        if (reg->allocated_bytes + r->region_size > reg->limits.max_total_bytes) {
+                *ret_error = "the broker's total memory limit is reached";
+                return SHMEM__STATUS__LIMIT;
+        }
+        k = region_allocate(r);
+        if (k < 0) {
+                *ret_error = "cannot allocate the region's memory";
+                return k == -ENOMEM || k == -ENOSPC ? SHMEM__STATUS__NOMEM : k;
+        }
+        reg->allocated_bytes += r->region_size;
+        registry_notify_state(reg, r, SHMEM__REGION_STATE__ALLOCATED);
+        return 0;
+}
+
+/* Creates a region object for @name and offers it to the plugins. */
+static int registry_add(Registry *reg, const char *name, uint64_t size, unsigned max_peers,
+                        Region **ret, const char **ret_error) {
+        uint64_t data_size, region_size;
+        Region *r;
+        int k;
+
+        if (!region_name_is_valid(name)) {
+                *ret_error = "names are 1-63 of [A-Za-z0-9._-], not starting with '.'";
+                return SHMEM__STATUS__ILLEGAL_NAME;
+        }
+        if (max_peers == 0)
+                max_peers = reg->limits.default_max_peers;
+        if (max_peers > SHMEM_PEERS_MAX) {
+                *ret_error = "max_peers must be 1-64";
+                return SHMEM__STATUS__BAD_REQUEST;
+        }
+        if (size == 0) {
+                *ret_error = "a new region needs a size greater than 0";
+                return SHMEM__STATUS__BAD_SIZE;
+        }
+        if (!region_size_for(size, reg->limits.max_region_bytes, &data_size, &region_size)) {
+                *ret_error = "size exceeds the per-region limit (data plus a 4 KiB control page, "
+                             "rounded up to a power of two)";
+                return SHMEM__STATUS__BAD_SIZE;
+        }
+        if (reg->n_regions >= reg->limits.max_regions) {
+                *ret_error = "the broker's region limit is reached";
+                return SHMEM__STATUS__LIMIT;
+        }
+        k = region_new(&r, reg, name, size, max_peers);
+        if (k < 0)
+                return k;
+        reg->regions[reg->n_regions++] = r;
+        for (unsigned i = 0; i < reg->n_plugins; i++) {
+                k = reg->plugins[i]->ops->region_added(reg->plugins[i], r);
+                if (k < 0) {
+                        /* Tell the plugins that saw it, then drop it. */
+                        *ret_error = "cannot set up the region's endpoints";
+                        registry_forget(reg, r);
+                        return k;
+                }
+        }
+        registry_notify_state(reg, r, SHMEM__REGION_STATE__DECLARED);
+        *ret = r;
+        return 0;
+}
+
+int registry_declare(Registry *reg, const char *name, uint64_t size, unsigned max_peers,
+                     bool persistent, Region **ret, const char **ret_error) {
+        Region *r;
+        int k;
+
+        *ret_error = NULL;
+        if (registry_find(reg, name)) {
+                *ret_error = "a region of that name exists";
+                return SHMEM__STATUS__EXISTS;
+        }
+        k = registry_add(reg, name, size, max_peers, &r, ret_error);
+        if (k != 0)
+                return k;
+        r->declared = true;
+        r->persistent = persistent;
+        if (persistent) {
+                k = registry_allocate(reg, r, ret_error);
+                if (k != 0) {
+                        registry_forget(reg, r);
+                        return k;
+                }
+        }
+        if (ret)
+                *ret = r;
+        return 0;
+}
+
+/* An empty region: free its memory unless persistent, forget it unless declared. */
+static void registry_settle(Registry *reg, Region *r) {
+        if (r->n_peers > 0 || r->persistent)
+                return;
+        if (!r->declared) {
+                registry_forget(reg, r);
+                return;
+        }
+        if (r->memfd >= 0) {
+                reg->allocated_bytes -= r->region_size;
+                region_release(r);
+                registry_notify_state(reg, r, SHMEM__REGION_STATE__FREED);
+        }
+}
+
+int registry_attach(Registry *reg, const char *name, AttachMode mode, uint64_t size,
+                    const PeerIdentity *id, const PeerOps *ops, void *userdata, Peer **ret,
+                    bool *ret_created, const char **ret_error) {
+        Region *r = registry_find(reg, name);
+        bool created = false;
+        Peer *p;
+        int k;
+
+        *ret_error = NULL;
+        if (!r && !region_name_is_valid(name)) {
+                *ret_error = "names are 1-63 of [A-Za-z0-9._-], not starting with '.'";
+                return SHMEM__STATUS__ILLEGAL_NAME;
+        }
+        if (r && mode == ATTACH_EXCLUSIVE) {
+                *ret_error = "a region of that name exists";
+                return SHMEM__STATUS__EXISTS;
+        }
+        if (!r) {
+                if (mode == ATTACH_FIND) {
+                        *ret_error = "no region of that name";
+                        return SHMEM__STATUS__DOES_NOT_EXIST;
+                }
+                k = registry_add(reg, name, size, 0, &r, ret_error);
+                if (k != 0)
+                        return k;
+                created = true;
+        }
+        created = created || r->memfd < 0;
+        k = registry_allocate(reg, r, ret_error);
+        if (k == 0) {
+                k = region_attach_peer(r, id, ops, userdata, &p);
+                if (k == REGION_E_CLIENT_MAX) {
+                        *ret_error = "every peer index of the region is taken";
+                        k = SHMEM__STATUS__CLIENT_MAX;
+                } else if (k < 0)
+                        *ret_error = "cannot create the peer's eventfds";
+        }
+        if (k != 0) {
+                registry_settle(reg, r);
+                return k;
+        }
+        if (reg->observer.joined)
+                reg->observer.joined(reg->observer.userdata, r, p);
+        *ret = p;
+        if (ret_created)
+                *ret_created = created;
+        return 0;
+}
+
+void registry_detach(Registry *reg, Peer *p) {
+        Region *r = p->region;
+        unsigned index = p->index;
+
+        region_detach_peer(r, p);
+        if (reg->observer.left)
+                reg->observer.left(reg->observer.userdata, r, index);
+        registry_settle(reg, r);
+}
+
+static void registry_evict_all(Registry *reg, Region *r) {
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *p = r->peers[i];
+
+                if (!p)
+                        continue;
+                p->ops->evicted(p);
+                region_detach_peer(r, p);
+                if (reg->observer.left)
+                        reg->observer.left(reg->observer.userdata, r, i);
+        }
+}
+
+int registry_destroy(Registry *reg, const char *name, bool force, const char **ret_error) {
+        Region *r = registry_find(reg, name);
+
+        *ret_error = NULL;
+        if (!r) {
+                *ret_error = "no region of that name";
+                return SHMEM__STATUS__DOES_NOT_EXIST;
+        }
+        if (r->n_peers > 0 && !force) {
+                *ret_error = "peers are attached (use force to detach them)";
+                return SHMEM__STATUS__BUSY;
+        }
+        registry_evict_all(reg, r);
+        registry_forget(reg, r);
+        return 0;
+}
+
+void registry_clear(Registry *reg) {
+        while (reg->n_regions > 0) {
+                Region *r = reg->regions[reg->n_regions - 1];
+
+                registry_evict_all(reg, r);
+                registry_forget(reg, r);
+        }
+}

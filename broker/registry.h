@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Registry: name -> Region, the limits, and the plugins that offer endpoints
+ * per region. All results that a client should see are shmem.Status numbers
+ * (positive); negative values are errnos.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "plugin.h"
+#include "region.h"
+#include "shmem.pb-c.h"
+
+#define REGISTRY_PLUGINS_MAX 4
+
+typedef struct Limits {
+        unsigned max_regions;
+        uint64_t max_total_bytes;  /* sum of allocated region sizes */
+        uint64_t max_region_bytes; /* one region's memfd size */
+        unsigned default_max_peers;
+        unsigned max_connections;  /* per front end */
+        size_t max_queued_bytes;   /* per connection */
+} Limits;
+
+#define LIMITS_DEFAULT                                                                             \
+        {                                                                                          \
+                .max_regions = 256, .max_total_bytes = UINT64_C(16) << 30,                        \
+                .max_region_bytes = UINT64_C(1) << 30, .default_max_peers = SHMEM_PEERS_DEFAULT,   \
+                .max_connections = 1024, .max_queued_bytes = 256 * 1024,                          \
+        }
+
+/* Watchers of the whole registry (shmemctl watch): told after the fact. */
+typedef struct RegistryObserver {
+        void (*state)(void *userdata, Region *r, Shmem__RegionState state);
+        void (*joined)(void *userdata, Region *r, Peer *p);
+        void (*left)(void *userdata, Region *r, unsigned index);
+        void *userdata;
+} RegistryObserver;
+
+struct Registry {
+        struct event_base *base;
+        Limits limits;
+        char *rundir;
+        Region **regions;
+        unsigned n_regions;
+        uint64_t allocated_bytes;
+        Plugin *plugins[REGISTRY_PLUGINS_MAX];
+        unsigned n_plugins;
+        RegistryObserver observer;
+};
+
+typedef enum AttachMode {
+        ATTACH_CREATE = SHMEM__ATTACH_MODE__CREATE,
+        ATTACH_FIND = SHMEM__ATTACH_MODE__FIND,
+        ATTACH_EXCLUSIVE = SHMEM__ATTACH_MODE__EXCLUSIVE,
+} AttachMode;
+
+int registry_new(Registry **ret, struct event_base *base, const Limits *limits, const char *rundir);
+Registry *registry_free(Registry *reg);
+
+/* Adds @p (consumed, also on failure) and starts it. */
+int registry_add_plugin(Registry *reg, Plugin *p);
+/* The slot of @p in Region.plugin_data. */
+unsigned registry_plugin_slot(Registry *reg, Plugin *p);
+
+Region *registry_find(Registry *reg, const char *name);
+
+/*
+ * registry_declare() - make @name known ahead of any attach (configuration,
+ * shmemctl create). Persistent regions get their memory at once.
+ * Returns 0 with *ret, or a shmem.Status (ILLEGAL_NAME, EXISTS, BAD_SIZE,
+ * LIMIT), or a negative errno. @ret_error gets a human-readable reason.
+ */
+int registry_declare(Registry *reg, const char *name, uint64_t size, unsigned max_peers,
+                     bool persistent, Region **ret, const char **ret_error);
+
+/*
+ * registry_attach() - attach a peer to @name per @mode, creating the region
+ * if allowed. Returns 0 with *ret (and *ret_created), a shmem.Status, or a
+ * negative errno; @ret_error as above.
+ */
+int registry_attach(Registry *reg, const char *name, AttachMode mode, uint64_t size,
+                    const PeerIdentity *id, const PeerOps *ops, void *userdata, Peer **ret,
+                    bool *ret_created, const char **ret_error);
+
+/* The peer leaves; an empty region is freed or forgotten per its kind. */
+void registry_detach(Registry *reg, Peer *p);
+
+/* Forgets @name; BUSY if peers are attached and !@force (then they are evicted). */
+int registry_destroy(Registry *reg, const char *name, bool force, const char **ret_error);
+
+/* Evicts every peer and forgets every region (shutdown). */
+void registry_clear(Registry *reg);

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Server: the native front end. A SOCK_SEQPACKET socket (<rundir>/broker.sock)
+ * speaking shmem.proto, for host peers (libshmem) and for shmemctl.
+ * docs/protocol.md describes the protocol.
+ */
+
+#include "registry.h"
+
+typedef struct Server Server;
+
+/* Consumes @listen_fd (a bound, listening SOCK_SEQPACKET socket) on failure too. */
+int server_new(Server **ret, Registry *reg, int listen_fd);
+Server *server_free(Server *s);
+
+unsigned server_n_clients(Server *s);
+
+/* Creates, binds and listens on @path (removing a stale socket, refusing a live one). */
+int server_listen(const char *path, int *ret_fd);

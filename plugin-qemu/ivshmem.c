@@ -1,0 +1,364 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "ivshmem-wire.h"
+#include "ivshmem.h"
+#include "log.h"
+#include "msg.h"
+#include "registry.h"
+
+typedef struct QemuPlugin QemuPlugin;
+typedef struct QemuClient QemuClient;
+
+/* One listening socket: the endpoint of one region. */
+typedef struct QemuEndpoint {
+        QemuPlugin *plugin;
+        Region *region;
+        int fd;
+        struct event *ev;
+        char path[108];
+} QemuEndpoint;
+
+struct QemuClient {
+        QemuPlugin *plugin;
+        QemuClient *prev, *next;
+        Conn conn;
+        PeerIdentity id;
+        Peer *peer;
+};
+
+struct QemuPlugin {
+        Plugin base;
+        QemuPluginConfig config;
+        char dir[PATH_MAX];
+        QemuClient *clients;
+        unsigned n_clients;
+};
+
+static const PeerOps qemu_peer_ops;
+
+static QemuPlugin *qemu_plugin(Plugin *p) {
+        return (QemuPlugin *) p;
+}
+
+/* Queues one protocol message; @fd is borrowed and duplicated. */
+static void qemu_client_send(QemuClient *c, int64_t value, int fd) {
+        FdMsg *m;
+        int dup_fd = -1, r;
+
+        if (fd >= 0) {
+                dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (dup_fd < 0) {
+                        conn_break(&c->conn, -errno);
+                        return;
+                }
+        }
+        r = ivshmem_msg_new(&m, value, dup_fd);
+        if (r < 0) {
+                conn_break(&c->conn, r);
+                return;
+        }
+        r = conn_queue(&c->conn, m);
+        if (r == -ENOBUFS)
+                log_peer_warning("QEMU '%s' (pid %d) does not read its socket, dropping it", c->id.label,
+                                 (int) c->id.pid);
+}
+
+/*
+ * The handshake, in contrib/ivshmem-server's order, which QEMU depends on:
+ * its own-vector fds arriving before the shm message would touch vectors it
+ * has not allocated yet (research/ivshmem-ecosystem.md §1).
+ */
+static void qemu_client_handshake(QemuClient *c) {
+        Peer *me = c->peer;
+        Region *r = me->region;
+
+        qemu_client_send(c, IVSHMEM_PROTOCOL_VERSION, -1);
+        qemu_client_send(c, me->doorbell_id, -1);
+        qemu_client_send(c, -1, r->memfd);
+        /* One fd per other peer, as that peer's vector 0: ringing it makes the
+         * other peer see "me signaled" (DESIGN.md §5). */
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *o = r->peers[i];
+
+                if (o && o != me)
+                        qemu_client_send(c, o->doorbell_id, region_peer_fd_to(o, me));
+        }
+        for (unsigned v = 0; v < r->vectors; v++)
+                qemu_client_send(c, me->doorbell_id, me->ev[v]);
+}
+
+static void qemu_client_free(QemuClient *c) {
+        QemuPlugin *qp = c->plugin;
+
+        if (c->peer)
+                registry_detach(qp->base.registry, c->peer);
+        conn_deinit(&c->conn);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                qp->clients = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        qp->n_clients--;
+        free(c);
+}
+
+static void qemu_client_on_drop(Conn *conn, int error, void *userdata) {
+        QemuClient *c = userdata;
+
+        if (c->peer)
+                log_info("QEMU '%s' (pid %d) left '%s' (peer %u)", c->id.label, (int) c->id.pid,
+                         c->peer->region->name, c->peer->index);
+        qemu_client_free(c);
+}
+
+static void qemu_client_on_read(Conn *conn, void *userdata) {
+        QemuClient *c = userdata;
+        _cleanup_(fdmsg_freep) FdMsg *in = NULL;
+        int r;
+
+        /* The protocol is server -> client only: QEMU closing is all we expect. */
+        r = fdmsg_recv(conn->fd, 64, 0, &in);
+        if (r == -EAGAIN)
+                return;
+        if (r != FDMSG_E_EOF && r != -ECONNRESET)
+                log_peer_warning("QEMU '%s' (pid %d) sent data on its ivshmem socket, dropping it",
+                                 c->id.label, (int) c->id.pid);
+        conn_break(conn, -ECONNRESET);
+}
+
+static void qemu_peer_joined(Peer *self, Peer *other, int fd) {
+        qemu_client_send(self->userdata, other->doorbell_id, fd);
+}
+
+static void qemu_peer_left(Peer *self, Peer *other) {
+        qemu_client_send(self->userdata, other->doorbell_id, -1);
+}
+
+static void qemu_peer_evicted(Peer *self) {
+        QemuClient *c = self->userdata;
+
+        /* QEMU ignores a closed server socket once set up (it has no event
+         * handler on the chardev); the guest keeps its mapping. */
+        c->peer = NULL;
+        conn_break(&c->conn, -ECONNRESET);
+}
+
+static const PeerOps qemu_peer_ops = {
+        .joined = qemu_peer_joined,
+        .left = qemu_peer_left,
+        .evicted = qemu_peer_evicted,
+};
+
+/* Fills @label with the VM's name from QEMU's "-name guest=X,..." or "-name X". */
+static void qemu_label_from_pid(pid_t pid, char *label, size_t size) {
+        char path[64], buf[8192];
+        ssize_t n;
+        int fd;
+
+        snprintf(label, size, "qemu-%d", (int) pid);
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int) pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return;
+        buf[n] = 0;
+        for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
+                char *v = p + strlen(p) + 1;
+
+                if (strcmp(p, "-name") != 0 || v >= buf + n)
+                        continue;
+                if (strncmp(v, "guest=", 6) == 0)
+                        v += 6;
+                snprintf(label, size, "%.*s", (int) strcspn(v, ","), v);
+                return;
+        }
+}
+
+static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userdata) {
+        QemuEndpoint *ep = userdata;
+        QemuPlugin *qp = ep->plugin;
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        _cleanup_close_ int cfd = -1;
+        const char *error = NULL;
+        QemuClient *c;
+        int r;
+
+        cfd = accept4(ep->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0)
+                return;
+        if (qp->n_clients >= qp->base.registry->limits.max_connections) {
+                log_peer_warning("Refusing a QEMU connection to '%s': %u connections is the limit",
+                                 ep->region->name, qp->n_clients);
+                /* Closing before the version would hang QEMU: refuse properly. */
+                (void) send(cfd, &(int64_t) { IVSHMEM_REFUSE_VERSION_BASE + SHMEM__STATUS__LIMIT },
+                            IVSHMEM_MSG_SIZE, MSG_NOSIGNAL | MSG_DONTWAIT);
+                return;
+        }
+        if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return;
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return;
+        c->plugin = qp;
+        c->id.kind = SHMEM_PEER_KIND_QEMU;
+        c->id.pid = cred.pid;
+        c->id.uid = cred.uid;
+        c->id.gid = cred.gid;
+        qemu_label_from_pid(cred.pid, c->id.label, sizeof(c->id.label));
+        if (conn_init(&c->conn, qp->base.base, TAKE_FD(cfd), qp->base.registry->limits.max_queued_bytes,
+                      qemu_client_on_read, qemu_client_on_drop, c) < 0) {
+                free(c);
+                return;
+        }
+        c->next = qp->clients;
+        if (qp->clients)
+                qp->clients->prev = c;
+        qp->clients = c;
+        qp->n_clients++;
+
+        r = registry_attach(qp->base.registry, ep->region->name, ATTACH_FIND, 0, &c->id, &qemu_peer_ops,
+                            c, &c->peer, NULL, &error);
+        if (r != 0) {
+                int status = r > 0 ? r : SHMEM__STATUS__UNKNOWN_FAILURE;
+
+                log_warning("Refusing QEMU '%s' (pid %d) on '%s': %s%s%s (sent version %d)", c->id.label,
+                            (int) c->id.pid, ep->region->name, msg_status_str(status), error ? ": " : "",
+                            error ? error : "", IVSHMEM_REFUSE_VERSION_BASE + status);
+                qemu_client_send(c, IVSHMEM_REFUSE_VERSION_BASE + status, -1);
+                conn_close_after_flush(&c->conn);
+                return;
+        }
+        log_info("QEMU '%s' (pid %d) attached to '%s' as peer %u", c->id.label, (int) c->id.pid,
+                 ep->region->name, c->peer->index);
+        qemu_client_handshake(c);
+}
+
+static int qemu_plugin_region_added(Plugin *p, Region *r) {
+        QemuPlugin *qp = qemu_plugin(p);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = -1;
+        QemuEndpoint *ep;
+        int n;
+
+        ep = calloc(1, sizeof(*ep));
+        if (!ep)
+                return -ENOMEM;
+        ep->plugin = qp;
+        ep->region = r;
+        ep->fd = -1;
+        n = snprintf(ep->path, sizeof(ep->path), "%s/%s.sock", qp->dir, r->name);
+        if (n < 0 || (size_t) n >= sizeof(sa.sun_path)) {
+                free(ep);
+                return -ENAMETOOLONG;
+        }
+        strcpy(sa.sun_path, ep->path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                goto fail;
+        /* The name is ours: the registry just declared it, so a file there is stale. */
+        (void) unlink(ep->path);
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(fd, 64) < 0)
+                goto fail;
+        if (chmod(ep->path, qp->config.socket_mode) < 0)
+                goto fail;
+        if (qp->config.socket_gid != (gid_t) -1 && chown(ep->path, (uid_t) -1, qp->config.socket_gid) < 0)
+                goto fail;
+        ep->ev = event_new(p->base, fd, EV_READ | EV_PERSIST, qemu_endpoint_on_accept, ep);
+        if (!ep->ev || event_add(ep->ev, NULL) < 0)
+                goto fail;
+        ep->fd = TAKE_FD(fd);
+        r->plugin_data[registry_plugin_slot(p->registry, p)] = ep;
+        return 0;
+
+fail:
+        n = -errno;
+        log_error_errno(n, "Cannot listen on '%s': %m", ep->path);
+        if (ep->ev)
+                event_free(ep->ev);
+        (void) unlink(ep->path);
+        free(ep);
+        return n < 0 ? n : -EIO;
+}
+
+static void qemu_plugin_region_removed(Plugin *p, Region *r) {
+        unsigned slot = registry_plugin_slot(p->registry, p);
+        QemuEndpoint *ep = r->plugin_data[slot];
+
+        if (!ep)
+                return;
+        event_free(ep->ev);
+        fd_close(ep->fd);
+        (void) unlink(ep->path);
+        free(ep);
+        r->plugin_data[slot] = NULL;
+}
+
+static int qemu_plugin_start(Plugin *p) {
+        QemuPlugin *qp = qemu_plugin(p);
+        Registry *reg = p->registry;
+        int n;
+
+        n = snprintf(qp->dir, sizeof(qp->dir), "%s/qemu", reg->rundir);
+        if (n < 0 || (size_t) n >= sizeof(qp->dir))
+                return -ENAMETOOLONG;
+        if (mkdir(qp->dir, 0755) < 0 && errno != EEXIST)
+                return log_error_errno(-errno, "Cannot create '%s': %m", qp->dir);
+        if (qp->config.socket_gid != (gid_t) -1 && chown(qp->dir, (uid_t) -1, qp->config.socket_gid) < 0)
+                return log_error_errno(-errno, "Cannot set the group of '%s': %m", qp->dir);
+        for (unsigned i = 0; i < reg->n_regions; i++) {
+                int r = qemu_plugin_region_added(p, reg->regions[i]);
+
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void qemu_plugin_stop(Plugin *p) {
+        QemuPlugin *qp = qemu_plugin(p);
+        Registry *reg = p->registry;
+
+        while (qp->clients)
+                qemu_client_free(qp->clients);
+        for (unsigned i = 0; i < reg->n_regions; i++)
+                qemu_plugin_region_removed(p, reg->regions[i]);
+}
+
+static void qemu_plugin_free(Plugin *p) {
+        free(qemu_plugin(p));
+}
+
+static const PluginOps qemu_plugin_ops = {
+        .name = "qemu",
+        .start = qemu_plugin_start,
+        .stop = qemu_plugin_stop,
+        .region_added = qemu_plugin_region_added,
+        .region_removed = qemu_plugin_region_removed,
+        .free = qemu_plugin_free,
+};
+
+int qemu_plugin_new(Plugin **ret, const QemuPluginConfig *config) {
+        QemuPlugin *qp = calloc(1, sizeof(*qp));
+
+        if (!qp)
+                return -ENOMEM;
+        qp->base.ops = &qemu_plugin_ops;
+        qp->config = *config;
+        *ret = &qp->base;
+        return 0;
+}

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * plugin-qemu: QEMU's ivshmem chardev server protocol, one listening socket
+ * per region at <rundir>/qemu/<name>.sock, so stock
+ *   -chardev socket,path=...,id=X -device ivshmem-doorbell,chardev=X,vectors=N
+ * and libvirt <shmem> attach to broker regions unmodified.
+ *
+ * A QEMU client is attached to the region as a peer the moment it connects
+ * (QEMU blocks its device realize reading the handshake, so it is answered at
+ * once). It is refused only by a version other than 0 (1000 + shmem.Status),
+ * which makes QEMU fail cleanly; closing its socket mid-handshake would hang
+ * QEMU for ever (research/qemu-lab.md).
+ */
+
+#include <sys/types.h>
+
+#include "plugin.h"
+
+#define IVSHMEM_REFUSE_VERSION_BASE 1000
+
+typedef struct QemuPluginConfig {
+        mode_t socket_mode; /* 0660 by default */
+        gid_t socket_gid;   /* (gid_t) -1: leave the broker's group */
+} QemuPluginConfig;
+
+/* A new plugin, to be handed to registry_add_plugin(). */
+int qemu_plugin_new(Plugin **ret, const QemuPluginConfig *config);

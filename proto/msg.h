@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * msg: one shmem.Message (shmem.proto) per datagram, with its fds.
+ * Used by the broker's native front end and by libshmem alike.
+ */
+
+#include <stddef.h>
+
+#include "fdmsg.h"
+#include "shmem.pb-c.h"
+
+#define SHMEM_PROTOCOL_VERSION 1
+#define SHMEM_MSG_MAX 65536 /* bytes of one serialized Message */
+#define SHMEM_MSG_FDS_MAX 160 /* attach reply with 64 peers: 1 + 65 + 63 */
+
+typedef Shmem__Message Message;
+
+/* Serializes @m; consumes @fds (closed on failure too). */
+int msg_encode(FdMsg **ret, const Message *m, int *fds, size_t n_fds);
+
+/*
+ * Parses the bytes of @in (borrowed; its fds stay in it for the caller to
+ * steal). Returns 0, -EBADMSG if it is not a Message, -ENOMEM.
+ * Free the result with msg_free().
+ */
+int msg_decode(Message **ret, const FdMsg *in);
+Message *msg_free(Message *m);
+static inline void msg_freep(Message **m) { msg_free(*m); }
+
+/* Human-readable text of a shmem.Status value. */
+const char *msg_status_str(int status);
