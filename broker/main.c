@@ -34,6 +34,8 @@ static void help(void) {
                "     --max-total-size=SIZE  All regions' memory at most (default: 16G)\n"
                "     --max-peers=N          Default peers per region, 1-64 (default: 16)\n"
                "     --max-connections=N    Connections per front end (default: 1024)\n"
+               "     --max-queued-bytes=SIZE  Output queued for one connection before it is\n"
+               "                            dropped as not reading (default: 256K, at least 4K)\n"
                "  -v --verbose              Log debug messages\n",
                SHMEM_DEFAULT_RUNDIR);
 }
@@ -110,6 +112,7 @@ int main(int argc, char **argv) {
                 ARG_MAX_TOTAL_SIZE,
                 ARG_MAX_PEERS,
                 ARG_MAX_CONNECTIONS,
+                ARG_MAX_QUEUED,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -123,6 +126,7 @@ int main(int argc, char **argv) {
                 { "max-total-size", required_argument, NULL, ARG_MAX_TOTAL_SIZE },
                 { "max-peers", required_argument, NULL, ARG_MAX_PEERS },
                 { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+                { "max-queued-bytes", required_argument, NULL, ARG_MAX_QUEUED },
                 { "verbose", no_argument, NULL, 'v' },
                 {}
         };
@@ -190,6 +194,15 @@ int main(int argc, char **argv) {
                         goto check;
                 case ARG_MAX_CONNECTIONS:
                         r = parse_uint(optarg, 1, 1u << 20, &config.limits.max_connections);
+                        goto check;
+                case ARG_MAX_QUEUED: {
+                        uint64_t v;
+
+                        r = parse_size(optarg, &v);
+                        if (r >= 0 && (v < 4096 || v > (UINT64_C(1) << 30)))
+                                r = -ERANGE;
+                        config.limits.max_queued_bytes = (size_t) v;
+                }
                 check:
                         if (r < 0) {
                                 fprintf(stderr, "shmem-brokerd: invalid value '%s' for --%s\n", optarg,

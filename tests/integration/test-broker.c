@@ -1,0 +1,536 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Integration: the real shmem-brokerd on a temporary run directory, driven
+ * through libshmem and, for misbehaving peers, through raw sockets.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "shmem.h"
+
+static char rundir[256], sockpath[300];
+static pid_t broker_pid;
+
+static int count_fds(void) {
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        int n = 0;
+
+        while ((e = readdir(d)))
+                if (e->d_name[0] != '.')
+                        n++;
+        closedir(d);
+        return n - 1; /* the DIR's own fd */
+}
+
+static void broker_start(const char *const *extra) {
+        const char *argv[32] = { BROKERD_PATH, "--rundir", rundir, "--region", "declared:64K" };
+        size_t n = 5;
+
+        for (; extra && *extra; extra++)
+                argv[n++] = *extra;
+        argv[n] = NULL;
+        broker_pid = fork();
+        ck_assert_int_ge(broker_pid, 0);
+        if (broker_pid == 0) {
+                execv(BROKERD_PATH, (char **) argv);
+                _exit(127);
+        }
+        for (int i = 0; i < 500; i++) {
+                if (access(sockpath, F_OK) == 0)
+                        return;
+                usleep(10000);
+        }
+        ck_abort_msg("broker did not create %s within 5 s", sockpath);
+}
+
+static void broker_stop(void) {
+        int status;
+
+        ck_assert_int_eq(kill(broker_pid, SIGTERM), 0);
+        ck_assert_int_eq(waitpid(broker_pid, &status, 0), broker_pid);
+        /* A clean exit proves the broker survived whatever the test did to it. */
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "broker died: status 0x%x", status);
+}
+
+static int fds_at_start;
+
+static void setup_with(const char *const *extra) {
+        snprintf(rundir, sizeof(rundir), "/tmp/shmem-it-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(rundir));
+        snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
+        fds_at_start = count_fds();
+        broker_start(extra);
+}
+
+static void setup(void) {
+        setup_with(NULL);
+}
+
+static void teardown(void) {
+        char cmd[400];
+
+        broker_stop();
+        ck_assert_int_eq(count_fds(), fds_at_start);
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", rundir);
+        ck_assert_int_eq(system(cmd), 0);
+}
+
+static shmem_t *attach_flags(const char *name, uint64_t size, unsigned flags, int expect) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = sockpath, .label = "it" };
+        shmem_t *h = NULL;
+        int r = shmem_attach(&h, name, size, flags, &o);
+
+        ck_assert_msg(r == expect, "attach '%s': got %d (%s), want %d", name, r, shmem_strstatus(r), expect);
+        return h;
+}
+
+static shmem_t *attach(const char *name, uint64_t size) {
+        return attach_flags(name, size, 0, 0);
+}
+
+/* Waits until @h has seen all of @want as senders; returns what it saw in all. */
+static uint64_t wait_senders(shmem_t *h, uint64_t want, int timeout_ms) {
+        uint64_t seen = 0;
+
+        for (int t = 0; t < timeout_ms && (seen & want) != want; t += 50) {
+                struct shmem_event ev;
+                int r = shmem_wait(h, 50, &ev);
+
+                ck_assert_int_ge(r, 0);
+                if (r > 0)
+                        seen |= ev.senders;
+        }
+        return seen;
+}
+
+/* Waits for a membership event after which the active bitmap equals @active. */
+static void wait_active(shmem_t *h, uint64_t active) {
+        for (int t = 0; t < 5000; t += 50) {
+                struct shmem_event ev;
+
+                ck_assert_int_ge(shmem_wait(h, 50, &ev), 0);
+                if (shmem_active(h) == active)
+                        return;
+        }
+        ck_abort_msg("active is 0x%llx, want 0x%llx", (unsigned long long) shmem_active(h),
+                     (unsigned long long) active);
+}
+
+START_TEST(test_first_attach_creates_and_fixes_size) {
+        shmem_t *a = attach("r1", 100000);
+        shmem_t *b = attach("r1", 8 << 20);
+
+        /* 100000 rounded up to pages, whatever the second attacher asked for. */
+        ck_assert_uint_eq(shmem_size(a), 102400);
+        ck_assert_uint_eq(shmem_size(b), 102400);
+        ck_assert_uint_eq(shmem_index(a), 0);
+        ck_assert_uint_eq(shmem_index(b), 1);
+        ck_assert_uint_eq(shmem_max_peers(a), 16);
+        ck_assert_str_eq(shmem_name(b), "r1");
+
+        strcpy(shmem_data(a), "written by a");
+        ck_assert_str_eq(shmem_data(b), "written by a");
+        strcpy((char *) shmem_data(b) + 100000, "tail by b");
+        ck_assert_str_eq((char *) shmem_data(a) + 100000, "tail by b");
+
+        shmem_detach(b);
+        shmem_detach(a);
+}
+END_TEST
+
+START_TEST(test_find_and_exclusive) {
+        shmem_t *a;
+
+        ck_assert_ptr_null(attach_flags("missing", 4096, SHMEM_FIND, SHMEM_STATUS_DOES_NOT_EXIST));
+        a = attach_flags("ex", 4096, SHMEM_EXCLUSIVE, 0);
+        ck_assert_ptr_null(attach_flags("ex", 4096, SHMEM_EXCLUSIVE, SHMEM_STATUS_EXISTS));
+        shmem_detach(attach_flags("ex", 0, SHMEM_FIND, 0));
+        /* A declared region exists before anyone attached. */
+        shmem_detach(attach_flags("declared", 0, SHMEM_FIND, 0));
+        shmem_detach(a);
+        /* The last peer left an undeclared region: it is gone. */
+        ck_assert_ptr_null(attach_flags("ex", 4096, SHMEM_FIND, SHMEM_STATUS_DOES_NOT_EXIST));
+}
+END_TEST
+
+START_TEST(test_client_max) {
+        shmem_t *h[16];
+
+        for (unsigned i = 0; i < 16; i++) {
+                h[i] = attach("full", 4096);
+                ck_assert_uint_eq(shmem_index(h[i]), i);
+        }
+        ck_assert_ptr_null(attach_flags("full", 4096, 0, SHMEM_STATUS_CLIENT_MAX));
+        /* Lowest free index is reused. */
+        shmem_detach(h[5]);
+        h[5] = attach("full", 4096);
+        ck_assert_uint_eq(shmem_index(h[5]), 5);
+        for (unsigned i = 0; i < 16; i++)
+                shmem_detach(h[i]);
+}
+END_TEST
+
+START_TEST(test_selective_signaling) {
+        shmem_t *p[4];
+        struct shmem_event ev;
+
+        for (unsigned i = 0; i < 4; i++)
+                p[i] = attach("sig", 4096);
+        for (unsigned i = 0; i < 4; i++)
+                wait_active(p[i], 0xf);
+        for (unsigned i = 0; i < 4; i++)
+                while (shmem_wait(p[i], 0, &ev) > 0)
+                        ; /* drain membership events */
+
+        ck_assert_int_eq(shmem_notify(p[3], 0x5), 0); /* {0, 2} */
+        ck_assert_uint_eq(shmem_unconsumed(p[3]) & 0x5, 0x5);
+        ck_assert_uint_eq(wait_senders(p[0], 0x8, 3000), 0x8);
+        ck_assert_uint_eq(wait_senders(p[2], 0x8, 3000), 0x8);
+        ck_assert_uint_eq(shmem_unconsumed(p[3]), 0);
+        /* Peer 1 was not in the set: nothing arrives. */
+        ck_assert_int_eq(shmem_wait(p[1], 300, &ev), 0);
+
+        /* Two senders to one receiver: it learns exactly both. */
+        ck_assert_int_eq(shmem_notify(p[0], 0x4), 0);
+        ck_assert_int_eq(shmem_notify(p[1], 0x4), 0);
+        ck_assert_uint_eq(wait_senders(p[2], 0x3, 3000), 0x3);
+        ck_assert_int_eq(shmem_wait(p[3], 200, &ev), 0);
+
+        /* All but me. */
+        ck_assert_int_eq(shmem_notify(p[2], SHMEM_ALL_BUT_ME), 0);
+        ck_assert_uint_eq(wait_senders(p[0], 0x4, 3000), 0x4);
+        ck_assert_uint_eq(wait_senders(p[1], 0x4, 3000), 0x4);
+        ck_assert_uint_eq(wait_senders(p[3], 0x4, 3000), 0x4);
+        ck_assert_int_eq(shmem_wait(p[2], 200, &ev), 0);
+
+        for (unsigned i = 0; i < 4; i++)
+                shmem_detach(p[i]);
+}
+END_TEST
+
+START_TEST(test_membership_events) {
+        shmem_t *a = attach("mem", 4096), *b;
+        struct shmem_event ev;
+        uint64_t epoch;
+
+        ck_assert_uint_eq(shmem_active(a), 0x1);
+        b = attach("mem", 4096);
+        ck_assert_int_eq(shmem_wait(a, 3000, &ev), 1);
+        ck_assert(ev.membership_changed);
+        ck_assert_uint_eq(ev.active, 0x3);
+        epoch = ev.epoch;
+        /* The new peer can be signaled at once. */
+        ck_assert_int_eq(shmem_notify(a, 0x2), 0);
+        ck_assert_uint_eq(wait_senders(b, 0x1, 3000), 0x1);
+
+        shmem_detach(b);
+        ck_assert_int_eq(shmem_wait(a, 3000, &ev), 1);
+        ck_assert(ev.membership_changed);
+        ck_assert_uint_eq(ev.active, 0x1);
+        ck_assert_uint_gt(ev.epoch, epoch);
+        shmem_detach(a);
+}
+END_TEST
+
+START_TEST(test_sigkill_frees_index) {
+        shmem_t *a = attach("kill", 4096), *c;
+        int pipefd[2];
+        pid_t child;
+        char ch;
+
+        ck_assert_int_eq(pipe(pipefd), 0);
+        child = fork();
+        if (child == 0) {
+                shmem_t *b = attach("kill", 4096);
+
+                /* Leave a signal unconsumed in a's slot, then die. */
+                shmem_notify(b, 0x1);
+                (void) !write(pipefd[1], "x", 1);
+                pause();
+                _exit(shmem_index(b) == 1 ? 0 : 1);
+        }
+        close(pipefd[1]);
+        ck_assert_int_eq(read(pipefd[0], &ch, 1), 1);
+        close(pipefd[0]);
+        wait_active(a, 0x3);
+        ck_assert_int_eq(kill(child, SIGKILL), 0);
+        ck_assert_int_eq(waitpid(child, NULL, 0), child);
+        wait_active(a, 0x1);
+        /* Index 1 is free again, and its next holder inherits no signal. */
+        c = attach("kill", 4096);
+        ck_assert_uint_eq(shmem_index(c), 1);
+        ck_assert_uint_eq(shmem_unconsumed(c), 0);
+        shmem_detach(c);
+        shmem_detach(a);
+}
+END_TEST
+
+START_TEST(test_bad_names_and_sizes) {
+        static const char *const bad[] = { "", ".hidden", "a/b", "sp ace", "nul\x01",
+                "0123456789012345678901234567890123456789012345678901234567890123" };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                ck_assert_ptr_null(attach_flags(bad[i], 4096, 0, SHMEM_STATUS_ILLEGAL_NAME));
+        /* 63 characters is fine. */
+        shmem_detach(attach("012345678901234567890123456789012345678901234567890123456789012", 4096));
+        ck_assert_ptr_null(attach_flags("zero", 0, 0, SHMEM_STATUS_BAD_SIZE));
+        ck_assert_ptr_null(attach_flags("huge", UINT64_C(1) << 40, 0, SHMEM_STATUS_BAD_SIZE));
+        /* Exactly at the 1 GiB default: data + control page must be a power of two <= 1 GiB. */
+        ck_assert_ptr_null(attach_flags("edge", UINT64_C(1) << 30, 0, SHMEM_STATUS_BAD_SIZE));
+        shmem_detach(attach("edge", (UINT64_C(1) << 30) - 4096));
+}
+END_TEST
+
+/* --- misbehaving peers --- */
+
+static int raw_connect(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+        ck_assert_int_ge(fd, 0);
+        strcpy(sa.sun_path, sockpath);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        return fd;
+}
+
+/* The broker closes @fd within 3 s; any bytes before that are skipped. */
+static void assert_dropped(int fd) {
+        char buf[70000];
+
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                ssize_t n;
+
+                ck_assert_msg(poll(&p, 1, 3000) == 1, "broker did not drop the connection");
+                n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+                if (n == 0)
+                        break;
+                ck_assert_int_gt(n, 0);
+        }
+        close(fd);
+}
+
+static void send_message(int fd, const Message *m, const int *fds, size_t n_fds) {
+        uint8_t buf[SHMEM_MSG_MAX];
+        size_t n = shmem__message__pack(m, buf);
+
+        ck_assert_int_eq(fdmsg_send_now(fd, buf, n, fds, n_fds), 0);
+}
+
+static void send_hello(int fd) {
+        Shmem__Hello h = SHMEM__HELLO__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        h.version = 1;
+        h.label = "raw";
+        m.serial = 1;
+        m.body_case = SHMEM__MESSAGE__BODY_HELLO;
+        m.hello = &h;
+        send_message(fd, &m, NULL, 0);
+}
+
+/* The region of a well-behaved pair still works after each abuse. */
+static void assert_others_unharmed(shmem_t *a, shmem_t *b) {
+        shmem_t *c;
+
+        ck_assert_int_eq(shmem_notify(a, 0x2), 0);
+        ck_assert_uint_eq(wait_senders(b, 0x1, 3000) & 0x1, 0x1);
+        c = attach("other", 4096);
+        shmem_detach(c);
+}
+
+START_TEST(test_bad_input_dropped) {
+        shmem_t *a = attach("victim", 4096), *b = attach("victim", 4096);
+        static char big[SHMEM_MSG_MAX + 100];
+        Message m = SHMEM__MESSAGE__INIT;
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        int fd, pfd[2];
+
+        /* Garbage bytes. */
+        fd = raw_connect();
+        ck_assert_int_eq(send(fd, "\xff\xff\xff\xff garbage", 13, 0), 13);
+        assert_dropped(fd);
+        assert_others_unharmed(a, b);
+
+        /* A valid message before Hello. */
+        fd = raw_connect();
+        m.serial = 1;
+        m.body_case = SHMEM__MESSAGE__BODY_LIST;
+        m.list = &(Shmem__List) SHMEM__LIST__INIT;
+        send_message(fd, &m, NULL, 0);
+        assert_dropped(fd);
+
+        /* Truncated: a protobuf length prefix running past the datagram. */
+        fd = raw_connect();
+        send_hello(fd);
+        ck_assert_int_eq(send(fd, "\x5a\x40\x0a", 3, 0), 3);
+        assert_dropped(fd);
+
+        /* Oversized datagram. */
+        fd = raw_connect();
+        send_hello(fd);
+        ck_assert_int_eq(send(fd, big, sizeof(big), 0), (ssize_t) sizeof(big));
+        assert_dropped(fd);
+        assert_others_unharmed(a, b);
+
+        /* A message with fds: clients send none. */
+        fd = raw_connect();
+        send_hello(fd);
+        ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+        m.serial = 2;
+        send_message(fd, &m, pfd, 2);
+        close(pfd[0]);
+        close(pfd[1]);
+        assert_dropped(fd);
+
+        /* An unknown message: a Reply is the broker's to send. */
+        fd = raw_connect();
+        send_hello(fd);
+        m.serial = 3;
+        m.body_case = SHMEM__MESSAGE__BODY_REPLY;
+        m.reply = &reply;
+        send_message(fd, &m, NULL, 0);
+        assert_dropped(fd);
+
+        /* An unsupported protocol version: told, then closed. */
+        fd = raw_connect();
+        {
+                Shmem__Hello h = SHMEM__HELLO__INIT;
+                Message hm = SHMEM__MESSAGE__INIT;
+
+                h.version = 99;
+                hm.serial = 1;
+                hm.body_case = SHMEM__MESSAGE__BODY_HELLO;
+                hm.hello = &h;
+                send_message(fd, &hm, NULL, 0);
+        }
+        assert_dropped(fd);
+
+        assert_others_unharmed(a, b);
+        shmem_detach(b);
+        shmem_detach(a);
+}
+END_TEST
+
+START_TEST(test_qemu_socket_abuse) {
+        shmem_t *a = attach("declared", 0), *b = attach("declared", 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int64_t hs[3];
+        int fd;
+
+        /* A "QEMU" that talks back is dropped; the region goes on. */
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qemu/declared.sock", rundir);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        ck_assert_int_eq(recv(fd, hs, sizeof(hs), MSG_WAITALL), (ssize_t) sizeof(hs));
+        ck_assert_int_eq(hs[0], 0);  /* version */
+        ck_assert_int_eq(hs[2], -1); /* the shm message follows the id */
+        wait_active(a, 0x7);
+        ck_assert_int_eq(send(fd, "hi", 2, MSG_NOSIGNAL), 2);
+        wait_active(a, 0x3);
+        close(fd);
+        assert_others_unharmed(a, b);
+        shmem_detach(b);
+        shmem_detach(a);
+}
+END_TEST
+
+static void setup_small_queue(void) {
+        static const char *const extra[] = { "--max-queued-bytes=4096", NULL };
+
+        setup_with(extra);
+}
+
+START_TEST(test_peer_that_never_reads) {
+        shmem_t *a = attach("busy", 4096);
+        int lazy = raw_connect(), status = -1;
+        Message m = SHMEM__MESSAGE__INIT;
+        Shmem__Attach at = SHMEM__ATTACH__INIT;
+        char buf[SHMEM_MSG_MAX];
+
+        /* Attach a raw peer that then never reads its events. */
+        send_hello(lazy);
+        at.name = "busy";
+        at.size = 4096;
+        m.serial = 2;
+        m.body_case = SHMEM__MESSAGE__BODY_ATTACH;
+        m.attach = &at;
+        send_message(lazy, &m, NULL, 0);
+        wait_active(a, 0x3);
+
+        /* Churn: every join and leave queues an event for the lazy peer. */
+        for (int i = 0; i < 3000 && (shmem_active(a) & 0x2); i++) {
+                shmem_t *c = attach("busy", 4096);
+                struct shmem_event ev;
+
+                shmem_detach(c);
+                (void) shmem_wait(a, 0, &ev);
+        }
+        wait_active(a, 0x1);
+        /* It was dropped: its socket reaches end of file after what was queued. */
+        while ((status = (int) recv(lazy, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+                ;
+        ck_assert_int_eq(status, 0);
+        close(lazy);
+        shmem_detach(a);
+}
+END_TEST
+
+static Suite *broker_suite(void) {
+        Suite *s = suite_create("broker");
+        TCase *tc;
+
+        tc = tcase_create("regions");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_first_attach_creates_and_fixes_size);
+        tcase_add_test(tc, test_find_and_exclusive);
+        tcase_add_test(tc, test_client_max);
+        tcase_add_test(tc, test_bad_names_and_sizes);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("signals");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_selective_signaling);
+        tcase_add_test(tc, test_membership_events);
+        tcase_add_test(tc, test_sigkill_frees_index);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("misbehaving");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, test_bad_input_dropped);
+        tcase_add_test(tc, test_qemu_socket_abuse);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("slow-reader");
+        tcase_add_checked_fixture(tc, setup_small_queue, teardown);
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, test_peer_that_never_reads);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(broker_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

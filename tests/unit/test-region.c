@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Unit tests of broker/region.c and broker/registry.c: the core without transports. */
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "registry.h"
+
+static int count_fds(void) {
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        int n = 0;
+
+        while ((e = readdir(d)))
+                if (e->d_name[0] != '.')
+                        n++;
+        closedir(d);
+        return n - 1;
+}
+
+/* A front end that records what the core told it. */
+typedef struct Recorder {
+        unsigned joined, left, evicted;
+        int last_joined_fd;
+} Recorder;
+
+static void rec_joined(Peer *self, Peer *other, int fd) {
+        Recorder *r = self->userdata;
+
+        r->joined++;
+        r->last_joined_fd = fd;
+        ck_assert_int_eq(fd, other->ev[self->index]);
+}
+static void rec_left(Peer *self, Peer *other) {
+        ((Recorder *) self->userdata)->left++;
+}
+static void rec_evicted(Peer *self) {
+        ((Recorder *) self->userdata)->evicted++;
+}
+static const PeerOps rec_ops = { rec_joined, rec_left, rec_evicted };
+
+static struct event_base *base;
+static Registry *reg;
+static int fds_before;
+
+static void setup(void) {
+        Limits l = LIMITS_DEFAULT;
+
+        fds_before = count_fds();
+        base = event_base_new();
+        l.max_regions = 4;
+        l.max_total_bytes = 8u << 20;
+        ck_assert_int_eq(registry_new(&reg, base, &l, "/nonexistent"), 0);
+}
+
+static void teardown(void) {
+        registry_free(reg);
+        event_base_free(base);
+        ck_assert_int_eq(count_fds(), fds_before);
+}
+
+static Peer *attach(const char *name, uint64_t size, Recorder *rec, int expect) {
+        PeerIdentity id = { .kind = SHMEM_PEER_KIND_HOST, .label = "unit" };
+        const char *error;
+        Peer *p = NULL;
+        int r = registry_attach(reg, name, ATTACH_CREATE, size, &id, &rec_ops, rec, &p, NULL, &error);
+
+        ck_assert_int_eq(r, expect);
+        return r == 0 ? p : NULL;
+}
+
+START_TEST(test_size_rounding) {
+        uint64_t d, t;
+
+        ck_assert(region_size_for(1, UINT64_MAX, &d, &t));
+        ck_assert_uint_eq(d, 4096);
+        ck_assert_uint_eq(t, 8192);
+        ck_assert(region_size_for(1 << 20, UINT64_MAX, &d, &t));
+        ck_assert_uint_eq(t, 2 << 20); /* 1 MiB + control page -> 2 MiB */
+        ck_assert(region_size_for((1 << 20) - 4096, UINT64_MAX, &d, &t));
+        ck_assert_uint_eq(t, 1 << 20);
+        ck_assert(!region_size_for(0, UINT64_MAX, &d, &t));
+        ck_assert(!region_size_for(1 << 30, 1 << 30, &d, &t));
+        for (uint64_t s = 1; s < (UINT64_C(1) << 34); s = s * 3 + 7) {
+                ck_assert(region_size_for(s, UINT64_MAX, &d, &t));
+                ck_assert_uint_eq(t & (t - 1), 0); /* a power of two: QEMU asserts it */
+                ck_assert_uint_ge(t, d + SHMEM_PAGE_SIZE);
+        }
+}
+END_TEST
+
+START_TEST(test_names) {
+        ck_assert(region_name_is_valid("a"));
+        ck_assert(region_name_is_valid("vm-a.ring_0"));
+        ck_assert(!region_name_is_valid(""));
+        ck_assert(!region_name_is_valid(".x"));
+        ck_assert(!region_name_is_valid("a/b"));
+        ck_assert(!region_name_is_valid("a b"));
+}
+END_TEST
+
+START_TEST(test_indices_and_control_page) {
+        Recorder r[3] = {};
+        Peer *p0 = attach("r", 4096, &r[0], 0), *p1 = attach("r", 4096, &r[1], 0), *p2;
+        Region *rg = p0->region;
+        struct shmem_control_page *pg = rg->page;
+        struct stat st;
+        unsigned seals;
+
+        ck_assert_uint_eq(pg->magic, SHMEM_LAYOUT_MAGIC);
+        ck_assert_str_eq(pg->name, "r");
+        ck_assert_uint_eq(pg->vectors, 17);
+        ck_assert_uint_eq(pg->active, 0x3);
+        ck_assert_uint_eq(pg->epoch, 2);
+        ck_assert_uint_eq(r[0].joined, 1);
+        ck_assert_uint_eq(pg->slots[1].state, SHMEM_SLOT_ACTIVE);
+        ck_assert_str_eq(pg->slots[1].label, "unit");
+
+        /* Memory: sealed against resizing, a power of two, writable. */
+        ck_assert_int_eq(fstat(rg->memfd, &st), 0);
+        ck_assert_int_eq(st.st_size, 8192);
+        seals = (unsigned) fcntl(rg->memfd, F_GET_SEALS);
+        ck_assert_uint_eq(seals, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+
+        /* p1 signals p0 and leaves without p0 consuming it: the bit goes. */
+        __atomic_fetch_or(&pg->slots[0].pending, BIT(1), __ATOMIC_SEQ_CST);
+        registry_detach(reg, p1);
+        ck_assert_uint_eq(pg->slots[0].pending, 0);
+        ck_assert_uint_eq(pg->slots[1].state, SHMEM_SLOT_FREE);
+        ck_assert_uint_eq(pg->active, 0x1);
+        ck_assert_uint_eq(r[0].left, 1);
+
+        /* Index 1 is reused; the doorbell id is not (QEMU 7.2 heap bug). */
+        p2 = attach("r", 4096, &r[2], 0);
+        ck_assert_uint_eq(p2->index, 1);
+        ck_assert_uint_eq(p2->doorbell_id, 2);
+        ck_assert_uint_eq(pg->slots[1].doorbell_id, 2);
+        registry_detach(reg, p2);
+        registry_detach(reg, p0);
+        /* Undeclared and empty: forgotten. */
+        ck_assert_ptr_null(registry_find(reg, "r"));
+}
+END_TEST
+
+START_TEST(test_client_max) {
+        Recorder rec = {};
+        Peer *p[16];
+        const char *error;
+
+        ck_assert_int_eq(registry_declare(reg, "small", 4096, 2, false, NULL, &error), 0);
+        p[0] = attach("small", 0, &rec, 0);
+        p[1] = attach("small", 0, &rec, 0);
+        attach("small", 0, &rec, SHMEM__STATUS__CLIENT_MAX);
+        registry_detach(reg, p[0]);
+        registry_detach(reg, p[1]);
+        /* Declared: still known, memory freed. */
+        ck_assert_ptr_nonnull(registry_find(reg, "small"));
+        ck_assert_int_eq(registry_find(reg, "small")->memfd, -1);
+        ck_assert_uint_eq(reg->allocated_bytes, 0);
+}
+END_TEST
+
+START_TEST(test_limits) {
+        Recorder rec = {};
+        const char *error;
+        Peer *a, *b;
+
+        /* 8 MiB total: a 4 MiB region (3 MiB + page) fits twice, not three times. */
+        a = attach("a", 3 << 20, &rec, 0);
+        b = attach("b", 3 << 20, &rec, 0);
+        attach("c", 3 << 20, &rec, SHMEM__STATUS__LIMIT);
+        ck_assert_ptr_null(registry_find(reg, "c"));
+        ck_assert_int_eq(registry_declare(reg, "d", 4096, 0, false, NULL, &error), 0);
+        ck_assert_int_eq(registry_declare(reg, "e", 4096, 0, false, NULL, &error), 0);
+        /* Four regions is this registry's limit. */
+        ck_assert_int_eq(registry_declare(reg, "f", 4096, 0, false, NULL, &error), SHMEM__STATUS__LIMIT);
+        ck_assert_int_eq(registry_declare(reg, "d", 4096, 0, false, NULL, &error), SHMEM__STATUS__EXISTS);
+        ck_assert_int_eq(registry_declare(reg, "g", 0, 0, false, NULL, &error), SHMEM__STATUS__BAD_SIZE);
+        ck_assert_int_eq(registry_declare(reg, "h", 4096, 65, false, NULL, &error),
+                         SHMEM__STATUS__BAD_REQUEST);
+        registry_detach(reg, a);
+        registry_detach(reg, b);
+        ck_assert_uint_eq(reg->allocated_bytes, 0);
+}
+END_TEST
+
+START_TEST(test_persistent_and_destroy) {
+        Recorder rec = {};
+        const char *error;
+        Region *r;
+        Peer *p;
+
+        ck_assert_int_eq(registry_declare(reg, "keep", 4096, 0, true, &r, &error), 0);
+        ck_assert_int_ge(r->memfd, 0);
+        p = attach("keep", 0, &rec, 0);
+        strcpy((char *) r->page + SHMEM_PAGE_SIZE - 8, "x"); /* touch */
+        ck_assert_int_eq(registry_destroy(reg, "keep", false, &error), SHMEM__STATUS__BUSY);
+        registry_detach(reg, p);
+        ck_assert_int_ge(r->memfd, 0); /* persistent: memory survives its last peer */
+        p = attach("keep", 0, &rec, 0);
+        ck_assert_int_eq(registry_destroy(reg, "keep", true, &error), 0);
+        ck_assert_uint_eq(rec.evicted, 1);
+        ck_assert_ptr_null(registry_find(reg, "keep"));
+        ck_assert_int_eq(registry_destroy(reg, "keep", true, &error), SHMEM__STATUS__DOES_NOT_EXIST);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("region");
+        TCase *tc = tcase_create("core");
+        SRunner *sr;
+        int failed;
+
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_size_rounding);
+        tcase_add_test(tc, test_names);
+        tcase_add_test(tc, test_indices_and_control_page);
+        tcase_add_test(tc, test_client_max);
+        tcase_add_test(tc, test_limits);
+        tcase_add_test(tc, test_persistent_and_destroy);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
