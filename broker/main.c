@@ -92,14 +92,26 @@ static int parse_region(char *s, RegionDecl *d) {
         return 0;
 }
 
-/* Every peer holds max_peers + 1 eventfds in the broker: ask for what the limits imply. */
-static void raise_fd_limit(void) {
+/*
+ * Every attached peer costs the broker max_peers + 1 eventfds plus its socket;
+ * take the whole hard limit and say so if the configured limits can outgrow it
+ * (attaches then fail with UNKNOWN_FAILURE and a log line, nothing worse).
+ */
+static void raise_fd_limit(const Limits *l) {
+        uint64_t want = (uint64_t) l->max_connections * 2 * (l->default_max_peers + 2) + 64;
         struct rlimit rl;
 
-        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        if (rl.rlim_cur < rl.rlim_max) {
                 rl.rlim_cur = rl.rlim_max;
                 (void) setrlimit(RLIMIT_NOFILE, &rl);
         }
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+                log_notice("File descriptor limit %llu is below the %llu that --max-connections=%u "
+                           "with %u peers per region can use",
+                           (unsigned long long) rl.rlim_cur, (unsigned long long) want,
+                           l->max_connections, l->default_max_peers);
 }
 
 int main(int argc, char **argv) {
@@ -224,7 +236,7 @@ int main(int argc, char **argv) {
         }
 
         (void) signal(SIGPIPE, SIG_IGN);
-        raise_fd_limit();
+        raise_fd_limit(&config.limits);
         r = broker_new(&broker, &config);
         if (r < 0)
                 return 1;
