@@ -12,12 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "msg.h"
+#include "region-layout.h"
 #include "shmem.h"
 
 static char rundir[256], sockpath[300];
@@ -76,7 +79,9 @@ static void setup_with(const char *const *extra) {
 }
 
 static void setup(void) {
-        setup_with(NULL);
+        static const char *const extra[] = { "--region", "pair:4K:peers=2", NULL };
+
+        setup_with(extra);
 }
 
 static void teardown(void) {
@@ -448,6 +453,130 @@ START_TEST(test_qemu_socket_abuse) {
 }
 END_TEST
 
+/* --- QEMU's side, spoken by a fake QEMU: message order and notices --- */
+
+static int qemu_connect(const char *region) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qemu/%s.sock", rundir, region);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        return fd;
+}
+
+/* Reads one ivshmem message (int64 LE, maybe one fd) within 3 s; returns the fd or -1. */
+static int qemu_read(int sock, int64_t *ret) {
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control;
+        struct iovec iov = { .iov_base = ret, .iov_len = sizeof(*ret) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                             .msg_controllen = sizeof(control.buf) };
+        struct pollfd p = { .fd = sock, .events = POLLIN };
+        struct cmsghdr *c;
+        int fd = -1;
+
+        ck_assert_msg(poll(&p, 1, 3000) == 1, "no ivshmem message within 3 s");
+        ck_assert_int_eq(recvmsg(sock, &mh, MSG_WAITALL | MSG_CMSG_CLOEXEC), (ssize_t) sizeof(*ret));
+        ck_assert_int_eq(mh.msg_flags & MSG_CTRUNC, 0);
+        c = CMSG_FIRSTHDR(&mh);
+        if (c && c->cmsg_type == SCM_RIGHTS)
+                memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+        return fd;
+}
+
+static void qemu_expect(int sock, int64_t value, bool with_fd) {
+        int64_t v;
+        int fd = qemu_read(sock, &v);
+
+        ck_assert_int_eq(v, value);
+        ck_assert_msg((fd >= 0) == with_fd, "message %lld: fd %d", (long long) value, fd);
+        if (fd >= 0)
+                close(fd);
+}
+
+/* Nothing more arrives within 200 ms. */
+static void qemu_expect_quiet(int sock) {
+        struct pollfd p = { .fd = sock, .events = POLLIN };
+
+        ck_assert_int_eq(poll(&p, 1, 200), 0);
+}
+
+START_TEST(test_qemu_protocol) {
+        shmem_t *host = attach("declared", 0);
+        int q1, q2, memfd, fd_to_host = -1;
+        int64_t v;
+        struct stat st;
+        const struct shmem_control_page *page;
+
+        /* Handshake, in contrib/ivshmem-server's order. */
+        q1 = qemu_connect("declared");
+        qemu_expect(q1, 0, false);      /* version */
+        qemu_expect(q1, 1, false);      /* doorbell id: the host peer has 0 */
+        memfd = qemu_read(q1, &v);
+        ck_assert_int_eq(v, -1);
+        ck_assert_int_ge(memfd, 0);
+        ck_assert_int_eq(fstat(memfd, &st), 0);
+        ck_assert_int_eq(st.st_size & (st.st_size - 1), 0); /* a power of two, or QEMU aborts */
+        fd_to_host = qemu_read(q1, &v); /* the host peer: one fd, its "vector 0" */
+        ck_assert_int_eq(v, 0);
+        ck_assert_int_ge(fd_to_host, 0);
+        for (int i = 0; i < 17; i++)
+                qemu_expect(q1, 1, true); /* own vectors: max_peers + 1 */
+        qemu_expect_quiet(q1);
+
+        page = mmap(NULL, 4096, PROT_READ, MAP_SHARED, memfd, 0);
+        ck_assert_ptr_ne(page, MAP_FAILED);
+        ck_assert_uint_eq(page->magic, SHMEM_LAYOUT_MAGIC);
+        ck_assert_uint_eq(page->slots[1].doorbell_id, 1);
+        ck_assert_uint_eq(page->slots[1].kind, SHMEM_PEER_KIND_QEMU);
+
+        /* What the guest's doorbell does: the host learns "peer 1 signaled". */
+        ck_assert_int_eq(write(fd_to_host, &(uint64_t) { 1 }, 8), 8);
+        ck_assert_uint_eq(wait_senders(host, 0x2, 3000), 0x2);
+
+        /* A second QEMU: the first gets one join message with one fd. */
+        q2 = qemu_connect("declared");
+        qemu_expect(q1, 2, true);
+        qemu_expect_quiet(q1);
+        /* The host leaves: a leave notice is an id without fd. */
+        shmem_detach(host);
+        qemu_expect(q1, 0, false);
+        close(q2);
+        qemu_expect(q1, 2, false);
+        /* Index 0 is free again, but its doorbell id is not reused (QEMU 7.2 heap bug). */
+        host = attach("declared", 0);
+        ck_assert_uint_eq(shmem_index(host), 0);
+        qemu_expect(q1, 3, true);
+        ck_assert_uint_eq(page->slots[0].doorbell_id, 3);
+
+        munmap((void *) page, 4096);
+        close(fd_to_host);
+        close(memfd);
+        close(q1);
+        shmem_detach(host);
+}
+END_TEST
+
+START_TEST(test_qemu_refused_by_version) {
+        shmem_t *a = attach("pair", 0), *b = attach("pair", 0);
+        int q = qemu_connect("pair");
+        int64_t v;
+        char c;
+
+        /* Full: refused by a version QEMU reports ("server sent version 1003"),
+         * never by a close mid-handshake, which hangs QEMU. */
+        ck_assert_int_eq(qemu_read(q, &v), -1);
+        ck_assert_int_eq(v, 1000 + SHMEM_STATUS_CLIENT_MAX);
+        ck_assert_int_eq(recv(q, &c, 1, 0), 0);
+        close(q);
+        assert_others_unharmed(a, b);
+        shmem_detach(b);
+        shmem_detach(a);
+}
+END_TEST
+
 static void setup_small_queue(void) {
         static const char *const extra[] = { "--max-queued-bytes=4096", NULL };
 
@@ -515,6 +644,13 @@ static Suite *broker_suite(void) {
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_bad_input_dropped);
         tcase_add_test(tc, test_qemu_socket_abuse);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("qemu-protocol");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_qemu_protocol);
+        tcase_add_test(tc, test_qemu_refused_by_version);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("slow-reader");

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Unit tests of broker/conn.c on real socketpairs: output queue, limits, deferred drops. */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include "conn.h"
+
+static int count_fds(void) {
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        int n = 0;
+
+        while ((e = readdir(d)))
+                if (e->d_name[0] != '.')
+                        n++;
+        closedir(d);
+        return n - 1;
+}
+
+typedef struct State {
+        int reads, drops, drop_error;
+        Conn *conn;
+} State;
+
+static void on_read(Conn *c, void *userdata) {
+        State *s = userdata;
+        FdMsg *m = NULL;
+
+        s->reads++;
+        if (fdmsg_recv(c->fd, 4096, 4, &m) == 0)
+                fdmsg_free(m);
+        else
+                conn_break(c, -ECONNRESET);
+}
+
+static void on_drop(Conn *c, int error, void *userdata) {
+        State *s = userdata;
+
+        s->drops++;
+        s->drop_error = error;
+        conn_deinit(c);
+}
+
+static int fds_before;
+static struct event_base *base;
+static int sp[2];
+static Conn conn;
+static State st;
+
+static void setup(void) {
+        fds_before = count_fds();
+        base = event_base_new();
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp), 0);
+        memset(&st, 0, sizeof(st));
+        ck_assert_int_eq(conn_init(&conn, base, sp[0], 8192, on_read, on_drop, &st), 0);
+}
+
+static void teardown(void) {
+        if (conn.fd >= 0)
+                conn_deinit(&conn);
+        close(sp[1]);
+        event_base_free(base);
+        ck_assert_int_eq(count_fds(), fds_before);
+}
+
+static FdMsg *msg_with_eventfd(size_t n_bytes) {
+        static char buf[65536];
+        int fd = eventfd(0, EFD_CLOEXEC);
+        FdMsg *m;
+
+        ck_assert_int_eq(fdmsg_new(&m, buf, n_bytes, &fd, 1), 0);
+        return m;
+}
+
+START_TEST(test_queue_writes_at_once) {
+        FdMsg *in = NULL;
+
+        ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(100)), 0);
+        ck_assert_ptr_null(conn.head); /* written, nothing queued */
+        ck_assert_int_eq(fdmsg_recv(sp[1], 4096, 4, &in), 0);
+        ck_assert_uint_eq(in->n_bytes, 100);
+        ck_assert_uint_eq(in->n_fds, 1);
+        fdmsg_free(in);
+}
+END_TEST
+
+START_TEST(test_full_socket_queues_then_flushes) {
+        unsigned sent = 0, got = 0;
+        FdMsg *in = NULL;
+
+        /* Fill the socket until the Conn has to queue. */
+        while (!conn.head) {
+                ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(2000)), 0);
+                sent++;
+        }
+        ck_assert_uint_gt(conn.queued_bytes, 0);
+        /* The peer reads; the loop flushes the queue. */
+        for (int spins = 0; got < sent && spins < 100000; spins++) {
+                while (fdmsg_recv(sp[1], 4096, 4, &in) == 0) {
+                        fdmsg_free(in);
+                        got++;
+                }
+                event_base_loop(base, EVLOOP_NONBLOCK);
+        }
+        ck_assert_uint_eq(got, sent);
+        ck_assert_ptr_null(conn.head);
+        ck_assert_uint_eq(conn.queued_bytes, 0);
+        ck_assert_int_eq(st.drops, 0);
+}
+END_TEST
+
+START_TEST(test_over_limit_drops_later) {
+        int r = 0;
+
+        /* A peer that never reads: past 8 KiB queued the Conn breaks... */
+        while (r == 0)
+                r = conn_queue(&conn, msg_with_eventfd(2000));
+        ck_assert_int_eq(r, -ENOBUFS);
+        /* ...but the owner hears of it only from the loop, never inside conn_queue(). */
+        ck_assert_int_eq(st.drops, 0);
+        ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(10)), -ENOBUFS);
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        ck_assert_int_eq(st.drops, 1);
+        ck_assert_int_eq(st.drop_error, -ENOBUFS);
+}
+END_TEST
+
+START_TEST(test_close_after_flush) {
+        FdMsg *in = NULL;
+
+        ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(10)), 0);
+        conn_close_after_flush(&conn);
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        ck_assert_int_eq(st.drops, 1);
+        ck_assert_int_eq(st.drop_error, 0);
+        ck_assert_int_eq(fdmsg_recv(sp[1], 4096, 4, &in), 0); /* it did go out */
+        fdmsg_free(in);
+        ck_assert_int_eq(fdmsg_recv(sp[1], 4096, 4, &in), FDMSG_E_EOF);
+}
+END_TEST
+
+START_TEST(test_peer_hangup_reads_then_drops) {
+        close(sp[1]);
+        sp[1] = eventfd(0, EFD_CLOEXEC); /* keep teardown's close() valid */
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        ck_assert_int_eq(st.reads, 1);
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        ck_assert_int_eq(st.drops, 1);
+        ck_assert_int_eq(st.drop_error, -ECONNRESET);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("conn");
+        TCase *tc = tcase_create("queue");
+        SRunner *sr;
+        int failed;
+
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_queue_writes_at_once);
+        tcase_add_test(tc, test_full_socket_queues_then_flushes);
+        tcase_add_test(tc, test_over_limit_drops_later);
+        tcase_add_test(tc, test_close_after_flush);
+        tcase_add_test(tc, test_peer_hangup_reads_then_drops);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
