@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,8 +136,11 @@ static int registry_add(Registry *reg, const char *name, uint64_t size, unsigned
                 return SHMEM__STATUS__BAD_SIZE;
         }
         if (!region_size_for(size, reg->limits.max_region_bytes, &data_size, &region_size)) {
-                *ret_error = "size exceeds the per-region limit (data plus a 4 KiB control page, "
-                             "rounded up to a power of two)";
+                snprintf(reg->error_buf, sizeof(reg->error_buf),
+                         "data plus the 4 KiB control page, rounded up to a power of two, "
+                         "must fit the per-region limit of %" PRIu64 " bytes",
+                         reg->limits.max_region_bytes);
+                *ret_error = reg->error_buf;
                 return SHMEM__STATUS__BAD_SIZE;
         }
         if (reg->n_regions >= reg->limits.max_regions) {

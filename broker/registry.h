@@ -50,6 +50,7 @@ struct Registry {
         Plugin *plugins[REGISTRY_PLUGINS_MAX];
         unsigned n_plugins;
         RegistryObserver observer;
+        char error_buf[256]; /* for *ret_error texts that carry numbers; valid until the next call */
 };
 
 typedef enum AttachMode {

@@ -20,7 +20,7 @@
 
 typedef struct FdMsg FdMsg;
 struct FdMsg {
-        FdMsg *next;      /* for queues (see outq.h); NULL when not queued */
+        FdMsg *next;      /* for queues (see broker/conn.h); NULL when not queued */
         size_t n_bytes;
         size_t sent;      /* bytes already written (stream sockets) */
         size_t n_fds;

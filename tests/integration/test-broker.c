@@ -438,7 +438,7 @@ START_TEST(test_qemu_socket_abuse) {
 
         /* A "QEMU" that talks back is dropped; the region goes on. */
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qemu/declared.sock", rundir);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%.80s/qemu/declared.sock", rundir);
         ck_assert_int_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
         ck_assert_int_eq(recv(fd, hs, sizeof(hs), MSG_WAITALL), (ssize_t) sizeof(hs));
         ck_assert_int_eq(hs[0], 0);  /* version */
@@ -459,7 +459,7 @@ static int qemu_connect(const char *region) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qemu/%s.sock", rundir, region);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%.50s/qemu/%.40s.sock", rundir, region);
         ck_assert_int_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
         return fd;
 }

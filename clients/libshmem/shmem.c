@@ -1,0 +1,461 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libshmem on the host: a region attachment over the broker's native protocol
+ * (docs/protocol.md §2) and the signal model of docs/region-layout.md.
+ *
+ * The broker is in neither the data nor the signal path: notify() and wait()
+ * touch only the mapping and the eventfds; the control socket carries only
+ * membership (Joined/Left), which is read whenever it is readable.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "region-layout.h"
+#include "shmem.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* epoll data of the control socket; vectors use their number. */
+#define TAG_SOCKET UINT32_MAX
+
+struct shmem {
+        Client *client;
+        char *name;
+        void *map;
+        size_t map_size;
+        struct shmem_control_page *page;
+        uint8_t *data;
+        uint64_t data_size;
+        unsigned index, max_peers, vectors;
+        uint64_t valid;             /* bits of indices 0..max_peers-1 */
+        int vec[SHMEM_PEERS_MAX + 1]; /* ev[me][v]: own vectors */
+        int peer[SHMEM_PEERS_MAX];  /* ev[k][me]: rings peer k; -1 unknown */
+        int epfd;                   /* own vectors + control socket: shmem_fd() */
+        uint64_t seen_epoch;        /* page epoch reported by the last wait */
+        uint64_t event_epoch;       /* epoch of the last Joined/Left applied */
+        bool membership;            /* Joined/Left applied since the last wait */
+        int error;                  /* the broker connection is gone: -ECONNRESET */
+};
+
+/* Public structs grow at the end; only what the caller's size covers is read. */
+#define OPT(o, field) \
+        ((o) && (o)->size >= offsetof(struct shmem_attach_opts, field) + sizeof((o)->field) ? (o)->field : NULL)
+
+static uint64_t page_load(const uint64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static shmem_t *shmem_free(shmem_t *s) {
+        if (!s)
+                return NULL;
+        for (unsigned v = 0; v < ELEMENTSOF(s->vec); v++)
+                fd_close(s->vec[v]);
+        for (unsigned k = 0; k < ELEMENTSOF(s->peer); k++)
+                fd_close(s->peer[k]);
+        fd_close(s->epfd);
+        if (s->map)
+                munmap(s->map, s->map_size);
+        client_free(s->client);
+        free(s->name);
+        free(s);
+        return NULL;
+}
+static void shmem_freep(shmem_t **s) { shmem_free(*s); }
+
+static int shmem_alloc(shmem_t **ret) {
+        shmem_t *s = calloc(1, sizeof(*s));
+
+        if (!s)
+                return -ENOMEM;
+        for (unsigned v = 0; v < ELEMENTSOF(s->vec); v++)
+                s->vec[v] = -1;
+        for (unsigned k = 0; k < ELEMENTSOF(s->peer); k++)
+                s->peer[k] = -1;
+        s->epfd = -1;
+        *ret = s;
+        return 0;
+}
+
+/* Applies one event from the broker. Events of other kinds or regions are ignored. */
+static void shmem_apply_event(shmem_t *s, ClientMsg *e) {
+        const Message *m = e->msg;
+
+        if (m->body_case == SHMEM__MESSAGE__BODY_JOINED && m->joined->peer) {
+                const Shmem__PeerInfo *pi = m->joined->peer;
+                int fd = pi->fd >= 0 ? fdmsg_steal_fd(e->raw, (size_t) pi->fd) : -1;
+
+                if (pi->index >= s->max_peers || pi->index == s->index || fd < 0) {
+                        fd_close(fd);
+                        return;
+                }
+                fd_close(s->peer[pi->index]);
+                s->peer[pi->index] = fd;
+                s->event_epoch = m->joined->epoch;
+                s->membership = true;
+        } else if (m->body_case == SHMEM__MESSAGE__BODY_LEFT) {
+                if (m->left->index >= s->max_peers || m->left->index == s->index)
+                        return;
+                s->peer[m->left->index] = fd_close(s->peer[m->left->index]);
+                s->event_epoch = m->left->epoch;
+                s->membership = true;
+        }
+}
+
+/* Applies every event there is, without blocking. Failures are sticky in s->error. */
+static void shmem_process_events(shmem_t *s) {
+        while (!s->error) {
+                _cleanup_(client_msg_freep) ClientMsg *e = NULL;
+                int r = client_next_event(s->client, &e);
+
+                if (r == 0)
+                        return;
+                if (r < 0) {
+                        s->error = r;
+                        /* Level-triggered epoll would report the dead socket for ever. */
+                        (void) epoll_ctl(s->epfd, EPOLL_CTL_DEL, client_fd(s->client), NULL);
+                        return;
+                }
+                shmem_apply_event(s, e);
+        }
+}
+
+static int epoll_add(int epfd, int fd, uint32_t tag) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = tag };
+
+        return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Checks the attach reply (the broker is trusted, but a bug must not become a wild mmap) and takes its fds. */
+static int shmem_take_reply(shmem_t *s, ClientMsg *reply) {
+        const Shmem__AttachReply *a = reply->msg->reply->attach;
+        _cleanup_close_ int memfd = -1;
+        struct stat st;
+        void *map;
+
+        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_ATTACH || !a)
+                return -EPROTO;
+        if (a->max_peers < 1 || a->max_peers > SHMEM_PEERS_MAX || a->vectors != a->max_peers + 1 ||
+            a->index >= a->max_peers || a->data_offset < SHMEM_PAGE_SIZE ||
+            a->data_offset % SHMEM_PAGE_SIZE != 0 || a->region_size > SIZE_MAX ||
+            a->data_size > a->region_size || a->data_offset > a->region_size - a->data_size ||
+            reply->raw->n_fds < 1 + (size_t) a->vectors)
+                return -EPROTO;
+
+        s->index = a->index;
+        s->max_peers = a->max_peers;
+        s->vectors = a->vectors;
+        s->valid = a->max_peers == 64 ? ~UINT64_C(0) : BIT(a->max_peers) - 1;
+        s->data_size = a->data_size;
+
+        memfd = fdmsg_steal_fd(reply->raw, 0);
+        for (unsigned v = 0; v < s->vectors; v++)
+                s->vec[v] = fdmsg_steal_fd(reply->raw, 1 + v);
+        for (size_t i = 0; i < a->n_peers; i++) {
+                const Shmem__PeerInfo *pi = a->peers[i];
+                int fd;
+
+                if (pi->fd < 1 + (int) s->vectors || pi->index >= s->max_peers || pi->index == s->index)
+                        return -EPROTO;
+                fd = fdmsg_steal_fd(reply->raw, (size_t) pi->fd);
+                if (fd < 0 || s->peer[pi->index] >= 0) {
+                        fd_close(fd);
+                        return -EPROTO;
+                }
+                s->peer[pi->index] = fd;
+        }
+        if (memfd < 0)
+                return -EPROTO;
+        for (unsigned v = 0; v < s->vectors; v++)
+                if (s->vec[v] < 0)
+                        return -EPROTO;
+
+        /* Touching a mapping beyond the end of the file would be SIGBUS. */
+        if (fstat(memfd, &st) < 0)
+                return -errno;
+        if ((uint64_t) st.st_size < a->region_size)
+                return -EPROTO;
+        map = mmap(NULL, (size_t) a->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+        if (map == MAP_FAILED)
+                return -errno;
+        s->map = map;
+        s->map_size = (size_t) a->region_size;
+        s->page = map;
+        s->data = (uint8_t *) map + a->data_offset;
+        /*
+         * Geometry comes from the broker's reply, not the page: any peer can
+         * write the page. The page is used only for what it is for: pending
+         * words, active and epoch.
+         */
+        s->seen_epoch = s->event_epoch = page_load(&s->page->epoch);
+        return 0;
+}
+
+static int shmem_setup_epoll(shmem_t *s) {
+        int r;
+
+        s->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (s->epfd < 0)
+                return -errno;
+        for (unsigned v = 0; v < s->vectors; v++) {
+                r = epoll_add(s->epfd, s->vec[v], v);
+                if (r < 0)
+                        return r;
+        }
+        return epoll_add(s->epfd, client_fd(s->client), TAG_SOCKET);
+}
+
+static const char *default_label(void) {
+        return program_invocation_short_name && *program_invocation_short_name
+                       ? program_invocation_short_name
+                       : "libshmem";
+}
+
+EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
+                        const struct shmem_attach_opts *opts) {
+        _cleanup_(shmem_freep) shmem_t *s = NULL;
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Shmem__Attach at = SHMEM__ATTACH__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        const char *label;
+        int r;
+
+        if (!ret || !name || (flags & ~(unsigned) (SHMEM_FIND | SHMEM_EXCLUSIVE)) ||
+            (flags & SHMEM_FIND && flags & SHMEM_EXCLUSIVE))
+                return -EINVAL;
+        label = OPT(opts, label) ? OPT(opts, label) : default_label();
+
+        r = shmem_alloc(&s);
+        if (r < 0)
+                return r;
+        s->name = strdup(name);
+        if (!s->name)
+                return -ENOMEM;
+        r = client_connect(&s->client, client_socket_path(OPT(opts, socket)), label, CLIENT_TIMEOUT_MS);
+        if (r != 0)
+                return r;
+
+        at.name = (char *) name;
+        at.size = size;
+        at.mode = flags & SHMEM_FIND        ? SHMEM__ATTACH_MODE__FIND
+                  : flags & SHMEM_EXCLUSIVE ? SHMEM__ATTACH_MODE__EXCLUSIVE
+                                            : SHMEM__ATTACH_MODE__CREATE;
+        m.body_case = SHMEM__MESSAGE__BODY_ATTACH;
+        m.attach = &at;
+        r = client_call(s->client, &m, CLIENT_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        r = client_reply_status(reply, NULL);
+        if (r != SHMEM_STATUS_OK)
+                return r > 0 ? r : SHMEM_STATUS_UNKNOWN_FAILURE;
+        r = shmem_take_reply(s, reply);
+        if (r < 0)
+                return r;
+        r = shmem_setup_epoll(s);
+        if (r < 0)
+                return r;
+        /* Events queued during the call would not make the socket readable again. */
+        shmem_process_events(s);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+EXPORT int shmem_find(shmem_t **ret, const char *name, const struct shmem_attach_opts *opts) {
+        return shmem_attach(ret, name, 0, SHMEM_FIND, opts);
+}
+
+EXPORT shmem_t *shmem_detach(shmem_t *s) {
+        if (!s)
+                return NULL;
+        if (s->client && !s->error) {
+                /*
+                 * Closing the socket alone detaches too, but asynchronously: an
+                 * explicit Detach means the index is free when this returns.
+                 */
+                _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+                Shmem__Detach d = SHMEM__DETACH__INIT;
+                Message m = SHMEM__MESSAGE__INIT;
+
+                d.name = s->name;
+                m.body_case = SHMEM__MESSAGE__BODY_DETACH;
+                m.detach = &d;
+                (void) client_call(s->client, &m, CLIENT_TIMEOUT_MS, &reply);
+        }
+        return shmem_free(s);
+}
+
+EXPORT void *shmem_data(shmem_t *s) {
+        return s ? s->data : NULL;
+}
+
+EXPORT uint64_t shmem_size(shmem_t *s) {
+        return s ? s->data_size : 0;
+}
+
+EXPORT unsigned shmem_index(shmem_t *s) {
+        return s ? s->index : 0;
+}
+
+EXPORT unsigned shmem_max_peers(shmem_t *s) {
+        return s ? s->max_peers : 0;
+}
+
+EXPORT const char *shmem_name(shmem_t *s) {
+        return s ? s->name : NULL;
+}
+
+EXPORT uint64_t shmem_active(shmem_t *s) {
+        if (!s)
+                return 0;
+        return (page_load(&s->page->active) & s->valid) | BIT(s->index);
+}
+
+EXPORT uint64_t shmem_unconsumed(shmem_t *s) {
+        uint64_t others, ret = 0;
+
+        if (!s)
+                return 0;
+        others = shmem_active(s) & ~BIT(s->index);
+        for (unsigned k = 0; k < s->max_peers; k++)
+                if (others & BIT(k) && page_load(&s->page->slots[k].pending) & BIT(s->index))
+                        ret |= BIT(k);
+        return ret;
+}
+
+EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
+        uint64_t targets, one = 1;
+        int ret = 0;
+
+        if (!s)
+                return -EINVAL;
+        targets = mask & shmem_active(s) & ~BIT(s->index);
+        if (!targets)
+                return 0;
+        /*
+         * The broker updates the page before it sends Joined/Left: a peer that
+         * just joined may have no fd here yet, and an index that changed hands
+         * may still have the leaver's. Both show as an epoch not yet seen in an
+         * event; then read the events first (one recvmsg, no wait).
+         */
+        if (page_load(&s->page->epoch) != s->event_epoch)
+                shmem_process_events(s);
+        else
+                for (unsigned k = 0; k < s->max_peers; k++)
+                        if (targets & BIT(k) && s->peer[k] < 0) {
+                                shmem_process_events(s);
+                                break;
+                        }
+        for (unsigned k = 0; k < s->max_peers; k++) {
+                if (!(targets & BIT(k)) || s->peer[k] < 0)
+                        continue;
+                /* The bit first, then the ring: a receiver woken by the ring finds it. */
+                __atomic_fetch_or(&s->page->slots[k].pending, BIT(s->index), __ATOMIC_RELEASE);
+                /* EAGAIN is a counter at its maximum: the peer has a wakeup pending anyway. */
+                if (write(s->peer[k], &one, sizeof(one)) < 0 && errno != EAGAIN && ret == 0)
+                        ret = -errno;
+        }
+        return ret;
+}
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
+        int64_t deadline;
+        bool first = true;
+
+        if (!s || !ret)
+                return -EINVAL;
+        deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+
+        for (;;) {
+                struct epoll_event evs[SHMEM_PEERS_MAX + 2];
+                uint64_t senders = 0, epoch;
+                bool socket = false;
+                int n, wait_ms = 0;
+
+                if (!first && deadline < 0)
+                        wait_ms = -1;
+                else if (!first) {
+                        int64_t left = deadline - now_ms();
+
+                        wait_ms = left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int) left;
+                }
+                /* First a look without sleeping: what is there is reported at once. */
+                n = epoll_wait(s->epfd, evs, (int) ELEMENTSOF(evs), wait_ms);
+                if (n < 0) {
+                        if (errno != EINTR)
+                                return -errno;
+                        first = false;
+                        continue;
+                }
+                for (int i = 0; i < n; i++) {
+                        uint32_t v = evs[i].data.u32;
+                        uint64_t count;
+
+                        if (v == TAG_SOCKET) {
+                                socket = true;
+                                continue;
+                        }
+                        /* Read clears the vector (a counting eventfd). */
+                        if (read(s->vec[v], &count, sizeof(count)) != (ssize_t) sizeof(count))
+                                continue;
+                        if (v < s->max_peers)
+                                senders |= BIT(v);
+                        else
+                                s->membership = true;
+                }
+                /* The broker sends Joined/Left before it rings the control vector. */
+                if (socket || s->membership)
+                        shmem_process_events(s);
+                senders |= __atomic_exchange_n(&s->page->slots[s->index].pending, 0, __ATOMIC_ACQ_REL);
+                senders &= s->valid & ~BIT(s->index);
+                epoch = page_load(&s->page->epoch);
+                if (epoch != s->seen_epoch)
+                        s->membership = true;
+
+                if (senders || s->membership) {
+                        *ret = (struct shmem_event) {
+                                .senders = senders,
+                                .membership_changed = s->membership,
+                                .active = shmem_active(s),
+                                .epoch = epoch,
+                        };
+                        s->seen_epoch = epoch;
+                        s->membership = false;
+                        return 1;
+                }
+                if (s->error)
+                        return s->error;
+                if (!first && (n == 0 || (deadline >= 0 && now_ms() >= deadline)))
+                        return 0;
+                if (first && timeout_ms == 0)
+                        return 0;
+                first = false;
+        }
+}
+
+EXPORT int shmem_fd(shmem_t *s) {
+        return s ? s->epfd : -EINVAL;
+}
+
+EXPORT const char *shmem_strstatus(int status) {
+        const char *s;
+
+        if (status >= 0)
+                return msg_status_str(status);
+        s = strerrordesc_np(-status);
+        return s ? s : "unknown error";
+}

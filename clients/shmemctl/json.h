@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * json: a minimal streaming JSON writer for shmemctl --json. Compact output,
+ * commas handled by the writer. Strings are escaped per RFC 8259; bytes that
+ * are not valid UTF-8 (labels come from peers) become U+FFFD, so the output
+ * is always valid JSON.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define JSON_DEPTH_MAX 16
+
+typedef struct Json {
+        FILE *f;
+        unsigned depth;
+        bool first[JSON_DEPTH_MAX + 1]; /* nothing written yet at this depth */
+        bool after_key;
+} Json;
+
+void json_init(Json *j, FILE *f);
+
+void json_object_begin(Json *j);
+void json_object_end(Json *j);
+void json_array_begin(Json *j);
+void json_array_end(Json *j);
+
+/* The key of the next value inside an object. */
+void json_key(Json *j, const char *key);
+
+void json_string(Json *j, const char *s);
+void json_uint(Json *j, uint64_t v);
+void json_bool(Json *j, bool v);
+/* An array of the indices of the bits set in @bits. */
+void json_bits(Json *j, uint64_t bits);
+
+/* Writes @s as a quoted, escaped JSON string to @f. */
+void json_write_string(FILE *f, const char *s);

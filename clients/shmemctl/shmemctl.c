@@ -1,0 +1,454 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * shmemctl: list, inspect, create and destroy the regions of shmem-brokerd
+ * over its native protocol (docs/protocol.md §2).
+ *
+ * Exit codes: 0 ok, 1 the broker refused, 2 usage, 3 the broker cannot be
+ * reached (or stopped answering).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "json.h"
+#include "region-layout.h"
+#include "units.h"
+
+enum {
+        EXIT_OK = 0,
+        EXIT_REFUSED = 1,
+        EXIT_USAGE = 2,
+        EXIT_UNREACHABLE = 3,
+};
+
+typedef struct Args {
+        const char *socket;
+        bool json;
+        unsigned max_peers; /* 0: the broker's default */
+        bool max_peers_set, persistent, force;
+} Args;
+
+static const char *const usage_text =
+        "Usage: shmemctl [-s|--socket PATH] [--json] COMMAND\n"
+        "\n"
+        "Commands:\n"
+        "  list                     regions: NAME SIZE PEERS/MAX BACKEND FLAGS\n"
+        "  inspect NAME             one region and its attached peers\n"
+        "  create NAME SIZE [--max-peers N] [--persistent]\n"
+        "                           declare a region (SIZE: bytes, or with K, M, G, T)\n"
+        "  destroy NAME [--force]   forget a region (--force: detach its peers first)\n"
+        "\n"
+        "Options:\n"
+        "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
+        "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
+        "      --json               machine-readable output\n"
+        "  -h, --help               this text\n"
+        "  -V, --version            the version\n"
+        "\n"
+        "create and destroy print nothing on success.\n"
+        "Exit status: 0 ok, 1 refused by the broker, 2 usage error, 3 broker unreachable.\n";
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
+        va_list ap;
+
+        fputs("shmemctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputs("\nTry 'shmemctl --help'.\n", stderr);
+        return EXIT_USAGE;
+}
+
+/* Reports a -errno of the connection; always EXIT_UNREACHABLE. */
+static int report_unreachable(const char *path, int error, bool connecting) {
+        if (connecting)
+                fprintf(stderr,
+                        "shmemctl: cannot connect to the broker at %s: %s\n"
+                        "shmemctl: is shmem-brokerd running? (choose the socket with --socket or "
+                        "$SHMEM_BROKER_SOCKET)\n",
+                        path, strerror(-error));
+        else
+                fprintf(stderr, "shmemctl: broker at %s: %s\n", path, strerror(-error));
+        return EXIT_UNREACHABLE;
+}
+
+/* `shmemctl: <what>: <status text>: <detail>`; always EXIT_REFUSED. */
+static int report_refused(const char *what, int status, const char *detail) {
+        fprintf(stderr, "shmemctl: %s: %s", what, msg_status_str(status));
+        if (detail && *detail)
+                fprintf(stderr, ": %s", detail);
+        fputc('\n', stderr);
+        return EXIT_REFUSED;
+}
+
+/*
+ * Sends @req and returns 0 with the OK reply in *ret, or the exit code to
+ * return, having said why.
+ */
+static int call(Client *c, const char *path, const char *what, Message *req, ClientMsg **ret) {
+        ClientMsg *reply = NULL;
+        const char *detail;
+        int r;
+
+        r = client_call(c, req, CLIENT_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return report_unreachable(path, r, false);
+        r = client_reply_status(reply, &detail);
+        if (r != SHMEM__STATUS__OK) {
+                r = report_refused(what, r, detail);
+                client_msg_free(reply);
+                return r;
+        }
+        *ret = reply;
+        return EXIT_OK;
+}
+
+static const char *kind_str(unsigned kind) {
+        switch (kind) {
+        case SHMEM_PEER_KIND_QEMU:
+                return "qemu";
+        case SHMEM_PEER_KIND_HOST:
+                return "host";
+        default:
+                return "none";
+        }
+}
+
+static const char *signal_mode_str(unsigned mode) {
+        switch (mode) {
+        case SHMEM_SIGNAL_MODE_SHMEM:
+                return "shmem";
+        case SHMEM_SIGNAL_MODE_IVSHMEM:
+                return "ivshmem";
+        default:
+                return "unknown";
+        }
+}
+
+static const char *str_or(const char *s, const char *dflt) {
+        return s && *s ? s : dflt;
+}
+
+/* "persistent,declared": what is not the common case; "-" for none. */
+static char *region_flags(char buf[64], const Shmem__RegionInfo *r) {
+        buf[0] = '\0';
+        if (r->persistent)
+                strcat(buf, "persistent,");
+        if (!r->allocated)
+                strcat(buf, "declared,");
+        if (r->signal_mode != SHMEM_SIGNAL_MODE_SHMEM)
+                strcat(buf, "compat,");
+        if (buf[0])
+                buf[strlen(buf) - 1] = '\0';
+        else
+                strcpy(buf, "-");
+        return buf;
+}
+
+/* The fields list and inspect share in --json. */
+static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
+        json_key(j, "name");
+        json_string(j, r->name);
+        json_key(j, "data_size");
+        json_uint(j, r->data_size);
+        json_key(j, "region_size");
+        json_uint(j, r->region_size);
+        json_key(j, "backend");
+        json_string(j, r->backend);
+        json_key(j, "signal_mode");
+        json_string(j, signal_mode_str(r->signal_mode));
+        json_key(j, "max_peers");
+        json_uint(j, r->max_peers);
+        json_key(j, "vectors");
+        json_uint(j, r->vectors);
+        json_key(j, "attached");
+        json_uint(j, (uint64_t) __builtin_popcountll(r->active));
+        json_key(j, "active");
+        json_bits(j, r->active);
+        json_key(j, "epoch");
+        json_uint(j, r->epoch);
+        json_key(j, "persistent");
+        json_bool(j, r->persistent);
+        json_key(j, "allocated");
+        json_bool(j, r->allocated);
+        json_key(j, "qemu_socket");
+        json_string(j, r->qemu_socket);
+}
+
+static int cmd_list(Client *c, const char *path, const Args *a) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Message m = SHMEM__MESSAGE__INIT;
+        const Shmem__ListReply *l;
+        int wname = 4, r;
+
+        m.body_case = SHMEM__MESSAGE__BODY_LIST;
+        m.list = &(Shmem__List) SHMEM__LIST__INIT;
+        r = call(c, path, "list", &m, &reply);
+        if (r != EXIT_OK)
+                return r;
+        l = reply->msg->reply->list;
+        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_LIST || !l)
+                return report_unreachable(path, -EPROTO, false);
+
+        if (a->json) {
+                Json j;
+
+                json_init(&j, stdout);
+                json_object_begin(&j);
+                json_key(&j, "regions");
+                json_array_begin(&j);
+                for (size_t i = 0; i < l->n_regions; i++) {
+                        json_object_begin(&j);
+                        json_region_fields(&j, l->regions[i]);
+                        json_object_end(&j);
+                }
+                json_array_end(&j);
+                json_object_end(&j);
+                return EXIT_OK;
+        }
+
+        for (size_t i = 0; i < l->n_regions; i++) {
+                int n = (int) strlen(str_or(l->regions[i]->name, "?"));
+
+                if (n > wname)
+                        wname = n;
+        }
+        printf("%-*s %8s %-9s %-8s %s\n", wname, "NAME", "SIZE", "PEERS/MAX", "BACKEND", "FLAGS");
+        for (size_t i = 0; i < l->n_regions; i++) {
+                const Shmem__RegionInfo *ri = l->regions[i];
+                char size[UNITS_SIZE_STR_MAX], peers[32], flags[64];
+
+                snprintf(peers, sizeof(peers), "%d/%u", __builtin_popcountll(ri->active), ri->max_peers);
+                printf("%-*s %8s %-9s %-8s %s\n", wname, str_or(ri->name, "?"),
+                       units_format_size(size, ri->data_size), peers, str_or(ri->backend, "-"),
+                       region_flags(flags, ri));
+        }
+        return EXIT_OK;
+}
+
+static int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Shmem__Inspect in = SHMEM__INSPECT__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        const Shmem__RegionInfo *ri;
+        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64];
+        int wlabel = 5, r;
+
+        in.name = (char *) name;
+        m.body_case = SHMEM__MESSAGE__BODY_INSPECT;
+        m.inspect = &in;
+        r = call(c, path, name, &m, &reply);
+        if (r != EXIT_OK)
+                return r;
+        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_INSPECT || !reply->msg->reply->inspect ||
+            !reply->msg->reply->inspect->region)
+                return report_unreachable(path, -EPROTO, false);
+        ri = reply->msg->reply->inspect->region;
+
+        if (a->json) {
+                Json j;
+
+                json_init(&j, stdout);
+                json_object_begin(&j);
+                json_region_fields(&j, ri);
+                json_key(&j, "peers");
+                json_array_begin(&j);
+                for (size_t i = 0; i < ri->n_peers; i++) {
+                        const Shmem__PeerState *p = ri->peers[i];
+
+                        json_object_begin(&j);
+                        json_key(&j, "index");
+                        json_uint(&j, p->index);
+                        json_key(&j, "kind");
+                        json_string(&j, kind_str(p->kind));
+                        json_key(&j, "label");
+                        json_string(&j, p->label);
+                        json_key(&j, "pid");
+                        json_uint(&j, p->pid);
+                        json_key(&j, "uid");
+                        json_uint(&j, p->uid);
+                        json_key(&j, "doorbell_id");
+                        json_uint(&j, p->doorbell_id);
+                        json_key(&j, "pending");
+                        json_bits(&j, p->pending);
+                        json_object_end(&j);
+                }
+                json_array_end(&j);
+                json_object_end(&j);
+                return EXIT_OK;
+        }
+
+        printf("name:        %s\n", str_or(ri->name, "?"));
+        printf("size:        %s (%" PRIu64 " bytes)\n", units_format_size(size, ri->region_size),
+               ri->region_size);
+        printf("data size:   %s (%" PRIu64 " bytes)\n", units_format_size(size, ri->data_size),
+               ri->data_size);
+        printf("backend:     %s\n", str_or(ri->backend, "-"));
+        printf("mode:        %s, %u peers max, %u vectors\n", signal_mode_str(ri->signal_mode),
+               ri->max_peers, ri->vectors);
+        printf("flags:       %s\n", region_flags(flags, ri));
+        printf("epoch:       %" PRIu64 "\n", ri->epoch);
+        printf("active:      %s (0x%" PRIx64 ")\n", units_format_bits(bits, ri->active), ri->active);
+        printf("qemu socket: %s\n", str_or(ri->qemu_socket, "-"));
+        if (ri->n_peers == 0) {
+                printf("peers:       none\n");
+                return EXIT_OK;
+        }
+        for (size_t i = 0; i < ri->n_peers; i++) {
+                int n = (int) strlen(str_or(ri->peers[i]->label, "-"));
+
+                if (n > wlabel)
+                        wlabel = n;
+        }
+        printf("\n%-5s %-4s %-*s %8s %6s %s\n", "INDEX", "KIND", wlabel, "LABEL", "PID", "UID",
+               "PENDING FROM");
+        for (size_t i = 0; i < ri->n_peers; i++) {
+                const Shmem__PeerState *p = ri->peers[i];
+
+                printf("%-5u %-4s %-*s %8u %6u %s\n", p->index, kind_str(p->kind), wlabel,
+                       str_or(p->label, "-"), p->pid, p->uid, units_format_bits(bits, p->pending));
+        }
+        return EXIT_OK;
+}
+
+static int cmd_create(Client *c, const char *path, const Args *a, const char *name, uint64_t size) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Shmem__Create cr = SHMEM__CREATE__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        cr.name = (char *) name;
+        cr.size = size;
+        cr.max_peers = a->max_peers;
+        cr.persistent = a->persistent;
+        m.body_case = SHMEM__MESSAGE__BODY_CREATE;
+        m.create = &cr;
+        return call(c, path, name, &m, &reply);
+}
+
+static int cmd_destroy(Client *c, const char *path, const Args *a, const char *name) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Shmem__Destroy d = SHMEM__DESTROY__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        d.name = (char *) name;
+        d.force = a->force;
+        m.body_case = SHMEM__MESSAGE__BODY_DESTROY;
+        m.destroy = &d;
+        return call(c, path, name, &m, &reply);
+}
+
+static int parse_max_peers(const char *s, unsigned *ret) {
+        unsigned long v;
+        char *end;
+
+        if (!isdigit((unsigned char) s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno || *end || v < 1 || v > SHMEM_PEERS_MAX)
+                return -EINVAL;
+        *ret = (unsigned) v;
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        enum { OPT_JSON = 0x100, OPT_MAX_PEERS, OPT_PERSISTENT, OPT_FORCE };
+        static const struct option options[] = {
+                { "socket", required_argument, NULL, 's' },
+                { "json", no_argument, NULL, OPT_JSON },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, 'V' },
+                { "max-peers", required_argument, NULL, OPT_MAX_PEERS },
+                { "persistent", no_argument, NULL, OPT_PERSISTENT },
+                { "force", no_argument, NULL, OPT_FORCE },
+                {},
+        };
+        _cleanup_(client_freep) Client *c = NULL;
+        Args a = {};
+        const char *cmd, *path;
+        uint64_t size = 0;
+        int opt, nargs, r;
+
+        opterr = 0; /* our own messages, with the exit code of a usage error */
+        while ((opt = getopt_long(argc, argv, ":s:hV", options, NULL)) >= 0) {
+                switch (opt) {
+                case 's':
+                        a.socket = optarg;
+                        break;
+                case OPT_JSON:
+                        a.json = true;
+                        break;
+                case 'h':
+                        fputs(usage_text, stdout);
+                        return EXIT_OK;
+                case 'V':
+                        printf("shmemctl %s\n", SHMEM_VERSION);
+                        return EXIT_OK;
+                case OPT_MAX_PEERS:
+                        if (parse_max_peers(optarg, &a.max_peers) < 0)
+                                return usage_error("--max-peers: '%s' is not a number from 1 to 64",
+                                                   optarg);
+                        a.max_peers_set = true;
+                        break;
+                case OPT_PERSISTENT:
+                        a.persistent = true;
+                        break;
+                case OPT_FORCE:
+                        a.force = true;
+                        break;
+                case ':':
+                        return usage_error("option '%s' needs an argument", argv[optind - 1]);
+                default:
+                        return usage_error("unknown option '%s'", argv[optind - 1]);
+                }
+        }
+        if (optind >= argc)
+                return usage_error("%s", "no command given");
+        cmd = argv[optind++];
+        nargs = argc - optind;
+
+        if (strcmp(cmd, "list") == 0) {
+                if (nargs != 0)
+                        return usage_error("%s", "list takes no arguments");
+        } else if (strcmp(cmd, "inspect") == 0) {
+                if (nargs != 1)
+                        return usage_error("%s", "usage: inspect NAME");
+        } else if (strcmp(cmd, "create") == 0) {
+                if (nargs != 2)
+                        return usage_error("%s", "usage: create NAME SIZE [--max-peers N] [--persistent]");
+                r = units_parse_size(argv[optind + 1], &size);
+                if (r < 0)
+                        return usage_error("'%s' is %s", argv[optind + 1],
+                                           r == -ERANGE ? "too large"
+                                                        : "not a size (bytes, or with K, M, G, T)");
+        } else if (strcmp(cmd, "destroy") == 0) {
+                if (nargs != 1)
+                        return usage_error("%s", "usage: destroy NAME [--force]");
+        } else
+                return usage_error("unknown command '%s'", cmd);
+        if ((a.max_peers_set || a.persistent) && strcmp(cmd, "create") != 0)
+                return usage_error("%s", "--max-peers and --persistent go with create");
+        if (a.force && strcmp(cmd, "destroy") != 0)
+                return usage_error("%s", "--force goes with destroy");
+
+        path = client_socket_path(a.socket);
+        r = client_connect(&c, path, "shmemctl", CLIENT_TIMEOUT_MS);
+        if (r < 0)
+                return report_unreachable(path, r, true);
+        if (r > 0)
+                return report_refused(path, r, "the broker refused the connection");
+
+        if (strcmp(cmd, "list") == 0)
+                return cmd_list(c, path, &a);
+        if (strcmp(cmd, "inspect") == 0)
+                return cmd_inspect(c, path, &a, argv[optind]);
+        if (strcmp(cmd, "create") == 0)
+                return cmd_create(c, path, &a, argv[optind], size);
+        return cmd_destroy(c, path, &a, argv[optind]);
+}

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "units.h"
+
+int units_parse_size(const char *s, uint64_t *ret) {
+        static const char suffixes[] = "KMGT";
+        uint64_t v = 0, mult = 1;
+        const char *p = s;
+
+        if (!s || !isdigit((unsigned char) *p))
+                return -EINVAL; /* strtoull would take "-1" and " 1" */
+        for (; isdigit((unsigned char) *p); p++) {
+                unsigned d = (unsigned) (*p - '0');
+
+                if (v > (UINT64_MAX - d) / 10)
+                        return -ERANGE;
+                v = v * 10 + d;
+        }
+        if (*p) {
+                const char *u = strchr(suffixes, toupper((unsigned char) *p));
+
+                if (u) {
+                        for (const char *q = suffixes; q <= u; q++)
+                                mult *= 1024;
+                        p++;
+                        if (strcasecmp(p, "iB") == 0)
+                                p += 2;
+                }
+                if (strcasecmp(p, "B") == 0)
+                        p++;
+                if (*p)
+                        return -EINVAL;
+        }
+        if (v > UINT64_MAX / mult)
+                return -ERANGE;
+        *ret = v * mult;
+        return 0;
+}
+
+char *units_format_size(char buf[static UNITS_SIZE_STR_MAX], uint64_t v) {
+        static const char suffixes[] = "TGMK";
+
+        for (unsigned i = 0; v && i < sizeof(suffixes) - 1; i++) {
+                unsigned shift = 10 * (unsigned) (sizeof(suffixes) - 1 - i);
+
+                if ((v & ((UINT64_C(1) << shift) - 1)) == 0) {
+                        snprintf(buf, UNITS_SIZE_STR_MAX, "%" PRIu64 "%c", v >> shift, suffixes[i]);
+                        return buf;
+                }
+        }
+        snprintf(buf, UNITS_SIZE_STR_MAX, "%" PRIu64, v);
+        return buf;
+}
+
+char *units_format_bits(char buf[static UNITS_BITS_STR_MAX], uint64_t bits) {
+        size_t n = 0;
+
+        buf[0] = '\0';
+        for (unsigned i = 0; i < 64; i++)
+                if (bits & (UINT64_C(1) << i))
+                        n += (size_t) snprintf(buf + n, UNITS_BITS_STR_MAX - n, "%s%u", n ? "," : "", i);
+        if (n == 0)
+                strcpy(buf, "-");
+        return buf;
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* units: sizes as people type and read them. Binary multiples: 1K = 1024. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define UNITS_SIZE_STR_MAX 32
+
+/*
+ * units_parse_size() - "4096", "64K", "1M", "2G", "1T"; the suffix is
+ * case-insensitive and may be followed by "B" or "iB" ("64KiB"); a bare "B"
+ * is allowed too. No sign, no spaces.
+ * Return: 0 with *ret, -EINVAL if it is not a size, -ERANGE if it overflows.
+ */
+int units_parse_size(const char *s, uint64_t *ret);
+
+/*
+ * units_format_size() - @v with the largest suffix that divides it exactly
+ * ("64K", "1G", "100000"), so that what is shown is exact and parses back.
+ * Return: @buf.
+ */
+char *units_format_size(char buf[static UNITS_SIZE_STR_MAX], uint64_t v);
+
+/* units_format_bits() - "0,2,5" for the indices of bits set in @bits, "-" for none. Return: @buf. */
+#define UNITS_BITS_STR_MAX (64 * 3 + 1)
+char *units_format_bits(char buf[static UNITS_BITS_STR_MAX], uint64_t bits);

@@ -1,0 +1,635 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Unit tests of libshmem.so (clients/libshmem/shmem.c) against a fake broker:
+ * a thread answers Hello and Attach with a real memfd and real eventfds, then
+ * the test plays the broker and the other peers by hand. Peer indices: the
+ * handle under test is 1 of max_peers 4; peers 0 and 2 are attached at start.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "msg.h"
+#include "region-layout.h"
+#include "shmem.h"
+#include "test-util.h"
+
+#define MAXP 4
+#define ME 1
+#define REGION_SIZE 8192
+
+typedef struct Fake {
+        char dir[64], path[128];
+        int listen_fd, conn;
+        int status;        /* the answer to Attach */
+        bool bad_fd_index; /* an attach reply naming an fd that is not there */
+        struct shmem_control_page *page;
+        uint8_t *map;
+        int vec[MAXP + 1]; /* ev[me][v]: the fake rings these as the other peers would */
+        int to[MAXP];      /* ev[k][me]: what the handle rings to signal k; the fake reads them */
+        char name[64], label[64];
+        int mode;
+        pthread_t thread;
+} Fake;
+
+static Fake fake;
+
+static void fake_send(int fd, const Message *m, int *fds, size_t n_fds) {
+        _cleanup_(fdmsg_freep) FdMsg *out = NULL;
+
+        ck_assert_int_eq(msg_encode(&out, m, fds, n_fds), 0);
+        ck_assert_int_eq(fdmsg_send(fd, out), 1);
+}
+
+static void fake_reply(int fd, uint64_t serial, int status) {
+        Shmem__Reply r = SHMEM__REPLY__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        r.status = (Shmem__Status) status;
+        r.error = status ? "refused by the fake" : "";
+        m.serial = serial;
+        m.body_case = SHMEM__MESSAGE__BODY_REPLY;
+        m.reply = &r;
+        fake_send(fd, &m, NULL, 0);
+}
+
+static Message *fake_recv(int fd) {
+        _cleanup_(fdmsg_freep) FdMsg *in = NULL;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        Message *m = NULL;
+
+        if (poll(&p, 1, 5000) != 1 || fdmsg_recv(fd, SHMEM_MSG_MAX, 0, &in) != 0 || msg_decode(&m, in) < 0)
+                return NULL;
+        return m;
+}
+
+static int dup_fd(int fd) {
+        return fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+static void fake_attach_reply(Fake *f, uint64_t serial) {
+        Shmem__AttachReply ar = SHMEM__ATTACH_REPLY__INIT;
+        Shmem__Reply r = SHMEM__REPLY__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        Shmem__PeerInfo infos[2], *ptrs[2];
+        int fds[1 + MAXP + 1 + 2], memfd;
+        size_t n = 0;
+
+        memfd = memfd_create("fake", MFD_CLOEXEC);
+        if (memfd < 0 || ftruncate(memfd, REGION_SIZE) < 0)
+                abort();
+        f->map = mmap(NULL, REGION_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+        if (f->map == MAP_FAILED)
+                abort();
+        f->page = (struct shmem_control_page *) f->map;
+        f->page->magic = SHMEM_LAYOUT_MAGIC;
+        f->page->version = SHMEM_LAYOUT_VERSION;
+        f->page->max_peers = MAXP;
+        f->page->vectors = MAXP + 1;
+        f->page->epoch = 5;
+        f->page->active = BIT(0) | BIT(ME) | BIT(2);
+
+        fds[n++] = memfd;
+        for (unsigned v = 0; v <= MAXP; v++) {
+                f->vec[v] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                fds[n++] = dup_fd(f->vec[v]);
+        }
+        for (unsigned i = 0; i < 2; i++) {
+                unsigned k = i == 0 ? 0 : 2;
+
+                f->to[k] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                shmem__peer_info__init(&infos[i]);
+                infos[i].index = k;
+                infos[i].kind = SHMEM__PEER_KIND__KIND_HOST;
+                infos[i].label = "other";
+                infos[i].fd = f->bad_fd_index && i == 1 ? 99 : (int32_t) n;
+                ptrs[i] = &infos[i];
+                fds[n++] = dup_fd(f->to[k]);
+        }
+        ar.index = ME;
+        ar.data_offset = SHMEM_DATA_OFFSET;
+        ar.data_size = 4096;
+        ar.region_size = REGION_SIZE;
+        ar.max_peers = MAXP;
+        ar.vectors = MAXP + 1;
+        ar.created = true;
+        ar.n_peers = 2;
+        ar.peers = ptrs;
+        r.body_case = SHMEM__REPLY__BODY_ATTACH;
+        r.attach = &ar;
+        m.serial = serial;
+        m.body_case = SHMEM__MESSAGE__BODY_REPLY;
+        m.reply = &r;
+        fake_send(f->conn, &m, fds, n);
+}
+
+/* The broker's side of shmem_attach(): Hello, then Attach. */
+static void *fake_run(void *userdata) {
+        Fake *f = userdata;
+        Message *m;
+
+        f->conn = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (f->conn < 0)
+                return NULL;
+        m = fake_recv(f->conn);
+        if (!m || m->body_case != SHMEM__MESSAGE__BODY_HELLO) {
+                msg_free(m);
+                return NULL;
+        }
+        snprintf(f->label, sizeof(f->label), "%s", m->hello->label);
+        {
+                Shmem__HelloReply h = SHMEM__HELLO_REPLY__INIT;
+                Shmem__Reply r = SHMEM__REPLY__INIT;
+                Message hr = SHMEM__MESSAGE__INIT;
+
+                h.version = 1;
+                h.broker = "fake";
+                r.body_case = SHMEM__REPLY__BODY_HELLO;
+                r.hello = &h;
+                hr.serial = m->serial;
+                hr.body_case = SHMEM__MESSAGE__BODY_REPLY;
+                hr.reply = &r;
+                fake_send(f->conn, &hr, NULL, 0);
+        }
+        m = msg_free(m);
+        m = fake_recv(f->conn);
+        if (!m || m->body_case != SHMEM__MESSAGE__BODY_ATTACH) {
+                msg_free(m);
+                return NULL;
+        }
+        snprintf(f->name, sizeof(f->name), "%s", m->attach->name);
+        f->mode = m->attach->mode;
+        if (f->status)
+                fake_reply(f->conn, m->serial, f->status);
+        else
+                fake_attach_reply(f, m->serial);
+        msg_free(m);
+        return NULL;
+}
+
+static void fake_setup(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        Fake *f = &fake;
+
+        fd_leak_setup();
+        *f = (Fake) { .conn = -1 };
+        for (unsigned i = 0; i <= MAXP; i++)
+                f->vec[i] = -1;
+        for (unsigned i = 0; i < MAXP; i++)
+                f->to[i] = -1;
+        snprintf(f->dir, sizeof(f->dir), "/tmp/test-libshmem-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(f->dir));
+        snprintf(f->path, sizeof(f->path), "%.63s/broker.sock", f->dir);
+        strcpy(sa.sun_path, f->path);
+        f->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(f->listen_fd, 0);
+        ck_assert_int_eq(bind(f->listen_fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        ck_assert_int_eq(listen(f->listen_fd, 4), 0);
+}
+
+static void fake_teardown(void) {
+        Fake *f = &fake;
+
+        fd_close(f->conn);
+        fds_close(f->vec, MAXP + 1);
+        fds_close(f->to, MAXP);
+        if (f->map)
+                munmap(f->map, REGION_SIZE);
+        close(f->listen_fd);
+        unlink(f->path);
+        rmdir(f->dir);
+        fd_leak_teardown();
+}
+
+static int attach_with(shmem_t **ret, const char *name, unsigned flags, const struct shmem_attach_opts *o) {
+        int r;
+
+        ck_assert_int_eq(pthread_create(&fake.thread, NULL, fake_run, &fake), 0);
+        r = shmem_attach(ret, name, 4096, flags, o);
+        ck_assert_int_eq(pthread_join(fake.thread, NULL), 0);
+        return r;
+}
+
+static shmem_t *attach(void) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = fake.path, .label = "unit" };
+        shmem_t *s = NULL;
+
+        ck_assert_int_eq(attach_with(&s, "region", 0, &o), 0);
+        ck_assert_ptr_nonnull(s);
+        return s;
+}
+
+/* shmem_detach() with the broker's reply queued before it asks (serial 3: Hello, Attach, Detach). */
+static void detach(shmem_t *s) {
+        Message *m;
+
+        fake_reply(fake.conn, 3, 0);
+        ck_assert_ptr_null(shmem_detach(s));
+        m = fake_recv(fake.conn);
+        ck_assert_ptr_nonnull(m);
+        ck_assert_int_eq(m->body_case, SHMEM__MESSAGE__BODY_DETACH);
+        ck_assert_uint_eq(m->serial, 3);
+        ck_assert_str_eq(m->detach->name, "region");
+        msg_free(m);
+}
+
+/* Peer @k rings the handle as a well-behaved sender does: pending bit, then vector. */
+static void peer_signals_me(unsigned k, bool set_pending, bool ring) {
+        uint64_t one = 1;
+
+        if (set_pending)
+                __atomic_fetch_or(&fake.page->slots[ME].pending, BIT(k), __ATOMIC_RELEASE);
+        if (ring)
+                ck_assert_int_eq(write(fake.vec[k], &one, sizeof(one)), 8);
+}
+
+/* How often the handle rang peer @k since the last look (0 if never). */
+static uint64_t rings_to(unsigned k) {
+        uint64_t count = 0;
+
+        if (read(fake.to[k], &count, sizeof(count)) < 0)
+                return 0;
+        return count;
+}
+
+/* The broker's membership change: page first, then the event, then the control vector. */
+static void fake_joined(unsigned k, bool ring) {
+        Shmem__Joined j = SHMEM__JOINED__INIT;
+        Shmem__PeerInfo pi = SHMEM__PEER_INFO__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        int fd;
+        uint64_t one = 1;
+
+        fake.to[k] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        fd = dup_fd(fake.to[k]);
+        __atomic_fetch_or(&fake.page->active, BIT(k), __ATOMIC_RELEASE);
+        j.epoch = __atomic_add_fetch(&fake.page->epoch, 1, __ATOMIC_RELEASE);
+        j.name = "region";
+        pi.index = k;
+        pi.kind = SHMEM__PEER_KIND__KIND_QEMU;
+        pi.fd = 0;
+        j.peer = &pi;
+        m.body_case = SHMEM__MESSAGE__BODY_JOINED;
+        m.joined = &j;
+        fake_send(fake.conn, &m, &fd, 1);
+        if (ring)
+                ck_assert_int_eq(write(fake.vec[MAXP], &one, sizeof(one)), 8);
+}
+
+static void fake_left(unsigned k) {
+        Shmem__Left l = SHMEM__LEFT__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        uint64_t one = 1;
+
+        fake.to[k] = fd_close(fake.to[k]);
+        __atomic_store_n(&fake.page->slots[k].pending, 0, __ATOMIC_RELEASE);
+        __atomic_fetch_and(&fake.page->active, ~BIT(k), __ATOMIC_RELEASE);
+        l.epoch = __atomic_add_fetch(&fake.page->epoch, 1, __ATOMIC_RELEASE);
+        l.name = "region";
+        l.index = k;
+        m.body_case = SHMEM__MESSAGE__BODY_LEFT;
+        m.left = &l;
+        fake_send(fake.conn, &m, NULL, 0);
+        ck_assert_int_eq(write(fake.vec[MAXP], &one, sizeof(one)), 8);
+}
+
+static bool readable(int fd) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+
+        return poll(&p, 1, 0) == 1;
+}
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- attach --- */
+
+START_TEST(test_attach_geometry) {
+        shmem_t *s = attach();
+
+        ck_assert_str_eq(fake.name, "region");
+        ck_assert_int_eq(fake.mode, SHMEM__ATTACH_MODE__CREATE);
+        ck_assert_str_eq(fake.label, "unit");
+        ck_assert_uint_eq(shmem_index(s), ME);
+        ck_assert_uint_eq(shmem_max_peers(s), MAXP);
+        ck_assert_uint_eq(shmem_size(s), 4096);
+        ck_assert_str_eq(shmem_name(s), "region");
+        ck_assert_uint_eq(shmem_active(s), 0x7);
+        ck_assert_uint_eq(shmem_unconsumed(s), 0);
+        /* The data area is the memfd's, after the control page. */
+        strcpy(shmem_data(s), "from the handle");
+        ck_assert_str_eq((char *) fake.map + SHMEM_DATA_OFFSET, "from the handle");
+        ck_assert_int_ge(shmem_fd(s), 0);
+        ck_assert(fd_is_cloexec(shmem_fd(s)));
+        ck_assert(!readable(shmem_fd(s)));
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_attach_modes) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = fake.path };
+        shmem_t *s = NULL;
+
+        ck_assert_int_eq(attach_with(&s, "region", SHMEM_EXCLUSIVE, &o), 0);
+        ck_assert_int_eq(fake.mode, SHMEM__ATTACH_MODE__EXCLUSIVE);
+        /* No label given: the program's name. */
+        ck_assert_str_eq(fake.label, "test-libshmem");
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_attach_find_via_environment) {
+        shmem_t *s = NULL;
+
+        ck_assert_int_eq(setenv("SHMEM_BROKER_SOCKET", fake.path, 1), 0);
+        ck_assert_int_eq(pthread_create(&fake.thread, NULL, fake_run, &fake), 0);
+        ck_assert_int_eq(shmem_find(&s, "region", NULL), 0);
+        ck_assert_int_eq(pthread_join(fake.thread, NULL), 0);
+        ck_assert_int_eq(fake.mode, SHMEM__ATTACH_MODE__FIND);
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_attach_refused) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = fake.path };
+        shmem_t *s = (shmem_t *) 0x1;
+
+        fake.status = SHMEM_STATUS_CLIENT_MAX;
+        ck_assert_int_eq(attach_with(&s, "region", 0, &o), SHMEM_STATUS_CLIENT_MAX);
+        ck_assert_ptr_eq(s, (shmem_t *) 0x1); /* untouched */
+}
+END_TEST
+
+START_TEST(test_attach_bad_reply) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = fake.path };
+        shmem_t *s = (shmem_t *) 0x1;
+
+        /* Every fd that did arrive is closed again (the fd-leak fixture checks). */
+        fake.bad_fd_index = true;
+        ck_assert_int_eq(attach_with(&s, "region", 0, &o), -EPROTO);
+        ck_assert_ptr_eq(s, (shmem_t *) 0x1);
+}
+END_TEST
+
+START_TEST(test_attach_no_broker) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = "/nonexistent/broker.sock" };
+        /* An old caller's smaller struct: fields past its size are not read. */
+        struct shmem_attach_opts old = { .size = offsetof(struct shmem_attach_opts, socket),
+                                         .socket = fake.path };
+        shmem_t *s = NULL;
+
+        ck_assert_int_eq(shmem_attach(&s, "region", 4096, 0, &o), -ENOENT);
+        ck_assert_int_eq(setenv("SHMEM_BROKER_SOCKET", "/nonexistent/env.sock", 1), 0);
+        ck_assert_int_eq(shmem_attach(&s, "region", 4096, 0, &old), -ENOENT);
+        ck_assert_ptr_null(s);
+}
+END_TEST
+
+START_TEST(test_args) {
+        shmem_t *s = NULL;
+        struct shmem_event ev;
+
+        ck_assert_int_eq(shmem_attach(&s, "r", 1, SHMEM_FIND | SHMEM_EXCLUSIVE, NULL), -EINVAL);
+        ck_assert_int_eq(shmem_attach(&s, "r", 1, 1u << 7, NULL), -EINVAL);
+        ck_assert_int_eq(shmem_attach(&s, NULL, 1, 0, NULL), -EINVAL);
+        ck_assert_int_eq(shmem_attach(NULL, "r", 1, 0, NULL), -EINVAL);
+        ck_assert_ptr_null(shmem_detach(NULL));
+        ck_assert_ptr_null(shmem_data(NULL));
+        ck_assert_uint_eq(shmem_size(NULL), 0);
+        ck_assert_int_eq(shmem_notify(NULL, 1), -EINVAL);
+        ck_assert_int_eq(shmem_wait(NULL, 0, &ev), -EINVAL);
+        ck_assert_int_lt(shmem_fd(NULL), 0);
+        ck_assert_str_eq(shmem_strstatus(0), "ok");
+        ck_assert_str_eq(shmem_strstatus(SHMEM_STATUS_CLIENT_MAX), "region has no free peer index");
+        ck_assert_str_eq(shmem_strstatus(-ENOENT), "No such file or directory");
+        ck_assert_str_eq(shmem_strstatus(-100000), "unknown error");
+        ck_assert_str_eq(shmem_strstatus(1000), "unknown status");
+}
+END_TEST
+
+/* --- signals --- */
+
+START_TEST(test_notify) {
+        shmem_t *s = attach();
+
+        ck_assert_int_eq(shmem_notify(s, SHMEM_ALL_BUT_ME), 0);
+        ck_assert_uint_eq(rings_to(0), 1);
+        ck_assert_uint_eq(rings_to(2), 1);
+        ck_assert_uint_eq(fake.page->slots[0].pending, BIT(ME));
+        ck_assert_uint_eq(fake.page->slots[2].pending, BIT(ME));
+        /* My own bit and absent peers are ignored. */
+        ck_assert_uint_eq(fake.page->slots[ME].pending, 0);
+        ck_assert_uint_eq(fake.page->slots[3].pending, 0);
+        ck_assert_uint_eq(shmem_unconsumed(s), BIT(0) | BIT(2));
+
+        /* Peer 2 consumes: it is no longer unconsumed. */
+        __atomic_exchange_n(&fake.page->slots[2].pending, 0, __ATOMIC_ACQ_REL);
+        ck_assert_uint_eq(shmem_unconsumed(s), BIT(0));
+
+        /* A subset reaches exactly that subset. */
+        ck_assert_int_eq(shmem_notify(s, BIT(2) | BIT(3) | BIT(ME)), 0);
+        ck_assert_uint_eq(rings_to(0), 0);
+        ck_assert_uint_eq(rings_to(2), 1);
+        ck_assert_int_eq(shmem_notify(s, 0), 0);
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_wait_senders) {
+        shmem_t *s = attach();
+        struct shmem_event ev;
+
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+        peer_signals_me(2, true, true);
+        ck_assert(readable(shmem_fd(s)));
+        ck_assert_int_eq(shmem_wait(s, 1000, &ev), 1);
+        ck_assert_uint_eq(ev.senders, BIT(2));
+        ck_assert(!ev.membership_changed);
+        ck_assert_uint_eq(ev.active, 0x7);
+        ck_assert_uint_eq(ev.epoch, 5);
+        /* Read clears: the pending word and the vector. */
+        ck_assert_uint_eq(fake.page->slots[ME].pending, 0);
+        ck_assert(!readable(shmem_fd(s)));
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+
+        /* Two senders before one look: both reported, once. */
+        peer_signals_me(0, true, true);
+        peer_signals_me(2, true, true);
+        peer_signals_me(2, true, true);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 1);
+        ck_assert_uint_eq(ev.senders, BIT(0) | BIT(2));
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+
+        /* A pending bit whose ring was lost (a guest before MSI-X) is still found. */
+        peer_signals_me(0, true, false);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 1);
+        ck_assert_uint_eq(ev.senders, BIT(0));
+
+        /* A ring without a pending bit still names its sender: ev[me][j] is j's alone. */
+        peer_signals_me(2, false, true);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 1);
+        ck_assert_uint_eq(ev.senders, BIT(2));
+
+        /* Garbage in my pending word: my own bit and bits beyond max_peers are dropped. */
+        __atomic_fetch_or(&fake.page->slots[ME].pending, BIT(ME) | BIT(MAXP) | BIT(63), __ATOMIC_RELEASE);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_wait_timeout) {
+        shmem_t *s = attach();
+        struct shmem_event ev;
+        int64_t t0 = now_ms();
+
+        ck_assert_int_eq(shmem_wait(s, 200, &ev), 0);
+        ck_assert_int_ge(now_ms() - t0, 190);
+        ck_assert_int_lt(now_ms() - t0, 2000);
+        detach(s);
+}
+END_TEST
+
+static void *ring_later(void *userdata) {
+        struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+        nanosleep(&ts, NULL);
+        peer_signals_me(0, true, true);
+        return NULL;
+}
+
+START_TEST(test_wait_blocks_until_signal) {
+        shmem_t *s = attach();
+        struct shmem_event ev;
+        pthread_t t;
+
+        ck_assert_int_eq(pthread_create(&t, NULL, ring_later, NULL), 0);
+        ck_assert_int_eq(shmem_wait(s, -1, &ev), 1);
+        ck_assert_uint_eq(ev.senders, BIT(0));
+        pthread_join(t, NULL);
+        detach(s);
+}
+END_TEST
+
+/* --- membership --- */
+
+START_TEST(test_join_and_leave) {
+        shmem_t *s = attach();
+        struct shmem_event ev;
+        int fds_attached = count_fds();
+
+        fake_joined(3, true);
+        ck_assert_int_eq(shmem_wait(s, 1000, &ev), 1);
+        ck_assert(ev.membership_changed);
+        ck_assert_uint_eq(ev.senders, 0);
+        ck_assert_uint_eq(ev.active, 0xf);
+        ck_assert_uint_eq(ev.epoch, 6);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+        /* The new peer can be signaled at once. */
+        ck_assert_int_eq(shmem_notify(s, BIT(3)), 0);
+        ck_assert_uint_eq(rings_to(3), 1);
+
+        fake_left(3);
+        ck_assert_int_eq(shmem_wait(s, 1000, &ev), 1);
+        ck_assert(ev.membership_changed);
+        ck_assert_uint_eq(ev.active, 0x7);
+        ck_assert_uint_eq(ev.epoch, 7);
+        /* Its fd was closed (the fake closed its own copy too). */
+        ck_assert_int_eq(count_fds(), fds_attached);
+        ck_assert_int_eq(shmem_notify(s, BIT(3)), 0);
+        ck_assert_uint_eq(fake.page->slots[3].pending, 0); /* nothing sent to an absent peer */
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_notify_reads_pending_join) {
+        shmem_t *s = attach();
+
+        /* Joined is queued and the page updated, but nobody waited yet. */
+        fake_joined(3, false);
+        ck_assert_int_eq(shmem_notify(s, BIT(3)), 0);
+        ck_assert_uint_eq(rings_to(3), 1);
+        ck_assert_uint_eq(fake.page->slots[3].pending, BIT(ME));
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_epoch_alone_is_membership) {
+        shmem_t *s = attach();
+        struct shmem_event ev;
+
+        /* A page that moved on (e.g. the vector was coalesced away) still reports the change. */
+        __atomic_add_fetch(&fake.page->epoch, 1, __ATOMIC_RELEASE);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 1);
+        ck_assert(ev.membership_changed);
+        ck_assert_uint_eq(ev.epoch, 6);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_broker_gone) {
+        shmem_t *s = attach();
+        struct shmem_event ev;
+
+        fake.conn = fd_close(fake.conn);
+        peer_signals_me(0, true, true);
+        /* Signals do not need the broker: reported first. */
+        ck_assert_int_eq(shmem_wait(s, 1000, &ev), 1);
+        ck_assert_uint_eq(ev.senders, BIT(0));
+        ck_assert_int_eq(shmem_notify(s, BIT(2)), 0);
+        ck_assert_uint_eq(rings_to(2), 1);
+        /* Then the attachment is over: the region was destroyed or the broker stopped. */
+        ck_assert_int_eq(shmem_wait(s, 1000, &ev), -ECONNRESET);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), -ECONNRESET);
+        /* Detach does not wait for a broker that is gone. */
+        ck_assert_ptr_null(shmem_detach(s));
+}
+END_TEST
+
+static Suite *libshmem_suite(void) {
+        Suite *s = suite_create("libshmem");
+        TCase *tc;
+
+        tc = tcase_create("attach");
+        tcase_add_checked_fixture(tc, fake_setup, fake_teardown);
+        tcase_add_test(tc, test_attach_geometry);
+        tcase_add_test(tc, test_attach_modes);
+        tcase_add_test(tc, test_attach_find_via_environment);
+        tcase_add_test(tc, test_attach_refused);
+        tcase_add_test(tc, test_attach_bad_reply);
+        tcase_add_test(tc, test_attach_no_broker);
+        tcase_add_test(tc, test_args);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("signals");
+        tcase_add_checked_fixture(tc, fake_setup, fake_teardown);
+        tcase_add_test(tc, test_notify);
+        tcase_add_test(tc, test_wait_senders);
+        tcase_add_test(tc, test_wait_timeout);
+        tcase_add_test(tc, test_wait_blocks_until_signal);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("membership");
+        tcase_add_checked_fixture(tc, fake_setup, fake_teardown);
+        tcase_add_test(tc, test_join_and_leave);
+        tcase_add_test(tc, test_notify_reads_pending_join);
+        tcase_add_test(tc, test_epoch_alone_is_membership);
+        tcase_add_test(tc, test_broker_gone);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        return run_suite(libshmem_suite());
+}

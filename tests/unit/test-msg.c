@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Unit tests of proto/msg.c: one shmem.Message per datagram, with its fds. */
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include "msg.h"
+#include "test-util.h"
+
+static int new_eventfd(void) {
+        int fd = eventfd(0, EFD_CLOEXEC);
+
+        ck_assert_int_ge(fd, 0);
+        return fd;
+}
+
+static FdMsg *encode(const Message *m, int *fds, size_t n_fds) {
+        FdMsg *out = NULL;
+
+        ck_assert_int_eq(msg_encode(&out, m, fds, n_fds), 0);
+        return out;
+}
+
+START_TEST(test_roundtrip_hello) {
+        Shmem__Hello h = SHMEM__HELLO__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        _cleanup_(fdmsg_freep) FdMsg *raw = NULL;
+        _cleanup_(msg_freep) Message *back = NULL;
+
+        h.version = SHMEM_PROTOCOL_VERSION;
+        h.label = "tést \"label\"";
+        m.serial = UINT64_MAX;
+        m.body_case = SHMEM__MESSAGE__BODY_HELLO;
+        m.hello = &h;
+        raw = encode(&m, NULL, 0);
+        ck_assert_uint_eq(raw->n_fds, 0);
+        ck_assert_int_eq(msg_decode(&back, raw), 0);
+        ck_assert_uint_eq(back->serial, UINT64_MAX);
+        ck_assert_int_eq(back->body_case, SHMEM__MESSAGE__BODY_HELLO);
+        ck_assert_uint_eq(back->hello->version, 1);
+        ck_assert_str_eq(back->hello->label, "tést \"label\"");
+        ck_assert_ptr_null(msg_free(NULL));
+}
+END_TEST
+
+/* The largest message the protocol has: an attach reply, with fds that travel over a real socket. */
+START_TEST(test_roundtrip_attach_reply_over_socket) {
+        Shmem__PeerInfo infos[3], *ptrs[3];
+        Shmem__AttachReply ar = SHMEM__ATTACH_REPLY__INIT;
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        int fds[1 + 5 + 3], sv[2];
+        FdMsg *out, *in = NULL;
+        _cleanup_(msg_freep) Message *back = NULL;
+
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                fds[i] = new_eventfd();
+        for (unsigned i = 0; i < 3; i++) {
+                shmem__peer_info__init(&infos[i]);
+                infos[i].index = i == 0 ? 0 : i + 1;
+                infos[i].kind = SHMEM__PEER_KIND__KIND_QEMU;
+                infos[i].label = "vm";
+                infos[i].pid = 1000 + i;
+                infos[i].fd = (int32_t) (6 + i);
+                infos[i].doorbell_id = 40000 + i;
+                ptrs[i] = &infos[i];
+        }
+        ar.index = 1;
+        ar.data_offset = 4096;
+        ar.data_size = 1 << 20;
+        ar.region_size = 2 << 20;
+        ar.max_peers = 4;
+        ar.vectors = 5;
+        ar.created = true;
+        ar.n_peers = 3;
+        ar.peers = ptrs;
+        reply.body_case = SHMEM__REPLY__BODY_ATTACH;
+        reply.attach = &ar;
+        m.serial = 2;
+        m.body_case = SHMEM__MESSAGE__BODY_REPLY;
+        m.reply = &reply;
+
+        out = encode(&m, fds, ELEMENTSOF(fds));
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                ck_assert_int_eq(fds[i], -1); /* consumed */
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+        ck_assert_int_eq(fdmsg_send(sv[0], out), 1);
+        fdmsg_free(out);
+        ck_assert_int_eq(fdmsg_recv(sv[1], SHMEM_MSG_MAX, SHMEM_MSG_FDS_MAX, &in), 0);
+        ck_assert_uint_eq(in->n_fds, ELEMENTSOF(fds));
+        ck_assert_int_eq(msg_decode(&back, in), 0);
+        /* Decoding borrows: the fds are still in the datagram for the caller to steal. */
+        ck_assert(fd_is_valid(in->fds[0]));
+
+        ck_assert_uint_eq(back->serial, 2);
+        ck_assert_int_eq(back->reply->status, SHMEM__STATUS__OK);
+        ck_assert_int_eq(back->reply->body_case, SHMEM__REPLY__BODY_ATTACH);
+        ck_assert_uint_eq(back->reply->attach->index, 1);
+        ck_assert_uint_eq(back->reply->attach->region_size, 2 << 20);
+        ck_assert(back->reply->attach->created);
+        ck_assert_uint_eq(back->reply->attach->n_peers, 3);
+        for (unsigned i = 0; i < 3; i++) {
+                const Shmem__PeerInfo *pi = back->reply->attach->peers[i];
+
+                ck_assert_uint_eq(pi->index, infos[i].index);
+                ck_assert_int_eq(pi->kind, SHMEM__PEER_KIND__KIND_QEMU);
+                ck_assert_str_eq(pi->label, "vm");
+                ck_assert_int_eq(pi->fd, 6 + (int) i);
+                ck_assert_uint_eq(pi->doorbell_id, 40000 + i);
+        }
+        fdmsg_free(in);
+        close(sv[0]);
+        close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_roundtrip_events) {
+        Shmem__Left l = SHMEM__LEFT__INIT;
+        Shmem__Joined j = SHMEM__JOINED__INIT;
+        Shmem__PeerInfo pi = SHMEM__PEER_INFO__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        int fd = new_eventfd();
+        _cleanup_(fdmsg_freep) FdMsg *raw = NULL;
+        _cleanup_(msg_freep) Message *back = NULL;
+
+        pi.index = 3;
+        pi.fd = -1;
+        j.name = "r";
+        j.epoch = 9;
+        j.peer = &pi;
+        m.body_case = SHMEM__MESSAGE__BODY_JOINED;
+        m.joined = &j;
+        raw = encode(&m, &fd, 1);
+        ck_assert_int_eq(msg_decode(&back, raw), 0);
+        ck_assert_uint_eq(back->serial, 0);
+        ck_assert_int_eq(back->joined->peer->fd, -1);
+        ck_assert_uint_eq(back->joined->epoch, 9);
+        back = msg_free(back);
+        raw = fdmsg_free(raw);
+
+        l.name = "r";
+        l.epoch = 10;
+        l.index = 63;
+        m.body_case = SHMEM__MESSAGE__BODY_LEFT;
+        m.left = &l;
+        raw = encode(&m, NULL, 0);
+        ck_assert_int_eq(msg_decode(&back, raw), 0);
+        ck_assert_int_eq(back->body_case, SHMEM__MESSAGE__BODY_LEFT);
+        ck_assert_uint_eq(back->left->index, 63);
+}
+END_TEST
+
+START_TEST(test_empty_message) {
+        Message m = SHMEM__MESSAGE__INIT;
+        _cleanup_(fdmsg_freep) FdMsg *raw = encode(&m, NULL, 0);
+        _cleanup_(msg_freep) Message *back = NULL;
+
+        /* Zero bytes are a valid Message with no body: the dispatcher must refuse it, not the decoder. */
+        ck_assert_uint_eq(raw->n_bytes, 0);
+        ck_assert_int_eq(msg_decode(&back, raw), 0);
+        ck_assert_int_eq(back->body_case, SHMEM__MESSAGE__BODY__NOT_SET);
+}
+END_TEST
+
+static int decode_bytes(const void *bytes, size_t n) {
+        _cleanup_(fdmsg_freep) FdMsg *raw = NULL;
+        Message *m = (Message *) 0x1;
+        int r;
+
+        ck_assert_int_eq(fdmsg_new(&raw, bytes, n, NULL, 0), 0);
+        r = msg_decode(&m, raw);
+        if (r == 0)
+                msg_free(m);
+        else
+                ck_assert_ptr_eq(m, (Message *) 0x1); /* untouched on failure */
+        return r;
+}
+
+START_TEST(test_garbage) {
+        static const struct {
+                const char *bytes;
+                size_t n;
+        } bad[] = {
+                { "\xff\xff\xff\xff garbage", 13 },   /* a varint that never ends, then junk */
+                { "\x5a\x40\x0a", 3 },                /* length prefix past the end */
+                { "\x52\x02\x08", 3 },                /* sub-message cut short */
+                { "\x08", 1 },                        /* key without value */
+                { "\x0f", 1 },                        /* wire type 7 does not exist */
+                { "\x08\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", 12 }, /* 11-byte varint */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                ck_assert_msg(decode_bytes(bad[i].bytes, bad[i].n) == -EBADMSG, "case %zu decoded", i);
+}
+END_TEST
+
+START_TEST(test_oversized) {
+        _cleanup_free_ char *big = calloc(1, SHMEM_MSG_MAX + 1);
+
+        /* Whatever it holds, more than SHMEM_MSG_MAX bytes is refused before parsing. */
+        ck_assert_int_eq(decode_bytes(big, SHMEM_MSG_MAX + 1), -EBADMSG);
+}
+END_TEST
+
+START_TEST(test_encode_limits) {
+        int fds[SHMEM_MSG_FDS_MAX + 1];
+        Shmem__Hello h = SHMEM__HELLO__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        _cleanup_free_ char *label = malloc(SHMEM_MSG_MAX + 1);
+        FdMsg *out = NULL;
+
+        m.body_case = SHMEM__MESSAGE__BODY_HELLO;
+        m.hello = &h;
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                fds[i] = new_eventfd();
+        ck_assert_int_eq(msg_encode(&out, &m, fds, ELEMENTSOF(fds)), -EMSGSIZE);
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                ck_assert_int_eq(fds[i], -1); /* closed on failure too */
+
+        memset(label, 'a', SHMEM_MSG_MAX);
+        label[SHMEM_MSG_MAX] = '\0';
+        h.label = label;
+        fds[0] = new_eventfd();
+        ck_assert_int_eq(msg_encode(&out, &m, fds, 1), -EMSGSIZE);
+        ck_assert_int_eq(fds[0], -1);
+        ck_assert_ptr_null(out);
+}
+END_TEST
+
+START_TEST(test_status_strings) {
+        for (int s = SHMEM__STATUS__OK; s <= SHMEM__STATUS__BUSY; s++)
+                ck_assert_str_ne(msg_status_str(s), "unknown status");
+        ck_assert_str_eq(msg_status_str(SHMEM__STATUS__OK), "ok");
+        ck_assert_str_eq(msg_status_str(SHMEM__STATUS__BUSY + 1), "unknown status");
+        ck_assert_str_eq(msg_status_str(-1), "unknown status");
+}
+END_TEST
+
+static Suite *msg_suite(void) {
+        Suite *s = suite_create("msg");
+        TCase *tc;
+
+        tc = tcase_new("roundtrip");
+        tcase_add_test(tc, test_roundtrip_hello);
+        tcase_add_test(tc, test_roundtrip_attach_reply_over_socket);
+        tcase_add_test(tc, test_roundtrip_events);
+        tcase_add_test(tc, test_empty_message);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_new("malformed");
+        tcase_add_test(tc, test_garbage);
+        tcase_add_test(tc, test_oversized);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_new("limits");
+        tcase_add_test(tc, test_encode_limits);
+        tcase_add_test(tc, test_status_strings);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        return run_suite(msg_suite());
+}
