@@ -409,12 +409,17 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                                 socket = true;
                                 continue;
                         }
-                        /* Read clears the vector (a counting eventfd). */
+                        /*
+                         * Read clears the vector (a counting eventfd). A signal
+                         * vector is only a wakeup: who signaled is the pending
+                         * word alone. A sender sets its bit before it rings, so
+                         * the bit may be taken by an earlier look than the one
+                         * its ring wakes; reporting the vector too would report
+                         * that one signal twice (docs/design.md).
+                         */
                         if (read(s->vec[v], &count, sizeof(count)) != (ssize_t) sizeof(count))
                                 continue;
-                        if (v < s->max_peers)
-                                senders |= BIT(v);
-                        else
+                        if (v >= s->max_peers)
                                 s->membership = true;
                 }
                 /* The broker sends Joined/Left before it rings the control vector. */

@@ -508,7 +508,7 @@ START_TEST(test_qemu_protocol) {
         int q1, q2, memfd, fd_to_host = -1;
         int64_t v;
         struct stat st;
-        const struct shmem_control_page *page;
+        struct shmem_control_page *page;
 
         /* Handshake, in contrib/ivshmem-server's order. */
         q1 = qemu_connect("declared");
@@ -526,13 +526,15 @@ START_TEST(test_qemu_protocol) {
                 qemu_expect(q1, 1, true); /* own vectors: max_peers + 1 */
         qemu_expect_quiet(q1);
 
-        page = mmap(NULL, 4096, PROT_READ, MAP_SHARED, memfd, 0);
+        page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
         ck_assert_ptr_ne(page, MAP_FAILED);
         ck_assert_uint_eq(page->magic, SHMEM_LAYOUT_MAGIC);
         ck_assert_uint_eq(page->slots[1].doorbell_id, 1);
         ck_assert_uint_eq(page->slots[1].kind, SHMEM_PEER_KIND_QEMU);
 
-        /* What the guest's doorbell does: the host learns "peer 1 signaled". */
+        /* What a guest does: its bit in the host's pending word, then the
+         * doorbell, which QEMU turns into this eventfd write. */
+        __atomic_fetch_or(&page->slots[0].pending, UINT64_C(1) << 1, __ATOMIC_SEQ_CST);
         ck_assert_int_eq(write(fd_to_host, &(uint64_t) { 1 }, 8), 8);
         ck_assert_uint_eq(wait_senders(host, 0x2, 3000), 0x2);
 
