@@ -3,8 +3,6 @@
  * Integration: the real shmem-brokerd on a temporary run directory, driven
  * through libshmem and, for misbehaving peers, through raw sockets.
  */
-#include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -19,24 +17,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test-util.h"
 #include "msg.h"
 #include "region-layout.h"
 #include "shmem.h"
 
 static char rundir[256], sockpath[300];
 static pid_t broker_pid;
-
-static int count_fds(void) {
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *e;
-        int n = 0;
-
-        while ((e = readdir(d)))
-                if (e->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n - 1; /* the DIR's own fd */
-}
 
 static void broker_start(const char *const *extra) {
         const char *argv[32] = { BROKERD_PATH, "--rundir", rundir, "--region", "declared:64K" };
@@ -664,11 +651,5 @@ static Suite *broker_suite(void) {
 }
 
 int main(void) {
-        SRunner *sr = srunner_create(broker_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return run_suite(broker_suite());
 }

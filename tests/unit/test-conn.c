@@ -1,26 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Unit tests of broker/conn.c on real socketpairs: output queue, limits, deferred drops. */
-#include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
+#include "test-util.h"
 #include "conn.h"
-
-static int count_fds(void) {
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *e;
-        int n = 0;
-
-        while ((e = readdir(d)))
-                if (e->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n - 1;
-}
 
 typedef struct State {
         int reads, drops, drop_error;
@@ -158,8 +145,6 @@ END_TEST
 int main(void) {
         Suite *s = suite_create("conn");
         TCase *tc = tcase_create("queue");
-        SRunner *sr;
-        int failed;
 
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_queue_writes_at_once);
@@ -168,9 +153,5 @@ int main(void) {
         tcase_add_test(tc, test_close_after_flush);
         tcase_add_test(tc, test_peer_hangup_reads_then_drops);
         suite_add_tcase(s, tc);
-        sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return run_suite(s);
 }

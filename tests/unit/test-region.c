@@ -1,27 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Unit tests of broker/region.c and broker/registry.c: the core without transports. */
-#include <check.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "test-util.h"
 #include "macro.h"
 #include "registry.h"
-
-static int count_fds(void) {
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *e;
-        int n = 0;
-
-        while ((e = readdir(d)))
-                if (e->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n - 1;
-}
 
 /* A front end that records what the core told it. */
 typedef struct Recorder {
@@ -213,8 +200,6 @@ END_TEST
 int main(void) {
         Suite *s = suite_create("region");
         TCase *tc = tcase_create("core");
-        SRunner *sr;
-        int failed;
 
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_size_rounding);
@@ -224,9 +209,5 @@ int main(void) {
         tcase_add_test(tc, test_limits);
         tcase_add_test(tc, test_persistent_and_destroy);
         suite_add_tcase(s, tc);
-        sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return run_suite(s);
 }
