@@ -11,9 +11,13 @@
 #include <sys/resource.h>
 
 #include "broker.h"
+#include "config.h"
+#include "macro.h"
 #include "log.h"
 
 #define REGION_DECLS_MAX 64
+#define CONFIG_FILE SHMEM_SYSCONFDIR "/shmem-broker/broker.conf"
+#define CONFIG_DROPIN_DIR SHMEM_SYSCONFDIR "/shmem-broker/conf.d"
 
 static void help(void) {
         printf("Usage: shmem-brokerd [OPTIONS]\n"
@@ -22,6 +26,10 @@ static void help(void) {
                "\n"
                "  -h --help                 Show this help and exit\n"
                "     --version              Show the version and exit\n"
+               "  -c --config=FILE          Configuration file, then conf.d/*.conf beside it\n"
+               "                            (default: %s, then %s/*.conf);\n"
+               "                            options given here override it\n"
+               "     --no-config            Read no configuration file\n"
                "  -r --rundir=DIR           Run directory (default: $RUNTIME_DIRECTORY, else %s);\n"
                "                            control socket DIR/broker.sock, QEMU sockets DIR/qemu/NAME.sock\n"
                "  -R --region=NAME:SIZE[:persistent][:peers=N]\n"
@@ -37,39 +45,7 @@ static void help(void) {
                "     --max-queued-bytes=SIZE  Output queued for one connection before it is\n"
                "                            dropped as not reading (default: 256K, at least 4K)\n"
                "  -v --verbose              Log debug messages\n",
-               SHMEM_DEFAULT_RUNDIR);
-}
-
-static int parse_size(const char *s, uint64_t *ret) {
-        char *end;
-        unsigned long long v;
-
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno || end == s || s[0] == '-')
-                return -EINVAL;
-        switch (*end) {
-        case 'K': case 'k': v <<= 10; end++; break;
-        case 'M': case 'm': v <<= 20; end++; break;
-        case 'G': case 'g': v <<= 30; end++; break;
-        default: break;
-        }
-        if (*end && strcmp(end, "iB") != 0 && strcmp(end, "B") != 0)
-                return -EINVAL;
-        *ret = v;
-        return 0;
-}
-
-static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret) {
-        char *end;
-        unsigned long v;
-
-        errno = 0;
-        v = strtoul(s, &end, 0);
-        if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
-                return -EINVAL;
-        *ret = (unsigned) v;
-        return 0;
+               CONFIG_FILE, CONFIG_DROPIN_DIR, SHMEM_DEFAULT_RUNDIR);
 }
 
 /* NAME:SIZE[:persistent][:peers=N]; @s is modified. */
@@ -78,13 +54,13 @@ static int parse_region(char *s, RegionDecl *d) {
 
         *d = (RegionDecl) { .name = strtok_r(s, ":", &save) };
         tok = strtok_r(NULL, ":", &save);
-        if (!d->name || !tok || parse_size(tok, &d->size) < 0)
+        if (!d->name || !tok || config_parse_size(tok, &d->size) < 0)
                 return -EINVAL;
         while ((tok = strtok_r(NULL, ":", &save))) {
                 if (strcmp(tok, "persistent") == 0)
                         d->persistent = true;
                 else if (strncmp(tok, "peers=", 6) == 0) {
-                        if (parse_uint(tok + 6, 1, SHMEM_PEERS_MAX, &d->max_peers) < 0)
+                        if (config_parse_uint(tok + 6, 1, SHMEM_PEERS_MAX, &d->max_peers) < 0)
                                 return -EINVAL;
                 } else
                         return -EINVAL;
@@ -125,10 +101,13 @@ int main(int argc, char **argv) {
                 ARG_MAX_PEERS,
                 ARG_MAX_CONNECTIONS,
                 ARG_MAX_QUEUED,
+                ARG_NO_CONFIG,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
+                { "config", required_argument, NULL, 'c' },
+                { "no-config", no_argument, NULL, ARG_NO_CONFIG },
                 { "rundir", required_argument, NULL, 'r' },
                 { "region", required_argument, NULL, 'R' },
                 { "qemu-group", required_argument, NULL, ARG_QEMU_GROUP },
@@ -142,18 +121,48 @@ int main(int argc, char **argv) {
                 { "verbose", no_argument, NULL, 'v' },
                 {}
         };
-        BrokerConfig config = {
-                .limits = LIMITS_DEFAULT,
-                .qemu = { .socket_mode = 0660, .socket_gid = (gid_t) -1 },
-        };
-        RegionDecl regions[REGION_DECLS_MAX];
+        BrokerConfig config = {};
+        RegionDecl regions[REGION_DECLS_MAX + CONFIG_REGIONS_MAX];
+        const char *config_file = CONFIG_FILE, *config_dropins = CONFIG_DROPIN_DIR;
+        bool config_explicit = false;
+        char dropins[PATH_MAX];
+        _cleanup_(config_done) Config file_config;
         Broker *broker = NULL;
         unsigned mode;
         int c, r, idx = 0;
 
-        config.rundir = getenv("RUNTIME_DIRECTORY") ?: SHMEM_DEFAULT_RUNDIR;
+        /* First pass: which configuration file. The file sets defaults that the
+         * other options, applied in the second pass, override. */
+        config_init(&file_config);
+        while ((c = getopt_long(argc, argv, "hc:r:R:v", options, &idx)) >= 0) {
+                if (c == 'c') {
+                        const char *slash = strrchr(optarg, '/');
+
+                        config_file = optarg;
+                        config_explicit = true;
+                        /* FILE's own conf.d, as for the default file. */
+                        snprintf(dropins, sizeof(dropins), "%.*sconf.d", slash ? (int) (slash - optarg + 1) : 0,
+                                 optarg);
+                        config_dropins = dropins;
+                } else if (c == ARG_NO_CONFIG)
+                        config_file = NULL;
+                else if (c == 'h' || c == ARG_VERSION || c == '?')
+                        config_file = NULL; /* answered without reading anything */
+        }
+        if (config_file &&
+            config_load(&file_config, config_file, config_dropins, config_explicit) < 0) {
+                fprintf(stderr, "shmem-brokerd: %s\n", file_config.error);
+                return 1;
+        }
+        config.limits = file_config.limits;
+        config.qemu = file_config.qemu;
+        config.rundir = file_config.rundir ?: getenv("RUNTIME_DIRECTORY") ?: SHMEM_DEFAULT_RUNDIR;
         config.regions = regions;
-        while ((c = getopt_long(argc, argv, "hr:R:v", options, &idx)) >= 0) {
+        for (size_t i = 0; i < file_config.n_regions; i++)
+                regions[config.n_regions++] = file_config.regions[i];
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "hc:r:R:v", options, &idx)) >= 0) {
                 switch (c) {
                 case 'h':
                         help();
@@ -161,11 +170,14 @@ int main(int argc, char **argv) {
                 case ARG_VERSION:
                         printf("shmem-brokerd %s\n", SHMEM_VERSION);
                         return 0;
+                case 'c':
+                case ARG_NO_CONFIG:
+                        break; /* first pass */
                 case 'r':
                         config.rundir = optarg;
                         break;
                 case 'R':
-                        if (config.n_regions >= REGION_DECLS_MAX) {
+                        if (config.n_regions >= ELEMENTSOF(regions)) {
                                 fprintf(stderr, "shmem-brokerd: at most %d --region options\n", REGION_DECLS_MAX);
                                 return 2;
                         }
@@ -193,24 +205,24 @@ int main(int argc, char **argv) {
                         config.qemu.socket_mode = mode;
                         break;
                 case ARG_MAX_REGIONS:
-                        r = parse_uint(optarg, 1, 65536, &config.limits.max_regions);
+                        r = config_parse_uint(optarg, 1, 65536, &config.limits.max_regions);
                         goto check;
                 case ARG_MAX_REGION_SIZE:
-                        r = parse_size(optarg, &config.limits.max_region_bytes);
+                        r = config_parse_size(optarg, &config.limits.max_region_bytes);
                         goto check;
                 case ARG_MAX_TOTAL_SIZE:
-                        r = parse_size(optarg, &config.limits.max_total_bytes);
+                        r = config_parse_size(optarg, &config.limits.max_total_bytes);
                         goto check;
                 case ARG_MAX_PEERS:
-                        r = parse_uint(optarg, 1, SHMEM_PEERS_MAX, &config.limits.default_max_peers);
+                        r = config_parse_uint(optarg, 1, SHMEM_PEERS_MAX, &config.limits.default_max_peers);
                         goto check;
                 case ARG_MAX_CONNECTIONS:
-                        r = parse_uint(optarg, 1, 1u << 20, &config.limits.max_connections);
+                        r = config_parse_uint(optarg, 1, 1u << 20, &config.limits.max_connections);
                         goto check;
                 case ARG_MAX_QUEUED: {
                         uint64_t v;
 
-                        r = parse_size(optarg, &v);
+                        r = config_parse_size(optarg, &v);
                         if (r >= 0 && (v < 4096 || v > (UINT64_C(1) << 30)))
                                 r = -ERANGE;
                         config.limits.max_queued_bytes = (size_t) v;

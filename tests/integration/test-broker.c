@@ -58,6 +58,10 @@ static void broker_stop(void) {
 static int fds_at_start;
 
 static void setup_with(const char *const *extra) {
+        static const char *const defaults[] = { "--no-config", NULL };
+
+        if (!extra)
+                extra = defaults;
         snprintf(rundir, sizeof(rundir), "/tmp/shmem-it-XXXXXX");
         ck_assert_ptr_nonnull(mkdtemp(rundir));
         snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
@@ -66,7 +70,7 @@ static void setup_with(const char *const *extra) {
 }
 
 static void setup(void) {
-        static const char *const extra[] = { "--region", "pair:4K:peers=2", NULL };
+        static const char *const extra[] = { "--no-config", "--region", "pair:4K:peers=2", NULL };
 
         setup_with(extra);
 }
@@ -567,7 +571,7 @@ START_TEST(test_qemu_refused_by_version) {
 END_TEST
 
 static void setup_small_queue(void) {
-        static const char *const extra[] = { "--max-queued-bytes=4096", NULL };
+        static const char *const extra[] = { "--no-config", "--max-queued-bytes=4096", NULL };
 
         setup_with(extra);
 }
@@ -607,6 +611,84 @@ START_TEST(test_peer_that_never_reads) {
 }
 END_TEST
 
+/* --- configuration --- */
+
+static void write_file(const char *path, const char *text) {
+        FILE *f = fopen(path, "we");
+
+        ck_assert_ptr_nonnull(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+/* Runs the broker on a configuration that must be refused; returns its stderr. */
+static void assert_config_refused(const char *conf, const char *expect) {
+        char path[300], cmd[1024], out[1024] = "";
+        FILE *p;
+        size_t n;
+
+        snprintf(path, sizeof(path), "%s/bad.conf", rundir);
+        write_file(path, conf);
+        snprintf(cmd, sizeof(cmd), "%s --config %s --rundir %s/other 2>&1; echo rc=$?", BROKERD_PATH, path,
+                 rundir);
+        p = popen(cmd, "re");
+        n = fread(out, 1, sizeof(out) - 1, p);
+        out[n] = 0;
+        pclose(p);
+        ck_assert_msg(strstr(out, expect) && strstr(out, "rc=1"), "want '%s', got: %s", expect, out);
+}
+
+START_TEST(test_config_regions_and_limits) {
+        shmem_t *h[3];
+
+        /* setup_config() started the broker on the files written there. */
+        shmem_detach(attach_flags("cfg-a", 0, SHMEM_FIND, 0)); /* from broker.conf */
+        h[0] = attach_flags("cfg-b", 0, SHMEM_FIND, 0);         /* from conf.d/ */
+        h[1] = attach("cfg-b", 0);
+        /* max-peers = 2 from conf.d refuses a third peer. */
+        ck_assert_ptr_null(attach_flags("cfg-b", 0, 0, SHMEM_STATUS_CLIENT_MAX));
+        ck_assert_uint_eq(shmem_size(h[0]), 4096);
+        /* [limits] region-bytes = 1M: a bigger region is refused. */
+        ck_assert_ptr_null(attach_flags("big", 2 << 20, 0, SHMEM_STATUS_BAD_SIZE));
+        /* [limits] peers = 3 is the default for new regions. */
+        h[2] = attach("new", 4096);
+        ck_assert_uint_eq(shmem_max_peers(h[2]), 3);
+        for (int i = 0; i < 3; i++)
+                shmem_detach(h[i]);
+}
+END_TEST
+
+START_TEST(test_config_refused_with_file_and_line) {
+        assert_config_refused("[limits]\npeers = 99\n", "bad.conf:2: '99' is not a number from 1 to 64");
+        assert_config_refused("[region ok]\nsize = 1M\nnonsense\n", "bad.conf:3:");
+        assert_config_refused("[region .x]\nsize = 1\n", "bad.conf:2: [region .x]: names are");
+        assert_config_refused("[frobnicate]\nx = 1\n", "unknown section [frobnicate]");
+        assert_config_refused("[broker]\nqemu-socket-mode = 999\n", "octal mode");
+        assert_config_refused("[region nosize]\npersistent = yes\n", "[region nosize] has no size");
+        assert_config_refused("[limits]\nregion-bytes = 12Q\n", "is not a size");
+}
+END_TEST
+
+static void setup_config(void) {
+        char path[400], conf[300];
+        static const char *extra[3] = { "--config", NULL, NULL };
+
+        snprintf(rundir, sizeof(rundir), "/tmp/shmem-it-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(rundir));
+        snprintf(conf, sizeof(conf), "%.200s/etc", rundir);
+        ck_assert_int_eq(mkdir(conf, 0755), 0);
+        snprintf(path, sizeof(path), "%s/conf.d", conf);
+        ck_assert_int_eq(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/conf.d/10-b.conf", conf);
+        write_file(path, "[region cfg-b]\nsize = 4K\nmax-peers = 2\n");
+        snprintf(path, sizeof(path), "%s/broker.conf", conf);
+        write_file(path, "# comment\n[limits]\npeers = 3\nregion-bytes = 1M\n\n[region cfg-a]\nsize = 64K\n");
+        extra[1] = strdup(path);
+        snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
+        fds_at_start = count_fds();
+        broker_start(extra);
+}
+
 static Suite *broker_suite(void) {
         Suite *s = suite_create("broker");
         TCase *tc;
@@ -640,6 +722,13 @@ static Suite *broker_suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_qemu_protocol);
         tcase_add_test(tc, test_qemu_refused_by_version);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("config");
+        tcase_add_checked_fixture(tc, setup_config, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_config_regions_and_limits);
+        tcase_add_test(tc, test_config_refused_with_file_and_line);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("slow-reader");

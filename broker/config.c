@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <dirent.h>
+#include <errno.h>
+#include <grp.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "macro.h"
+
+void config_init(Config *c) {
+        *c = (Config) {
+                .limits = LIMITS_DEFAULT,
+                .qemu = { .socket_mode = 0660, .socket_gid = (gid_t) -1 },
+        };
+}
+
+void config_done(Config *c) {
+        for (size_t i = 0; i < c->n_regions; i++)
+                free((char *) c->regions[i].name);
+        free(c->regions);
+        free(c->rundir);
+        config_init(c);
+}
+
+int config_parse_size(const char *s, uint64_t *ret) {
+        unsigned long long v;
+        unsigned shift = 0;
+        char *end;
+
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || end == s || s[0] == '-')
+                return -EINVAL;
+        switch (*end) {
+        case 'K': case 'k': shift = 10; end++; break;
+        case 'M': case 'm': shift = 20; end++; break;
+        case 'G': case 'g': shift = 30; end++; break;
+        case 'T': case 't': shift = 40; end++; break;
+        default: break;
+        }
+        if (*end && strcmp(end, "iB") != 0 && strcmp(end, "B") != 0)
+                return -EINVAL;
+        if (shift && v > (UINT64_MAX >> shift))
+                return -ERANGE;
+        *ret = (uint64_t) v << shift;
+        return 0;
+}
+
+int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret) {
+        unsigned long v;
+        char *end;
+
+        errno = 0;
+        v = strtoul(s, &end, 0);
+        if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+                return -EINVAL;
+        *ret = (unsigned) v;
+        return 0;
+}
+
+static int parse_bool(const char *s, bool *ret) {
+        if (!strcmp(s, "yes") || !strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "on"))
+                *ret = true;
+        else if (!strcmp(s, "no") || !strcmp(s, "false") || !strcmp(s, "0") || !strcmp(s, "off"))
+                *ret = false;
+        else
+                return -EINVAL;
+        return 0;
+}
+
+typedef struct Parser {
+        Config *config;
+        const char *reason; /* why the handler refused the current line */
+        char reason_buf[160];
+} Parser;
+
+static RegionDecl *config_region(Parser *p, const char *name) {
+        Config *c = p->config;
+        RegionDecl *d;
+
+        for (size_t i = 0; i < c->n_regions; i++)
+                if (strcmp(c->regions[i].name, name) == 0)
+                        return &c->regions[i];
+        if (c->n_regions >= CONFIG_REGIONS_MAX) {
+                p->reason = "too many [region] sections";
+                return NULL;
+        }
+        d = realloc(c->regions, (c->n_regions + 1) * sizeof(*d));
+        if (!d) {
+                p->reason = "out of memory";
+                return NULL;
+        }
+        c->regions = d;
+        d = &c->regions[c->n_regions];
+        *d = (RegionDecl) { .name = strdup(name) };
+        if (!d->name) {
+                p->reason = "out of memory";
+                return NULL;
+        }
+        c->n_regions++;
+        return d;
+}
+
+static int set_size(Parser *p, const char *value, uint64_t min, uint64_t *ret) {
+        uint64_t v;
+
+        if (config_parse_size(value, &v) < 0 || v < min) {
+                snprintf(p->reason_buf, sizeof(p->reason_buf),
+                         "'%s' is not a size (bytes, or with K, M, G, T), at least %llu", value,
+                         (unsigned long long) min);
+                p->reason = p->reason_buf;
+                return 0;
+        }
+        *ret = v;
+        return 1;
+}
+
+static int set_uint(Parser *p, const char *value, unsigned min, unsigned max, unsigned *ret) {
+        if (config_parse_uint(value, min, max, ret) < 0) {
+                snprintf(p->reason_buf, sizeof(p->reason_buf), "'%s' is not a number from %u to %u",
+                         value, min, max);
+                p->reason = p->reason_buf;
+                return 0;
+        }
+        return 1;
+}
+
+static int handle_broker(Parser *p, const char *key, const char *value) {
+        Config *c = p->config;
+
+        if (!strcmp(key, "run-directory")) {
+                if (value[0] != '/') {
+                        p->reason = "run-directory must be an absolute path";
+                        return 0;
+                }
+                free(c->rundir);
+                c->rundir = strdup(value);
+                return c->rundir != NULL;
+        }
+        if (!strcmp(key, "qemu-socket-group")) {
+                struct group *g = getgrnam(value);
+
+                if (!g) {
+                        snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown group '%s'", value);
+                        p->reason = p->reason_buf;
+                        return 0;
+                }
+                c->qemu.socket_gid = g->gr_gid;
+                return 1;
+        }
+        if (!strcmp(key, "qemu-socket-mode")) {
+                unsigned mode;
+                int n = 0;
+
+                if (sscanf(value, "%o%n", &mode, &n) != 1 || value[n] || mode > 0777) {
+                        p->reason = "qemu-socket-mode must be an octal mode such as 0660";
+                        return 0;
+                }
+                c->qemu.socket_mode = mode;
+                return 1;
+        }
+        return -1;
+}
+
+static int handle_limits(Parser *p, const char *key, const char *value) {
+        Limits *l = &p->config->limits;
+        uint64_t v;
+
+        if (!strcmp(key, "regions"))
+                return set_uint(p, value, 1, 65536, &l->max_regions);
+        if (!strcmp(key, "total-bytes"))
+                return set_size(p, value, 8192, &l->max_total_bytes);
+        if (!strcmp(key, "region-bytes"))
+                return set_size(p, value, 8192, &l->max_region_bytes);
+        if (!strcmp(key, "peers"))
+                return set_uint(p, value, 1, SHMEM_PEERS_MAX, &l->default_max_peers);
+        if (!strcmp(key, "connections"))
+                return set_uint(p, value, 1, 1u << 20, &l->max_connections);
+        if (!strcmp(key, "queued-bytes")) {
+                if (!set_size(p, value, 4096, &v))
+                        return 0;
+                l->max_queued_bytes = (size_t) v;
+                return 1;
+        }
+        return -1;
+}
+
+static int handle_region(Parser *p, const char *name, const char *key, const char *value) {
+        RegionDecl *d = config_region(p, name);
+
+        if (!d)
+                return 0;
+        if (!strcmp(key, "size"))
+                return set_size(p, value, 1, &d->size);
+        if (!strcmp(key, "max-peers"))
+                return set_uint(p, value, 1, SHMEM_PEERS_MAX, &d->max_peers);
+        if (!strcmp(key, "persistent")) {
+                if (parse_bool(value, &d->persistent) < 0) {
+                        p->reason = "persistent must be yes or no";
+                        return 0;
+                }
+                return 1;
+        }
+        return -1;
+}
+
+static int config_handler(void *userdata, const char *section, const char *key, const char *value) {
+        Parser *p = userdata;
+        int r;
+
+        p->reason = NULL;
+        if (!key) /* a section header alone */
+                return 1;
+        if (!strcmp(section, "broker"))
+                r = handle_broker(p, key, value);
+        else if (!strcmp(section, "limits"))
+                r = handle_limits(p, key, value);
+        else if (!strncmp(section, "region ", 7)) {
+                const char *name = section + 7;
+
+                while (*name == ' ')
+                        name++;
+                if (!region_name_is_valid(name)) {
+                        snprintf(p->reason_buf, sizeof(p->reason_buf),
+                                 "[region %s]: names are 1-63 of [A-Za-z0-9._-], not starting with '.'", name);
+                        p->reason = p->reason_buf;
+                        return 0;
+                }
+                r = handle_region(p, name, key, value);
+        } else {
+                snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown section [%s]", section);
+                p->reason = p->reason_buf;
+                return 0;
+        }
+        if (r < 0) {
+                snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown key '%s' in [%s]", key, section);
+                p->reason = p->reason_buf;
+                return 0;
+        }
+        if (r == 0 && !p->reason)
+                p->reason = "out of memory";
+        return r;
+}
+
+static int config_load_file(Config *c, const char *path, bool must_exist) {
+        Parser p = { .config = c };
+        FILE *f = fopen(path, "re");
+        int line;
+
+        if (!f) {
+                if (errno == ENOENT && !must_exist)
+                        return 0;
+                snprintf(c->error, sizeof(c->error), "%s: %s", path, strerror(errno));
+                return -errno;
+        }
+        line = ini_parse_file(f, config_handler, &p);
+        fclose(f);
+        if (line != 0) {
+                snprintf(c->error, sizeof(c->error), "%s:%d: %s", path, line,
+                         p.reason ? p.reason : "not a 'key = value' line or a [section]");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int dropin_filter(const struct dirent *e) {
+        size_t n = strlen(e->d_name);
+
+        return e->d_name[0] != '.' && n > 5 && strcmp(e->d_name + n - 5, ".conf") == 0;
+}
+
+int config_load(Config *c, const char *path, const char *dropin_dir, bool must_exist) {
+        struct dirent **list = NULL;
+        int n = 0, r;
+
+        r = config_load_file(c, path, must_exist);
+        if (r == 0 && dropin_dir) {
+                n = scandir(dropin_dir, &list, dropin_filter, alphasort);
+                if (n < 0 && errno != ENOENT) {
+                        r = -errno;
+                        snprintf(c->error, sizeof(c->error), "%s: %s", dropin_dir, strerror(errno));
+                }
+        }
+        for (int i = 0; i < n; i++) {
+                char file[PATH_MAX];
+
+                if (r == 0) {
+                        snprintf(file, sizeof(file), "%s/%s", dropin_dir, list[i]->d_name);
+                        r = config_load_file(c, file, true);
+                }
+                free(list[i]);
+        }
+        free(list);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < c->n_regions; i++)
+                if (c->regions[i].size == 0) {
+                        snprintf(c->error, sizeof(c->error), "[region %s] has no size", c->regions[i].name);
+                        return -EINVAL;
+                }
+        return 0;
+}
