@@ -15,7 +15,9 @@ struct Broker {
         struct event_base *base;
         Registry *registry;
         Server *server;
-        struct event *ev_sigterm, *ev_sigint;
+        struct event *ev_sigterm, *ev_sigint, *ev_sighup;
+        BrokerReloadFn reload;
+        void *reload_userdata;
         char socket_path[PATH_MAX];
 };
 
@@ -31,7 +33,31 @@ static void broker_on_libevent_log(int severity, const char *msg) {
                      "libevent: %s", msg);
 }
 
-int broker_new(Broker **ret, const BrokerConfig *config) {
+static void broker_on_sighup(evutil_socket_t sig, short what, void *userdata) {
+        (void) broker_reload(userdata);
+}
+
+int broker_reload(Broker *b) {
+        BrokerConfig config;
+        unsigned failed;
+        int r;
+
+        if (!b->reload)
+                return 0;
+        r = b->reload(b->reload_userdata, &config);
+        if (r < 0) {
+                log_error("Configuration not reloaded, the old one stays in force");
+                return r;
+        }
+        if (strcmp(config.rundir, b->registry->rundir) != 0)
+                log_notice("The run directory changes only at a restart, keeping '%s'", b->registry->rundir);
+        failed = registry_reconfigure(b->registry, &config.limits, config.regions, config.n_regions);
+        log_info("Configuration reloaded: %u regions%s", b->registry->n_regions,
+                 failed ? ", some declarations not applied (see above)" : "");
+        return failed ? -EINVAL : 0;
+}
+
+int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, void *userdata) {
         Broker *b;
         Plugin *plugin;
         int fd, r;
@@ -39,6 +65,8 @@ int broker_new(Broker **ret, const BrokerConfig *config) {
         b = calloc(1, sizeof(*b));
         if (!b)
                 return -ENOMEM;
+        b->reload = reload;
+        b->reload_userdata = userdata;
         event_set_log_callback(broker_on_libevent_log);
         b->base = event_base_new();
         if (!b->base) {
@@ -59,17 +87,9 @@ int broker_new(Broker **ret, const BrokerConfig *config) {
                 log_error_errno(r, "Cannot start the QEMU plugin: %m");
                 goto fail;
         }
-        for (size_t i = 0; i < config->n_regions; i++) {
-                const RegionDecl *d = &config->regions[i];
-                const char *error = NULL;
-
-                r = registry_declare(b->registry, d->name, d->size, d->max_peers, d->persistent, NULL, &error);
-                if (r != 0) {
-                        log_error("Cannot declare region '%s': %s%s%s", d->name,
-                                  r > 0 ? msg_status_str(r) : strerror(-r), error ? ": " : "", error ? error : "");
-                        r = -EINVAL;
-                        goto fail;
-                }
+        if (registry_reconfigure(b->registry, &config->limits, config->regions, config->n_regions) > 0) {
+                r = -EINVAL;
+                goto fail;
         }
         snprintf(b->socket_path, sizeof(b->socket_path), "%s/broker.sock", config->rundir);
         r = server_listen(b->socket_path, &fd);
@@ -86,8 +106,9 @@ int broker_new(Broker **ret, const BrokerConfig *config) {
                 goto fail;
         b->ev_sigterm = evsignal_new(b->base, SIGTERM, broker_on_signal, b);
         b->ev_sigint = evsignal_new(b->base, SIGINT, broker_on_signal, b);
-        if (!b->ev_sigterm || !b->ev_sigint || evsignal_add(b->ev_sigterm, NULL) < 0 ||
-            evsignal_add(b->ev_sigint, NULL) < 0) {
+        b->ev_sighup = evsignal_new(b->base, SIGHUP, broker_on_sighup, b);
+        if (!b->ev_sigterm || !b->ev_sigint || !b->ev_sighup || evsignal_add(b->ev_sigterm, NULL) < 0 ||
+            evsignal_add(b->ev_sigint, NULL) < 0 || evsignal_add(b->ev_sighup, NULL) < 0) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -106,6 +127,8 @@ Broker *broker_free(Broker *b) {
                 event_free(b->ev_sigterm);
         if (b->ev_sigint)
                 event_free(b->ev_sigint);
+        if (b->ev_sighup)
+                event_free(b->ev_sighup);
         /* Clients first: they detach their peers from the registry. */
         server_free(b->server);
         if (b->server)

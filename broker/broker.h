@@ -6,13 +6,6 @@
 #include "registry.h"
 #include "ivshmem.h"
 
-typedef struct RegionDecl {
-        const char *name;
-        uint64_t size;
-        unsigned max_peers;
-        bool persistent;
-} RegionDecl;
-
 typedef struct BrokerConfig {
         const char *rundir;
         Limits limits;
@@ -23,7 +16,14 @@ typedef struct BrokerConfig {
 
 typedef struct Broker Broker;
 
-int broker_new(Broker **ret, const BrokerConfig *config);
+/*
+ * Builds the configuration anew (SIGHUP): fills @ret, whose strings must stay
+ * valid until the next call. Returns 0, or a negative errno after logging why.
+ */
+typedef int (*BrokerReloadFn)(void *userdata, BrokerConfig *ret);
+
+int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, void *userdata);
 Broker *broker_free(Broker *b);
-/* Runs until SIGTERM or SIGINT. */
+/* Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration. */
+int broker_reload(Broker *b);
 int broker_run(Broker *b);

@@ -90,79 +90,100 @@ static void raise_fd_limit(const Limits *l) {
                            l->max_connections, l->default_max_peers);
 }
 
-int main(int argc, char **argv) {
-        enum {
-                ARG_VERSION = 0x100,
-                ARG_QEMU_GROUP,
-                ARG_QEMU_MODE,
-                ARG_MAX_REGIONS,
-                ARG_MAX_REGION_SIZE,
-                ARG_MAX_TOTAL_SIZE,
-                ARG_MAX_PEERS,
-                ARG_MAX_CONNECTIONS,
-                ARG_MAX_QUEUED,
-                ARG_NO_CONFIG,
-        };
-        static const struct option options[] = {
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                { "config", required_argument, NULL, 'c' },
-                { "no-config", no_argument, NULL, ARG_NO_CONFIG },
-                { "rundir", required_argument, NULL, 'r' },
-                { "region", required_argument, NULL, 'R' },
-                { "qemu-group", required_argument, NULL, ARG_QEMU_GROUP },
-                { "qemu-socket-mode", required_argument, NULL, ARG_QEMU_MODE },
-                { "max-regions", required_argument, NULL, ARG_MAX_REGIONS },
-                { "max-region-size", required_argument, NULL, ARG_MAX_REGION_SIZE },
-                { "max-total-size", required_argument, NULL, ARG_MAX_TOTAL_SIZE },
-                { "max-peers", required_argument, NULL, ARG_MAX_PEERS },
-                { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
-                { "max-queued-bytes", required_argument, NULL, ARG_MAX_QUEUED },
-                { "verbose", no_argument, NULL, 'v' },
-                {}
-        };
-        BrokerConfig config = {};
+enum {
+        ARG_VERSION = 0x100,
+        ARG_QEMU_GROUP,
+        ARG_QEMU_MODE,
+        ARG_MAX_REGIONS,
+        ARG_MAX_REGION_SIZE,
+        ARG_MAX_TOTAL_SIZE,
+        ARG_MAX_PEERS,
+        ARG_MAX_CONNECTIONS,
+        ARG_MAX_QUEUED,
+        ARG_NO_CONFIG,
+};
+static const struct option options[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, ARG_VERSION },
+        { "config", required_argument, NULL, 'c' },
+        { "no-config", no_argument, NULL, ARG_NO_CONFIG },
+        { "rundir", required_argument, NULL, 'r' },
+        { "region", required_argument, NULL, 'R' },
+        { "qemu-group", required_argument, NULL, ARG_QEMU_GROUP },
+        { "qemu-socket-mode", required_argument, NULL, ARG_QEMU_MODE },
+        { "max-regions", required_argument, NULL, ARG_MAX_REGIONS },
+        { "max-region-size", required_argument, NULL, ARG_MAX_REGION_SIZE },
+        { "max-total-size", required_argument, NULL, ARG_MAX_TOTAL_SIZE },
+        { "max-peers", required_argument, NULL, ARG_MAX_PEERS },
+        { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
+        { "max-queued-bytes", required_argument, NULL, ARG_MAX_QUEUED },
+        { "verbose", no_argument, NULL, 'v' },
+        {}
+};
+
+/* Everything the command line and the files say, rebuilt on every reload. */
+typedef struct Args {
+        int argc;
+        char **argv;
+        Config file;
+        BrokerConfig config;
         RegionDecl regions[REGION_DECLS_MAX + CONFIG_REGIONS_MAX];
+        char *region_args[REGION_DECLS_MAX]; /* copies: parse_region() cuts them up */
+        size_t n_region_args;
+        char dropins[PATH_MAX];
+} Args;
+
+static void args_done(Args *a) {
+        config_done(&a->file);
+        for (size_t i = 0; i < a->n_region_args; i++)
+                free(a->region_args[i]);
+        a->n_region_args = 0;
+}
+
+/*
+ * Builds a->config from the configuration files and then the options, which
+ * override them. Returns -1 to go on, else the exit status (help, version,
+ * or an error, already printed).
+ */
+static int args_load(Args *a) {
         const char *config_file = CONFIG_FILE, *config_dropins = CONFIG_DROPIN_DIR;
         bool config_explicit = false;
-        char dropins[PATH_MAX];
-        _cleanup_(config_done) Config file_config;
-        Broker *broker = NULL;
         unsigned mode;
-        int c, r, idx = 0;
+        int c, r, n, idx = 0;
 
-        /* First pass: which configuration file. The file sets defaults that the
-         * other options, applied in the second pass, override. */
-        config_init(&file_config);
-        while ((c = getopt_long(argc, argv, "hc:r:R:v", options, &idx)) >= 0) {
+        args_done(a);
+        config_init(&a->file);
+        a->config = (BrokerConfig) { .regions = a->regions };
+
+        /* First pass: which configuration file. */
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(a->argc, a->argv, "hc:r:R:v", options, &idx)) >= 0) {
                 if (c == 'c') {
                         const char *slash = strrchr(optarg, '/');
 
                         config_file = optarg;
                         config_explicit = true;
                         /* FILE's own conf.d, as for the default file. */
-                        snprintf(dropins, sizeof(dropins), "%.*sconf.d", slash ? (int) (slash - optarg + 1) : 0,
-                                 optarg);
-                        config_dropins = dropins;
-                } else if (c == ARG_NO_CONFIG)
-                        config_file = NULL;
-                else if (c == 'h' || c == ARG_VERSION || c == '?')
-                        config_file = NULL; /* answered without reading anything */
+                        snprintf(a->dropins, sizeof(a->dropins), "%.*sconf.d",
+                                 slash ? (int) (slash - optarg + 1) : 0, optarg);
+                        config_dropins = a->dropins;
+                } else if (c == ARG_NO_CONFIG || c == 'h' || c == ARG_VERSION || c == '?')
+                        config_file = NULL; /* help and errors are answered without reading files */
         }
-        if (config_file &&
-            config_load(&file_config, config_file, config_dropins, config_explicit) < 0) {
-                fprintf(stderr, "shmem-brokerd: %s\n", file_config.error);
+        opterr = 1;
+        if (config_file && config_load(&a->file, config_file, config_dropins, config_explicit) < 0) {
+                log_error("%s", a->file.error);
                 return 1;
         }
-        config.limits = file_config.limits;
-        config.qemu = file_config.qemu;
-        config.rundir = file_config.rundir ?: getenv("RUNTIME_DIRECTORY") ?: SHMEM_DEFAULT_RUNDIR;
-        config.regions = regions;
-        for (size_t i = 0; i < file_config.n_regions; i++)
-                regions[config.n_regions++] = file_config.regions[i];
+        a->config.limits = a->file.limits;
+        a->config.qemu = a->file.qemu;
+        a->config.rundir = a->file.rundir ?: getenv("RUNTIME_DIRECTORY") ?: SHMEM_DEFAULT_RUNDIR;
+        for (size_t i = 0; i < a->file.n_regions; i++)
+                a->regions[a->config.n_regions++] = a->file.regions[i];
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "hc:r:R:v", options, &idx)) >= 0) {
+        while ((c = getopt_long(a->argc, a->argv, "hc:r:R:v", options, &idx)) >= 0) {
                 switch (c) {
                 case 'h':
                         help();
@@ -174,19 +195,23 @@ int main(int argc, char **argv) {
                 case ARG_NO_CONFIG:
                         break; /* first pass */
                 case 'r':
-                        config.rundir = optarg;
+                        a->config.rundir = optarg;
                         break;
-                case 'R':
-                        if (config.n_regions >= ELEMENTSOF(regions)) {
+                case 'R': {
+                        char *copy;
+
+                        if (a->n_region_args >= REGION_DECLS_MAX) {
                                 fprintf(stderr, "shmem-brokerd: at most %d --region options\n", REGION_DECLS_MAX);
                                 return 2;
                         }
-                        if (parse_region(optarg, &regions[config.n_regions]) < 0) {
+                        copy = a->region_args[a->n_region_args++] = strdup(optarg);
+                        if (!copy || parse_region(copy, &a->regions[a->config.n_regions]) < 0) {
                                 fprintf(stderr, "shmem-brokerd: --region wants NAME:SIZE[:persistent][:peers=N]\n");
                                 return 2;
                         }
-                        config.n_regions++;
+                        a->config.n_regions++;
                         break;
+                }
                 case ARG_QEMU_GROUP: {
                         struct group *g = getgrnam(optarg);
 
@@ -194,30 +219,31 @@ int main(int argc, char **argv) {
                                 fprintf(stderr, "shmem-brokerd: unknown group '%s'\n", optarg);
                                 return 2;
                         }
-                        config.qemu.socket_gid = g->gr_gid;
+                        a->config.qemu.socket_gid = g->gr_gid;
                         break;
                 }
                 case ARG_QEMU_MODE:
-                        if (sscanf(optarg, "%o%n", &mode, &idx) != 1 || optarg[idx] || mode > 0777) {
+                        n = 0;
+                        if (sscanf(optarg, "%o%n", &mode, &n) != 1 || optarg[n] || mode > 0777) {
                                 fprintf(stderr, "shmem-brokerd: --qemu-socket-mode wants an octal mode\n");
                                 return 2;
                         }
-                        config.qemu.socket_mode = mode;
+                        a->config.qemu.socket_mode = mode;
                         break;
                 case ARG_MAX_REGIONS:
-                        r = config_parse_uint(optarg, 1, 65536, &config.limits.max_regions);
+                        r = config_parse_uint(optarg, 1, 65536, &a->config.limits.max_regions);
                         goto check;
                 case ARG_MAX_REGION_SIZE:
-                        r = config_parse_size(optarg, &config.limits.max_region_bytes);
+                        r = config_parse_size(optarg, &a->config.limits.max_region_bytes);
                         goto check;
                 case ARG_MAX_TOTAL_SIZE:
-                        r = config_parse_size(optarg, &config.limits.max_total_bytes);
+                        r = config_parse_size(optarg, &a->config.limits.max_total_bytes);
                         goto check;
                 case ARG_MAX_PEERS:
-                        r = config_parse_uint(optarg, 1, SHMEM_PEERS_MAX, &config.limits.default_max_peers);
+                        r = config_parse_uint(optarg, 1, SHMEM_PEERS_MAX, &a->config.limits.default_max_peers);
                         goto check;
                 case ARG_MAX_CONNECTIONS:
-                        r = config_parse_uint(optarg, 1, 1u << 20, &config.limits.max_connections);
+                        r = config_parse_uint(optarg, 1, 1u << 20, &a->config.limits.max_connections);
                         goto check;
                 case ARG_MAX_QUEUED: {
                         uint64_t v;
@@ -225,7 +251,7 @@ int main(int argc, char **argv) {
                         r = config_parse_size(optarg, &v);
                         if (r >= 0 && (v < 4096 || v > (UINT64_C(1) << 30)))
                                 r = -ERANGE;
-                        config.limits.max_queued_bytes = (size_t) v;
+                        a->config.limits.max_queued_bytes = (size_t) v;
                 }
                 check:
                         if (r < 0) {
@@ -242,17 +268,39 @@ int main(int argc, char **argv) {
                         return 2;
                 }
         }
-        if (optind < argc) {
-                fprintf(stderr, "shmem-brokerd: unexpected argument '%s'\n", argv[optind]);
+        if (optind < a->argc) {
+                fprintf(stderr, "shmem-brokerd: unexpected argument '%s'\n", a->argv[optind]);
                 return 2;
         }
+        return -1;
+}
+
+static int args_reload(void *userdata, BrokerConfig *ret) {
+        Args *a = userdata;
+
+        if (args_load(a) >= 0)
+                return -EINVAL;
+        *ret = a->config;
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        static Args args; /* large; lives as long as the broker */
+        Broker *broker = NULL;
+        int r;
+
+        args.argc = argc;
+        args.argv = argv;
+        r = args_load(&args);
+        if (r >= 0)
+                return r;
 
         (void) signal(SIGPIPE, SIG_IGN);
-        raise_fd_limit(&config.limits);
-        r = broker_new(&broker, &config);
-        if (r < 0)
-                return 1;
-        r = broker_run(broker);
+        raise_fd_limit(&args.config.limits);
+        r = broker_new(&broker, &args.config, args_reload, &args);
+        if (r >= 0)
+                r = broker_run(broker);
         broker_free(broker);
+        args_done(&args);
         return r < 0 ? 1 : 0;
 }

@@ -49,6 +49,7 @@ struct Region {
         unsigned max_peers, vectors;
         bool declared;        /* known ahead (config, Create): survives its last peer */
         bool persistent;      /* memory survives its last peer too */
+        bool from_config;     /* declared by the configuration: a reload may retract it */
         int memfd;            /* -1 while not allocated */
         struct shmem_control_page *page; /* our mapping of page 0, NULL while not allocated */
         uint64_t active, epoch;

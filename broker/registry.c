@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "msg.h"
 #include "macro.h"
 #include "registry.h"
 
@@ -254,6 +255,89 @@ int registry_attach(Registry *reg, const char *name, AttachMode mode, uint64_t s
         if (ret_created)
                 *ret_created = created;
         return 0;
+}
+
+/* Takes @d's geometry if @r has no memory (and so no peer that knows it). */
+static void registry_redeclare(Registry *reg, Region *r, const RegionDecl *d) {
+        unsigned max_peers = d->max_peers ? d->max_peers : reg->limits.default_max_peers;
+        uint64_t data_size, region_size;
+
+        r->declared = true;
+        r->from_config = true;
+        r->persistent = d->persistent;
+        if (!region_size_for(d->size, reg->limits.max_region_bytes, &data_size, &region_size))
+                log_error("Region '%s': size %" PRIu64 " exceeds the per-region limit, keeping %" PRIu64,
+                          r->name, d->size, r->data_size);
+        else if (r->memfd < 0) {
+                r->data_size = data_size;
+                r->region_size = region_size;
+                r->max_peers = max_peers;
+                r->vectors = max_peers + 1;
+        } else if (data_size != r->data_size || max_peers != r->max_peers)
+                log_notice("Region '%s' is in use: its new size or max-peers applies once its memory is freed",
+                           r->name);
+}
+
+unsigned registry_reconfigure(Registry *reg, const Limits *limits, const RegionDecl *decls, size_t n) {
+        unsigned failed = 0;
+
+        if (limits->max_regions > reg->limits.max_regions) {
+                Region **a = realloc(reg->regions, limits->max_regions * sizeof(Region *));
+
+                if (!a) {
+                        log_error("Cannot grow the region table, keeping the old limits");
+                        return 1;
+                }
+                reg->regions = a;
+                reg->limits = *limits;
+        } else {
+                /* The table keeps its size: regions above a lowered limit stay. */
+                unsigned capacity = reg->limits.max_regions;
+
+                reg->limits = *limits;
+                if (reg->limits.max_regions > capacity)
+                        reg->limits.max_regions = capacity;
+        }
+
+        /* Backwards: forgetting a region moves the last one into its place. */
+        for (unsigned i = reg->n_regions; i-- > 0;) {
+                Region *r = reg->regions[i];
+                bool kept = false;
+
+                if (!r->from_config)
+                        continue;
+                for (size_t k = 0; k < n && !kept; k++)
+                        kept = strcmp(decls[k].name, r->name) == 0;
+                if (kept)
+                        continue;
+                log_info("Region '%s' is no longer configured%s", r->name,
+                         r->n_peers > 0 ? ": it goes when its last peer leaves" : "");
+                r->from_config = r->declared = r->persistent = false;
+                registry_settle(reg, r);
+        }
+
+        for (size_t k = 0; k < n; k++) {
+                const RegionDecl *d = &decls[k];
+                Region *r = registry_find(reg, d->name);
+                const char *error = NULL;
+                int st;
+
+                if (r) {
+                        registry_redeclare(reg, r, d);
+                        st = r->persistent ? registry_allocate(reg, r, &error) : 0;
+                        if (st == 0)
+                                registry_settle(reg, r);
+                } else
+                        st = registry_declare(reg, d->name, d->size, d->max_peers, d->persistent, &r, &error);
+                if (st != 0) {
+                        log_error("Cannot apply region '%s': %s%s%s", d->name,
+                                  st > 0 ? msg_status_str(st) : strerror(-st), error ? ": " : "",
+                                  error ? error : "");
+                        failed++;
+                } else if (r)
+                        r->from_config = true;
+        }
+        return failed;
 }
 
 void registry_detach(Registry *reg, Peer *p) {

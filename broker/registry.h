@@ -32,6 +32,14 @@ typedef struct Limits {
                 .max_connections = 1024, .max_queued_bytes = 256 * 1024,                          \
         }
 
+/* A region the configuration declares. */
+typedef struct RegionDecl {
+        const char *name;
+        uint64_t size;
+        unsigned max_peers;
+        bool persistent;
+} RegionDecl;
+
 /* Watchers of the whole registry (shmemctl watch): told after the fact. */
 typedef struct RegistryObserver {
         void (*state)(void *userdata, Region *r, Shmem__RegionState state);
@@ -92,6 +100,17 @@ void registry_detach(Registry *reg, Peer *p);
 
 /* Forgets @name; BUSY if peers are attached and !@force (then they are evicted). */
 int registry_destroy(Registry *reg, const char *name, bool force, const char **ret_error);
+
+/*
+ * registry_reconfigure() - apply a reloaded configuration without disturbing
+ * attached peers: new limits (existing regions and peers stay even if now over
+ * them), new declarations; a declared region whose size or max_peers changed
+ * takes the new values when it has no memory, else keeps its own until its
+ * memory is freed; regions the configuration no longer declares are forgotten
+ * when unused (now, or when their last peer leaves). Returns how many
+ * declarations could not be applied (each logged).
+ */
+unsigned registry_reconfigure(Registry *reg, const Limits *limits, const RegionDecl *decls, size_t n);
 
 /* Evicts every peer and forgets every region (shutdown). */
 void registry_clear(Registry *reg);

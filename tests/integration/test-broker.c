@@ -669,6 +669,49 @@ START_TEST(test_config_refused_with_file_and_line) {
 }
 END_TEST
 
+/* Attaches with FIND until @expect comes back (a reload is asynchronous). */
+static void wait_find_status(const char *name, int expect) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = sockpath };
+
+        for (int i = 0; i < 300; i++) {
+                shmem_t *h = NULL;
+                int r = shmem_find(&h, name, &o);
+
+                shmem_detach(h);
+                if (r == expect)
+                        return;
+                usleep(10000);
+        }
+        ck_abort_msg("'%s' never gave status %d", name, expect);
+}
+
+static char conf_path[400];
+
+START_TEST(test_config_reload) {
+        shmem_t *a = attach_flags("cfg-b", 0, SHMEM_FIND, 0), *b = attach("cfg-b", 0);
+
+        /* Drop cfg-a, grow cfg-b (in use: keeps its size), add cfg-c. */
+        write_file(conf_path, "[limits]\npeers = 3\nregion-bytes = 1M\n[region cfg-b]\nsize = 64K\n"
+                              "max-peers = 2\n[region cfg-c]\nsize = 8K\n");
+        ck_assert_int_eq(kill(broker_pid, SIGHUP), 0);
+        wait_find_status("cfg-c", 0);
+        wait_find_status("cfg-a", SHMEM_STATUS_DOES_NOT_EXIST);
+        /* Attached peers did not notice. */
+        ck_assert_uint_eq(shmem_size(a), 4096);
+        assert_others_unharmed(a, b);
+
+        /* An invalid file is refused and the configuration in force stays. */
+        write_file(conf_path, "[region cfg-d]\nsize = 8K\ngarbage\n");
+        ck_assert_int_eq(kill(broker_pid, SIGHUP), 0);
+        usleep(300000);
+        wait_find_status("cfg-c", 0);
+        wait_find_status("cfg-d", SHMEM_STATUS_DOES_NOT_EXIST);
+        assert_others_unharmed(a, b);
+        shmem_detach(b);
+        shmem_detach(a);
+}
+END_TEST
+
 static void setup_config(void) {
         char path[400], conf[300];
         static const char *extra[3] = { "--config", NULL, NULL };
@@ -683,7 +726,8 @@ static void setup_config(void) {
         write_file(path, "[region cfg-b]\nsize = 4K\nmax-peers = 2\n");
         snprintf(path, sizeof(path), "%s/broker.conf", conf);
         write_file(path, "# comment\n[limits]\npeers = 3\nregion-bytes = 1M\n\n[region cfg-a]\nsize = 64K\n");
-        extra[1] = strdup(path);
+        snprintf(conf_path, sizeof(conf_path), "%s", path);
+        extra[1] = conf_path;
         snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
         fds_at_start = count_fds();
         broker_start(extra);
@@ -729,6 +773,7 @@ static Suite *broker_suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_config_regions_and_limits);
         tcase_add_test(tc, test_config_refused_with_file_and_line);
+        tcase_add_test(tc, test_config_reload);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("slow-reader");
