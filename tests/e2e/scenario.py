@@ -11,7 +11,10 @@ memory itself, so no timing assumption is made:
                H checks that nothing from A is pending for it;
   3. guest -> host: B signals H; H sees sender 1;
   4. host -> guest: H signals A; A sees sender 2;
-  5. B powers off: A and H see the membership event with index 1 gone.
+  5. B powers off: A and H see the membership event with index 1 gone;
+     H stays until A has seen it (the active bitmap is a level: had H left
+     first, A would see 0x1 and never 0x5);
+  6. while A still holds index 0, a late host peer gets B's index 1 back.
 """
 
 import json
@@ -30,12 +33,12 @@ SIZE = "1M"
 VECTORS = 17  # max_peers + 1
 
 SCRIPT_A = ("info write 0 from-a expect 64 from-b 60000 expect 128 from-h 60000 "
-            "notify 0x2 wait-from 0x4 60000 wait-active 0x5 60000")
+            "notify 0x2 wait-from 0x4 60000 wait-active 0x5 60000 write 256 a-saw-5 sleep 3000")
 SCRIPT_B = ("info write 64 from-b expect 0 from-a 60000 expect 128 from-h 60000 "
             "wait-from 0x1 60000 write 192 b-got-a expect 200 h-ready 60000 notify 0x4")
 SCRIPT_H = ("info write 128 from-h expect 0 from-a 60000 expect 64 from-b 60000 "
             "expect 192 b-got-a 60000 expect-no-signal 300 write 200 h-ready "
-            "wait-from 0x2 60000 notify 0x1 wait-active 0x5 60000")
+            "wait-from 0x2 60000 notify 0x1 wait-active 0x5 60000 expect 256 a-saw-5 60000")
 
 
 class Lab:
@@ -120,6 +123,14 @@ def run(lab, image, on_step=print):
     on_step("guest vm-b attached (index 1)")
     h = lab.host_peer(SCRIPT_H)
     on_step("host process attached (index 2)")
+    late = None
+    try:
+        # A prints "active 0x5" once it has seen B leave, then lingers.
+        a.wait_log(rb"shmem-tool: active 0x5", timeout=180)
+        late = subprocess.run([lab.peer, "--socket", lab.socket, "--label", "late", REGION, "info"],
+                              capture_output=True, text=True, timeout=30)
+    except TimeoutError as e:
+        on_step(f"vm-a never saw B leave: {e}")
     try:
         h_out, _ = h.communicate(timeout=240)
     except subprocess.TimeoutExpired:
@@ -130,4 +141,6 @@ def run(lab, image, on_step=print):
         "vm-a": (ra.rc, ra.log, ra.timed_out, ra.seconds),
         "vm-b": (rb.rc, rb.log, rb.timed_out, rb.seconds),
         "host": (h.returncode, h_out.decode(errors="replace"), False, 0.0),
+        "late": (late.returncode, late.stdout + late.stderr, False, 0.0) if late else
+                (None, "never started", False, 0.0),
     }

@@ -1,0 +1,253 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""guestlab: boot throw-away QEMU guests for the e2e tests (stdlib only).
+
+    img = guestlab.Image.build(outdir, shmem_guest_binary)   # cached by the script
+    g = guestlab.Guest(img, "shmem-guest demo info", workdir,
+                       shmem=[guestlab.Shmem(sock_path, vectors=17)])
+    g.start()
+    g.wait_connected()      # QEMU has finished the ivshmem handshake(s)
+    res = g.wait()          # rc of the guest's script, serial log, timing
+    assert res.rc == 0, res.log
+
+Guests run concurrently (start several, then wait on each). Every guest has a
+hard time limit: past it QEMU is killed and the result says timed_out, so a
+test fails instead of hanging (QEMU blocks for ever in its ivshmem handshake if
+its server misbehaves, shared research qemu-lab.md).
+
+The script reaches the guest as /test.sh in an overlay cpio appended to the
+base initramfs (the kernel unpacks concatenated archives in order); the
+image's /init runs it and prints "SHMEM-RESULT rc=N".
+"""
+
+import gzip
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULT_RE = re.compile(rb"SHMEM-RESULT rc=(\d+)")
+_running = set()
+
+
+class Image:
+    def __init__(self, kernel, initrd):
+        self.kernel = kernel
+        self.initrd = initrd
+
+    @classmethod
+    def build(cls, outdir, guest_binary):
+        """Runs build-guest-image.sh (fast when its cache is warm)."""
+        subprocess.run([os.path.join(HERE, "build-guest-image.sh"), outdir, guest_binary],
+                       check=True, stdout=subprocess.DEVNULL)
+        return cls(os.path.join(outdir, "vmlinux"), os.path.join(outdir, "initramfs.cpio.gz"))
+
+
+class Shmem:
+    """One -device ivshmem-doorbell on the chardev socket at @path."""
+
+    def __init__(self, path, vectors):
+        self.path = path
+        self.vectors = vectors
+
+
+class Result:
+    def __init__(self, rc, log, timed_out, seconds):
+        self.rc = rc              # the script's exit status; None if it never finished
+        self.log = log            # serial console, decoded
+        self.timed_out = timed_out
+        self.seconds = seconds    # QEMU start to exit
+
+    def __repr__(self):
+        return f"Result(rc={self.rc}, timed_out={self.timed_out}, seconds={self.seconds:.1f})"
+
+
+def cpio_newc(files):
+    """An uncompressed newc archive of {path: (mode, bytes)}; directories have bytes None."""
+    out = bytearray()
+
+    def entry(name, mode, data, ino):
+        name_b = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name_b), 0]
+        out.extend(b"070701" + b"".join(b"%08x" % f for f in fields) + name_b)
+        out.extend(b"\0" * (-len(out) % 4))
+        out.extend(data)
+        out.extend(b"\0" * (-len(out) % 4))
+
+    for ino, (name, (mode, data)) in enumerate(sorted(files.items()), start=1):
+        if data is None:
+            entry(name, 0o040000 | mode, b"", ino)
+        else:
+            entry(name, 0o100000 | mode, data, ino)
+    entry("TRAILER!!!", 0, b"", 0)
+    return bytes(out)
+
+
+class Guest:
+    def __init__(self, image, script, workdir, shmem=(), name="guest", timeout=120,
+                 iommu=True, memory="256M", files=None, append=""):
+        """@script: shell run as /test.sh in the guest; @files: more overlay files
+        {guest_path: bytes} (made executable); @iommu: intel-iommu, which vfio
+        needs (without it libshmem-guest falls back to polling)."""
+        self.image = image
+        self.name = name
+        self.workdir = workdir
+        self.timeout = timeout
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.qmp_path = os.path.join(workdir, f"{name}.qmp")
+        self.initrd = os.path.join(workdir, f"{name}.initrd")
+        self.proc = None
+        self.started = None
+        self.connected = False
+        overlay = {"test.sh": (0o755, script.encode())}
+        for path, data in (files or {}).items():
+            overlay[path.lstrip("/")] = (0o755, data)
+        for d in sorted({os.path.dirname(p) for p in overlay if os.path.dirname(p)}):
+            overlay.setdefault(d, (0o755, None))
+        self.overlay = gzip.compress(cpio_newc(overlay), mtime=0)
+
+        self.argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64",
+                     "-m", memory, "-smp", "1", "-nodefaults", "-no-user-config",
+                     "-display", "none", "-serial", f"file:{self.log_path}", "-no-reboot",
+                     "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        cmdline = "console=ttyS0 quiet panic=-1"
+        if iommu:
+            self.argv += ["-device", "intel-iommu,intremap=on"]
+            cmdline += " intel_iommu=on"
+        self.argv += ["-kernel", image.kernel, "-initrd", self.initrd,
+                      "-append", f"{cmdline} {append}".strip()]
+        for i, s in enumerate(shmem):
+            self.argv += ["-chardev", f"socket,path={s.path},id=ivs{i}",
+                          "-device", f"ivshmem-doorbell,chardev=ivs{i},vectors={s.vectors}"]
+
+    def start(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        with open(self.image.initrd, "rb") as f, open(self.initrd, "wb") as o:
+            o.write(f.read())
+            o.write(self.overlay)
+        for p in (self.log_path, self.qmp_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        self.started = time.monotonic()
+        self.stderr_path = os.path.join(self.workdir, f"{self.name}.stderr")
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        _running.add(self)
+        return self
+
+    def _deadline(self):
+        return self.started + self.timeout
+
+    def is_connected(self):
+        """True once QEMU answers on QMP: its main loop runs, so every device,
+        ivshmem handshake included, is realized."""
+        if self.connected:
+            return True
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(self.qmp_path)
+                f = s.makefile("rwb")
+                json.loads(f.readline())  # greeting
+                f.write(b'{"execute":"qmp_capabilities"}\n')
+                f.flush()
+                self.connected = "return" in json.loads(f.readline())
+        except (OSError, ValueError):
+            pass
+        return self.connected
+
+    def wait_connected(self, timeout=30):
+        """Polls until QEMU is connected; raises if it exits or time runs out."""
+        end = min(time.monotonic() + timeout, self._deadline())
+        while not self.is_connected():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: QEMU exited with {self.proc.returncode}: "
+                                   f"{self.qemu_stderr()}")
+            if time.monotonic() > end:
+                raise TimeoutError(f"{self.name}: QEMU did not come up within {timeout}s")
+            time.sleep(0.05)
+
+    def qemu_stderr(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace").strip()
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def wait_log(self, pattern, timeout=60):
+        """Waits until the serial log matches @pattern (bytes regex); returns the match."""
+        end = min(time.monotonic() + timeout, self._deadline())
+        rx = re.compile(pattern)
+        while True:
+            m = rx.search(self.log())
+            if m:
+                return m
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise TimeoutError(f"{self.name}: {pattern!r} not seen:\n"
+                                   + self.log().decode(errors="replace"))
+            time.sleep(0.05)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        _running.discard(self)
+
+    def wait(self):
+        """Waits for the guest to power off, at most until its time limit."""
+        timed_out = False
+        try:
+            self.proc.wait(timeout=max(0.0, self._deadline() - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        self.kill()
+        seconds = time.monotonic() - self.started
+        raw = self.log()
+        m = RESULT_RE.search(raw)
+        log = raw.decode(errors="replace")
+        if self.proc.returncode not in (0, -signal.SIGKILL):
+            log += f"\n[qemu exit {self.proc.returncode}] {self.qemu_stderr()}"
+        return Result(int(m.group(1)) if m else None, log, timed_out, seconds)
+
+
+def kill_all():
+    for g in list(_running):
+        g.kill()
+
+
+def _main():
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(description="Boot one e2e guest and run SCRIPT in it.")
+    ap.add_argument("--image-dir", required=True)
+    ap.add_argument("--guest-bin", required=True, help="the static shmem-guest")
+    ap.add_argument("--shmem", action="append", default=[], metavar="SOCKET:VECTORS")
+    ap.add_argument("--no-iommu", action="store_true")
+    ap.add_argument("--timeout", type=int, default=120)
+    ap.add_argument("script")
+    a = ap.parse_args()
+    img = Image.build(a.image_dir, a.guest_bin)
+    shm = [Shmem(p, int(v)) for p, v in (s.rsplit(":", 1) for s in a.shmem)]
+    with tempfile.TemporaryDirectory() as wd:
+        g = Guest(img, a.script, wd, shm, iommu=not a.no_iommu, timeout=a.timeout).start()
+        try:
+            res = g.wait()
+        finally:
+            kill_all()
+    sys.stdout.write(res.log)
+    print(f"guestlab: {res}")
+    sys.exit(0 if res.rc == 0 else 1)
+
+
+if __name__ == "__main__":
+    _main()
