@@ -223,6 +223,10 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
         p->ops = ops;
         p->userdata = userdata;
 
+        /* Unconsumed signals of the index's previous holder must not be taken
+         * for the newcomer's. */
+        for (unsigned i = 0; i < r->max_peers; i++)
+                __atomic_fetch_and(&r->page->slots[i].pending, ~BIT(index), __ATOMIC_ACQ_REL);
         slot = &r->page->slots[index];
         __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
         slot->kind = id->kind;
@@ -258,10 +262,9 @@ void region_detach_peer(Region *r, Peer *p) {
         slot->doorbell_id = 0;
         memset(slot->label, 0, sizeof(slot->label));
         __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
-        /* A signal the leaver sent and nobody consumed must not be taken for
-         * one from the next peer that gets this index. */
-        for (unsigned i = 0; i < r->max_peers; i++)
-                __atomic_fetch_and(&r->page->slots[i].pending, ~BIT(p->index), __ATOMIC_ACQ_REL);
+        /* Signals the leaver sent stay pending for their receivers: a peer
+         * may signal and exit at once. region_attach_peer() clears them when
+         * the index is given out again. */
         region_publish(r);
 
         for (unsigned i = 0; i < r->max_peers; i++) {

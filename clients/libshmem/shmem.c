@@ -15,6 +15,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +27,17 @@
 
 /* epoll data of the control socket; vectors use their number. */
 #define TAG_SOCKET UINT32_MAX
+#define TAG_TIMER (UINT32_MAX - 1)
+
+/*
+ * For a while after attach, look at the pending word every 100 ms even when
+ * nothing rang: a guest's QEMU silently drops a doorbell to a peer it has not
+ * been told about yet, although the control page already shows that peer as
+ * active, so a guest can set its bit in a newcomer's pending word and ring
+ * into the void. The bit is never lost; this makes sure it is seen.
+ */
+#define RECHECK_INTERVAL_NS (100 * 1000 * 1000)
+#define RECHECK_PERIOD_S 10
 
 struct shmem {
         Client *client;
@@ -39,10 +51,11 @@ struct shmem {
         uint64_t valid;             /* bits of indices 0..max_peers-1 */
         int vec[SHMEM_PEERS_MAX + 1]; /* ev[me][v]: own vectors */
         int peer[SHMEM_PEERS_MAX];  /* ev[k][me]: rings peer k; -1 unknown */
-        int epfd;                   /* own vectors + control socket: shmem_fd() */
+        int epfd;                   /* own vectors + control socket + recheck timer: shmem_fd() */
+        int timerfd;                /* the recheck timer, disarmed after RECHECK_PERIOD_S */
+        struct timespec attached;   /* CLOCK_MONOTONIC at attach */
         uint64_t seen_epoch;        /* page epoch reported by the last wait */
         uint64_t event_epoch;       /* epoch of the last Joined/Left applied */
-        bool membership;            /* Joined/Left applied since the last wait */
         int error;                  /* the broker connection is gone: -ECONNRESET */
 };
 
@@ -62,6 +75,7 @@ static shmem_t *shmem_free(shmem_t *s) {
         for (unsigned k = 0; k < ELEMENTSOF(s->peer); k++)
                 fd_close(s->peer[k]);
         fd_close(s->epfd);
+        fd_close(s->timerfd);
         if (s->map)
                 munmap(s->map, s->map_size);
         client_free(s->client);
@@ -81,6 +95,7 @@ static int shmem_alloc(shmem_t **ret) {
         for (unsigned k = 0; k < ELEMENTSOF(s->peer); k++)
                 s->peer[k] = -1;
         s->epfd = -1;
+        s->timerfd = -1;
         *ret = s;
         return 0;
 }
@@ -100,13 +115,11 @@ static void shmem_apply_event(shmem_t *s, ClientMsg *e) {
                 fd_close(s->peer[pi->index]);
                 s->peer[pi->index] = fd;
                 s->event_epoch = m->joined->epoch;
-                s->membership = true;
         } else if (m->body_case == SHMEM__MESSAGE__BODY_LEFT) {
                 if (m->left->index >= s->max_peers || m->left->index == s->index)
                         return;
                 s->peer[m->left->index] = fd_close(s->peer[m->left->index]);
                 s->event_epoch = m->left->epoch;
-                s->membership = true;
         }
 }
 
@@ -210,7 +223,30 @@ static int shmem_setup_epoll(shmem_t *s) {
                 if (r < 0)
                         return r;
         }
+        s->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (s->timerfd < 0)
+                return -errno;
+        (void) clock_gettime(CLOCK_MONOTONIC, &s->attached);
+        if (timerfd_settime(s->timerfd, 0,
+                            &(struct itimerspec) { .it_interval.tv_nsec = RECHECK_INTERVAL_NS,
+                                                   .it_value.tv_nsec = RECHECK_INTERVAL_NS },
+                            NULL) < 0)
+                return -errno;
+        r = epoll_add(s->epfd, s->timerfd, TAG_TIMER);
+        if (r < 0)
+                return r;
         return epoll_add(s->epfd, client_fd(s->client), TAG_SOCKET);
+}
+
+/* Reads the recheck timer; disarms it once the period after attach is over. */
+static void shmem_recheck_tick(shmem_t *s) {
+        struct timespec now;
+        uint64_t n;
+
+        (void) !read(s->timerfd, &n, sizeof(n));
+        (void) clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - s->attached.tv_sec >= RECHECK_PERIOD_S)
+                (void) timerfd_settime(s->timerfd, 0, &(struct itimerspec) {}, NULL);
 }
 
 static const char *default_label(void) {
@@ -409,37 +445,40 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                                 socket = true;
                                 continue;
                         }
+                        if (v == TAG_TIMER) {
+                                shmem_recheck_tick(s);
+                                continue;
+                        }
                         /*
-                         * Read clears the vector (a counting eventfd). A signal
+                         * Read clears the vector (a counting eventfd). Every
                          * vector is only a wakeup: who signaled is the pending
-                         * word alone. A sender sets its bit before it rings, so
-                         * the bit may be taken by an earlier look than the one
-                         * its ring wakes; reporting the vector too would report
-                         * that one signal twice (docs/design.md).
+                         * word alone, and whether membership changed is the
+                         * epoch alone. A sender sets its bit before it rings
+                         * (the broker publishes the epoch before it rings the
+                         * control vector), so the state may be taken by an
+                         * earlier look than the one the ring wakes; reporting
+                         * the ring too would report one event twice
+                         * (docs/design.md).
                          */
                         if (read(s->vec[v], &count, sizeof(count)) != (ssize_t) sizeof(count))
                                 continue;
                         if (v >= s->max_peers)
-                                s->membership = true;
+                                socket = true; /* Joined/Left come before the control ring */
                 }
-                /* The broker sends Joined/Left before it rings the control vector. */
-                if (socket || s->membership)
+                if (socket)
                         shmem_process_events(s);
-                senders |= __atomic_exchange_n(&s->page->slots[s->index].pending, 0, __ATOMIC_ACQ_REL);
+                senders = __atomic_exchange_n(&s->page->slots[s->index].pending, 0, __ATOMIC_ACQ_REL);
                 senders &= s->valid & ~BIT(s->index);
                 epoch = page_load(&s->page->epoch);
-                if (epoch != s->seen_epoch)
-                        s->membership = true;
 
-                if (senders || s->membership) {
+                if (senders || epoch != s->seen_epoch) {
                         *ret = (struct shmem_event) {
                                 .senders = senders,
-                                .membership_changed = s->membership,
+                                .membership_changed = epoch != s->seen_epoch,
                                 .active = shmem_active(s),
                                 .epoch = epoch,
                         };
                         s->seen_epoch = epoch;
-                        s->membership = false;
                         return 1;
                 }
                 if (s->error)

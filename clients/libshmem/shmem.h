@@ -72,6 +72,11 @@ struct shmem_event {
  * @flags: SHMEM_FIND, SHMEM_EXCLUSIVE or 0
  * @opts: NULL for defaults
  *
+ * In a guest, the region must be one of the VM's ivshmem devices: @size and
+ * @opts are ignored, a missing name gives SHMEM_STATUS_DOES_NOT_EXIST,
+ * SHMEM_EXCLUSIVE gives SHMEM_STATUS_EXISTS, and a device another handle of
+ * the guest holds gives SHMEM_STATUS_BUSY.
+ *
  * Return: 0, a positive SHMEM_STATUS_*, or a negative errno.
  */
 int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
@@ -113,7 +118,14 @@ uint64_t shmem_active(shmem_t *shm);
 /** shmem_unconsumed() - peers I signaled that have not yet consumed my signal. */
 uint64_t shmem_unconsumed(shmem_t *shm);
 
-/** shmem_fd() - an fd that polls readable when shmem_wait() would not block. */
+/**
+ * shmem_fd() - an fd to poll (e.g. in an epoll set) before calling shmem_wait()
+ *
+ * It becomes readable whenever shmem_wait() may have something to report; it
+ * can also wake with nothing to report (shmem_wait(shm, 0, ...) then returns 0).
+ * In a guest without a virtual IOMMU the library polls and this returns
+ * -EOPNOTSUPP: call shmem_wait() with a timeout instead.
+ */
 int shmem_fd(shmem_t *shm);
 
 /** shmem_strstatus() - a constant string for a status code or negative errno. */

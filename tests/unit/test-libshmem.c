@@ -578,6 +578,9 @@ START_TEST(test_epoch_alone_is_membership) {
         ck_assert(ev.membership_changed);
         ck_assert_uint_eq(ev.epoch, 6);
         ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+        /* ...and the control ring that follows is only a wakeup: one change, one report. */
+        ck_assert_int_eq(write(fake.vec[MAXP], &(uint64_t) { 1 }, 8), 8);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
         detach(s);
 }
 END_TEST
