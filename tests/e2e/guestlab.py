@@ -110,7 +110,8 @@ class Guest:
             overlay.setdefault(d, (0o755, None))
         self.overlay = gzip.compress(cpio_newc(overlay), mtime=0)
 
-        self.argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64",
+        self.argv = ["qemu-system-x86_64", "-name", f"guest={name}",
+                     "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64",
                      "-m", memory, "-smp", "1", "-nodefaults", "-no-user-config",
                      "-display", "none", "-serial", f"file:{self.log_path}", "-no-reboot",
                      "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]

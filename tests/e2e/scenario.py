@@ -124,11 +124,13 @@ def run(lab, image, on_step=print):
     h = lab.host_peer(SCRIPT_H)
     on_step("host process attached (index 2)")
     late = None
+    inspect = {}
     try:
         # A prints "active 0x5" once it has seen B leave, then lingers.
         a.wait_log(rb"shmem-tool: active 0x5", timeout=180)
         late = subprocess.run([lab.peer, "--socket", lab.socket, "--label", "late", REGION, "info"],
                               capture_output=True, text=True, timeout=30)
+        inspect = lab.shmemctl_json("inspect", REGION)
     except TimeoutError as e:
         on_step(f"vm-a never saw B leave: {e}")
     try:
@@ -143,4 +145,5 @@ def run(lab, image, on_step=print):
         "host": (h.returncode, h_out.decode(errors="replace"), False, 0.0),
         "late": (late.returncode, late.stdout + late.stderr, False, 0.0) if late else
                 (None, "never started", False, 0.0),
+        "inspect": inspect,
     }

@@ -36,6 +36,7 @@ class CoreScenario(unittest.TestCase):
         cls.image = cls.lab.image()
         t = time.monotonic()
         cls.results = scenario.run(cls.lab, cls.image, on_step=lambda s: None)
+        cls.inspect = cls.results.pop("inspect")
         cls.seconds = time.monotonic() - t
         cls.broker_rc = cls.lab.stop()
 
@@ -84,6 +85,10 @@ class CoreScenario(unittest.TestCase):
         rc, out, _, _ = self.results["late"]
         self.assertEqual(rc, 0, out)
         self.assertIn("info index=1 ", out)
+
+    def test_inspect_names_the_vms(self):
+        labels = {p["index"]: p["label"] for p in self.inspect["peers"]}
+        self.assertEqual(labels.get(0), "vm-a", self.inspect)
 
     def test_broker_exits_cleanly(self):
         self.assertEqual(self.broker_rc, 0, open(self.lab.broker_log).read())
