@@ -331,7 +331,7 @@ unsigned registry_reconfigure(Registry *reg, const Limits *limits, const RegionD
                         st = registry_declare(reg, d->name, d->size, d->max_peers, d->persistent, &r, &error);
                 if (st != 0) {
                         log_error("Cannot apply region '%s': %s%s%s", d->name,
-                                  st > 0 ? msg_status_str(st) : strerror(-st), error ? ": " : "",
+                                  st > 0 ? status_text(st) : strerror(-st), error ? ": " : "",
                                   error ? error : "");
                         failed++;
                 } else if (r)

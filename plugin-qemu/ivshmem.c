@@ -237,7 +237,7 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
                 int status = r > 0 ? r : SHMEM__STATUS__UNKNOWN_FAILURE;
 
                 log_warning("Refusing QEMU '%s' (pid %d) on '%s': %s%s%s (sent version %d)", c->id.label,
-                            (int) c->id.pid, ep->region->name, msg_status_str(status), error ? ": " : "",
+                            (int) c->id.pid, ep->region->name, status_text(status), error ? ": " : "",
                             error ? error : "", IVSHMEM_REFUSE_VERSION_BASE + status);
                 qemu_client_send(c, IVSHMEM_REFUSE_VERSION_BASE + status, -1);
                 conn_close_after_flush(&c->conn);

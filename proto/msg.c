@@ -38,24 +38,3 @@ Message *msg_free(Message *m) {
                 shmem__message__free_unpacked(m, NULL);
         return NULL;
 }
-
-const char *msg_status_str(int status) {
-        static const char *const table[] = {
-                [SHMEM__STATUS__OK] = "ok",
-                [SHMEM__STATUS__UNKNOWN_FAILURE] = "unknown failure",
-                [SHMEM__STATUS__NOMEM] = "out of memory",
-                [SHMEM__STATUS__CLIENT_MAX] = "region has no free peer index",
-                [SHMEM__STATUS__ILLEGAL_NAME] = "illegal region name",
-                [SHMEM__STATUS__NO_PERMISSION] = "permission denied",
-                [SHMEM__STATUS__DOES_NOT_EXIST] = "region does not exist",
-                [SHMEM__STATUS__EXISTS] = "region exists",
-                [SHMEM__STATUS__BAD_SIZE] = "invalid region size",
-                [SHMEM__STATUS__LIMIT] = "limit reached",
-                [SHMEM__STATUS__BAD_REQUEST] = "bad request",
-                [SHMEM__STATUS__VERSION] = "protocol version not supported",
-                [SHMEM__STATUS__BUSY] = "region is in use",
-        };
-        if (status >= 0 && (size_t) status < ELEMENTSOF(table) && table[status])
-                return table[status];
-        return "unknown status";
-}

@@ -10,6 +10,7 @@
 
 #include "fdmsg.h"
 #include "shmem.pb-c.h"
+#include "status.h"
 
 #define SHMEM_PROTOCOL_VERSION 1
 #define SHMEM_MSG_MAX 65536 /* bytes of one serialized Message */
@@ -28,6 +29,3 @@ int msg_encode(FdMsg **ret, const Message *m, int *fds, size_t n_fds);
 int msg_decode(Message **ret, const FdMsg *in);
 Message *msg_free(Message *m);
 static inline void msg_freep(Message **m) { msg_free(*m); }
-
-/* Human-readable text of a shmem.Status value. */
-const char *msg_status_str(int status);

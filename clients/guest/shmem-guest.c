@@ -817,28 +817,3 @@ int shmem_fd(shmem_t *s) {
                 return -EINVAL;
         return s->mode == MODE_VFIO ? s->epfd : -EOPNOTSUPP;
 }
-
-/* The same words as the host library's (proto/msg.c), which a guest cannot link. */
-const char *shmem_strstatus(int status) {
-        static const char *const table[] = {
-                [SHMEM_STATUS_OK] = "ok",
-                [SHMEM_STATUS_UNKNOWN_FAILURE] = "unknown failure",
-                [SHMEM_STATUS_NOMEM] = "out of memory",
-                [SHMEM_STATUS_CLIENT_MAX] = "region has no free peer index",
-                [SHMEM_STATUS_ILLEGAL_NAME] = "illegal region name",
-                [SHMEM_STATUS_NO_PERMISSION] = "permission denied",
-                [SHMEM_STATUS_DOES_NOT_EXIST] = "region does not exist",
-                [SHMEM_STATUS_EXISTS] = "region exists",
-                [SHMEM_STATUS_BAD_SIZE] = "invalid region size",
-                [SHMEM_STATUS_LIMIT] = "limit reached",
-                [SHMEM_STATUS_BAD_REQUEST] = "bad request",
-                [SHMEM_STATUS_VERSION] = "protocol version not supported",
-                [SHMEM_STATUS_BUSY] = "region is in use",
-        };
-        const char *s;
-
-        if (status >= 0)
-                return (size_t) status < ELEMENTSOF(table) && table[status] ? table[status] : "unknown status";
-        s = strerrordesc_np(-status);
-        return s ? s : "unknown error";
-}

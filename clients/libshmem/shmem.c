@@ -494,12 +494,3 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
 EXPORT int shmem_fd(shmem_t *s) {
         return s ? s->epfd : -EINVAL;
 }
-
-EXPORT const char *shmem_strstatus(int status) {
-        const char *s;
-
-        if (status >= 0)
-                return msg_status_str(status);
-        s = strerrordesc_np(-status);
-        return s ? s : "unknown error";
-}

@@ -80,7 +80,7 @@ static int report_unreachable(const char *path, int error, bool connecting) {
 
 /* `shmemctl: <what>: <status text>: <detail>`; always EXIT_REFUSED. */
 static int report_refused(const char *what, int status, const char *detail) {
-        fprintf(stderr, "shmemctl: %s: %s", what, msg_status_str(status));
+        fprintf(stderr, "shmemctl: %s: %s", what, status_text(status));
         if (detail && *detail)
                 fprintf(stderr, ": %s", detail);
         fputc('\n', stderr);

@@ -230,10 +230,10 @@ END_TEST
 
 START_TEST(test_status_strings) {
         for (int s = SHMEM__STATUS__OK; s <= SHMEM__STATUS__BUSY; s++)
-                ck_assert_str_ne(msg_status_str(s), "unknown status");
-        ck_assert_str_eq(msg_status_str(SHMEM__STATUS__OK), "ok");
-        ck_assert_str_eq(msg_status_str(SHMEM__STATUS__BUSY + 1), "unknown status");
-        ck_assert_str_eq(msg_status_str(-1), "unknown status");
+                ck_assert_str_ne(status_text(s), "unknown status");
+        ck_assert_str_eq(status_text(SHMEM__STATUS__OK), "ok");
+        ck_assert_str_eq(status_text(SHMEM__STATUS__BUSY + 1), "unknown status");
+        ck_assert_str_eq(status_text(-1), "unknown status");
 }
 END_TEST
 
