@@ -34,17 +34,20 @@ static void broker_on_libevent_log(int severity, const char *msg) {
 }
 
 static void broker_on_sighup(evutil_socket_t sig, short what, void *userdata) {
-        (void) broker_reload(userdata);
+        const char *error;
+
+        (void) broker_reload(userdata, &error);
 }
 
-int broker_reload(Broker *b) {
+int broker_reload(Broker *b, const char **ret_error) {
         BrokerConfig config;
         unsigned failed;
         int r;
 
+        *ret_error = NULL;
         if (!b->reload)
                 return 0;
-        r = b->reload(b->reload_userdata, &config);
+        r = b->reload(b->reload_userdata, &config, ret_error);
         if (r < 0) {
                 log_error("Configuration not reloaded, the old one stays in force");
                 return r;
@@ -52,6 +55,8 @@ int broker_reload(Broker *b) {
         if (strcmp(config.rundir, b->registry->rundir) != 0)
                 log_notice("The run directory changes only at a restart, keeping '%s'", b->registry->rundir);
         failed = registry_reconfigure(b->registry, &config.limits, config.regions, config.n_regions);
+        if (failed)
+                *ret_error = "some region declarations could not be applied (see the broker's log)";
         log_info("Configuration reloaded: %u regions%s", b->registry->n_regions,
                  failed ? ", some declarations not applied (see above)" : "");
         return failed ? -EINVAL : 0;
@@ -101,7 +106,7 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 log_error_errno(r, "Cannot listen on '%s': %m", b->socket_path);
                 goto fail;
         }
-        r = server_new(&b->server, b->registry, fd);
+        r = server_new(&b->server, b->registry, fd, (ServerReloadFn) broker_reload, b);
         if (r < 0)
                 goto fail;
         b->ev_sigterm = evsignal_new(b->base, SIGTERM, broker_on_signal, b);

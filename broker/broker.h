@@ -20,10 +20,10 @@ typedef struct Broker Broker;
  * Builds the configuration anew (SIGHUP): fills @ret, whose strings must stay
  * valid until the next call. Returns 0, or a negative errno after logging why.
  */
-typedef int (*BrokerReloadFn)(void *userdata, BrokerConfig *ret);
+typedef int (*BrokerReloadFn)(void *userdata, BrokerConfig *ret, const char **ret_error);
 
 int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, void *userdata);
 Broker *broker_free(Broker *b);
 /* Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration. */
-int broker_reload(Broker *b);
+int broker_reload(Broker *b, const char **ret_error);
 int broker_run(Broker *b);

@@ -275,11 +275,13 @@ static int args_load(Args *a) {
         return -1;
 }
 
-static int args_reload(void *userdata, BrokerConfig *ret) {
+static int args_reload(void *userdata, BrokerConfig *ret, const char **ret_error) {
         Args *a = userdata;
 
-        if (args_load(a) >= 0)
+        if (args_load(a) >= 0) {
+                *ret_error = a->file.error[0] ? a->file.error : "the command line no longer parses";
                 return -EINVAL;
+        }
         *ret = a->config;
         return 0;
 }

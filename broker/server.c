@@ -20,6 +20,8 @@ typedef struct Client Client;
 
 struct Server {
         Registry *registry;
+        ServerReloadFn reload;
+        void *reload_userdata;
         int listen_fd;
         struct event *ev_accept;
         Client *clients;
@@ -338,6 +340,34 @@ static void client_handle_hello(Client *c, uint64_t serial, const Shmem__Hello *
         client_reply(c, serial, 0, NULL, &reply, NULL, 0);
 }
 
+/*
+ * Requests that change what exists for everybody (Create, Destroy, Reload)
+ * are for root and the broker's own user; attaching and looking are for
+ * everyone. Per-region owner/group/mode rules come with the configuration's
+ * access control (docs/security.md).
+ */
+static bool client_may_administer(Client *c, uint64_t serial) {
+        if (c->id.uid == 0 || c->id.uid == geteuid())
+                return true;
+        client_reply(c, serial, SHMEM__STATUS__NO_PERMISSION,
+                     "creating, destroying and reloading are for root and the broker's user", NULL, NULL, 0);
+        return false;
+}
+
+static void client_handle_reload(Client *c, uint64_t serial) {
+        const char *error = NULL;
+        int r;
+
+        if (!c->server->reload) {
+                client_reply(c, serial, SHMEM__STATUS__BAD_REQUEST, "this broker has no configuration to reload",
+                             NULL, NULL, 0);
+                return;
+        }
+        log_info("Reload requested by '%s' (pid %d)", c->id.label, (int) c->id.pid);
+        r = c->server->reload(c->server->reload_userdata, &error);
+        client_reply(c, serial, r < 0 ? SHMEM__STATUS__BAD_REQUEST : 0, error, NULL, NULL, 0);
+}
+
 /* Returns false if the message is not acceptable: the client is dropped. */
 static bool client_dispatch(Client *c, const Message *m) {
         if (!c->greeted && m->body_case != SHMEM__MESSAGE__BODY_HELLO)
@@ -364,10 +394,16 @@ static bool client_dispatch(Client *c, const Message *m) {
                 client_handle_inspect(c, m->serial, m->inspect->name);
                 return true;
         case SHMEM__MESSAGE__BODY_CREATE:
-                client_handle_create(c, m->serial, m->create);
+                if (client_may_administer(c, m->serial))
+                        client_handle_create(c, m->serial, m->create);
                 return true;
         case SHMEM__MESSAGE__BODY_DESTROY:
-                client_handle_destroy(c, m->serial, m->destroy);
+                if (client_may_administer(c, m->serial))
+                        client_handle_destroy(c, m->serial, m->destroy);
+                return true;
+        case SHMEM__MESSAGE__BODY_RELOAD:
+                if (client_may_administer(c, m->serial))
+                        client_handle_reload(c, m->serial);
                 return true;
         case SHMEM__MESSAGE__BODY_WATCH:
                 c->watching = true;
@@ -579,7 +615,7 @@ int server_listen(const char *path, int *ret_fd) {
         return 0;
 }
 
-int server_new(Server **ret, Registry *reg, int listen_fd) {
+int server_new(Server **ret, Registry *reg, int listen_fd, ServerReloadFn reload, void *userdata) {
         Server *s = calloc(1, sizeof(*s));
 
         if (!s) {
@@ -587,6 +623,8 @@ int server_new(Server **ret, Registry *reg, int listen_fd) {
                 return -ENOMEM;
         }
         s->registry = reg;
+        s->reload = reload;
+        s->reload_userdata = userdata;
         s->listen_fd = listen_fd;
         s->ev_accept = event_new(reg->base, listen_fd, EV_READ | EV_PERSIST, server_on_accept, s);
         if (!s->ev_accept || event_add(s->ev_accept, NULL) < 0) {

@@ -11,8 +11,11 @@
 
 typedef struct Server Server;
 
+/* Re-reads the configuration for a Reload request; 0 or -errno with a reason. */
+typedef int (*ServerReloadFn)(void *userdata, const char **ret_error);
+
 /* Consumes @listen_fd (a bound, listening SOCK_SEQPACKET socket) on failure too. */
-int server_new(Server **ret, Registry *reg, int listen_fd);
+int server_new(Server **ret, Registry *reg, int listen_fd, ServerReloadFn reload, void *userdata);
 Server *server_free(Server *s);
 
 unsigned server_n_clients(Server *s);

@@ -611,6 +611,99 @@ START_TEST(test_peer_that_never_reads) {
 }
 END_TEST
 
+/* Sends @m on a raw connection after Hello; returns the reply's status (and its error text). */
+static int raw_request(int fd, Message *m, char *error, size_t size) {
+        uint8_t buf[SHMEM_MSG_MAX];
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        Message *reply = NULL;
+        ssize_t n;
+        int status;
+
+        for (;;) {
+                ck_assert_int_eq(poll(&p, 1, 5000), 1);
+                n = recv(fd, buf, sizeof(buf), 0);
+                ck_assert_int_gt(n, 0);
+                reply = shmem__message__unpack(NULL, (size_t) n, buf);
+                ck_assert_ptr_nonnull(reply);
+                if (reply->serial == 1) /* the Hello reply */
+                        break;
+                shmem__message__free_unpacked(reply, NULL);
+        }
+        shmem__message__free_unpacked(reply, NULL);
+        m->serial = 7;
+        send_message(fd, m, NULL, 0);
+        for (;;) {
+                ck_assert_int_eq(poll(&p, 1, 5000), 1);
+                n = recv(fd, buf, sizeof(buf), 0);
+                ck_assert_int_gt(n, 0);
+                reply = shmem__message__unpack(NULL, (size_t) n, buf);
+                ck_assert_ptr_nonnull(reply);
+                if (reply->serial == 7)
+                        break;
+                shmem__message__free_unpacked(reply, NULL);
+        }
+        ck_assert_int_eq(reply->body_case, SHMEM__MESSAGE__BODY_REPLY);
+        status = reply->reply->status;
+        if (error)
+                snprintf(error, size, "%s", reply->reply->error);
+        shmem__message__free_unpacked(reply, NULL);
+        return status;
+}
+
+static int admin_request(int body, char *error, size_t size) {
+        Shmem__Create cr = SHMEM__CREATE__INIT;
+        Shmem__Destroy de = SHMEM__DESTROY__INIT;
+        Shmem__Reload rl = SHMEM__RELOAD__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        int fd = raw_connect(), status;
+
+        send_hello(fd);
+        m.body_case = body;
+        cr.name = "admin";
+        cr.size = 4096;
+        de.name = "declared";
+        m.create = &cr;
+        if (body == SHMEM__MESSAGE__BODY_DESTROY)
+                m.destroy = &de;
+        else if (body == SHMEM__MESSAGE__BODY_RELOAD)
+                m.reload = &rl;
+        status = raw_request(fd, &m, error, size);
+        close(fd);
+        return status;
+}
+
+START_TEST(test_admin_needs_root) {
+        pid_t child;
+        int status;
+
+        ck_assert_int_eq(chmod(rundir, 0755), 0); /* mkdtemp() made it 0700 */
+        child = fork();
+        if (child == 0) {
+                shmem_t *h;
+
+                /* Everyone may attach and look... */
+                if (setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(10);
+                h = attach("declared", 0);
+                shmem_detach(h);
+                /* ...but not change what exists for everybody. */
+                if (admin_request(SHMEM__MESSAGE__BODY_CREATE, NULL, 0) != SHMEM_STATUS_NO_PERMISSION)
+                        _exit(11);
+                if (admin_request(SHMEM__MESSAGE__BODY_DESTROY, NULL, 0) != SHMEM_STATUS_NO_PERMISSION)
+                        _exit(12);
+                if (admin_request(SHMEM__MESSAGE__BODY_RELOAD, NULL, 0) != SHMEM_STATUS_NO_PERMISSION)
+                        _exit(13);
+                _exit(0);
+        }
+        ck_assert_int_eq(waitpid(child, &status, 0), child);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status 0x%x", status);
+        /* The region is still there; root may create. */
+        shmem_detach(attach_flags("declared", 0, SHMEM_FIND, 0));
+        ck_assert_int_eq(admin_request(SHMEM__MESSAGE__BODY_CREATE, NULL, 0), 0);
+        shmem_detach(attach_flags("admin", 0, SHMEM_FIND, 0));
+}
+END_TEST
+
 /* --- configuration --- */
 
 static void write_file(const char *path, const char *text) {
@@ -700,8 +793,16 @@ START_TEST(test_config_reload) {
         ck_assert_uint_eq(shmem_size(a), 4096);
         assert_others_unharmed(a, b);
 
-        /* An invalid file is refused and the configuration in force stays. */
+        /* An invalid file is refused and the configuration in force stays;
+         * a Reload request (shmemctl reload) gets the reason back. */
         write_file(conf_path, "[region cfg-d]\nsize = 8K\ngarbage\n");
+        {
+                char error[512];
+
+                ck_assert_int_eq(admin_request(SHMEM__MESSAGE__BODY_RELOAD, error, sizeof(error)),
+                                 SHMEM_STATUS_BAD_REQUEST);
+                ck_assert_msg(strstr(error, "broker.conf:3:"), "reason: %s", error);
+        }
         ck_assert_int_eq(kill(broker_pid, SIGHUP), 0);
         usleep(300000);
         wait_find_status("cfg-c", 0);
@@ -759,6 +860,7 @@ static Suite *broker_suite(void) {
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_bad_input_dropped);
         tcase_add_test(tc, test_qemu_socket_abuse);
+        tcase_add_test(tc, test_admin_needs_root);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("qemu-protocol");
