@@ -168,9 +168,9 @@ static int client_queue(Client *c, ClientMsg *m) {
         return 0;
 }
 
-int client_call(Client *c, Message *req, int timeout_ms, ClientMsg **ret) {
+/* Sends @req with the next serial; returns the serial or a negative errno. */
+static int64_t client_send(Client *c, Message *req, int64_t deadline) {
         _cleanup_(fdmsg_freep) FdMsg *out = NULL;
-        int64_t deadline = deadline_of(timeout_ms);
         int r;
 
         if (c->error)
@@ -182,7 +182,7 @@ int client_call(Client *c, Message *req, int timeout_ms, ClientMsg **ret) {
         for (;;) {
                 r = fdmsg_send(c->fd, out);
                 if (r == 1)
-                        break;
+                        return (int64_t) req->serial;
                 if (r < 0)
                         return client_fail(c, r);
                 r = client_poll(c, POLLOUT, deadline);
@@ -190,10 +190,13 @@ int client_call(Client *c, Message *req, int timeout_ms, ClientMsg **ret) {
                         /* Not sent: a timeout leaves the connection usable. */
                         return r == -ETIMEDOUT ? r : client_fail(c, r);
         }
+}
 
+/* Waits for the Reply to @serial; events meanwhile are queued, late replies dropped. */
+static int client_wait_reply(Client *c, uint64_t serial, int64_t deadline, ClientMsg **ret) {
         for (;;) {
                 ClientMsg *m = NULL;
-                uint64_t serial;
+                int r;
 
                 r = client_recv_one(c, &m);
                 if (r < 0)
@@ -207,25 +210,34 @@ int client_call(Client *c, Message *req, int timeout_ms, ClientMsg **ret) {
                                 return client_fail(c, r);
                         continue;
                 }
-                serial = m->msg->serial;
-                if (serial == 0) {
+                if (m->msg->serial == 0) {
                         r = client_queue(c, m);
                         if (r < 0)
                                 return r;
                         continue;
                 }
-                if (serial < c->serial) {
+                if (m->msg->serial < serial) {
                         /* The reply to a request that timed out. */
                         client_msg_free(m);
                         continue;
                 }
-                if (serial > c->serial || m->msg->body_case != SHMEM__MESSAGE__BODY_REPLY) {
+                /* The broker answers in order: nothing after @serial can come first. */
+                if (m->msg->serial > serial || m->msg->body_case != SHMEM__MESSAGE__BODY_REPLY) {
                         client_msg_free(m);
                         return client_fail(c, -EPROTO);
                 }
                 *ret = m;
                 return 0;
         }
+}
+
+int client_call(Client *c, Message *req, int timeout_ms, ClientMsg **ret) {
+        int64_t deadline = deadline_of(timeout_ms), serial;
+
+        serial = client_send(c, req, deadline);
+        if (serial < 0)
+                return (int) serial;
+        return client_wait_reply(c, (uint64_t) serial, deadline, ret);
 }
 
 int client_next_event(Client *c, ClientMsg **ret) {
@@ -263,20 +275,16 @@ int client_reply_status(const ClientMsg *m, const char **ret_error) {
         return (int) reply->status;
 }
 
-int client_hello(Client *c, const char *label, int timeout_ms) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Shmem__Hello hello = SHMEM__HELLO__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
-        int r;
+static void client_hello_message(Message *m, Shmem__Hello *hello, const char *label) {
+        hello->version = SHMEM_PROTOCOL_VERSION;
+        hello->label = (char *) (label ? label : "");
+        m->body_case = SHMEM__MESSAGE__BODY_HELLO;
+        m->hello = hello;
+}
 
-        hello.version = SHMEM_PROTOCOL_VERSION;
-        hello.label = (char *) (label ? label : "");
-        m.body_case = SHMEM__MESSAGE__BODY_HELLO;
-        m.hello = &hello;
-        r = client_call(c, &m, timeout_ms, &reply);
-        if (r < 0)
-                return r;
-        r = client_reply_status(reply, NULL);
+static int client_hello_check(Client *c, const ClientMsg *reply) {
+        int r = client_reply_status(reply, NULL);
+
         if (r != SHMEM__STATUS__OK)
                 return r > 0 ? r : SHMEM__STATUS__UNKNOWN_FAILURE;
         if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_HELLO)
@@ -284,7 +292,21 @@ int client_hello(Client *c, const char *label, int timeout_ms) {
         return 0;
 }
 
-int client_connect(Client **ret, const char *path, const char *label, int timeout_ms) {
+int client_hello(Client *c, const char *label, int timeout_ms) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Shmem__Hello hello = SHMEM__HELLO__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        int r;
+
+        client_hello_message(&m, &hello, label);
+        r = client_call(c, &m, timeout_ms, &reply);
+        if (r < 0)
+                return r;
+        return client_hello_check(c, reply);
+}
+
+int client_connect_with(Client **ret, const char *path, const char *label, int timeout_ms, Message *first,
+                        ClientMsg **ret_first) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         _cleanup_(client_freep) Client *c = NULL;
         int64_t deadline = deadline_of(timeout_ms);
@@ -314,9 +336,39 @@ int client_connect(Client **ret, const char *path, const char *label, int timeou
         /* From here on every wait is a poll() against the deadline. */
         if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
                 return -errno;
-        r = client_hello(c, label, remaining_ms(deadline));
-        if (r != 0)
-                return r;
+        if (!first) {
+                r = client_hello(c, label, remaining_ms(deadline));
+                if (r != 0)
+                        return r;
+        } else {
+                /* Hello and the first request in one go: one round trip less
+                 * (attach latency, docs/BENCHMARKS.md). */
+                _cleanup_(client_msg_freep) ClientMsg *hello_reply = NULL;
+                Shmem__Hello hello = SHMEM__HELLO__INIT;
+                Message hm = SHMEM__MESSAGE__INIT;
+                int64_t hello_serial, first_serial;
+
+                client_hello_message(&hm, &hello, label);
+                hello_serial = client_send(c, &hm, deadline);
+                if (hello_serial < 0)
+                        return (int) hello_serial;
+                first_serial = client_send(c, first, deadline);
+                if (first_serial < 0)
+                        return (int) first_serial;
+                r = client_wait_reply(c, (uint64_t) hello_serial, deadline, &hello_reply);
+                if (r < 0)
+                        return r;
+                r = client_hello_check(c, hello_reply);
+                if (r != 0)
+                        return r;
+                r = client_wait_reply(c, (uint64_t) first_serial, deadline, ret_first);
+                if (r < 0)
+                        return r;
+        }
         *ret = TAKE_PTR(c);
         return 0;
+}
+
+int client_connect(Client **ret, const char *path, const char *label, int timeout_ms) {
+        return client_connect_with(ret, path, label, timeout_ms, NULL, NULL);
 }

@@ -51,6 +51,14 @@ const char *client_socket_path(const char *path);
  */
 int client_connect(Client **ret, const char *path, const char *label, int timeout_ms);
 
+/*
+ * client_connect_with() - client_connect(), sending @first right behind Hello
+ * without waiting (one round trip less); its Reply goes to *ret_first.
+ * Returns as client_connect(); a refused Hello leaves *ret_first untouched.
+ */
+int client_connect_with(Client **ret, const char *path, const char *label, int timeout_ms, Message *first,
+                        ClientMsg **ret_first);
+
 /* client_new() - wrap @fd (consumed, also on failure), a connected SEQPACKET socket. No Hello. */
 int client_new(Client **ret, int fd);
 

@@ -275,10 +275,6 @@ EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned
         s->name = strdup(name);
         if (!s->name)
                 return -ENOMEM;
-        r = client_connect(&s->client, client_socket_path(OPT(opts, socket)), label, CLIENT_TIMEOUT_MS);
-        if (r != 0)
-                return r;
-
         at.name = (char *) name;
         at.size = size;
         at.mode = flags & SHMEM_FIND        ? SHMEM__ATTACH_MODE__FIND
@@ -286,8 +282,9 @@ EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned
                                             : SHMEM__ATTACH_MODE__CREATE;
         m.body_case = SHMEM__MESSAGE__BODY_ATTACH;
         m.attach = &at;
-        r = client_call(s->client, &m, CLIENT_TIMEOUT_MS, &reply);
-        if (r < 0)
+        r = client_connect_with(&s->client, client_socket_path(OPT(opts, socket)), label, CLIENT_TIMEOUT_MS,
+                                &m, &reply);
+        if (r != 0)
                 return r;
         r = client_reply_status(reply, NULL);
         if (r != SHMEM_STATUS_OK)
