@@ -26,6 +26,7 @@
 typedef struct PeerIdentity {
         unsigned kind; /* SHMEM_PEER_KIND_* */
         char label[SHMEM_LABEL_MAX + 1];
+        char vm_uuid[37]; /* QEMU's -uuid (libvirt always passes one), or "" */
         pid_t pid;
         uid_t uid;
         gid_t gid;

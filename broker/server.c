@@ -138,6 +138,7 @@ static void region_info_fill(InfoBuf *b, Region *r, bool with_peers) {
                 st->pid = (uint32_t) p->id.pid;
                 st->uid = (uint32_t) p->id.uid;
                 st->doorbell_id = p->doorbell_id;
+                st->vm_uuid = p->id.vm_uuid;
                 /* Shown as found: the page is peer-writable and never trusted. */
                 st->pending = __atomic_load_n(&r->page->slots[i].pending, __ATOMIC_ACQUIRE);
                 b->state_ptrs[info->n_peers++] = st;

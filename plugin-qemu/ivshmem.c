@@ -160,14 +160,18 @@ static const PeerOps qemu_peer_ops = {
         .evicted = qemu_peer_evicted,
 };
 
-/* Fills @label with the VM's name from QEMU's "-name guest=X,..." or "-name X". */
-static void qemu_label_from_pid(pid_t pid, char *label, size_t size) {
-        char path[64], buf[8192];
+/*
+ * The VM's identity from its command line: the name of "-name guest=X,..." or
+ * "-name X" as the label (else "qemu-PID"), and "-uuid U", which libvirt
+ * always passes and which names the domain for good (docs/protocol.md).
+ */
+static void qemu_identity_from_pid(PeerIdentity *id) {
+        char path[64], buf[16384];
         ssize_t n;
         int fd;
 
-        snprintf(label, size, "qemu-%d", (int) pid);
-        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int) pid);
+        snprintf(id->label, sizeof(id->label), "qemu-%d", (int) id->pid);
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int) id->pid);
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return;
@@ -179,12 +183,15 @@ static void qemu_label_from_pid(pid_t pid, char *label, size_t size) {
         for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
                 char *v = p + strlen(p) + 1;
 
-                if (strcmp(p, "-name") != 0 || v >= buf + n)
-                        continue;
-                if (strncmp(v, "guest=", 6) == 0)
-                        v += 6;
-                snprintf(label, size, "%.*s", (int) strcspn(v, ","), v);
-                return;
+                if (v >= buf + n)
+                        break;
+                if (strcmp(p, "-name") == 0) {
+                        if (strncmp(v, "guest=", 6) == 0)
+                                v += 6;
+                        snprintf(id->label, sizeof(id->label), "%.*s", (int) strcspn(v, ","), v);
+                } else if (strcmp(p, "-uuid") == 0 && strlen(v) == 36 &&
+                           strspn(v, "0123456789abcdefABCDEF-") == 36)
+                        memcpy(id->vm_uuid, v, 37);
         }
 }
 
@@ -219,7 +226,7 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
         c->id.pid = cred.pid;
         c->id.uid = cred.uid;
         c->id.gid = cred.gid;
-        qemu_label_from_pid(cred.pid, c->id.label, sizeof(c->id.label));
+        qemu_identity_from_pid(&c->id);
         if (conn_init(&c->conn, qp->base.base, TAKE_FD(cfd), qp->base.registry->limits.max_queued_bytes,
                       qemu_client_on_read, qemu_client_on_drop, c) < 0) {
                 free(c);
