@@ -204,6 +204,19 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
                 }
                 return 1;
         }
+        if (!strcmp(key, "signal-mode")) {
+                if (!strcmp(value, "shmem"))
+                        d->signal_mode = SHMEM_SIGNAL_MODE_SHMEM;
+                else if (!strcmp(value, "ivshmem"))
+                        d->signal_mode = SHMEM_SIGNAL_MODE_IVSHMEM;
+                else {
+                        p->reason = "signal-mode must be shmem or ivshmem";
+                        return 0;
+                }
+                return 1;
+        }
+        if (!strcmp(key, "vectors"))
+                return set_uint(p, value, 1, SHMEM_PEERS_MAX + 1, &d->vectors);
         return -1;
 }
 
@@ -296,10 +309,17 @@ int config_load(Config *c, const char *path, const char *dropin_dir, bool must_e
         free(list);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < c->n_regions; i++)
+        for (size_t i = 0; i < c->n_regions; i++) {
                 if (c->regions[i].size == 0) {
                         snprintf(c->error, sizeof(c->error), "[region %s] has no size", c->regions[i].name);
                         return -EINVAL;
                 }
+                if (c->regions[i].vectors && c->regions[i].signal_mode != SHMEM_SIGNAL_MODE_IVSHMEM) {
+                        snprintf(c->error, sizeof(c->error),
+                                 "[region %s]: vectors is for signal-mode = ivshmem (shmem mode has max-peers + 1)",
+                                 c->regions[i].name);
+                        return -EINVAL;
+                }
+        }
         return 0;
 }

@@ -9,7 +9,7 @@
  *
  *   [broker]          run-directory, qemu-socket-group, qemu-socket-mode
  *   [limits]          regions, total-bytes, region-bytes, peers, connections, queued-bytes
- *   [region NAME]     size, max-peers, persistent
+ *   [region NAME]     size, max-peers, persistent, signal-mode, vectors
  */
 
 #include <stdbool.h>

@@ -32,8 +32,10 @@ static void help(void) {
                "     --no-config            Read no configuration file\n"
                "  -r --rundir=DIR           Run directory (default: $RUNTIME_DIRECTORY, else %s);\n"
                "                            control socket DIR/broker.sock, QEMU sockets DIR/qemu/NAME.sock\n"
-               "  -R --region=NAME:SIZE[:persistent][:peers=N]\n"
-               "                            Declare a region ahead of any attach (repeatable).\n"
+               "  -R --region=NAME:SIZE[:persistent][:peers=N][:ivshmem[:vectors=N]]\n"
+               "                            Declare a region ahead of any attach (repeatable);\n"
+               "                            ivshmem: compat mode, no control page, N vectors\n"
+               "                            passed through as contrib/ivshmem-server does\n"
                "                            SIZE in bytes, or with K, M or G (powers of 1024)\n"
                "     --qemu-group=GROUP     Group owning the QEMU sockets (default: the broker's)\n"
                "     --qemu-socket-mode=MODE  Mode of the QEMU sockets (default: 0660)\n"
@@ -48,7 +50,7 @@ static void help(void) {
                CONFIG_FILE, CONFIG_DROPIN_DIR, SHMEM_DEFAULT_RUNDIR);
 }
 
-/* NAME:SIZE[:persistent][:peers=N]; @s is modified. */
+/* NAME:SIZE[:persistent][:peers=N][:ivshmem[:vectors=N]]; @s is modified. */
 static int parse_region(char *s, RegionDecl *d) {
         char *save = NULL, *tok;
 
@@ -59,6 +61,12 @@ static int parse_region(char *s, RegionDecl *d) {
         while ((tok = strtok_r(NULL, ":", &save))) {
                 if (strcmp(tok, "persistent") == 0)
                         d->persistent = true;
+                else if (strcmp(tok, "ivshmem") == 0)
+                        d->signal_mode = SHMEM_SIGNAL_MODE_IVSHMEM;
+                else if (strncmp(tok, "vectors=", 8) == 0 && d->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM) {
+                        if (config_parse_uint(tok + 8, 1, SHMEM_PEERS_MAX + 1, &d->vectors) < 0)
+                                return -EINVAL;
+                }
                 else if (strncmp(tok, "peers=", 6) == 0) {
                         if (config_parse_uint(tok + 6, 1, SHMEM_PEERS_MAX, &d->max_peers) < 0)
                                 return -EINVAL;
@@ -206,7 +214,7 @@ static int args_load(Args *a) {
                         }
                         copy = a->region_args[a->n_region_args++] = strdup(optarg);
                         if (!copy || parse_region(copy, &a->regions[a->config.n_regions]) < 0) {
-                                fprintf(stderr, "shmem-brokerd: --region wants NAME:SIZE[:persistent][:peers=N]\n");
+                                fprintf(stderr, "shmem-brokerd: --region wants NAME:SIZE[:persistent][:peers=N][:ivshmem[:vectors=N]]\n");
                                 return 2;
                         }
                         a->config.n_regions++;

@@ -23,12 +23,12 @@ typedef struct Plugin Plugin;
 
 typedef struct PeerOps {
         /*
-         * Another peer @other joined @self's region. @fd is ev[other][self]
-         * (borrowed: dup it to keep it): writing to it makes @other see
-         * "@self signaled". Must not detach anything; queue and return.
+         * Another peer @other joined @self's region: hand @self the fds that
+         * region_fds_to(other, self) returns (borrowed: dup them to keep
+         * them). Must not detach anything; queue and return.
          */
-        void (*joined)(Peer *self, Peer *other, int fd);
-        /* @other left @self's region: forget its fd. Same rules as joined. */
+        void (*joined)(Peer *self, Peer *other);
+        /* @other left @self's region: forget its fds. Same rules as joined. */
         void (*left)(Peer *self, Peer *other);
         /*
          * The core detached @self on its own (region destroyed by force).

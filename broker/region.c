@@ -26,41 +26,46 @@ bool region_name_is_valid(const char *name) {
         return true;
 }
 
-bool region_size_for(uint64_t data_size, uint64_t limit, uint64_t *ret_data_size,
+bool region_size_for(unsigned signal_mode, uint64_t data_size, uint64_t limit, uint64_t *ret_data_size,
                      uint64_t *ret_region_size) {
-        uint64_t data, total = SHMEM_PAGE_SIZE;
+        uint64_t data, page = signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM ? 0 : SHMEM_PAGE_SIZE,
+                       total = SHMEM_PAGE_SIZE;
 
         if (data_size == 0 || data_size > (UINT64_C(1) << 62))
                 return false;
         data = (data_size + SHMEM_PAGE_SIZE - 1) & ~(uint64_t) (SHMEM_PAGE_SIZE - 1);
         /* QEMU asserts is_power_of_2() on every BAR: see research/qemu-lab.md. */
-        while (total < data + SHMEM_PAGE_SIZE)
+        while (total < data + page)
                 total <<= 1;
         if (total > limit)
                 return false;
-        *ret_data_size = data;
+        /* Compat guests see the whole BAR as data, as with contrib's server. */
+        *ret_data_size = page ? data : total;
         *ret_region_size = total;
         return true;
 }
 
 int region_new(Region **ret, Registry *registry, const char *name, uint64_t data_size,
-               unsigned max_peers) {
+               unsigned max_peers, unsigned signal_mode, unsigned vectors) {
+        bool compat = signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM;
         Region *r;
 
-        if (max_peers == 0 || max_peers > SHMEM_PEERS_MAX)
+        if (max_peers == 0 || max_peers > SHMEM_PEERS_MAX || signal_mode > SHMEM_SIGNAL_MODE_IVSHMEM ||
+            (compat && (vectors == 0 || vectors > SHMEM_PEERS_MAX + 1)))
                 return -EINVAL;
         r = calloc(1, sizeof(*r));
         if (!r)
                 return -ENOMEM;
         r->registry = registry;
         snprintf(r->name, sizeof(r->name), "%s", name);
-        r->data_size = data_size;
-        if (!region_size_for(data_size, UINT64_MAX, &r->data_size, &r->region_size)) {
+        r->signal_mode = signal_mode;
+        r->data_offset = compat ? 0 : SHMEM_DATA_OFFSET;
+        if (!region_size_for(signal_mode, data_size, UINT64_MAX, &r->data_size, &r->region_size)) {
                 free(r);
                 return -EINVAL;
         }
         r->max_peers = max_peers;
-        r->vectors = max_peers + 1;
+        r->vectors = compat ? vectors : max_peers + 1;
         r->memfd = -1;
         *ret = r;
         return 0;
@@ -89,6 +94,11 @@ int region_allocate(Region *r) {
          * seals keep a peer from shrinking the file under the others (SIGBUS). */
         if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
                 return -errno;
+        if (r->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM) {
+                /* Compat: every byte is the guests' data; nothing of ours in it. */
+                r->memfd = TAKE_FD(fd);
+                return 0;
+        }
         page = mmap(NULL, SHMEM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (page == MAP_FAILED)
                 return -errno;
@@ -153,6 +163,8 @@ static int row_new(int **ret, unsigned n) {
 /* Publishes membership on the control page. The broker only writes it. */
 static void region_publish(Region *r) {
         r->epoch++;
+        if (!r->page)
+                return;
         __atomic_store_n(&r->page->active, r->active, __ATOMIC_RELEASE);
         __atomic_store_n(&r->page->epoch, r->epoch, __ATOMIC_RELEASE);
 }
@@ -161,6 +173,9 @@ static void region_publish(Region *r) {
 static void region_ring_control(Region *r, Peer *except) {
         uint64_t one = 1;
 
+        /* Compat mode passes every vector through to the guests: none is ours. */
+        if (r->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM)
+                return;
         for (unsigned i = 0; i < r->max_peers; i++) {
                 Peer *p = r->peers[i];
 
@@ -223,16 +238,18 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
         p->ops = ops;
         p->userdata = userdata;
 
-        /* Unconsumed signals of the index's previous holder must not be taken
-         * for the newcomer's. */
-        for (unsigned i = 0; i < r->max_peers; i++)
-                __atomic_fetch_and(&r->page->slots[i].pending, ~BIT(index), __ATOMIC_ACQ_REL);
-        slot = &r->page->slots[index];
-        __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
-        slot->kind = id->kind;
-        slot->doorbell_id = p->doorbell_id;
-        snprintf(slot->label, sizeof(slot->label), "%s", id->label);
-        __atomic_store_n(&slot->state, SHMEM_SLOT_ACTIVE, __ATOMIC_RELEASE);
+        if (r->page) {
+                /* Unconsumed signals of the index's previous holder must not be
+                 * taken for the newcomer's. */
+                for (unsigned i = 0; i < r->max_peers; i++)
+                        __atomic_fetch_and(&r->page->slots[i].pending, ~BIT(index), __ATOMIC_ACQ_REL);
+                slot = &r->page->slots[index];
+                __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
+                slot->kind = id->kind;
+                slot->doorbell_id = p->doorbell_id;
+                snprintf(slot->label, sizeof(slot->label), "%s", id->label);
+                __atomic_store_n(&slot->state, SHMEM_SLOT_ACTIVE, __ATOMIC_RELEASE);
+        }
 
         r->peers[index] = p;
         r->n_peers++;
@@ -243,7 +260,7 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
                 Peer *o = r->peers[i];
 
                 if (o && o != p)
-                        o->ops->joined(o, p, region_peer_fd_to(p, o));
+                        o->ops->joined(o, p);
         }
         region_ring_control(r, p);
         *ret = p;
@@ -251,17 +268,19 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
 }
 
 void region_detach_peer(Region *r, Peer *p) {
-        struct shmem_slot *slot = &r->page->slots[p->index];
-
         r->peers[p->index] = NULL;
         r->n_peers--;
         r->active &= ~BIT(p->index);
 
-        __atomic_store_n(&slot->state, SHMEM_SLOT_FREE, __ATOMIC_RELEASE);
-        slot->kind = SHMEM_PEER_KIND_NONE;
-        slot->doorbell_id = 0;
-        memset(slot->label, 0, sizeof(slot->label));
-        __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
+        if (r->page) {
+                struct shmem_slot *slot = &r->page->slots[p->index];
+
+                __atomic_store_n(&slot->state, SHMEM_SLOT_FREE, __ATOMIC_RELEASE);
+                slot->kind = SHMEM_PEER_KIND_NONE;
+                slot->doorbell_id = 0;
+                memset(slot->label, 0, sizeof(slot->label));
+                __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
+        }
         /* Signals the leaver sent stay pending for their receivers: a peer
          * may signal and exit at once. region_attach_peer() clears them when
          * the index is given out again. */

@@ -45,9 +45,12 @@ struct Peer {
 struct Region {
         Registry *registry;
         char name[SHMEM_NAME_MAX + 1];
-        uint64_t data_size;   /* page-rounded request of the creator */
-        uint64_t region_size; /* memfd size: next power of two >= page + data */
-        unsigned max_peers, vectors;
+        unsigned signal_mode; /* SHMEM_SIGNAL_MODE_*: shmem, or ivshmem (compat: no control page) */
+        uint64_t data_offset; /* SHMEM_DATA_OFFSET; 0 in compat mode */
+        uint64_t data_size;   /* page-rounded request of the creator (compat: the whole region) */
+        uint64_t region_size; /* memfd size: a power of two (QEMU asserts it for a BAR) */
+        unsigned max_peers;
+        unsigned vectors;     /* max_peers + 1; in compat mode as configured */
         bool declared;        /* known ahead (config, Create): survives its last peer */
         bool persistent;      /* memory survives its last peer too */
         bool from_config;     /* declared by the configuration: a reload may retract it */
@@ -71,15 +74,16 @@ enum {
 bool region_name_is_valid(const char *name);
 
 /*
- * Computes the memfd size for @data_size bytes of data: page + data rounded
- * up to a power of two. Returns false if it cannot be represented or exceeds
- * @limit bytes.
+ * Computes the memfd size for @data_size bytes of data: control page + data
+ * (compat mode: data alone) rounded up to a power of two. Returns false if it
+ * cannot be represented or exceeds @limit bytes.
  */
-bool region_size_for(uint64_t data_size, uint64_t limit, uint64_t *ret_data_size,
+bool region_size_for(unsigned signal_mode, uint64_t data_size, uint64_t limit, uint64_t *ret_data_size,
                      uint64_t *ret_region_size);
 
+/* @vectors is used in compat mode only (shmem mode: max_peers + 1). */
 int region_new(Region **ret, Registry *registry, const char *name, uint64_t data_size,
-               unsigned max_peers);
+               unsigned max_peers, unsigned signal_mode, unsigned vectors);
 Region *region_free(Region *r);
 
 /* Allocates the memfd and control page if not yet there. */
@@ -103,7 +107,16 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
  */
 void region_detach_peer(Region *r, Peer *p);
 
-/* ev[other][me]: the fd @me rings to signal @other (borrowed). */
-static inline int region_peer_fd_to(Peer *other, Peer *me) {
-        return other->ev[me->index];
+/*
+ * The fds (borrowed) @me holds to signal @other: in shmem mode exactly one,
+ * ev[other][me], so that @other sees "@me signaled" (DESIGN.md §5); in compat
+ * mode all of @other's vectors, as contrib/ivshmem-server hands them out.
+ */
+static inline unsigned region_fds_to(Region *r, Peer *other, Peer *me, const int **ret) {
+        if (r->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM) {
+                *ret = other->ev;
+                return r->vectors;
+        }
+        *ret = &other->ev[me->index];
+        return 1;
 }

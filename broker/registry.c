@@ -115,10 +115,11 @@ static int registry_allocate(Registry *reg, Region *r, const char **ret_error) {
         return 0;
 }
 
-/* Creates a region object for @name and offers it to the plugins. */
-static int registry_add(Registry *reg, const char *name, uint64_t size, unsigned max_peers,
-                        Region **ret, const char **ret_error) {
-        uint64_t data_size, region_size;
+/* Creates a region object for @d and offers it to the plugins. */
+static int registry_add(Registry *reg, const RegionDecl *d, Region **ret, const char **ret_error) {
+        const char *name = d->name;
+        uint64_t size = d->size, data_size, region_size;
+        unsigned max_peers = d->max_peers, vectors = d->vectors ? d->vectors : 1;
         Region *r;
         int k;
 
@@ -132,11 +133,15 @@ static int registry_add(Registry *reg, const char *name, uint64_t size, unsigned
                 *ret_error = "max_peers must be 1-64";
                 return SHMEM__STATUS__BAD_REQUEST;
         }
+        if (d->signal_mode > SHMEM_SIGNAL_MODE_IVSHMEM || vectors > SHMEM_PEERS_MAX + 1) {
+                *ret_error = "unknown signal mode, or more than 65 vectors";
+                return SHMEM__STATUS__BAD_REQUEST;
+        }
         if (size == 0) {
                 *ret_error = "a new region needs a size greater than 0";
                 return SHMEM__STATUS__BAD_SIZE;
         }
-        if (!region_size_for(size, reg->limits.max_region_bytes, &data_size, &region_size)) {
+        if (!region_size_for(d->signal_mode, size, reg->limits.max_region_bytes, &data_size, &region_size)) {
                 snprintf(reg->error_buf, sizeof(reg->error_buf),
                          "data plus the 4 KiB control page, rounded up to a power of two, "
                          "must fit the per-region limit of %" PRIu64 " bytes",
@@ -148,7 +153,7 @@ static int registry_add(Registry *reg, const char *name, uint64_t size, unsigned
                 *ret_error = "the broker's region limit is reached";
                 return SHMEM__STATUS__LIMIT;
         }
-        k = region_new(&r, reg, name, size, max_peers);
+        k = region_new(&r, reg, name, size, max_peers, d->signal_mode, vectors);
         if (k < 0)
                 return k;
         reg->regions[reg->n_regions++] = r;
@@ -166,22 +171,21 @@ static int registry_add(Registry *reg, const char *name, uint64_t size, unsigned
         return 0;
 }
 
-int registry_declare(Registry *reg, const char *name, uint64_t size, unsigned max_peers,
-                     bool persistent, Region **ret, const char **ret_error) {
+int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const char **ret_error) {
         Region *r;
         int k;
 
         *ret_error = NULL;
-        if (registry_find(reg, name)) {
+        if (registry_find(reg, d->name)) {
                 *ret_error = "a region of that name exists";
                 return SHMEM__STATUS__EXISTS;
         }
-        k = registry_add(reg, name, size, max_peers, &r, ret_error);
+        k = registry_add(reg, d, &r, ret_error);
         if (k != 0)
                 return k;
         r->declared = true;
-        r->persistent = persistent;
-        if (persistent) {
+        r->persistent = d->persistent;
+        if (d->persistent) {
                 k = registry_allocate(reg, r, ret_error);
                 if (k != 0) {
                         registry_forget(reg, r);
@@ -230,7 +234,7 @@ int registry_attach(Registry *reg, const char *name, AttachMode mode, uint64_t s
                         *ret_error = "no region of that name";
                         return SHMEM__STATUS__DOES_NOT_EXIST;
                 }
-                k = registry_add(reg, name, size, 0, &r, ret_error);
+                k = registry_add(reg, &(RegionDecl) { .name = name, .size = size }, &r, ret_error);
                 if (k != 0)
                         return k;
                 created = true;
@@ -265,14 +269,19 @@ static void registry_redeclare(Registry *reg, Region *r, const RegionDecl *d) {
         r->declared = true;
         r->from_config = true;
         r->persistent = d->persistent;
-        if (!region_size_for(d->size, reg->limits.max_region_bytes, &data_size, &region_size))
+        if (d->signal_mode != r->signal_mode)
+                log_notice("Region '%s': the signal mode changes only when the region is destroyed and "
+                           "declared again", r->name);
+        else if (!region_size_for(r->signal_mode, d->size, reg->limits.max_region_bytes, &data_size,
+                                  &region_size))
                 log_error("Region '%s': size %" PRIu64 " exceeds the per-region limit, keeping %" PRIu64,
                           r->name, d->size, r->data_size);
         else if (r->memfd < 0) {
                 r->data_size = data_size;
                 r->region_size = region_size;
                 r->max_peers = max_peers;
-                r->vectors = max_peers + 1;
+                r->vectors = r->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM ? (d->vectors ? d->vectors : 1)
+                                                                         : max_peers + 1;
         } else if (data_size != r->data_size || max_peers != r->max_peers)
                 log_notice("Region '%s' is in use: its new size or max-peers applies once its memory is freed",
                            r->name);
@@ -328,7 +337,7 @@ unsigned registry_reconfigure(Registry *reg, const Limits *limits, const RegionD
                         if (st == 0)
                                 registry_settle(reg, r);
                 } else
-                        st = registry_declare(reg, d->name, d->size, d->max_peers, d->persistent, &r, &error);
+                        st = registry_declare(reg, d, &r, &error);
                 if (st != 0) {
                         log_error("Cannot apply region '%s': %s%s%s", d->name,
                                   st > 0 ? status_text(st) : strerror(-st), error ? ": " : "",

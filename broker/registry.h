@@ -36,8 +36,10 @@ typedef struct Limits {
 typedef struct RegionDecl {
         const char *name;
         uint64_t size;
-        unsigned max_peers;
+        unsigned max_peers;   /* 0: the default */
         bool persistent;
+        unsigned signal_mode; /* SHMEM_SIGNAL_MODE_*: 0 is shmem */
+        unsigned vectors;     /* compat mode only: vectors passed through (0: 1, as contrib's server) */
 } RegionDecl;
 
 /* Watchers of the whole registry (shmemctl watch): told after the fact. */
@@ -83,8 +85,7 @@ Region *registry_find(Registry *reg, const char *name);
  * Returns 0 with *ret, or a shmem.Status (ILLEGAL_NAME, EXISTS, BAD_SIZE,
  * LIMIT), or a negative errno. @ret_error gets a human-readable reason.
  */
-int registry_declare(Registry *reg, const char *name, uint64_t size, unsigned max_peers,
-                     bool persistent, Region **ret, const char **ret_error);
+int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const char **ret_error);
 
 /*
  * registry_attach() - attach a peer to @name per @mode, creating the region

@@ -120,7 +120,7 @@ static void region_info_fill(InfoBuf *b, Region *r, bool with_peers) {
         info->active = r->active;
         info->persistent = r->persistent;
         info->allocated = r->memfd >= 0;
-        info->signal_mode = SHMEM_SIGNAL_MODE_SHMEM;
+        info->signal_mode = r->signal_mode;
         snprintf(b->socket, sizeof(b->socket), "%s/qemu/%s.sock", reg->rundir, r->name);
         info->qemu_socket = reg->n_plugins > 0 ? b->socket : "";
         if (!with_peers)
@@ -140,7 +140,8 @@ static void region_info_fill(InfoBuf *b, Region *r, bool with_peers) {
                 st->doorbell_id = p->doorbell_id;
                 st->vm_uuid = p->id.vm_uuid;
                 /* Shown as found: the page is peer-writable and never trusted. */
-                st->pending = __atomic_load_n(&r->page->slots[i].pending, __ATOMIC_ACQUIRE);
+                if (r->page)
+                        st->pending = __atomic_load_n(&r->page->slots[i].pending, __ATOMIC_ACQUIRE);
                 b->state_ptrs[info->n_peers++] = st;
         }
         info->peers = b->state_ptrs;
@@ -216,6 +217,7 @@ static void client_send_attach_reply(Client *c, uint64_t serial, bool created) {
         Shmem__Reply reply = SHMEM__REPLY__INIT;
         Shmem__PeerInfo infos[SHMEM_PEERS_MAX], *ptrs[SHMEM_PEERS_MAX];
         int fds[1 + (SHMEM_PEERS_MAX + 1) + SHMEM_PEERS_MAX];
+        const int *to;
         size_t n = 0;
 
         /* fd layout (shmem.proto AttachReply): memfd, own row, one per other peer. */
@@ -230,7 +232,8 @@ static void client_send_attach_reply(Client *c, uint64_t serial, bool created) {
                 peer_info_fill(&infos[ar.n_peers], o, (int) n);
                 ptrs[ar.n_peers] = &infos[ar.n_peers];
                 ar.n_peers++;
-                fds[n++] = dup_cloexec(region_peer_fd_to(o, me));
+                (void) region_fds_to(r, o, me, &to); /* one fd: native peers are never compat */
+                fds[n++] = dup_cloexec(to[0]);
         }
         for (size_t i = 0; i < n; i++)
                 if (fds[i] < 0) {
@@ -242,7 +245,7 @@ static void client_send_attach_reply(Client *c, uint64_t serial, bool created) {
                         return;
                 }
         ar.index = me->index;
-        ar.data_offset = SHMEM_DATA_OFFSET;
+        ar.data_offset = r->data_offset;
         ar.data_size = r->data_size;
         ar.region_size = r->region_size;
         ar.max_peers = r->max_peers;
@@ -264,6 +267,16 @@ static void client_handle_attach(Client *c, uint64_t serial, const Shmem__Attach
                              "this connection is attached already (one attachment per connection)",
                              NULL, NULL, 0);
                 return;
+        }
+        {
+                Region *existing = registry_find(c->server->registry, a->name);
+
+                if (existing && existing->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM) {
+                        client_reply(c, serial, SHMEM__STATUS__BAD_REQUEST,
+                                     "a compat region (signal-mode = ivshmem) is for QEMU guests only", NULL,
+                                     NULL, 0);
+                        return;
+                }
         }
         if ((unsigned) a->mode > SHMEM__ATTACH_MODE__EXCLUSIVE) {
                 client_reply(c, serial, SHMEM__STATUS__BAD_REQUEST, "unknown attach mode", NULL, NULL, 0);
@@ -299,7 +312,9 @@ static void client_handle_create(Client *c, uint64_t serial, const Shmem__Create
         const char *error = NULL;
         int r;
 
-        r = registry_declare(c->server->registry, cr->name, cr->size, cr->max_peers, cr->persistent,
+        r = registry_declare(c->server->registry,
+                             &(RegionDecl) { .name = cr->name, .size = cr->size, .max_peers = cr->max_peers,
+                                             .persistent = cr->persistent },
                              NULL, &error);
         if (r < 0) {
                 log_error_errno(r, "Cannot create region '%s': %m", cr->name);
@@ -453,13 +468,16 @@ static void client_on_read(Conn *conn, void *userdata) {
 
 /* --- events to attached peers and watchers --- */
 
-static void client_peer_joined(Peer *self, Peer *other, int fd) {
+static void client_peer_joined(Peer *self, Peer *other) {
         Client *c = self->userdata;
         Shmem__Joined j = SHMEM__JOINED__INIT;
         Shmem__PeerInfo pi;
         Message m = SHMEM__MESSAGE__INIT;
-        int dup_fd = dup_cloexec(fd);
+        const int *to;
+        int dup_fd;
 
+        (void) region_fds_to(self->region, other, self, &to); /* one fd: native peers are never compat */
+        dup_fd = dup_cloexec(to[0]);
         if (dup_fd < 0) {
                 conn_break(&c->conn, -errno);
                 return;

@@ -73,6 +73,15 @@ static void qemu_client_send(QemuClient *c, int64_t value, int fd) {
                                  (int) c->id.pid);
 }
 
+/* Announces @other to the client: its doorbell id once per fd the client holds for it. */
+static void qemu_client_send_peer(QemuClient *c, Peer *other) {
+        const int *fds;
+        unsigned n = region_fds_to(other->region, other, c->peer, &fds);
+
+        for (unsigned i = 0; i < n; i++)
+                qemu_client_send(c, other->doorbell_id, fds[i]);
+}
+
 /*
  * The handshake, in contrib/ivshmem-server's order, which QEMU depends on:
  * its own-vector fds arriving before the shm message would touch vectors it
@@ -85,13 +94,14 @@ static void qemu_client_handshake(QemuClient *c) {
         qemu_client_send(c, IVSHMEM_PROTOCOL_VERSION, -1);
         qemu_client_send(c, me->doorbell_id, -1);
         qemu_client_send(c, -1, r->memfd);
-        /* One fd per other peer, as that peer's vector 0: ringing it makes the
-         * other peer see "me signaled" (DESIGN.md §5). */
+        /* Shmem mode: one fd per other peer, as that peer's vector 0: ringing
+         * it makes the other peer see "me signaled" (DESIGN.md §5). Compat
+         * mode: all of the other peer's vectors, as contrib's server. */
         for (unsigned i = 0; i < r->max_peers; i++) {
                 Peer *o = r->peers[i];
 
                 if (o && o != me)
-                        qemu_client_send(c, o->doorbell_id, region_peer_fd_to(o, me));
+                        qemu_client_send_peer(c, o);
         }
         for (unsigned v = 0; v < r->vectors; v++)
                 qemu_client_send(c, me->doorbell_id, me->ev[v]);
@@ -137,8 +147,8 @@ static void qemu_client_on_read(Conn *conn, void *userdata) {
         conn_break(conn, -ECONNRESET);
 }
 
-static void qemu_peer_joined(Peer *self, Peer *other, int fd) {
-        qemu_client_send(self->userdata, other->doorbell_id, fd);
+static void qemu_peer_joined(Peer *self, Peer *other) {
+        qemu_client_send_peer(self->userdata, other);
 }
 
 static void qemu_peer_left(Peer *self, Peer *other) {

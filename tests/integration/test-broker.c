@@ -70,7 +70,8 @@ static void setup_with(const char *const *extra) {
 }
 
 static void setup(void) {
-        static const char *const extra[] = { "--no-config", "--region", "pair:4K:peers=2", NULL };
+        static const char *const extra[] = { "--no-config", "--region", "pair:4K:peers=2", "--region",
+                                             "compat:3M:ivshmem:vectors=3", NULL };
 
         setup_with(extra);
 }
@@ -552,6 +553,60 @@ START_TEST(test_qemu_protocol) {
 }
 END_TEST
 
+START_TEST(test_qemu_compat_mode) {
+        int q1 = qemu_connect("compat"), q2, memfd, own1[3], to_q1[3];
+        uint64_t head, count;
+        struct stat st;
+        int64_t v;
+
+        /* contrib/ivshmem-server's handshake: no control page, 3 vectors each. */
+        qemu_expect(q1, 0, false);
+        qemu_expect(q1, 0, false); /* doorbell id 0 */
+        memfd = qemu_read(q1, &v);
+        ck_assert_int_eq(v, -1);
+        ck_assert_int_eq(fstat(memfd, &st), 0);
+        ck_assert_int_eq(st.st_size, 4 << 20); /* 3M rounded to a power of two: all data */
+        ck_assert_int_eq(pread(memfd, &head, sizeof(head), 0), (ssize_t) sizeof(head));
+        ck_assert_uint_eq(head, 0); /* no control page magic: the guests own every byte */
+        for (int i = 0; i < 3; i++) {
+                own1[i] = qemu_read(q1, &v);
+                ck_assert_int_eq(v, 0);
+                ck_assert_int_ge(own1[i], 0);
+        }
+        qemu_expect_quiet(q1);
+
+        q2 = qemu_connect("compat");
+        qemu_expect(q2, 0, false);
+        qemu_expect(q2, 1, false);
+        qemu_expect(q2, -1, true);
+        for (int i = 0; i < 3; i++) { /* every vector of peer 0 */
+                to_q1[i] = qemu_read(q2, &v);
+                ck_assert_int_eq(v, 0);
+        }
+        for (int i = 0; i < 3; i++)
+                qemu_expect(q2, 1, true);
+        for (int i = 0; i < 3; i++) /* q1 learns all of q2's vectors */
+                qemu_expect(q1, 1, true);
+
+        /* Guest 1 rings guest 0's vector 2: exactly that vector fires. */
+        ck_assert_int_eq(write(to_q1[2], &(uint64_t) { 1 }, 8), 8);
+        ck_assert_int_eq(read(own1[2], &count, 8), 8);
+        ck_assert_int_eq(fcntl(own1[0], F_SETFL, O_NONBLOCK), 0);
+        ck_assert_int_eq(read(own1[0], &count, 8), -1);
+
+        /* Host peers speak the control-page protocol: refused here. */
+        ck_assert_ptr_null(attach_flags("compat", 0, 0, SHMEM_STATUS_BAD_REQUEST));
+        close(q2);
+        qemu_expect(q1, 1, false);
+        for (int i = 0; i < 3; i++) {
+                close(own1[i]);
+                close(to_q1[i]);
+        }
+        close(memfd);
+        close(q1);
+}
+END_TEST
+
 START_TEST(test_qemu_refused_by_version) {
         shmem_t *a = attach("pair", 0), *b = attach("pair", 0);
         int q = qemu_connect("pair");
@@ -759,6 +814,8 @@ START_TEST(test_config_refused_with_file_and_line) {
         assert_config_refused("[broker]\nqemu-socket-mode = 999\n", "octal mode");
         assert_config_refused("[region nosize]\npersistent = yes\n", "[region nosize] has no size");
         assert_config_refused("[limits]\nregion-bytes = 12Q\n", "is not a size");
+        assert_config_refused("[region c]\nsize = 4K\nsignal-mode = qnx\n", "signal-mode must be shmem or ivshmem");
+        assert_config_refused("[region c]\nsize = 4K\nvectors = 4\n", "vectors is for signal-mode = ivshmem");
 }
 END_TEST
 
@@ -868,6 +925,7 @@ static Suite *broker_suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_qemu_protocol);
         tcase_add_test(tc, test_qemu_refused_by_version);
+        tcase_add_test(tc, test_qemu_compat_mode);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("config");

@@ -16,12 +16,16 @@ typedef struct Recorder {
         int last_joined_fd;
 } Recorder;
 
-static void rec_joined(Peer *self, Peer *other, int fd) {
+static void rec_joined(Peer *self, Peer *other) {
         Recorder *r = self->userdata;
+        const int *fds;
 
         r->joined++;
-        r->last_joined_fd = fd;
-        ck_assert_int_eq(fd, other->ev[self->index]);
+        if (region_fds_to(self->region, other, self, &fds) == 1)
+                ck_assert_int_eq(fds[0], other->ev[self->index]);
+        else
+                ck_assert_int_eq(fds[0], other->ev[0]);
+        r->last_joined_fd = fds[0];
 }
 static void rec_left(Peer *self, Peer *other) {
         ((Recorder *) self->userdata)->left++;
@@ -64,20 +68,48 @@ static Peer *attach(const char *name, uint64_t size, Recorder *rec, int expect) 
 START_TEST(test_size_rounding) {
         uint64_t d, t;
 
-        ck_assert(region_size_for(1, UINT64_MAX, &d, &t));
+        ck_assert(region_size_for(SHMEM_SIGNAL_MODE_SHMEM, 1, UINT64_MAX, &d, &t));
         ck_assert_uint_eq(d, 4096);
         ck_assert_uint_eq(t, 8192);
-        ck_assert(region_size_for(1 << 20, UINT64_MAX, &d, &t));
+        ck_assert(region_size_for(SHMEM_SIGNAL_MODE_SHMEM, 1 << 20, UINT64_MAX, &d, &t));
         ck_assert_uint_eq(t, 2 << 20); /* 1 MiB + control page -> 2 MiB */
-        ck_assert(region_size_for((1 << 20) - 4096, UINT64_MAX, &d, &t));
+        ck_assert(region_size_for(SHMEM_SIGNAL_MODE_SHMEM, (1 << 20) - 4096, UINT64_MAX, &d, &t));
         ck_assert_uint_eq(t, 1 << 20);
-        ck_assert(!region_size_for(0, UINT64_MAX, &d, &t));
-        ck_assert(!region_size_for(1 << 30, 1 << 30, &d, &t));
+        ck_assert(!region_size_for(SHMEM_SIGNAL_MODE_SHMEM, 0, UINT64_MAX, &d, &t));
+        ck_assert(!region_size_for(SHMEM_SIGNAL_MODE_SHMEM, 1 << 30, 1 << 30, &d, &t));
         for (uint64_t s = 1; s < (UINT64_C(1) << 34); s = s * 3 + 7) {
-                ck_assert(region_size_for(s, UINT64_MAX, &d, &t));
+                ck_assert(region_size_for(SHMEM_SIGNAL_MODE_SHMEM, s, UINT64_MAX, &d, &t));
                 ck_assert_uint_eq(t & (t - 1), 0); /* a power of two: QEMU asserts it */
                 ck_assert_uint_ge(t, d + SHMEM_PAGE_SIZE);
         }
+}
+END_TEST
+
+START_TEST(test_compat_mode) {
+        RegionDecl d = { .name = "compat", .size = 3 << 20, .signal_mode = SHMEM_SIGNAL_MODE_IVSHMEM, .vectors = 4 };
+        Recorder rec[2] = {};
+        const char *error;
+        const int *fds;
+        Region *r;
+        Peer *a, *b;
+        uint64_t dsz, tsz;
+
+        /* No control page: 3 MiB of data is a 4 MiB BAR, all of it the guests'. */
+        ck_assert(region_size_for(SHMEM_SIGNAL_MODE_IVSHMEM, 3 << 20, UINT64_MAX, &dsz, &tsz));
+        ck_assert_uint_eq(tsz, 4 << 20);
+        ck_assert_uint_eq(dsz, 4 << 20);
+        ck_assert_int_eq(registry_declare(reg, &d, &r, &error), 0);
+        ck_assert_uint_eq(r->vectors, 4);
+        a = attach("compat", 0, &rec[0], 0);
+        b = attach("compat", 0, &rec[1], 0);
+        ck_assert_ptr_null(r->page);
+        /* contrib's semantics: every vector of the other peer. */
+        ck_assert_uint_eq(region_fds_to(r, b, a, &fds), 4);
+        ck_assert_int_eq(fds[3], b->ev[3]);
+        ck_assert_uint_eq(rec[0].joined, 1);
+        registry_detach(reg, b);
+        registry_detach(reg, a);
+        ck_assert_int_eq(r->memfd, -1);
 }
 END_TEST
 
@@ -141,7 +173,7 @@ START_TEST(test_client_max) {
         Peer *p[16];
         const char *error;
 
-        ck_assert_int_eq(registry_declare(reg, "small", 4096, 2, false, NULL, &error), 0);
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "small", .size = 4096, .max_peers = 2, .persistent = false }, NULL, &error), 0);
         p[0] = attach("small", 0, &rec, 0);
         p[1] = attach("small", 0, &rec, 0);
         attach("small", 0, &rec, SHMEM__STATUS__CLIENT_MAX);
@@ -164,13 +196,13 @@ START_TEST(test_limits) {
         b = attach("b", 3 << 20, &rec, 0);
         attach("c", 3 << 20, &rec, SHMEM__STATUS__LIMIT);
         ck_assert_ptr_null(registry_find(reg, "c"));
-        ck_assert_int_eq(registry_declare(reg, "d", 4096, 0, false, NULL, &error), 0);
-        ck_assert_int_eq(registry_declare(reg, "e", 4096, 0, false, NULL, &error), 0);
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "d", .size = 4096, .max_peers = 0, .persistent = false }, NULL, &error), 0);
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "e", .size = 4096, .max_peers = 0, .persistent = false }, NULL, &error), 0);
         /* Four regions is this registry's limit. */
-        ck_assert_int_eq(registry_declare(reg, "f", 4096, 0, false, NULL, &error), SHMEM__STATUS__LIMIT);
-        ck_assert_int_eq(registry_declare(reg, "d", 4096, 0, false, NULL, &error), SHMEM__STATUS__EXISTS);
-        ck_assert_int_eq(registry_declare(reg, "g", 0, 0, false, NULL, &error), SHMEM__STATUS__BAD_SIZE);
-        ck_assert_int_eq(registry_declare(reg, "h", 4096, 65, false, NULL, &error),
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "f", .size = 4096, .max_peers = 0, .persistent = false }, NULL, &error), SHMEM__STATUS__LIMIT);
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "d", .size = 4096, .max_peers = 0, .persistent = false }, NULL, &error), SHMEM__STATUS__EXISTS);
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "g", .size = 0, .max_peers = 0, .persistent = false }, NULL, &error), SHMEM__STATUS__BAD_SIZE);
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "h", .size = 4096, .max_peers = 65, .persistent = false }, NULL, &error),
                          SHMEM__STATUS__BAD_REQUEST);
         registry_detach(reg, a);
         registry_detach(reg, b);
@@ -184,7 +216,7 @@ START_TEST(test_persistent_and_destroy) {
         Region *r;
         Peer *p;
 
-        ck_assert_int_eq(registry_declare(reg, "keep", 4096, 0, true, &r, &error), 0);
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "keep", .size = 4096, .max_peers = 0, .persistent = true }, &r, &error), 0);
         ck_assert_int_ge(r->memfd, 0);
         p = attach("keep", 0, &rec, 0);
         strcpy((char *) r->page + SHMEM_PAGE_SIZE - 8, "x"); /* touch */
@@ -206,6 +238,7 @@ int main(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_size_rounding);
         tcase_add_test(tc, test_names);
+        tcase_add_test(tc, test_compat_mode);
         tcase_add_test(tc, test_indices_and_control_page);
         tcase_add_test(tc, test_client_max);
         tcase_add_test(tc, test_limits);
