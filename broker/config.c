@@ -10,10 +10,27 @@
 #include "config.h"
 #include "macro.h"
 
+/*
+ * The group QEMU sockets get unless configured: the one QEMU runs in here.
+ * Debian's libvirt runs QEMU as user libvirt-qemu, group libvirt-qemu, with
+ * kvm as a supplementary group; QEMU run by hand usually needs kvm too.
+ */
+static gid_t config_default_qemu_gid(void) {
+        static const char *const groups[] = { "libvirt-qemu", "kvm" };
+
+        for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
+                struct group *g = getgrnam(groups[i]);
+
+                if (g)
+                        return g->gr_gid;
+        }
+        return (gid_t) -1;
+}
+
 void config_init(Config *c) {
         *c = (Config) {
                 .limits = LIMITS_DEFAULT,
-                .qemu = { .socket_mode = 0660, .socket_gid = (gid_t) -1 },
+                .qemu = { .socket_mode = 0660, .socket_gid = config_default_qemu_gid() },
         };
 }
 

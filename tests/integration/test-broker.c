@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -607,6 +608,56 @@ START_TEST(test_qemu_compat_mode) {
 }
 END_TEST
 
+/* Connects to a QEMU socket as uid 65534 with @gid as its only group; returns errno or 0. */
+static int qemu_connect_as(gid_t gid) {
+        int pipefd[2], err = -1;
+        pid_t child;
+
+        ck_assert_int_eq(pipe(pipefd), 0);
+        child = fork();
+        if (child == 0) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                int fd, e = 0;
+
+                if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(65534) < 0)
+                        _exit(1);
+                snprintf(sa.sun_path, sizeof(sa.sun_path), "%.80s/qemu/declared.sock", rundir);
+                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                        e = errno;
+                (void) !write(pipefd[1], &e, sizeof(e));
+                _exit(0);
+        }
+        close(pipefd[1]);
+        ck_assert_int_eq(read(pipefd[0], &err, sizeof(err)), (ssize_t) sizeof(err));
+        close(pipefd[0]);
+        ck_assert_int_eq(waitpid(child, NULL, 0), child);
+        return err;
+}
+
+START_TEST(test_qemu_socket_group) {
+        const char *const groups[] = { "libvirt-qemu", "kvm" };
+        struct group *g = NULL;
+        char path[300];
+        struct stat st;
+
+        ck_assert_int_eq(chmod(rundir, 0755), 0); /* mkdtemp() made it 0700 */
+        snprintf(path, sizeof(path), "%.200s/qemu/declared.sock", rundir);
+        ck_assert_int_eq(stat(path, &st), 0);
+        ck_assert_int_eq(st.st_mode & 0777, 0660);
+        for (size_t i = 0; i < 2 && !g; i++)
+                g = getgrnam(groups[i]);
+        if (g) {
+                /* The group QEMU runs in (libvirt-qemu, else kvm) may connect... */
+                ck_assert_int_eq(st.st_gid, g->gr_gid);
+                ck_assert_int_eq(qemu_connect_as(g->gr_gid), 0);
+        } else
+                ck_assert_int_eq(st.st_gid, getegid());
+        /* ...anyone else may not. */
+        ck_assert_int_eq(qemu_connect_as(65534), EACCES);
+}
+END_TEST
+
 START_TEST(test_qemu_refused_by_version) {
         shmem_t *a = attach("pair", 0), *b = attach("pair", 0);
         int q = qemu_connect("pair");
@@ -926,6 +977,7 @@ static Suite *broker_suite(void) {
         tcase_add_test(tc, test_qemu_protocol);
         tcase_add_test(tc, test_qemu_refused_by_version);
         tcase_add_test(tc, test_qemu_compat_mode);
+        tcase_add_test(tc, test_qemu_socket_group);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("config");
