@@ -4,7 +4,7 @@
 /*
  * The configuration file: /etc/shmem-broker/broker.conf and then
  * /etc/shmem-broker/conf.d/ *.conf in name order, INI, parsed by libinih.
- * Later files override single settings and add regions. docs/configuration.md
+ * Later files override single settings and add regions. broker.conf(5) (man/)
  * documents every key.
  *
  *   [broker]          run-directory, qemu-socket-group, qemu-socket-mode

@@ -625,7 +625,7 @@ int server_listen(const char *path, int *ret_fd) {
                 if (unlink(path) < 0 || bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                         return -errno;
         }
-        /* Access is decided per region, not by the socket (docs/security.md). */
+        /* Who may do what is decided per request, not by the socket (docs/security.md). */
         if (chmod(path, 0666) < 0)
                 return -errno;
         if (listen(fd, 128) < 0)
