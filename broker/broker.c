@@ -13,11 +13,13 @@
 
 struct Broker {
         struct event_base *base;
+        Persist *persist;
         Registry *registry;
         Server *server;
         struct event *ev_sigterm, *ev_sigint, *ev_sighup;
         BrokerReloadFn reload;
         void *reload_userdata;
+        bool stopped; /* the loop ended on SIGTERM/SIGINT: a clean stop empties the fd store */
         char socket_path[PATH_MAX];
 };
 
@@ -62,7 +64,19 @@ int broker_reload(Broker *b, const char **ret_error) {
         return failed ? -EINVAL : 0;
 }
 
+static int broker_dump(void *userdata, State *s) {
+        Broker *b = userdata;
+        int r = registry_dump(b->registry, s);
+
+        if (r >= 0 && b->server)
+                r = server_dump(b->server, s);
+        for (unsigned i = 0; r >= 0 && i < b->registry->n_plugins; i++)
+                r = b->registry->plugins[i]->ops->dump(b->registry->plugins[i], s);
+        return r;
+}
+
 int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, void *userdata) {
+        _cleanup_(persist_state_freep) State *state = NULL;
         Broker *b;
         Plugin *plugin;
         int fd, r;
@@ -82,9 +96,20 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 r = log_error_errno(-errno, "Cannot create run directory '%s': %m", config->rundir);
                 goto fail;
         }
+        r = persist_new(&b->persist, b->base);
+        if (r < 0)
+                goto fail;
+        /* After a crash or restart: everything comes back from the fd store. */
+        state = persist_take_state(b->persist);
         r = registry_new(&b->registry, b->base, &config->limits, config->rundir);
         if (r < 0)
                 goto fail;
+        b->registry->persist = b->persist;
+        if (state) {
+                r = registry_restore(b->registry, state);
+                if (r < 0)
+                        goto fail;
+        }
         r = qemu_plugin_new(&plugin, &config->qemu);
         if (r >= 0)
                 r = registry_add_plugin(b->registry, plugin);
@@ -92,12 +117,15 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 log_error_errno(r, "Cannot start the QEMU plugin: %m");
                 goto fail;
         }
+        if (state)
+                plugin->ops->restore(plugin, state);
         if (registry_reconfigure(b->registry, &config->limits, config->regions, config->n_regions) > 0) {
                 r = -EINVAL;
                 goto fail;
         }
         snprintf(b->socket_path, sizeof(b->socket_path), "%s/broker.sock", config->rundir);
-        r = server_listen(b->socket_path, &fd);
+        fd = persist_take(b->persist, "ctl");
+        r = fd >= 0 ? 0 : server_listen(b->socket_path, &fd);
         if (r == -EADDRINUSE) {
                 log_error("Another broker is serving '%s'", b->socket_path);
                 goto fail;
@@ -109,6 +137,17 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
         r = server_new(&b->server, b->registry, fd, (ServerReloadFn) broker_reload, b);
         if (r < 0)
                 goto fail;
+        if (state) {
+                server_restore(b->server, state);
+                log_info("Restored %u regions and %zu connections from the service manager's fd store",
+                         b->registry->n_regions, state->n_conns);
+        }
+        registry_restore_finish(b->registry);
+        /* The new state goes to the store before the old fds leave it. */
+        persist_set_dump(b->persist, broker_dump, b);
+        persist_dirty(b->persist);
+        persist_flush(b->persist);
+        persist_release_unclaimed(b->persist);
         b->ev_sigterm = evsignal_new(b->base, SIGTERM, broker_on_signal, b);
         b->ev_sigint = evsignal_new(b->base, SIGINT, broker_on_signal, b);
         b->ev_sighup = evsignal_new(b->base, SIGHUP, broker_on_sighup, b);
@@ -128,6 +167,15 @@ fail:
 Broker *broker_free(Broker *b) {
         if (!b)
                 return NULL;
+        /*
+         * Only a clean stop takes things out of the fd store. A start that
+         * failed half-way (after a crash, say) must leave the store as it
+         * found it, for the next attempt to restore.
+         */
+        if (b->registry && !b->stopped)
+                b->registry->persist = NULL;
+        if (b->stopped)
+                (void) persist_notify(b->persist, "STOPPING=1");
         if (b->ev_sigterm)
                 event_free(b->ev_sigterm);
         if (b->ev_sigint)
@@ -139,6 +187,9 @@ Broker *broker_free(Broker *b) {
         if (b->server)
                 (void) unlink(b->socket_path);
         registry_free(b->registry);
+        if (b->stopped)
+                persist_forget_state(b->persist);
+        persist_free(b->persist);
         if (b->base)
                 event_base_free(b->base);
         free(b);
@@ -146,8 +197,13 @@ Broker *broker_free(Broker *b) {
 }
 
 int broker_run(Broker *b) {
+        char status[128];
+
         log_info("Ready: %u regions, control socket '%s'", b->registry->n_regions, b->socket_path);
+        snprintf(status, sizeof(status), "READY=1\nSTATUS=%u regions", b->registry->n_regions);
+        (void) persist_notify(b->persist, status);
         if (event_base_dispatch(b->base) < 0)
                 return -EIO;
+        b->stopped = true;
         return 0;
 }

@@ -16,6 +16,8 @@
 #include <event2/event.h>
 #include <stdint.h>
 
+#include "persist.h"
+
 typedef struct Peer Peer;
 typedef struct Region Region;
 typedef struct Registry Registry;
@@ -49,6 +51,9 @@ typedef struct PluginOps {
         /* A region name is going away; its peers are gone already. */
         void (*region_removed)(Plugin *p, Region *r);
         void (*free)(Plugin *p);
+        /* Adds its connections to a state being dumped / rebinds them after a restart (persist.h). */
+        int (*dump)(Plugin *p, State *s);
+        void (*restore)(Plugin *p, const State *s);
 } PluginOps;
 
 struct Plugin {

@@ -6,8 +6,10 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "fdmsg.h"
 #include "macro.h"
 #include "region.h"
 
@@ -118,6 +120,53 @@ int region_allocate(Region *r) {
 
         r->page = page;
         r->memfd = TAKE_FD(fd);
+        return 0;
+}
+
+int region_adopt_memory(Region *r, int memfd) {
+        _cleanup_close_ int fd = memfd;
+        struct stat st;
+        void *page;
+
+        if (r->memfd >= 0 || fstat(fd, &st) < 0 || (uint64_t) st.st_size != r->region_size)
+                return -EBADF;
+        if (r->signal_mode != SHMEM_SIGNAL_MODE_IVSHMEM) {
+                page = mmap(NULL, SHMEM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                if (page == MAP_FAILED)
+                        return -errno;
+                r->page = page;
+        }
+        r->memfd = TAKE_FD(fd);
+        return 0;
+}
+
+int region_restore_peer(Region *r, unsigned index, uint32_t doorbell_id, const PeerIdentity *id, int *ev,
+                        Peer **ret) {
+        Peer *p;
+
+        if (index >= r->max_peers || r->peers[index] || r->memfd < 0) {
+                fds_close(ev, r->vectors);
+                return -EINVAL;
+        }
+        p = calloc(1, sizeof(*p));
+        if (p)
+                p->ev = malloc(r->vectors * sizeof(int));
+        if (!p || !p->ev) {
+                if (p)
+                        free(p);
+                fds_close(ev, r->vectors);
+                return -ENOMEM;
+        }
+        for (unsigned v = 0; v < r->vectors; v++)
+                p->ev[v] = TAKE_FD(ev[v]);
+        p->region = r;
+        p->index = index;
+        p->doorbell_id = doorbell_id;
+        p->id = *id;
+        r->peers[index] = p;
+        r->n_peers++;
+        r->active |= BIT(index);
+        *ret = p;
         return 0;
 }
 
@@ -265,6 +314,20 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
         region_ring_control(r, p);
         *ret = p;
         return 0;
+}
+
+void region_resync(Region *r) {
+        if (r->page)
+                for (unsigned i = 0; i < r->max_peers; i++)
+                        if (!(r->active & BIT(i))) {
+                                struct shmem_slot *slot = &r->page->slots[i];
+
+                                __atomic_store_n(&slot->state, SHMEM_SLOT_FREE, __ATOMIC_RELEASE);
+                                slot->kind = SHMEM_PEER_KIND_NONE;
+                                memset(slot->label, 0, sizeof(slot->label));
+                        }
+        region_publish(r);
+        region_ring_control(r, NULL);
 }
 
 void region_detach_peer(Region *r, Peer *p) {

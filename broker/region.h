@@ -40,6 +40,7 @@ struct Peer {
         int *ev; /* [region->vectors], owned */
         const PeerOps *ops;
         void *userdata; /* the front end's connection */
+        uint64_t conn_id; /* that connection's id, for the stored state */
 };
 
 struct Region {
@@ -99,6 +100,20 @@ void region_release(Region *r);
  */
 int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, void *userdata,
                        Peer **ret);
+
+/*
+ * Restoring after a restart (persist.h): the memory and the peers exist
+ * already, the control page holds their truth, so nothing is written to it
+ * and nobody is told anything.
+ */
+/* Takes @memfd (consumed, also on failure) as the region's memory. */
+int region_adopt_memory(Region *r, int memfd);
+/* Puts a peer back at @index with its row @ev (r->vectors fds, consumed, also on failure). */
+int region_restore_peer(Region *r, unsigned index, uint32_t doorbell_id, const PeerIdentity *id, int *ev,
+                        Peer **ret);
+
+/* After peers were lost in a restart: the control page shows who is really there. */
+void region_resync(Region *r);
 
 /*
  * region_detach_peer() - the peer leaves: control page updated, other peers

@@ -84,8 +84,11 @@ static void registry_notify_state(Registry *reg, Region *r, Shmem__RegionState s
 static void registry_forget(Registry *reg, Region *r) {
         for (unsigned i = 0; i < reg->n_plugins; i++)
                 reg->plugins[i]->ops->region_removed(reg->plugins[i], r);
-        if (r->memfd >= 0)
+        if (r->memfd >= 0) {
                 reg->allocated_bytes -= r->region_size;
+                persist_remove(reg->persist, "m/%s", r->name);
+        }
+        persist_dirty(reg->persist);
         registry_notify_state(reg, r, SHMEM__REGION_STATE__DESTROYED);
         for (unsigned i = 0; i < reg->n_regions; i++)
                 if (reg->regions[i] == r) {
@@ -110,6 +113,7 @@ static int registry_allocate(Registry *reg, Region *r, const char **ret_error) {
                 *ret_error = "cannot allocate the region's memory";
                 return k == -ENOMEM || k == -ENOSPC ? SHMEM__STATUS__NOMEM : k;
         }
+        persist_store(reg->persist, r->memfd, "m/%s", r->name);
         reg->allocated_bytes += r->region_size;
         registry_notify_state(reg, r, SHMEM__REGION_STATE__ALLOCATED);
         return 0;
@@ -167,6 +171,7 @@ static int registry_add(Registry *reg, const RegionDecl *d, Region **ret, const 
                 }
         }
         registry_notify_state(reg, r, SHMEM__REGION_STATE__DECLARED);
+        persist_dirty(reg->persist);
         *ret = r;
         return 0;
 }
@@ -185,6 +190,7 @@ int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const cha
                 return k;
         r->declared = true;
         r->persistent = d->persistent;
+        persist_dirty(reg->persist);
         if (d->persistent) {
                 k = registry_allocate(reg, r, ret_error);
                 if (k != 0) {
@@ -207,6 +213,7 @@ static void registry_settle(Registry *reg, Region *r) {
         }
         if (r->memfd >= 0) {
                 reg->allocated_bytes -= r->region_size;
+                persist_remove(reg->persist, "m/%s", r->name);
                 region_release(r);
                 registry_notify_state(reg, r, SHMEM__REGION_STATE__FREED);
         }
@@ -253,6 +260,9 @@ int registry_attach(Registry *reg, const char *name, AttachMode mode, uint64_t s
                 registry_settle(reg, r);
                 return k;
         }
+        for (unsigned v = 0; v < r->vectors; v++)
+                persist_store(reg->persist, p->ev[v], "e/%s/%u/%u", r->name, p->index, v);
+        persist_dirty(reg->persist);
         if (reg->observer.joined)
                 reg->observer.joined(reg->observer.userdata, r, p);
         *ret = p;
@@ -269,6 +279,7 @@ static void registry_redeclare(Registry *reg, Region *r, const RegionDecl *d) {
         r->declared = true;
         r->from_config = true;
         r->persistent = d->persistent;
+        persist_dirty(reg->persist);
         if (d->signal_mode != r->signal_mode)
                 log_notice("Region '%s': the signal mode changes only when the region is destroyed and "
                            "declared again", r->name);
@@ -349,11 +360,18 @@ unsigned registry_reconfigure(Registry *reg, const Limits *limits, const RegionD
         return failed;
 }
 
+static void registry_unstore_row(Registry *reg, Region *r, unsigned index) {
+        for (unsigned v = 0; v < r->vectors; v++)
+                persist_remove(reg->persist, "e/%s/%u/%u", r->name, index, v);
+        persist_dirty(reg->persist);
+}
+
 void registry_detach(Registry *reg, Peer *p) {
         Region *r = p->region;
         unsigned index = p->index;
 
         region_detach_peer(r, p);
+        registry_unstore_row(reg, r, index);
         if (reg->observer.left)
                 reg->observer.left(reg->observer.userdata, r, index);
         registry_settle(reg, r);
@@ -367,6 +385,7 @@ static void registry_evict_all(Registry *reg, Region *r) {
                         continue;
                 p->ops->evicted(p);
                 region_detach_peer(r, p);
+                registry_unstore_row(reg, r, i);
                 if (reg->observer.left)
                         reg->observer.left(reg->observer.userdata, r, i);
         }
@@ -396,4 +415,166 @@ void registry_clear(Registry *reg) {
                 registry_evict_all(reg, r);
                 registry_forget(reg, r);
         }
+}
+
+/* For peers being dropped after a restart: nobody is listening for them. */
+static void orphan_joined(Peer *self, Peer *other) {
+}
+static void orphan_left(Peer *self, Peer *other) {
+}
+static void orphan_evicted(Peer *self) {
+}
+static const PeerOps registry_orphan_ops = { orphan_joined, orphan_left, orphan_evicted };
+
+Peer *registry_find_peer_by_conn(Registry *reg, uint64_t conn_id) {
+        for (unsigned i = 0; i < reg->n_regions; i++) {
+                Region *r = reg->regions[i];
+
+                for (unsigned k = 0; k < r->max_peers; k++)
+                        if (r->peers[k] && r->peers[k]->conn_id == conn_id)
+                                return r->peers[k];
+        }
+        return NULL;
+}
+
+int registry_dump(Registry *reg, State *s) {
+        s->next_conn_id = reg->next_conn_id;
+        for (unsigned i = 0; i < reg->n_regions; i++) {
+                Region *r = reg->regions[i];
+                Shmem__State__Region *sr = persist_state_add_region(s);
+
+                if (!sr)
+                        return -ENOMEM;
+                sr->name = r->name;
+                sr->data_size = r->data_size;
+                sr->region_size = r->region_size;
+                sr->max_peers = r->max_peers;
+                sr->vectors = r->vectors;
+                sr->signal_mode = r->signal_mode;
+                sr->declared = r->declared;
+                sr->persistent = r->persistent;
+                sr->from_config = r->from_config;
+                sr->allocated = r->memfd >= 0;
+                sr->epoch = r->epoch;
+                sr->active = r->active;
+                sr->next_doorbell_id = r->next_doorbell_id;
+                for (unsigned k = 0; k < r->max_peers; k++) {
+                        Peer *p = r->peers[k];
+                        Shmem__State__Peer *sp;
+
+                        if (!p)
+                                continue;
+                        sp = persist_state_add_peer(sr);
+                        if (!sp)
+                                return -ENOMEM;
+                        sp->index = p->index;
+                        sp->doorbell_id = p->doorbell_id;
+                        sp->kind = p->id.kind;
+                        sp->label = p->id.label;
+                        sp->vm_uuid = p->id.vm_uuid;
+                        sp->pid = (uint32_t) p->id.pid;
+                        sp->uid = (uint32_t) p->id.uid;
+                        sp->gid = (uint32_t) p->id.gid;
+                        sp->conn = p->conn_id;
+                }
+        }
+        return 0;
+}
+
+/* Rebuilds one region and the peers whose whole row was stored. */
+static int registry_restore_region(Registry *reg, const Shmem__State__Region *sr) {
+        const char *error = NULL;
+        Region *r;
+        int k;
+
+        k = registry_add(reg,
+                         &(RegionDecl) { .name = sr->name, .size = sr->data_size, .max_peers = sr->max_peers,
+                                         .signal_mode = sr->signal_mode, .vectors = sr->vectors },
+                         &r, &error);
+        if (k != 0)
+                return log_error_errno(k < 0 ? k : -EINVAL, "Cannot restore region '%s': %s", sr->name,
+                                       error ? error : "invalid");
+        r->declared = sr->declared;
+        r->persistent = sr->persistent;
+        r->from_config = sr->from_config;
+        r->epoch = sr->epoch;
+        r->next_doorbell_id = sr->next_doorbell_id;
+        if (sr->allocated) {
+                int fd = persist_take(reg->persist, "m/%s", sr->name);
+
+                k = fd < 0 ? -ENOENT : region_adopt_memory(r, fd);
+                if (k < 0) {
+                        /* Without its memory nothing of the region can come back. */
+                        log_error_errno(k, "Region '%s' lost its memory in the restart: %m", sr->name);
+                        registry_forget(reg, r);
+                        return 0;
+                }
+                reg->allocated_bytes += r->region_size;
+        }
+        for (size_t i = 0; i < sr->n_peers && r->memfd >= 0; i++) {
+                const Shmem__State__Peer *sp = sr->peers[i];
+                PeerIdentity id = { .kind = sp->kind, .pid = (pid_t) sp->pid, .uid = sp->uid, .gid = sp->gid };
+                int ev[SHMEM_PEERS_MAX + 1];
+                bool complete = true;
+                Peer *p;
+
+                snprintf(id.label, sizeof(id.label), "%s", sp->label);
+                snprintf(id.vm_uuid, sizeof(id.vm_uuid), "%s", sp->vm_uuid);
+                for (unsigned v = 0; v < r->vectors; v++) {
+                        ev[v] = persist_take(reg->persist, "e/%s/%u/%u", sr->name, sp->index, v);
+                        complete = complete && ev[v] >= 0;
+                }
+                if (!complete) {
+                        log_warning("Peer %u of '%s' lost eventfds in the restart, dropping it", sp->index,
+                                    sr->name);
+                        fds_close(ev, r->vectors);
+                        continue;
+                }
+                if (region_restore_peer(r, sp->index, sp->doorbell_id, &id, ev, &p) == 0)
+                        p->conn_id = sp->conn;
+        }
+        if (r->memfd >= 0 && r->active != sr->active)
+                region_resync(r);
+        return 0;
+}
+
+int registry_restore(Registry *reg, const State *s) {
+        reg->next_conn_id = s->next_conn_id;
+        for (size_t i = 0; i < s->n_regions; i++) {
+                int k = registry_restore_region(reg, s->regions[i]);
+
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+/* Peers nobody rebound (their connection did not come back) leave now, as if they had closed it. */
+void registry_restore_finish(Registry *reg) {
+        for (unsigned i = reg->n_regions; i-- > 0;) {
+                Region *r = reg->regions[i];
+
+                for (unsigned k = 0; k < r->max_peers; k++)
+                        if (r->peers[k] && !r->peers[k]->ops) {
+                                log_warning("Peer %u of '%s' has no connection after the restart, detaching it",
+                                            k, r->name);
+                                r->peers[k]->ops = &registry_orphan_ops;
+                        }
+        }
+        /* One at a time: a detach may forget the region it was in. */
+        for (bool found = true; found;) {
+                found = false;
+                for (unsigned i = 0; i < reg->n_regions && !found; i++) {
+                        Region *r = reg->regions[i];
+
+                        for (unsigned k = 0; k < r->max_peers && !found; k++)
+                                if (r->peers[k] && r->peers[k]->ops == &registry_orphan_ops) {
+                                        registry_detach(reg, r->peers[k]);
+                                        found = true;
+                                }
+                }
+        }
+        for (unsigned i = reg->n_regions; i-- > 0;)
+                registry_settle(reg, reg->regions[i]);
+        persist_dirty(reg->persist);
 }

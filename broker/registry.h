@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "persist.h"
 #include "plugin.h"
 #include "region.h"
 #include "shmem.pb-c.h"
@@ -60,6 +61,8 @@ struct Registry {
         Plugin *plugins[REGISTRY_PLUGINS_MAX];
         unsigned n_plugins;
         RegistryObserver observer;
+        Persist *persist;     /* NULL: nothing survives a restart (tests, no service manager) */
+        uint64_t next_conn_id; /* ids of front-end connections, unique across restarts */
         char error_buf[256]; /* for *ret_error texts that carry numbers; valid until the next call */
 };
 
@@ -112,6 +115,25 @@ int registry_destroy(Registry *reg, const char *name, bool force, const char **r
  * declarations could not be applied (each logged).
  */
 unsigned registry_reconfigure(Registry *reg, const Limits *limits, const RegionDecl *decls, size_t n);
+
+/* A new id for a front-end connection (the stored state names connections by it). */
+static inline uint64_t registry_new_conn_id(Registry *reg) {
+        return ++reg->next_conn_id;
+}
+
+/* The attached peer whose front-end connection has @conn_id, or NULL. */
+Peer *registry_find_peer_by_conn(Registry *reg, uint64_t conn_id);
+
+/* Adds the regions and their peers to a state being dumped (persist.h). */
+int registry_dump(Registry *reg, State *s);
+
+/*
+ * registry_restore() - rebuild regions and peers from @s and the fds stored
+ * with it, before the front ends rebind their connections. Peers come back
+ * with no PeerOps; registry_restore_finish() detaches those no front end took.
+ */
+int registry_restore(Registry *reg, const State *s);
+void registry_restore_finish(Registry *reg);
 
 /* Evicts every peer and forgets every region (shutdown). */
 void registry_clear(Registry *reg);

@@ -31,6 +31,7 @@ struct Server {
 struct Client {
         Server *server;
         Client *prev, *next;
+        uint64_t conn_id; /* registry_new_conn_id(): its fd is stored as "c/ID" */
         Conn conn;
         bool greeted, watching;
         PeerIdentity id;
@@ -76,6 +77,8 @@ static void client_free(Client *c) {
 
         if (c->peer)
                 registry_detach(s->registry, c->peer);
+        persist_remove(s->registry->persist, "c/%llu", (unsigned long long) c->conn_id);
+        persist_dirty(s->registry->persist);
         conn_deinit(&c->conn);
         if (c->prev)
                 c->prev->next = c->next;
@@ -293,6 +296,7 @@ static void client_handle_attach(Client *c, uint64_t serial, const Shmem__Attach
                 client_reply(c, serial, r, error, NULL, NULL, 0);
                 return;
         }
+        c->peer->conn_id = c->conn_id;
         log_debug("Client '%s' (pid %d) attached to '%s' as peer %u%s", c->id.label,
                   (int) c->id.pid, a->name, c->peer->index, created ? ", creating it" : "");
         client_send_attach_reply(c, serial, created);
@@ -353,6 +357,7 @@ static void client_handle_hello(Client *c, uint64_t serial, const Shmem__Hello *
         if (h->label && h->label[0])
                 snprintf(c->id.label, sizeof(c->id.label), "%s", h->label);
         c->greeted = true;
+        persist_dirty(c->server->registry->persist);
         client_reply(c, serial, 0, NULL, &reply, NULL, 0);
 }
 
@@ -423,6 +428,7 @@ static bool client_dispatch(Client *c, const Message *m) {
                 return true;
         case SHMEM__MESSAGE__BODY_WATCH:
                 c->watching = true;
+                persist_dirty(c->server->registry->persist);
                 client_reply(c, m->serial, 0, NULL, NULL, NULL, 0);
                 return true;
         default:
@@ -562,8 +568,33 @@ static void server_observe_left(void *userdata, Region *r, unsigned index) {
 
 /* --- accepting --- */
 
+/* A Client on @fd (consumed, also on failure) with @id; NULL on failure. */
+static Client *client_new(Server *s, int fd, uint64_t id, const PeerIdentity *ident) {
+        Client *c = calloc(1, sizeof(*c));
+
+        if (!c) {
+                fd_close(fd);
+                return NULL;
+        }
+        c->server = s;
+        c->conn_id = id;
+        c->id = *ident;
+        if (conn_init(&c->conn, s->registry->base, fd, s->registry->limits.max_queued_bytes, client_on_read,
+                      client_on_drop, c) < 0) {
+                free(c);
+                return NULL;
+        }
+        c->next = s->clients;
+        if (s->clients)
+                s->clients->prev = c;
+        s->clients = c;
+        s->n_clients++;
+        return c;
+}
+
 static void server_on_accept(evutil_socket_t fd, short what, void *userdata) {
         Server *s = userdata;
+        PeerIdentity ident = { .kind = SHMEM_PEER_KIND_HOST };
         struct ucred cred;
         socklen_t len = sizeof(cred);
         _cleanup_close_ int cfd = -1;
@@ -582,25 +613,63 @@ static void server_on_accept(evutil_socket_t fd, short what, void *userdata) {
         }
         if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
                 return;
-        c = calloc(1, sizeof(*c));
+        ident.pid = cred.pid;
+        ident.uid = cred.uid;
+        ident.gid = cred.gid;
+        snprintf(ident.label, sizeof(ident.label), "pid-%d", (int) cred.pid);
+        c = client_new(s, TAKE_FD(cfd), registry_new_conn_id(s->registry), &ident);
         if (!c)
                 return;
-        c->server = s;
-        c->id.kind = SHMEM_PEER_KIND_HOST;
-        c->id.pid = cred.pid;
-        c->id.uid = cred.uid;
-        c->id.gid = cred.gid;
-        snprintf(c->id.label, sizeof(c->id.label), "pid-%d", (int) cred.pid);
-        if (conn_init(&c->conn, s->registry->base, TAKE_FD(cfd), s->registry->limits.max_queued_bytes,
-                      client_on_read, client_on_drop, c) < 0) {
-                free(c);
-                return;
+        persist_store(s->registry->persist, c->conn.fd, "c/%llu", (unsigned long long) c->conn_id);
+        persist_dirty(s->registry->persist);
+}
+
+int server_dump(Server *s, State *st) {
+        for (Client *c = s->clients; c; c = c->next) {
+                Shmem__State__Conn *sc;
+
+                if (c->conn.error || c->conn.close_when_flushed)
+                        continue; /* on its way out */
+                sc = persist_state_add_conn(st);
+                if (!sc)
+                        return -ENOMEM;
+                sc->id = c->conn_id;
+                sc->frontend = SHMEM__STATE__FRONTEND__NATIVE;
+                sc->greeted = c->greeted;
+                sc->watching = c->watching;
+                sc->label = c->id.label;
+                sc->pid = (uint32_t) c->id.pid;
+                sc->uid = c->id.uid;
+                sc->gid = c->id.gid;
         }
-        c->next = s->clients;
-        if (s->clients)
-                s->clients->prev = c;
-        s->clients = c;
-        s->n_clients++;
+        return 0;
+}
+
+void server_restore(Server *s, const State *st) {
+        for (size_t i = 0; i < st->n_conns; i++) {
+                const Shmem__State__Conn *sc = st->conns[i];
+                PeerIdentity ident = { .kind = SHMEM_PEER_KIND_HOST, .pid = (pid_t) sc->pid, .uid = sc->uid,
+                                       .gid = sc->gid };
+                int fd;
+                Client *c;
+
+                if (sc->frontend != SHMEM__STATE__FRONTEND__NATIVE)
+                        continue;
+                fd = persist_take(s->registry->persist, "c/%llu", (unsigned long long) sc->id);
+                if (fd < 0)
+                        continue; /* its peer, if any, is detached by registry_restore_finish() */
+                snprintf(ident.label, sizeof(ident.label), "%s", sc->label);
+                c = client_new(s, fd, sc->id, &ident);
+                if (!c)
+                        continue;
+                c->greeted = sc->greeted;
+                c->watching = sc->watching;
+                c->peer = registry_find_peer_by_conn(s->registry, sc->id);
+                if (c->peer) {
+                        c->peer->ops = &client_peer_ops;
+                        c->peer->userdata = c;
+                }
+        }
 }
 
 int server_listen(const char *path, int *ret_fd) {
@@ -645,6 +714,7 @@ int server_new(Server **ret, Registry *reg, int listen_fd, ServerReloadFn reload
         s->reload = reload;
         s->reload_userdata = userdata;
         s->listen_fd = listen_fd;
+        persist_store(reg->persist, listen_fd, "ctl");
         s->ev_accept = event_new(reg->base, listen_fd, EV_READ | EV_PERSIST, server_on_accept, s);
         if (!s->ev_accept || event_add(s->ev_accept, NULL) < 0) {
                 server_free(s);
@@ -669,6 +739,7 @@ Server *server_free(Server *s) {
                 s->registry->observer = (RegistryObserver) {};
         if (s->ev_accept)
                 event_free(s->ev_accept);
+        persist_remove(s->registry->persist, "ctl");
         fd_close(s->listen_fd);
         free(s);
         return NULL;

@@ -20,5 +20,9 @@ Server *server_free(Server *s);
 
 unsigned server_n_clients(Server *s);
 
+/* Adds the clients to a state being dumped; rebinds them from a restored one (persist.h). */
+int server_dump(Server *s, State *st);
+void server_restore(Server *s, const State *st);
+
 /* Creates, binds and listens on @path (removing a stale socket, refusing a live one). */
 int server_listen(const char *path, int *ret_fd);

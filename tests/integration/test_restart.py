@@ -1,0 +1,167 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""The broker survives kill -9 without any peer noticing (docs/persistence.md).
+
+A fake service manager (fakesystemd.py) keeps what the broker stores with
+FDSTORE=1 and restarts it with LISTEN_FDS, exactly as systemd does.
+
+Run: python3 test_restart.py BUILD_DIR   (SHMEM_KILL_LOOPS=25 for the long loop)
+"""
+
+import json
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fakesystemd import FakeSystemd  # noqa: E402
+
+BUILD = None
+DATA = 4096  # data offset in a shmem-mode region
+
+
+class Restart(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="shmem-restart-")
+        self.rundir = os.path.join(self.dir, "run")
+        self.sock = os.path.join(self.rundir, "broker.sock")
+        self.brokerd = os.path.join(BUILD, "broker", "shmem-brokerd")
+        self.peer = os.path.join(BUILD, "clients", "tool", "shmem-peer")
+        self.shmemctl = os.path.join(BUILD, "clients", "shmemctl", "shmemctl")
+        self.sd = FakeSystemd(self.dir)
+        self.argv = [self.brokerd, "--no-config", "--rundir", self.rundir, "--region", "r:64K"]
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.sd.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start_peer(self, name, script):
+        out = open(os.path.join(self.dir, f"{name}.out"), "w+")
+        p = subprocess.Popen([self.peer, "--socket", self.sock, "--label", name, "r"] + script.split(),
+                             stdout=out, stderr=subprocess.STDOUT)
+        p.out = out
+        self.procs.append(p)
+        return p
+
+    def output(self, p):
+        p.out.seek(0)
+        return p.out.read()
+
+    def wait_output(self, p, text, timeout=30):
+        end = time.monotonic() + timeout
+        while text not in self.output(p):
+            if p.poll() is not None or time.monotonic() > end:
+                self.fail(f"'{text}' not printed:\n{self.output(p)}")
+            time.sleep(0.05)
+
+    def finish(self, p, timeout=60):
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        time.sleep(0.1)
+        self.assertEqual(p.returncode, 0, self.output(p))
+        return self.output(p)
+
+    def inspect(self):
+        time.sleep(0.05)
+        out = subprocess.run([self.shmemctl, "--socket", self.sock, "--json", "inspect", "r"],
+                             capture_output=True, text=True, timeout=10)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        region = json.loads(out.stdout)
+        return {k: region[k] for k in ("epoch", "active", "data_size")}, \
+               sorted((p["index"], p["label"], p["kind"], tuple(p["pending"])) for p in region["peers"])
+
+    def wait_inspect(self, pred, timeout=10):
+        end = time.monotonic() + timeout
+        while True:
+            got = self.inspect()
+            if pred(got):
+                return got
+            if time.monotonic() > end:
+                self.fail(f"inspect never matched: {got}")
+            time.sleep(0.05)
+
+    def mark(self, offset, text):
+        """Writes into the region through the stored memfd, as no peer could while the broker is dead."""
+        with mmap.mmap(self.sd.fd("m/r"), DATA + 4096) as m:
+            m[DATA + offset:DATA + offset + len(text) + 1] = text.encode() + b"\0"
+
+    def test_kill_and_restart(self):
+        self.sd.start(self.argv)
+        self.assertIn("ctl", self.sd.names())
+        self.assertIn("q/r", self.sd.names())
+        a = self.start_peer("a", "info write 0 from-a wait-active 0x3 30000 notify 0x2 "
+                                 "expect 512 killed 30000 wait-from 0x2 30000 write 64 a-got-b "
+                                 "expect 512 restarted 30000 wait-active 0x7 30000")
+        self.wait_output(a, "info index=0")
+        # B does not look at its signals before the kill: A's bit must wait in its pending word.
+        b = self.start_peer("b", "info expect 512 killed 30000 notify 0x1 "
+                                 "expect 64 a-got-b 30000 expect 512 restarted 30000 wait-from 0x1 30000 "
+                                 "wait-active 0x7 30000")
+        self.wait_output(b, "info index=1")
+        # A's signal to B waits, unconsumed, in B's pending word.
+        before = self.wait_inspect(lambda s: (1, "b", "host", (0,)) in s[1])
+        self.assertIn("m/r", self.sd.names())
+        self.assertTrue(any(n.startswith("st/") for n in self.sd.names()), self.sd.names())
+
+        self.assertEqual(self.sd.kill(), -9)
+        # The broker is dead; the peers go on: B signals A through the eventfds it holds.
+        self.mark(512, "killed")
+        self.wait_output(a, "senders=0x2")
+
+        self.sd.start(self.argv)
+        self.assertIn("Restored 1 regions and 2 connections", self.sd.log())
+        after = self.inspect()
+        # Same indices, labels, epoch, active bitmap; B's pending bit from A survived.
+        self.assertEqual(after, before)
+        self.mark(512, "restarted")
+        # A new peer joins the restored broker: both old peers see it (active 0x7).
+        c = self.start_peer("c", "info expect 0 from-a 5000 expect 64 a-got-b 5000 wait-active 0x7 30000")
+        out_c = self.finish(c)
+        self.assertIn("info index=2", out_c)
+        self.assertIn("changed=1 active=0x7", self.finish(a))
+        out_b = self.finish(b)
+        self.assertIn("senders=0x1", out_b)  # the pending bit from before the kill
+        self.assertIn("changed=1 active=0x7", out_b)
+        # All gone: a clean stop empties the store.
+        self.assertEqual(self.sd.kill(15), 0)
+        self.assertEqual(self.sd.names(), [], self.sd.log())
+
+    def test_kill_loop(self):
+        loops = int(os.environ.get("SHMEM_KILL_LOOPS", "3"))
+        self.sd.start(self.argv)
+        a = self.start_peer("a", "info wait-active 0x3 30000 expect 0 go 30000 sleep 600000")
+        self.wait_output(a, "info index=0")
+        b = self.start_peer("b", "info wait-active 0x3 30000 expect 0 go 30000 sleep 600000")
+        self.wait_output(b, "info index=1")
+        before = self.wait_inspect(lambda s: s[0]["active"] == [0, 1])
+        for i in range(loops):
+            self.assertEqual(self.sd.kill(), -9, f"round {i}")
+            self.sd.start(self.argv)
+            self.assertEqual(self.inspect(), before, f"round {i}:\n{self.sd.log()}")
+            # A peer comes and goes on the restored broker: index 2, and everything else unchanged.
+            c = subprocess.run([self.peer, "--socket", self.sock, "--label", "c", "r", "info", "notify", "0x3"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(c.returncode, 0, c.stdout + c.stderr)
+            self.assertIn("info index=2", c.stdout)
+            # Join and leave moved the epoch twice; A and B now hold C's pending bits.
+            before = self.wait_inspect(lambda s: s[0]["epoch"] == before[0]["epoch"] + 2)
+            self.assertEqual(before[0]["active"], [0, 1], f"round {i}")
+        self.mark(0, "go")
+        self.assertEqual(len([p for p in (a, b) if p.poll() is None]), 2, "a peer died in the loop")
+
+
+if __name__ == "__main__":
+    BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
+    unittest.main(verbosity=2)
