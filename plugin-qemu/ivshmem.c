@@ -31,6 +31,8 @@ typedef struct QemuEndpoint {
 struct QemuClient {
         QemuPlugin *plugin;
         QemuClient *prev, *next;
+        uint64_t conn_id; /* its fd is stored as "c/ID" */
+        char region[SHMEM_NAME_MAX + 1]; /* whose socket it came in on */
         Conn conn;
         PeerIdentity id;
         Peer *peer;
@@ -112,6 +114,8 @@ static void qemu_client_free(QemuClient *c) {
 
         if (c->peer)
                 registry_detach(qp->base.registry, c->peer);
+        persist_remove(qp->base.registry->persist, "c/%llu", (unsigned long long) c->conn_id);
+        persist_dirty(qp->base.registry->persist);
         conn_deinit(&c->conn);
         if (c->prev)
                 c->prev->next = c->next;
@@ -205,6 +209,32 @@ static void qemu_identity_from_pid(PeerIdentity *id) {
         }
 }
 
+/* A QemuClient on @fd (consumed, also on failure); NULL on failure. */
+static QemuClient *qemu_client_new(QemuPlugin *qp, int fd, uint64_t conn_id, const char *region,
+                                   const PeerIdentity *ident) {
+        QemuClient *c = calloc(1, sizeof(*c));
+
+        if (!c) {
+                fd_close(fd);
+                return NULL;
+        }
+        c->plugin = qp;
+        c->conn_id = conn_id;
+        c->id = *ident;
+        snprintf(c->region, sizeof(c->region), "%s", region);
+        if (conn_init(&c->conn, qp->base.base, fd, qp->base.registry->limits.max_queued_bytes,
+                      qemu_client_on_read, qemu_client_on_drop, c) < 0) {
+                free(c);
+                return NULL;
+        }
+        c->next = qp->clients;
+        if (qp->clients)
+                qp->clients->prev = c;
+        qp->clients = c;
+        qp->n_clients++;
+        return c;
+}
+
 static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userdata) {
         QemuEndpoint *ep = userdata;
         QemuPlugin *qp = ep->plugin;
@@ -212,6 +242,7 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
         socklen_t len = sizeof(cred);
         _cleanup_close_ int cfd = -1;
         const char *error = NULL;
+        PeerIdentity ident = {};
         QemuClient *c;
         int r;
 
@@ -228,25 +259,15 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
         }
         if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
                 return;
-        c = calloc(1, sizeof(*c));
+        ident.kind = SHMEM_PEER_KIND_QEMU;
+        ident.pid = cred.pid;
+        ident.uid = cred.uid;
+        ident.gid = cred.gid;
+        qemu_identity_from_pid(&ident);
+        c = qemu_client_new(qp, TAKE_FD(cfd), registry_new_conn_id(qp->base.registry), ep->region->name, &ident);
         if (!c)
                 return;
-        c->plugin = qp;
-        c->id.kind = SHMEM_PEER_KIND_QEMU;
-        c->id.pid = cred.pid;
-        c->id.uid = cred.uid;
-        c->id.gid = cred.gid;
-        qemu_identity_from_pid(&c->id);
-        if (conn_init(&c->conn, qp->base.base, TAKE_FD(cfd), qp->base.registry->limits.max_queued_bytes,
-                      qemu_client_on_read, qemu_client_on_drop, c) < 0) {
-                free(c);
-                return;
-        }
-        c->next = qp->clients;
-        if (qp->clients)
-                qp->clients->prev = c;
-        qp->clients = c;
-        qp->n_clients++;
+        persist_store(qp->base.registry->persist, c->conn.fd, "c/%llu", (unsigned long long) c->conn_id);
 
         r = registry_attach(qp->base.registry, ep->region->name, ATTACH_FIND, 0, &c->id, &qemu_peer_ops,
                             c, &c->peer, NULL, &error);
@@ -260,6 +281,8 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
                 conn_close_after_flush(&c->conn);
                 return;
         }
+        c->peer->conn_id = c->conn_id;
+        persist_dirty(qp->base.registry->persist);
         log_info("QEMU '%s' (pid %d) attached to '%s' as peer %u", c->id.label, (int) c->id.pid,
                  ep->region->name, c->peer->index);
         qemu_client_handshake(c);
@@ -284,17 +307,23 @@ static int qemu_plugin_region_added(Plugin *p, Region *r) {
                 return -ENAMETOOLONG;
         }
         strcpy(sa.sun_path, ep->path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                goto fail;
-        /* The name is ours: the registry just declared it, so a file there is stale. */
-        (void) unlink(ep->path);
-        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(fd, 64) < 0)
-                goto fail;
-        if (chmod(ep->path, qp->config.socket_mode) < 0)
-                goto fail;
-        if (qp->config.socket_gid != (gid_t) -1 && chown(ep->path, (uid_t) -1, qp->config.socket_gid) < 0)
-                goto fail;
+        /* After a restart, the very socket QEMUs know: they never reconnect. */
+        fd = persist_take(p->registry->persist, "q/%s", r->name);
+        if (fd < 0) {
+                fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        goto fail;
+                /* The name is ours: the registry just declared it, so a file there is stale. */
+                (void) unlink(ep->path);
+                if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(fd, 64) < 0)
+                        goto fail;
+                if (chmod(ep->path, qp->config.socket_mode) < 0)
+                        goto fail;
+                if (qp->config.socket_gid != (gid_t) -1 &&
+                    chown(ep->path, (uid_t) -1, qp->config.socket_gid) < 0)
+                        goto fail;
+        }
+        persist_store(p->registry->persist, fd, "q/%s", r->name);
         ep->ev = event_new(p->base, fd, EV_READ | EV_PERSIST, qemu_endpoint_on_accept, ep);
         if (!ep->ev || event_add(ep->ev, NULL) < 0)
                 goto fail;
@@ -318,6 +347,7 @@ static void qemu_plugin_region_removed(Plugin *p, Region *r) {
 
         if (!ep)
                 return;
+        persist_remove(p->registry->persist, "q/%s", r->name);
         event_free(ep->ev);
         fd_close(ep->fd);
         (void) unlink(ep->path);
@@ -356,6 +386,53 @@ static void qemu_plugin_stop(Plugin *p) {
                 qemu_plugin_region_removed(p, reg->regions[i]);
 }
 
+static int qemu_plugin_dump(Plugin *p, State *st) {
+        for (QemuClient *c = qemu_plugin(p)->clients; c; c = c->next) {
+                Shmem__State__Conn *sc;
+
+                /* A refused QEMU is only waiting to read its refusal. */
+                if (!c->peer || c->conn.error || c->conn.close_when_flushed)
+                        continue;
+                sc = persist_state_add_conn(st);
+                if (!sc)
+                        return -ENOMEM;
+                sc->id = c->conn_id;
+                sc->frontend = SHMEM__STATE__FRONTEND__QEMU;
+                sc->region = c->region;
+                sc->label = c->id.label;
+                sc->pid = (uint32_t) c->id.pid;
+                sc->uid = c->id.uid;
+                sc->gid = c->id.gid;
+        }
+        return 0;
+}
+
+static void qemu_plugin_restore(Plugin *p, const State *st) {
+        QemuPlugin *qp = qemu_plugin(p);
+
+        for (size_t i = 0; i < st->n_conns; i++) {
+                const Shmem__State__Conn *sc = st->conns[i];
+                Peer *peer = registry_find_peer_by_conn(p->registry, sc->id);
+                int fd;
+                QemuClient *c;
+
+                if (sc->frontend != SHMEM__STATE__FRONTEND__QEMU)
+                        continue;
+                fd = persist_take(p->registry->persist, "c/%llu", (unsigned long long) sc->id);
+                if (fd < 0 || !peer) {
+                        /* Closing a QEMU's socket is harmless once its handshake is done. */
+                        fd_close(fd);
+                        continue;
+                }
+                c = qemu_client_new(qp, fd, sc->id, sc->region, &peer->id);
+                if (!c)
+                        continue;
+                c->peer = peer;
+                peer->ops = &qemu_peer_ops;
+                peer->userdata = c;
+        }
+}
+
 static void qemu_plugin_free(Plugin *p) {
         free(qemu_plugin(p));
 }
@@ -367,6 +444,8 @@ static const PluginOps qemu_plugin_ops = {
         .region_added = qemu_plugin_region_added,
         .region_removed = qemu_plugin_region_removed,
         .free = qemu_plugin_free,
+        .dump = qemu_plugin_dump,
+        .restore = qemu_plugin_restore,
 };
 
 int qemu_plugin_new(Plugin **ret, const QemuPluginConfig *config) {

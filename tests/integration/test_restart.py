@@ -70,7 +70,8 @@ class Restart(unittest.TestCase):
             p.kill()
             p.wait()
         time.sleep(0.1)
-        self.assertEqual(p.returncode, 0, self.output(p))
+        others = "".join(f"\n--- {q.args[4]}:\n{self.output(q)}" for q in self.procs if q is not p)
+        self.assertEqual(p.returncode, 0, self.output(p) + others + "\n--- broker:\n" + self.sd.log())
         return self.output(p)
 
     def inspect(self):
@@ -103,12 +104,12 @@ class Restart(unittest.TestCase):
         self.assertIn("q/r", self.sd.names())
         a = self.start_peer("a", "info write 0 from-a wait-active 0x3 30000 notify 0x2 "
                                  "expect 512 killed 30000 wait-from 0x2 30000 write 64 a-got-b "
-                                 "expect 512 restarted 30000 wait-active 0x7 30000")
+                                 "expect 512 restarted 30000 wait-active 0x7 30000 write 320 a-saw-7 expect 384 b-saw-7 30000")
         self.wait_output(a, "info index=0")
         # B does not look at its signals before the kill: A's bit must wait in its pending word.
         b = self.start_peer("b", "info expect 512 killed 30000 notify 0x1 "
                                  "expect 64 a-got-b 30000 expect 512 restarted 30000 wait-from 0x1 30000 "
-                                 "wait-active 0x7 30000")
+                                 "wait-active 0x7 30000 write 384 b-saw-7 expect 320 a-saw-7 30000")
         self.wait_output(b, "info index=1")
         # A's signal to B waits, unconsumed, in B's pending word.
         before = self.wait_inspect(lambda s: (1, "b", "host", (0,)) in s[1])
@@ -127,9 +128,12 @@ class Restart(unittest.TestCase):
         self.assertEqual(after, before)
         self.mark(512, "restarted")
         # A new peer joins the restored broker: both old peers see it (active 0x7).
-        c = self.start_peer("c", "info expect 0 from-a 5000 expect 64 a-got-b 5000 wait-active 0x7 30000")
+        # Everybody stays until both old peers said they saw 0x7: the active
+        # bitmap is a level, a peer leaving early would hide the join.
+        c = self.start_peer("c", "info expect 0 from-a 5000 expect 64 a-got-b 5000 "
+                                 "expect 320 a-saw-7 30000 expect 384 b-saw-7 30000")
         out_c = self.finish(c)
-        self.assertIn("info index=2", out_c)
+        self.assertIn("info index=2 ", out_c)
         self.assertIn("changed=1 active=0x7", self.finish(a))
         out_b = self.finish(b)
         self.assertIn("senders=0x1", out_b)  # the pending bit from before the kill
