@@ -20,6 +20,9 @@ struct Broker {
         BrokerReloadFn reload;
         void *reload_userdata;
         bool stopped; /* the loop ended on SIGTERM/SIGINT: a clean stop empties the fd store */
+        struct event *ev_sigusr2, *ev_upgrade;
+        char exe[PATH_MAX]; /* the binary's path at start: an upgrade runs what is there now */
+        char *const *argv;
         char socket_path[PATH_MAX];
 };
 
@@ -33,6 +36,43 @@ static void broker_on_signal(evutil_socket_t sig, short what, void *userdata) {
 static void broker_on_libevent_log(int severity, const char *msg) {
         log_internal(severity >= EVENT_LOG_ERR ? LOG_ERR : severity >= EVENT_LOG_WARN ? LOG_WARNING : LOG_DEBUG, 0,
                      "libevent: %s", msg);
+}
+
+/* From the loop, so that replies already queued (the Upgrade request's) went out. */
+static void broker_on_upgrade(evutil_socket_t fd, short what, void *userdata) {
+        Broker *b = userdata;
+        int r;
+
+        persist_flush(b->persist);
+        log_info("Upgrading: re-executing '%s' with every fd and the state", b->exe);
+        r = persist_upgrade(b->persist, b->exe, b->argv);
+        log_error_errno(r, "Cannot upgrade, going on: %m");
+}
+
+static int broker_request_upgrade(void *userdata) {
+        Broker *b = userdata;
+
+        if (!b->exe[0] || !b->argv)
+                return -EOPNOTSUPP;
+        if (access(b->exe, X_OK) < 0)
+                return -errno;
+        /* After the loop has written what is queued: one second at most. */
+        event_add(b->ev_upgrade, &(struct timeval) { .tv_usec = 100 * 1000 });
+        return 0;
+}
+
+static void broker_on_sigusr2(evutil_socket_t sig, short what, void *userdata) {
+        int r = broker_request_upgrade(userdata);
+
+        if (r < 0)
+                log_error_errno(r, "Cannot upgrade: %m");
+}
+
+void broker_set_argv(Broker *b, char *const *argv) {
+        ssize_t n = readlink("/proc/self/exe", b->exe, sizeof(b->exe) - 1);
+
+        b->exe[n > 0 ? n : 0] = 0;
+        b->argv = argv;
 }
 
 static void broker_on_sighup(evutil_socket_t sig, short what, void *userdata) {
@@ -134,12 +174,15 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 log_error_errno(r, "Cannot listen on '%s': %m", b->socket_path);
                 goto fail;
         }
-        r = server_new(&b->server, b->registry, fd, (ServerReloadFn) broker_reload, b);
+        r = server_new(&b->server, b->registry, fd,
+                       &(ServerHooks) { .reload = (int (*)(void *, const char **)) broker_reload,
+                                        .upgrade = broker_request_upgrade,
+                                        .userdata = b });
         if (r < 0)
                 goto fail;
         if (state) {
                 server_restore(b->server, state);
-                log_info("Restored %u regions and %zu connections from the service manager's fd store",
+                log_info("Restored %u regions and %zu connections from the fds handed over",
                          b->registry->n_regions, state->n_conns);
         }
         registry_restore_finish(b->registry);
@@ -151,8 +194,11 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
         b->ev_sigterm = evsignal_new(b->base, SIGTERM, broker_on_signal, b);
         b->ev_sigint = evsignal_new(b->base, SIGINT, broker_on_signal, b);
         b->ev_sighup = evsignal_new(b->base, SIGHUP, broker_on_sighup, b);
-        if (!b->ev_sigterm || !b->ev_sigint || !b->ev_sighup || evsignal_add(b->ev_sigterm, NULL) < 0 ||
-            evsignal_add(b->ev_sigint, NULL) < 0 || evsignal_add(b->ev_sighup, NULL) < 0) {
+        b->ev_sigusr2 = evsignal_new(b->base, SIGUSR2, broker_on_sigusr2, b);
+        b->ev_upgrade = evtimer_new(b->base, broker_on_upgrade, b);
+        if (!b->ev_sigterm || !b->ev_sigint || !b->ev_sighup || !b->ev_sigusr2 || !b->ev_upgrade ||
+            evsignal_add(b->ev_sigterm, NULL) < 0 || evsignal_add(b->ev_sigint, NULL) < 0 ||
+            evsignal_add(b->ev_sighup, NULL) < 0 || evsignal_add(b->ev_sigusr2, NULL) < 0) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -182,6 +228,10 @@ Broker *broker_free(Broker *b) {
                 event_free(b->ev_sigint);
         if (b->ev_sighup)
                 event_free(b->ev_sighup);
+        if (b->ev_sigusr2)
+                event_free(b->ev_sigusr2);
+        if (b->ev_upgrade)
+                event_free(b->ev_upgrade);
         /* Clients first: they detach their peers from the registry. */
         server_free(b->server);
         if (b->server)

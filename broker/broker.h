@@ -24,6 +24,9 @@ typedef int (*BrokerReloadFn)(void *userdata, BrokerConfig *ret, const char **re
 
 int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, void *userdata);
 Broker *broker_free(Broker *b);
+/* Remembers how to re-execute for an upgrade (SIGUSR2, the Upgrade request). */
+void broker_set_argv(Broker *b, char *const *argv);
+
 /* Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration. */
 int broker_reload(Broker *b, const char **ret_error);
 int broker_run(Broker *b);

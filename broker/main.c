@@ -47,7 +47,10 @@ static void help(void) {
                "     --max-connections=N    Connections per front end (default: 1024)\n"
                "     --max-queued-bytes=SIZE  Output queued for one connection before it is\n"
                "                            dropped as not reading (default: 256K, at least 4K)\n"
-               "  -v --verbose              Log debug messages\n",
+               "  -v --verbose              Log debug messages\n"
+               "\n"
+               "SIGHUP re-reads the configuration; SIGUSR2 re-executes the binary in place,\n"
+               "keeping every region, peer and connection (live upgrade).\n",
                CONFIG_FILE, CONFIG_DROPIN_DIR, SHMEM_DEFAULT_RUNDIR);
 }
 
@@ -309,8 +312,10 @@ int main(int argc, char **argv) {
         (void) signal(SIGPIPE, SIG_IGN);
         raise_fd_limit(&args.config.limits);
         r = broker_new(&broker, &args.config, args_reload, &args);
-        if (r >= 0)
+        if (r >= 0) {
+                broker_set_argv(broker, argv);
                 r = broker_run(broker);
+        }
         broker_free(broker);
         args_done(&args);
         return r < 0 ? 1 : 0;

@@ -25,8 +25,16 @@ typedef struct Adopted {
         int fd;
 } Adopted;
 
+typedef struct Named {
+        char name[FDNAME_MAX + 1];
+        int fd; /* borrowed from the object that owns it */
+} Named;
+
 struct Persist {
         int notify_fd; /* connected to $NOTIFY_SOCKET; -1 without one */
+        /* What is stored now, by name (state excluded): what an upgrade hands over. */
+        Named *live;
+        size_t n_live, n_live_alloc;
         struct event *ev_write;
         bool dirty, warned;
         uint64_t generation;
@@ -131,6 +139,7 @@ Persist *persist_free(Persist *p) {
                 free(p->adopted[i].name);
         }
         free(p->adopted);
+        free(p->live);
         if (p->ev_write)
                 event_free(p->ev_write);
         fd_close(p->notify_fd);
@@ -172,15 +181,45 @@ static void vname(char *buf, const char *fmt, va_list ap) {
         vsnprintf(buf, FDNAME_MAX + 1, fmt, ap);
 }
 
+static void live_add(Persist *p, const char *name, int fd) {
+        if (strncmp(name, "st/", 3) == 0)
+                return; /* a state is written afresh for every hand-over */
+        for (size_t i = 0; i < p->n_live; i++)
+                if (p->live[i].fd == fd && strcmp(p->live[i].name, name) == 0)
+                        return;
+        if (p->n_live == p->n_live_alloc) {
+                size_t n = p->n_live_alloc ? p->n_live_alloc * 2 : 256;
+                Named *a = realloc(p->live, n * sizeof(Named));
+
+                if (!a)
+                        return; /* only an upgrade would miss it; it refuses then (persist_upgrade) */
+                p->live = a;
+                p->n_live_alloc = n;
+        }
+        snprintf(p->live[p->n_live].name, sizeof(p->live[p->n_live].name), "%s", name);
+        p->live[p->n_live++].fd = fd;
+}
+
+static void live_remove(Persist *p, const char *name) {
+        for (size_t i = 0; i < p->n_live;)
+                if (strcmp(p->live[i].name, name) == 0)
+                        p->live[i] = p->live[--p->n_live];
+                else
+                        i++;
+}
+
 void persist_store(Persist *p, int fd, const char *fmt, ...) {
         char name[FDNAME_MAX + 1], text[FDNAME_MAX + 32];
         va_list ap;
 
-        if (!persist_enabled(p))
+        if (!p)
                 return;
         va_start(ap, fmt);
         vname(name, fmt, ap);
         va_end(ap);
+        live_add(p, name, fd);
+        if (!persist_enabled(p))
+                return;
         snprintf(text, sizeof(text), "FDSTORE=1\nFDNAME=%s", name);
         (void) notify_send(p, text, fd);
 }
@@ -189,11 +228,14 @@ void persist_remove(Persist *p, const char *fmt, ...) {
         char name[FDNAME_MAX + 1], text[FDNAME_MAX + 32];
         va_list ap;
 
-        if (!persist_enabled(p))
+        if (!p)
                 return;
         va_start(ap, fmt);
         vname(name, fmt, ap);
         va_end(ap);
+        live_remove(p, name);
+        if (!persist_enabled(p))
+                return;
         snprintf(text, sizeof(text), "FDSTOREREMOVE=1\nFDNAME=%s", name);
         (void) notify_send(p, text, -1);
 }
@@ -205,16 +247,16 @@ void persist_dirty(Persist *p) {
         event_active(p->ev_write, 0, 0);
 }
 
-void persist_flush(Persist *p) {
+/* Serializes the state into a new sealed memfd; returns it or -errno. */
+static int persist_write_state(Persist *p) {
         _cleanup_close_ int fd = -1;
         _cleanup_free_ uint8_t *buf = NULL;
         State s = SHMEM__STATE__STATE__INIT;
-        size_t n;
+        size_t n = 0;
         int r;
 
-        if (!persist_enabled(p) || !p->dirty)
-                return;
-        p->dirty = false;
+        if (!p->dump)
+                return -EINVAL;
         s.version = 1;
         s.generation = ++p->generation;
         r = p->dump(p->dump_userdata, &s);
@@ -232,12 +274,24 @@ void persist_flush(Persist *p) {
                 if (fd < 0 || write(fd, buf, n) != (ssize_t) n)
                         r = -errno;
         }
-        if (r < 0) {
-                log_error_errno(r, "Cannot write the broker's state: %m");
-                return;
-        }
+        if (r < 0)
+                return r;
         /* Sealed: whoever reads it after a restart reads what was written. */
         (void) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+        return TAKE_FD(fd);
+}
+
+void persist_flush(Persist *p) {
+        _cleanup_close_ int fd = -1;
+
+        if (!persist_enabled(p) || !p->dirty)
+                return;
+        p->dirty = false;
+        fd = persist_write_state(p);
+        if (fd < 0) {
+                log_error_errno(fd, "Cannot write the broker's state: %m");
+                return;
+        }
         /* The new one first: a crash between the two leaves two, never none. */
         persist_store(p, fd, "st/%llu", (unsigned long long) p->generation);
         if (p->generation > 1)
@@ -378,4 +432,61 @@ void persist_state_dump_free(State *s) {
         s->regions = NULL;
         s->conns = NULL;
         s->n_regions = s->n_conns = 0;
+}
+
+int persist_upgrade(Persist *p, const char *exe, char *const *argv) {
+        _cleanup_free_ int *high = NULL;
+        _cleanup_free_ char *names = NULL;
+        size_t n, len = 0;
+        int state;
+
+        if (access(exe, X_OK) < 0)
+                return -errno;
+        state = persist_write_state(p);
+        if (state < 0)
+                return state;
+        n = p->n_live + 1;
+        high = calloc(n, sizeof(int));
+        names = malloc(n * (FDNAME_MAX + 1) + 1);
+        if (!high || !names) {
+                fd_close(state);
+                return -ENOMEM;
+        }
+        /*
+         * Everything the new image must find goes to fds 3.. in order, as
+         * systemd hands them over. First to numbers above that range (close-
+         * on-exec, so they vanish in the exec), then down without the flag.
+         * From here on the running image's fds are overwritten: no way back.
+         */
+        for (size_t i = 0; i < n; i++) {
+                int fd = i < p->n_live ? p->live[i].fd : state;
+
+                high[i] = fcntl(fd, F_DUPFD_CLOEXEC, (int) (LISTEN_FDS_START + n));
+                if (high[i] < 0) {
+                        int r = -errno;
+
+                        for (size_t k = 0; k < i; k++)
+                                fd_close(high[k]);
+                        fd_close(state);
+                        return r;
+                }
+                len += (size_t) snprintf(names + len, FDNAME_MAX + 2, "%s%s", i ? ":" : "",
+                                         i < p->n_live ? p->live[i].name : "st/upgrade");
+        }
+        for (size_t i = 0; i < n; i++)
+                if (dup2(high[i], (int) (LISTEN_FDS_START + i)) < 0)
+                        _exit(EXIT_FAILURE);
+        {
+                char count[32], pid[32];
+
+                snprintf(count, sizeof(count), "%zu", n);
+                snprintf(pid, sizeof(pid), "%d", (int) getpid());
+                setenv("LISTEN_FDS", count, 1);
+                setenv("LISTEN_FDNAMES", names, 1);
+                setenv("LISTEN_PID", pid, 1);
+        }
+        execv(exe, argv);
+        /* The fds are shuffled: this image cannot go on. Whoever started it restarts it. */
+        log_error_errno(-errno, "Cannot execute '%s' for the upgrade, exiting: %m", exe);
+        _exit(EXIT_FAILURE);
 }

@@ -56,6 +56,14 @@ void persist_flush(Persist *p);
 /* A clean stop: the stored state goes too (the broker has emptied the store). */
 void persist_forget_state(Persist *p);
 
+/*
+ * persist_upgrade() - re-execute @exe with @argv, handing it every live fd and
+ * a fresh state through LISTEN_FDS (same pid), as a systemd restart would.
+ * Returns only if it cannot start (-errno, nothing changed); once the fds are
+ * being handed over, a failing exec ends the process.
+ */
+int persist_upgrade(Persist *p, const char *exe, char *const *argv);
+
 /* Sends an sd_notify message such as "READY=1"; 0 or -errno. */
 int persist_notify(Persist *p, const char *text);
 

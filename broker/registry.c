@@ -510,6 +510,8 @@ static int registry_restore_region(Registry *reg, const Shmem__State__Region *sr
                         return 0;
                 }
                 reg->allocated_bytes += r->region_size;
+                /* Known again, for the next hand-over (the store drops duplicates). */
+                persist_store(reg->persist, r->memfd, "m/%s", r->name);
         }
         for (size_t i = 0; i < sr->n_peers && r->memfd >= 0; i++) {
                 const Shmem__State__Peer *sp = sr->peers[i];
@@ -530,8 +532,11 @@ static int registry_restore_region(Registry *reg, const Shmem__State__Region *sr
                         fds_close(ev, r->vectors);
                         continue;
                 }
-                if (region_restore_peer(r, sp->index, sp->doorbell_id, &id, ev, &p) == 0)
+                if (region_restore_peer(r, sp->index, sp->doorbell_id, &id, ev, &p) == 0) {
                         p->conn_id = sp->conn;
+                        for (unsigned v = 0; v < r->vectors; v++)
+                                persist_store(reg->persist, p->ev[v], "e/%s/%u/%u", r->name, p->index, v);
+                }
         }
         if (r->memfd >= 0 && r->active != sr->active)
                 region_resync(r);

@@ -20,8 +20,7 @@ typedef struct Client Client;
 
 struct Server {
         Registry *registry;
-        ServerReloadFn reload;
-        void *reload_userdata;
+        ServerHooks hooks;
         int listen_fd;
         struct event *ev_accept;
         Client *clients;
@@ -371,7 +370,7 @@ static bool client_may_administer(Client *c, uint64_t serial) {
         if (c->id.uid == 0 || c->id.uid == geteuid())
                 return true;
         client_reply(c, serial, SHMEM__STATUS__NO_PERMISSION,
-                     "creating, destroying and reloading are for root and the broker's user", NULL, NULL, 0);
+                     "creating, destroying, reloading and upgrading are for root and the broker's user", NULL, NULL, 0);
         return false;
 }
 
@@ -379,14 +378,23 @@ static void client_handle_reload(Client *c, uint64_t serial) {
         const char *error = NULL;
         int r;
 
-        if (!c->server->reload) {
+        if (!c->server->hooks.reload) {
                 client_reply(c, serial, SHMEM__STATUS__BAD_REQUEST, "this broker has no configuration to reload",
                              NULL, NULL, 0);
                 return;
         }
         log_info("Reload requested by '%s' (pid %d)", c->id.label, (int) c->id.pid);
-        r = c->server->reload(c->server->reload_userdata, &error);
+        r = c->server->hooks.reload(c->server->hooks.userdata, &error);
         client_reply(c, serial, r < 0 ? SHMEM__STATUS__BAD_REQUEST : 0, error, NULL, NULL, 0);
+}
+
+static void client_handle_upgrade(Client *c, uint64_t serial) {
+        int r = c->server->hooks.upgrade ? c->server->hooks.upgrade(c->server->hooks.userdata) : -EOPNOTSUPP;
+
+        if (r >= 0)
+                log_info("Upgrade requested by '%s' (pid %d)", c->id.label, (int) c->id.pid);
+        client_reply(c, serial, r < 0 ? SHMEM__STATUS__UNKNOWN_FAILURE : 0, r < 0 ? strerror(-r) : NULL,
+                     NULL, NULL, 0);
 }
 
 /* Returns false if the message is not acceptable: the client is dropped. */
@@ -425,6 +433,10 @@ static bool client_dispatch(Client *c, const Message *m) {
         case SHMEM__MESSAGE__BODY_RELOAD:
                 if (client_may_administer(c, m->serial))
                         client_handle_reload(c, m->serial);
+                return true;
+        case SHMEM__MESSAGE__BODY_UPGRADE:
+                if (client_may_administer(c, m->serial))
+                        client_handle_upgrade(c, m->serial);
                 return true;
         case SHMEM__MESSAGE__BODY_WATCH:
                 c->watching = true;
@@ -662,6 +674,7 @@ void server_restore(Server *s, const State *st) {
                 c = client_new(s, fd, sc->id, &ident);
                 if (!c)
                         continue;
+                persist_store(s->registry->persist, c->conn.fd, "c/%llu", (unsigned long long) c->conn_id);
                 c->greeted = sc->greeted;
                 c->watching = sc->watching;
                 c->peer = registry_find_peer_by_conn(s->registry, sc->id);
@@ -703,7 +716,7 @@ int server_listen(const char *path, int *ret_fd) {
         return 0;
 }
 
-int server_new(Server **ret, Registry *reg, int listen_fd, ServerReloadFn reload, void *userdata) {
+int server_new(Server **ret, Registry *reg, int listen_fd, const ServerHooks *hooks) {
         Server *s = calloc(1, sizeof(*s));
 
         if (!s) {
@@ -711,8 +724,8 @@ int server_new(Server **ret, Registry *reg, int listen_fd, ServerReloadFn reload
                 return -ENOMEM;
         }
         s->registry = reg;
-        s->reload = reload;
-        s->reload_userdata = userdata;
+        if (hooks)
+                s->hooks = *hooks;
         s->listen_fd = listen_fd;
         persist_store(reg->persist, listen_fd, "ctl");
         s->ev_accept = event_new(reg->base, listen_fd, EV_READ | EV_PERSIST, server_on_accept, s);

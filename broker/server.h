@@ -11,11 +11,17 @@
 
 typedef struct Server Server;
 
-/* Re-reads the configuration for a Reload request; 0 or -errno with a reason. */
-typedef int (*ServerReloadFn)(void *userdata, const char **ret_error);
+/* What admin requests ask of the daemon around the server. */
+typedef struct ServerHooks {
+        /* Reload: re-read the configuration; 0 or -errno with a reason. */
+        int (*reload)(void *userdata, const char **ret_error);
+        /* Upgrade: re-execute soon (after the reply went out); 0 or -errno. */
+        int (*upgrade)(void *userdata);
+        void *userdata;
+} ServerHooks;
 
 /* Consumes @listen_fd (a bound, listening SOCK_SEQPACKET socket) on failure too. */
-int server_new(Server **ret, Registry *reg, int listen_fd, ServerReloadFn reload, void *userdata);
+int server_new(Server **ret, Registry *reg, int listen_fd, const ServerHooks *hooks);
 Server *server_free(Server *s);
 
 unsigned server_n_clients(Server *s);

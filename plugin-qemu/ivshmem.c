@@ -427,6 +427,7 @@ static void qemu_plugin_restore(Plugin *p, const State *st) {
                 c = qemu_client_new(qp, fd, sc->id, sc->region, &peer->id);
                 if (!c)
                         continue;
+                persist_store(p->registry->persist, c->conn.fd, "c/%llu", (unsigned long long) c->conn_id);
                 c->peer = peer;
                 peer->ops = &qemu_peer_ops;
                 peer->userdata = c;

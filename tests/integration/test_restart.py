@@ -11,6 +11,7 @@ import json
 import mmap
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,12 @@ from fakesystemd import FakeSystemd  # noqa: E402
 
 BUILD = None
 DATA = 4096  # data offset in a shmem-mode region
+
+
+def log_text(f):
+    f.flush()
+    f.seek(0)
+    return f.read()
 
 
 class Restart(unittest.TestCase):
@@ -141,6 +148,65 @@ class Restart(unittest.TestCase):
         # All gone: a clean stop empties the store.
         self.assertEqual(self.sd.kill(15), 0)
         self.assertEqual(self.sd.names(), [], self.sd.log())
+
+    def test_upgrade_without_systemd(self):
+        """SIGUSR2 and the Upgrade request re-execute the broker with every fd: nobody notices."""
+        log = open(os.path.join(self.dir, "broker.log"), "w+")
+        broker = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: broker.poll() is None and (broker.kill(), broker.wait()))
+        self.wait_for(lambda: os.path.exists(self.sock))
+        a = self.start_peer("a", "info write 0 from-a wait-active 0x3 30000 notify 0x2 expect 512 upgraded 30000 "
+                                 "wait-active 0x7 30000 write 320 a-saw-7 expect 384 b-saw-7 30000")
+        self.wait_output(a, "info index=0")
+        b = self.start_peer("b", "info expect 512 upgraded 30000 wait-from 0x1 30000 wait-active 0x7 30000 "
+                                 "write 384 b-saw-7 expect 320 a-saw-7 30000")
+        self.wait_output(b, "info index=1")
+        before = self.wait_inspect(lambda st: (1, "b", "host", (0,)) in st[1])
+        memfd = self.broker_memfd(broker.pid)
+        for trigger in ("signal", "request"):
+            if trigger == "signal":
+                broker.send_signal(signal.SIGUSR2)
+            else:
+                self.upgrade_request()
+            self.wait_for(lambda: log_text(log).count("Restored 1 regions and 2 connections") ==
+                          (1 if trigger == "signal" else 2))
+            self.assertIsNone(broker.poll(), log_text(log))
+            self.assertEqual(self.inspect(), before, log_text(log))
+        with mmap.mmap(memfd, DATA + 4096) as m:
+            m[DATA + 512:DATA + 512 + 9] = b"upgraded\0"
+        c = self.start_peer("c", "info expect 0 from-a 5000 expect 320 a-saw-7 30000 expect 384 b-saw-7 30000")
+        self.assertIn("info index=2 ", self.finish(c))
+        self.assertIn("senders=0x1", self.finish(b))  # the pending bit from before both upgrades
+        self.finish(a)
+        os.close(memfd)
+        broker.send_signal(signal.SIGTERM)
+        self.assertEqual(broker.wait(10), 0, log_text(log))
+
+    def broker_memfd(self, pid):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:r "):
+                return os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR)
+        self.fail("no memfd of region r in the broker")
+
+    def upgrade_request(self):
+        """Sends Upgrade{} on the native protocol (shmemctl upgrade does the same)."""
+        import socket as so
+        s = so.socket(so.AF_UNIX, so.SOCK_SEQPACKET)
+        s.connect(self.sock)
+        # Message{serial=1, hello{version=1}} then Message{serial=2, upgrade{}}: protobuf by hand.
+        s.send(bytes([0x08, 0x01, 0x52, 0x02, 0x08, 0x01]))
+        s.recv(65536)
+        s.send(bytes([0x08, 0x02, 0x9a, 0x01, 0x00]))
+        reply = s.recv(65536)
+        s.close()
+        self.assertIn(bytes([0x08, 0x02]), reply[:2])
+
+    def wait_for(self, pred, timeout=10):
+        end = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > end:
+                self.fail("timed out")
+            time.sleep(0.05)
 
     def test_kill_loop(self):
         loops = int(os.environ.get("SHMEM_KILL_LOOPS", "3"))
