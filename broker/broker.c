@@ -20,7 +20,8 @@ struct Broker {
         BrokerReloadFn reload;
         void *reload_userdata;
         bool stopped; /* the loop ended on SIGTERM/SIGINT: a clean stop empties the fd store */
-        struct event *ev_sigusr2, *ev_upgrade;
+        struct event *ev_sigusr2, *ev_upgrade, *ev_watchdog;
+        char status[128]; /* the last STATUS= sent */
         char exe[PATH_MAX]; /* the binary's path at start: an upgrade runs what is there now */
         char *const *argv;
         char socket_path[PATH_MAX];
@@ -232,6 +233,8 @@ Broker *broker_free(Broker *b) {
                 event_free(b->ev_sigusr2);
         if (b->ev_upgrade)
                 event_free(b->ev_upgrade);
+        if (b->ev_watchdog)
+                event_free(b->ev_watchdog);
         /* Clients first: they detach their peers from the registry. */
         server_free(b->server);
         if (b->server)
@@ -246,12 +249,56 @@ Broker *broker_free(Broker *b) {
         return NULL;
 }
 
+/* STATUS= for systemctl status, sent when it changed. */
+static void broker_send_status(Broker *b, bool ready) {
+        char status[sizeof(b->status)], text[sizeof(status) + 32];
+        unsigned peers = 0;
+
+        for (unsigned i = 0; i < b->registry->n_regions; i++)
+                peers += b->registry->regions[i]->n_peers;
+        snprintf(status, sizeof(status), "%u regions, %u peers, %u control connections",
+                 b->registry->n_regions, peers, b->server ? server_n_clients(b->server) : 0);
+        if (!ready && strcmp(status, b->status) == 0)
+                return;
+        snprintf(b->status, sizeof(b->status), "%s", status);
+        snprintf(text, sizeof(text), "%sSTATUS=%s", ready ? "READY=1\n" : "", status);
+        (void) persist_notify(b->persist, text);
+}
+
+/* WATCHDOG=1 at half the interval systemd asked for ($WATCHDOG_USEC); STATUS= on the way. */
+static void broker_on_watchdog(evutil_socket_t fd, short what, void *userdata) {
+        Broker *b = userdata;
+
+        (void) persist_notify(b->persist, "WATCHDOG=1");
+        broker_send_status(b, false);
+}
+
+static int broker_start_watchdog(Broker *b) {
+        const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+        unsigned long long interval;
+        struct timeval tv;
+
+        if (!usec || (pid && strtoul(pid, NULL, 10) != (unsigned long) getpid()))
+                return 0;
+        interval = strtoull(usec, NULL, 10) / 2;
+        if (interval == 0)
+                return 0;
+        tv.tv_sec = (time_t) (interval / 1000000);
+        tv.tv_usec = (suseconds_t) (interval % 1000000);
+        b->ev_watchdog = event_new(b->base, -1, EV_PERSIST, broker_on_watchdog, b);
+        if (!b->ev_watchdog || event_add(b->ev_watchdog, &tv) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 int broker_run(Broker *b) {
-        char status[128];
+        int r;
 
         log_info("Ready: %u regions, control socket '%s'", b->registry->n_regions, b->socket_path);
-        snprintf(status, sizeof(status), "READY=1\nSTATUS=%u regions", b->registry->n_regions);
-        (void) persist_notify(b->persist, status);
+        r = broker_start_watchdog(b);
+        if (r < 0)
+                return r;
+        broker_send_status(b, true);
         if (event_base_dispatch(b->base) < 0)
                 return -EIO;
         b->stopped = true;

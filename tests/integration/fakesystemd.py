@@ -38,6 +38,8 @@ class FakeSystemd:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.store = []           # [(name, fd)] in the order stored, as systemd keeps them
         self.ready = 0            # READY=1 seen since the last start
+        self.watchdog = 0         # WATCHDOG=1 seen since the last start
+        self.stopping = 0
         self.status = None
         self.proc = None
         self.log_path = os.path.join(workdir, "service.log")
@@ -92,6 +94,10 @@ class FakeSystemd:
             self.store = [e for e in self.store if e[0] != name]
         if fields.get("READY") == "1":
             self.ready += 1
+        if fields.get("WATCHDOG") == "1":
+            self.watchdog += 1
+        if fields.get("STOPPING") == "1":
+            self.stopping += 1
         if "STATUS" in fields:
             self.status = fields["STATUS"]
         for fd in fds:  # fds without FDSTORE=1 are not kept, as systemd
@@ -126,7 +132,7 @@ class FakeSystemd:
 
         # LISTEN_PID names the process the fds are for: sh's pid, which exec keeps.
         cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"' if fds else 'exec "$0" "$@"'] + argv
-        self.ready = 0
+        self.ready = self.watchdog = self.stopping = 0
         self.proc = subprocess.Popen(cmd, env=environment, preexec_fn=place_fds if fds else None,
                                      pass_fds=list(range(3, 3 + len(fds))) if fds else (),
                                      stdout=self.log_file, stderr=subprocess.STDOUT)

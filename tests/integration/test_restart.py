@@ -208,6 +208,24 @@ class Restart(unittest.TestCase):
                 self.fail("timed out")
             time.sleep(0.05)
 
+    def test_notify_protocol(self):
+        """READY=1 with a STATUS, WATCHDOG=1 at half of $WATCHDOG_USEC, STOPPING=1 at the end."""
+        env = dict(os.environ, WATCHDOG_USEC="200000")
+        self.sd.start(self.argv, env=env)
+        self.assertEqual(self.sd.ready, 1)
+        self.assertRegex(self.sd.status, r"^1 regions, 0 peers, \d+ control connections$")
+        time.sleep(1.0)
+        # 100 ms apart: about 10 in a second; a loaded machine may manage fewer.
+        self.assertGreaterEqual(self.sd.watchdog, 5)
+        self.assertLessEqual(self.sd.watchdog, 12)
+        self.assertEqual(self.sd.kill(signal.SIGTERM), 0)
+        self.assertEqual(self.sd.stopping, 1)
+        # WATCHDOG_PID of another process: not for this one.
+        env["WATCHDOG_PID"] = "1"
+        self.sd.start(self.argv, env=env)
+        time.sleep(0.5)
+        self.assertEqual(self.sd.watchdog, 0)
+
     def test_kill_loop(self):
         loops = int(os.environ.get("SHMEM_KILL_LOOPS", "3"))
         self.sd.start(self.argv)
