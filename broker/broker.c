@@ -133,7 +133,10 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 r = -ENOMEM;
                 goto fail;
         }
-        if (mkdir(config->rundir, 0755) < 0 && errno != EEXIST) {
+        /* Traversable by QEMU and clients whatever the umask (the service's is 0077). */
+        if (mkdir(config->rundir, 0755) == 0)
+                (void) chmod(config->rundir, 0755);
+        else if (errno != EEXIST) {
                 r = log_error_errno(-errno, "Cannot create run directory '%s': %m", config->rundir);
                 goto fail;
         }

@@ -6,14 +6,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "macro.h"
 
+/* Whether this process may give a file group @gid (chown(2): root, or a member). */
+static bool may_use_group(gid_t gid) {
+        gid_t groups[256];
+        int n;
+
+        if (geteuid() == 0 || getegid() == gid)
+                return true;
+        n = getgroups((int) ELEMENTSOF(groups), groups);
+        for (int i = 0; i < n; i++)
+                if (groups[i] == gid)
+                        return true;
+        return false;
+}
+
 /*
- * The group QEMU sockets get unless configured: the one QEMU runs in here.
- * Debian's libvirt runs QEMU as user libvirt-qemu, group libvirt-qemu, with
- * kvm as a supplementary group; QEMU run by hand usually needs kvm too.
+ * The group QEMU sockets get unless configured: the one QEMU runs in here,
+ * among those this process may use. Debian's libvirt runs QEMU as user
+ * libvirt-qemu, group libvirt-qemu, with kvm as a further group; QEMU run by
+ * hand usually needs kvm too. The service runs with kvm as a supplementary
+ * group (systemd/shmem-brokerd.service).
  */
 static gid_t config_default_qemu_gid(void) {
         static const char *const groups[] = { "libvirt-qemu", "kvm" };
@@ -21,7 +38,7 @@ static gid_t config_default_qemu_gid(void) {
         for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
                 struct group *g = getgrnam(groups[i]);
 
-                if (g)
+                if (g && may_use_group(g->gr_gid))
                         return g->gr_gid;
         }
         return (gid_t) -1;

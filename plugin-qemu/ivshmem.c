@@ -363,7 +363,8 @@ static int qemu_plugin_start(Plugin *p) {
         n = snprintf(qp->dir, sizeof(qp->dir), "%s/qemu", reg->rundir);
         if (n < 0 || (size_t) n >= sizeof(qp->dir))
                 return -ENAMETOOLONG;
-        if (mkdir(qp->dir, 0755) < 0 && errno != EEXIST)
+        /* Explicit mode: the service runs with UMask=0077, and QEMU must traverse it. */
+        if ((mkdir(qp->dir, 0755) < 0 && errno != EEXIST) || chmod(qp->dir, 0755) < 0)
                 return log_error_errno(-errno, "Cannot create '%s': %m", qp->dir);
         if (qp->config.socket_gid != (gid_t) -1 && chown(qp->dir, (uid_t) -1, qp->config.socket_gid) < 0)
                 return log_error_errno(-errno, "Cannot set the group of '%s': %m", qp->dir);
