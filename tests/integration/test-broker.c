@@ -676,6 +676,40 @@ START_TEST(test_qemu_refused_by_version) {
 }
 END_TEST
 
+static void setup_two_connections(void) {
+        static const char *const extra[] = { "--no-config", "--max-connections=2", "--region", "lim:4K", NULL };
+
+        setup_with(extra);
+}
+
+START_TEST(test_connection_limit) {
+        shmem_t *a = attach("lim", 0), *b = attach("lim", 0);
+        int q1, q2, fd;
+        int64_t v;
+        char c;
+
+        /* A third native connection is closed at once; the two go on. */
+        fd = raw_connect();
+        ck_assert_int_eq(recv(fd, &c, 1, 0), 0);
+        close(fd);
+        ck_assert_int_eq(shmem_notify(a, 0x2), 0);
+        ck_assert_uint_eq(wait_senders(b, 0x1, 3000), 0x1);
+        /* QEMU's front end has its own two: the third is refused by version 1009 (LIMIT). */
+        q1 = qemu_connect("lim");
+        qemu_expect(q1, 0, false);
+        q2 = qemu_connect("lim");
+        qemu_expect(q2, 0, false);
+        fd = qemu_connect("lim");
+        ck_assert_int_eq(qemu_read(fd, &v), -1);
+        ck_assert_int_eq(v, 1000 + SHMEM_STATUS_LIMIT);
+        close(fd);
+        close(q1);
+        close(q2);
+        shmem_detach(b);
+        shmem_detach(a);
+}
+END_TEST
+
 static void setup_small_queue(void) {
         static const char *const extra[] = { "--no-config", "--max-queued-bytes=4096", NULL };
 
@@ -986,6 +1020,12 @@ static Suite *broker_suite(void) {
         tcase_add_test(tc, test_config_regions_and_limits);
         tcase_add_test(tc, test_config_refused_with_file_and_line);
         tcase_add_test(tc, test_config_reload);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("connection-limit");
+        tcase_add_checked_fixture(tc, setup_two_connections, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_connection_limit);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("slow-reader");
