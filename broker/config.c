@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <grp.h>
+#include <pwd.h>
 #include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,6 +214,8 @@ static int handle_limits(Parser *p, const char *key, const char *value) {
                 return set_uint(p, value, 1, SHMEM_PEERS_MAX, &l->default_max_peers);
         if (!strcmp(key, "connections"))
                 return set_uint(p, value, 1, 1u << 20, &l->max_connections);
+        if (!strcmp(key, "regions-per-uid"))
+                return set_uint(p, value, 0, 65536, &l->max_regions_per_uid);
         if (!strcmp(key, "queued-bytes")) {
                 if (!set_size(p, value, 4096, &v))
                         return 0;
@@ -251,6 +254,40 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
         }
         if (!strcmp(key, "vectors"))
                 return set_uint(p, value, 1, SHMEM_PEERS_MAX + 1, &d->vectors);
+        if (!strcmp(key, "owner")) {
+                struct passwd *pw = getpwnam(value);
+
+                if (!pw) {
+                        snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown user '%s'", value);
+                        p->reason = p->reason_buf;
+                        return 0;
+                }
+                d->owner = pw->pw_uid;
+                return 1;
+        }
+        if (!strcmp(key, "group")) {
+                struct group *g = getgrnam(value);
+
+                if (!g) {
+                        snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown group '%s'", value);
+                        p->reason = p->reason_buf;
+                        return 0;
+                }
+                d->group = g->gr_gid;
+                return 1;
+        }
+        if (!strcmp(key, "mode")) {
+                unsigned mode;
+                int n = 0;
+
+                if (sscanf(value, "%o%n", &mode, &n) != 1 || value[n] || mode > 0777) {
+                        p->reason = "mode must be an octal mode such as 0660";
+                        return 0;
+                }
+                /* 0 would mean "unset": a region nobody but root may attach is 0600 by root. */
+                d->mode = mode ? mode : 0600;
+                return 1;
+        }
         return -1;
 }
 

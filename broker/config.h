@@ -8,8 +8,9 @@
  * documents every key.
  *
  *   [broker]          run-directory, qemu-socket-group, qemu-socket-mode
- *   [limits]          regions, total-bytes, region-bytes, peers, connections, queued-bytes
- *   [region NAME]     size, max-peers, persistent, signal-mode, vectors
+ *   [limits]          regions, total-bytes, region-bytes, peers, connections, queued-bytes,
+ *                     regions-per-uid
+ *   [region NAME]     size, max-peers, persistent, signal-mode, vectors, owner, group, mode
  */
 
 #include <stdbool.h>

@@ -13,6 +13,24 @@
 #include "macro.h"
 #include "region.h"
 
+bool region_may_attach(const Region *r, const PeerIdentity *id) {
+        unsigned bits;
+
+        if (id->uid == 0)
+                return true;
+        if (id->uid == r->owner)
+                bits = r->mode >> 6;
+        else {
+                bool member = id->gid == r->group;
+
+                for (unsigned i = 0; i < id->n_groups && !member; i++)
+                        member = id->groups[i] == r->group;
+                bits = member ? r->mode >> 3 : r->mode;
+        }
+        /* Peers map the region read-write: attaching needs both. */
+        return (bits & 6) == 6;
+}
+
 bool region_name_is_valid(const char *name) {
         size_t n = strlen(name);
 
@@ -69,6 +87,8 @@ int region_new(Region **ret, Registry *registry, const char *name, uint64_t data
         r->max_peers = max_peers;
         r->vectors = compat ? vectors : max_peers + 1;
         r->memfd = -1;
+        r->mode = 0666; /* declared regions: open unless configured (broker.conf(5)) */
+        r->creator = (uid_t) -1;
         *ret = r;
         return 0;
 }

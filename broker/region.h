@@ -30,6 +30,8 @@ typedef struct PeerIdentity {
         pid_t pid;
         uid_t uid;
         gid_t gid;
+        gid_t groups[32]; /* supplementary groups (SO_PEERGROUPS), host peers only */
+        unsigned n_groups;
 } PeerIdentity;
 
 struct Peer {
@@ -55,6 +57,12 @@ struct Region {
         bool declared;        /* known ahead (config, Create): survives its last peer */
         bool persistent;      /* memory survives its last peer too */
         bool from_config;     /* declared by the configuration: a reload may retract it */
+        /* Who may attach as a host peer: rw bits of owner, group, others (QEMU peers
+         * are admitted by their socket's mode and group). */
+        uid_t owner;
+        gid_t group;
+        unsigned mode;
+        uid_t creator;        /* for the regions-per-uid limit; (uid_t) -1 for declared ones */
         int memfd;            /* -1 while not allocated */
         struct shmem_control_page *page; /* our mapping of page 0, NULL while not allocated */
         uint64_t active, epoch;
@@ -70,6 +78,9 @@ enum {
         REGION_E_BAD_SIZE = 8,
         REGION_E_LIMIT = 9,
 };
+
+/* Whether @id may attach to @r as a host peer: root, or rw in its class of r->mode. */
+bool region_may_attach(const Region *r, const PeerIdentity *id);
 
 /* Validates a region name (DESIGN.md §6). */
 bool region_name_is_valid(const char *name);

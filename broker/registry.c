@@ -176,6 +176,12 @@ static int registry_add(Registry *reg, const RegionDecl *d, Region **ret, const 
         return 0;
 }
 
+static void registry_set_access(Region *r, const RegionDecl *d) {
+        r->owner = d->owner;
+        r->group = d->group;
+        r->mode = d->mode ? d->mode : 0666;
+}
+
 int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const char **ret_error) {
         Region *r;
         int k;
@@ -190,6 +196,7 @@ int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const cha
                 return k;
         r->declared = true;
         r->persistent = d->persistent;
+        registry_set_access(r, d);
         persist_dirty(reg->persist);
         if (d->persistent) {
                 k = registry_allocate(reg, r, ret_error);
@@ -236,14 +243,34 @@ int registry_attach(Registry *reg, const char *name, AttachMode mode, uint64_t s
                 *ret_error = "a region of that name exists";
                 return SHMEM__STATUS__EXISTS;
         }
+        if (r && id->kind == SHMEM_PEER_KIND_HOST && !region_may_attach(r, id)) {
+                snprintf(reg->error_buf, sizeof(reg->error_buf),
+                         "the region is owner %u, group %u, mode %03o", (unsigned) r->owner, (unsigned) r->group,
+                         r->mode);
+                *ret_error = reg->error_buf;
+                return SHMEM__STATUS__NO_PERMISSION;
+        }
         if (!r) {
+                unsigned mine = 0;
+
                 if (mode == ATTACH_FIND) {
                         *ret_error = "no region of that name";
                         return SHMEM__STATUS__DOES_NOT_EXIST;
                 }
+                for (unsigned i = 0; i < reg->n_regions; i++)
+                        mine += reg->regions[i]->creator == id->uid;
+                if (id->uid != 0 && mine >= reg->limits.max_regions_per_uid) {
+                        *ret_error = "this user's region limit (regions-per-uid) is reached";
+                        return SHMEM__STATUS__LIMIT;
+                }
                 k = registry_add(reg, &(RegionDecl) { .name = name, .size = size }, &r, ret_error);
                 if (k != 0)
                         return k;
+                /* Made by a host peer: its own, shared with its group (QNX 8.0 mode/gid). */
+                r->owner = id->uid;
+                r->group = id->gid;
+                r->mode = 0660;
+                r->creator = id->uid;
                 created = true;
         }
         created = created || r->memfd < 0;
@@ -279,6 +306,7 @@ static void registry_redeclare(Registry *reg, Region *r, const RegionDecl *d) {
         r->declared = true;
         r->from_config = true;
         r->persistent = d->persistent;
+        registry_set_access(r, d);
         persist_dirty(reg->persist);
         if (d->signal_mode != r->signal_mode)
                 log_notice("Region '%s': the signal mode changes only when the region is destroyed and "
@@ -458,6 +486,10 @@ int registry_dump(Registry *reg, State *s) {
                 sr->epoch = r->epoch;
                 sr->active = r->active;
                 sr->next_doorbell_id = r->next_doorbell_id;
+                sr->owner = r->owner;
+                sr->group = r->group;
+                sr->mode = r->mode;
+                sr->creator = r->creator;
                 for (unsigned k = 0; k < r->max_peers; k++) {
                         Peer *p = r->peers[k];
                         Shmem__State__Peer *sp;
@@ -499,6 +531,10 @@ static int registry_restore_region(Registry *reg, const Shmem__State__Region *sr
         r->from_config = sr->from_config;
         r->epoch = sr->epoch;
         r->next_doorbell_id = sr->next_doorbell_id;
+        r->owner = sr->owner;
+        r->group = sr->group;
+        r->mode = sr->mode;
+        r->creator = sr->creator;
         if (sr->allocated) {
                 int fd = persist_take(reg->persist, "m/%s", sr->name);
 

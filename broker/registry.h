@@ -23,6 +23,7 @@ typedef struct Limits {
         uint64_t max_region_bytes; /* one region's memfd size */
         unsigned default_max_peers;
         unsigned max_connections;  /* per front end */
+        unsigned max_regions_per_uid; /* created by host attaches of one non-root uid */
         size_t max_queued_bytes;   /* per connection */
 } Limits;
 
@@ -31,6 +32,7 @@ typedef struct Limits {
                 .max_regions = 256, .max_total_bytes = UINT64_C(16) << 30,                        \
                 .max_region_bytes = UINT64_C(1) << 30, .default_max_peers = SHMEM_PEERS_DEFAULT,   \
                 .max_connections = 1024, .max_queued_bytes = 256 * 1024,                          \
+                .max_regions_per_uid = 64,                                                         \
         }
 
 /* A region the configuration declares. */
@@ -41,6 +43,9 @@ typedef struct RegionDecl {
         bool persistent;
         unsigned signal_mode; /* SHMEM_SIGNAL_MODE_*: 0 is shmem */
         unsigned vectors;     /* compat mode only: vectors passed through (0: 1, as contrib's server) */
+        uid_t owner;          /* 0 = root */
+        gid_t group;          /* 0 = root */
+        unsigned mode;        /* host peers' access, 0: 0666 */
 } RegionDecl;
 
 /* Watchers of the whole registry (shmemctl watch): told after the fact. */

@@ -123,6 +123,9 @@ static void region_info_fill(InfoBuf *b, Region *r, bool with_peers) {
         info->persistent = r->persistent;
         info->allocated = r->memfd >= 0;
         info->signal_mode = r->signal_mode;
+        info->owner = r->owner;
+        info->group = r->group;
+        info->mode = r->mode;
         snprintf(b->socket, sizeof(b->socket), "%s/qemu/%s.sock", reg->rundir, r->name);
         info->qemu_socket = reg->n_plugins > 0 ? b->socket : "";
         if (!with_peers)
@@ -628,6 +631,12 @@ static void server_on_accept(evutil_socket_t fd, short what, void *userdata) {
         ident.pid = cred.pid;
         ident.uid = cred.uid;
         ident.gid = cred.gid;
+        /* Supplementary groups, for the regions' group access; a peer in more
+         * than fit is judged by the ones that do (ERANGE leaves none: then by
+         * its primary group alone). */
+        len = sizeof(ident.groups);
+        if (getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS, ident.groups, &len) == 0)
+                ident.n_groups = len / sizeof(gid_t);
         snprintf(ident.label, sizeof(ident.label), "pid-%d", (int) cred.pid);
         c = client_new(s, TAKE_FD(cfd), registry_new_conn_id(s->registry), &ident);
         if (!c)

@@ -844,8 +844,6 @@ START_TEST(test_admin_needs_root) {
 }
 END_TEST
 
-/* --- configuration --- */
-
 static void write_file(const char *path, const char *text) {
         FILE *f = fopen(path, "we");
 
@@ -853,6 +851,89 @@ static void write_file(const char *path, const char *text) {
         fputs(text, f);
         fclose(f);
 }
+
+/*
+ * Attaches to @name as uid/gid with @group as its only supplementary group
+ * ((gid_t) -1: none), in a child. Returns the attach status. With @hold, the
+ * child stays attached until *hold (a pipe) is closed; *hold is set then.
+ */
+static pid_t held_child;
+
+static int attach_as(uid_t uid, gid_t gid, gid_t group, const char *name, unsigned flags, int *hold) {
+        int result[2], stay[2] = { -1, -1 }, r = -1;
+        pid_t child;
+
+        ck_assert_int_eq(pipe(result), 0);
+        if (hold)
+                ck_assert_int_eq(pipe(stay), 0);
+        child = fork();
+        if (child == 0) {
+                struct shmem_attach_opts o = { .size = sizeof(o), .socket = sockpath };
+                shmem_t *h = NULL;
+                char c;
+
+                if (setgroups(group == (gid_t) -1 ? 0 : 1, &group) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+                        _exit(99);
+                r = shmem_attach(&h, name, 4096, flags, &o);
+                (void) !write(result[1], &r, sizeof(r));
+                if (hold) {
+                        close(stay[1]);
+                        (void) !read(stay[0], &c, 1);
+                }
+                shmem_detach(h);
+                _exit(0);
+        }
+        close(result[1]);
+        ck_assert_int_eq(read(result[0], &r, sizeof(r)), (ssize_t) sizeof(r));
+        close(result[0]);
+        if (hold) {
+                close(stay[0]);
+                *hold = stay[1]; /* closing it lets the child detach and exit */
+                held_child = child;
+        } else
+                ck_assert_int_eq(waitpid(child, NULL, 0), child);
+        return r;
+}
+
+START_TEST(test_region_access) {
+        int hold = -1;
+
+        ck_assert_int_eq(chmod(rundir, 0755), 0);
+        /* [region priv] group = nogroup, mode = 0660: others may not attach. */
+        ck_assert_int_eq(attach_as(65533, 65533, (gid_t) -1, "priv", SHMEM_FIND, NULL), SHMEM_STATUS_NO_PERMISSION);
+        ck_assert_int_eq(attach_as(65533, 65533, 65534, "priv", SHMEM_FIND, NULL), 0);  /* supplementary group */
+        ck_assert_int_eq(attach_as(65534, 65534, (gid_t) -1, "priv", SHMEM_FIND, NULL), 0);  /* primary group */
+        /* A declared region with no access keys is open. */
+        ck_assert_int_eq(attach_as(65533, 65533, (gid_t) -1, "declared", SHMEM_FIND, NULL), 0);
+        /* A region a host peer creates is its own and its group's (0660)... */
+        ck_assert_int_eq(attach_as(65534, 65534, (gid_t) -1, "mine", 0, &hold), 0);
+        ck_assert_int_eq(attach_as(65533, 65533, (gid_t) -1, "mine", SHMEM_FIND, NULL), SHMEM_STATUS_NO_PERMISSION);
+        ck_assert_int_eq(attach_as(65533, 65533, 65534, "mine", SHMEM_FIND, NULL), 0);
+        /* ...and [limits] regions-per-uid = 1 refuses its second. */
+        ck_assert_int_eq(attach_as(65534, 65534, (gid_t) -1, "mine2", 0, NULL), SHMEM_STATUS_LIMIT);
+        /* Root may attach anywhere. */
+        shmem_detach(attach_flags("mine", 0, SHMEM_FIND, 0));
+        close(hold);
+        ck_assert_int_eq(waitpid(held_child, NULL, 0), held_child);
+        /* Once "mine" is gone, the same user may create again. */
+        ck_assert_int_eq(attach_as(65534, 65534, (gid_t) -1, "mine2", 0, NULL), 0);
+}
+END_TEST
+
+static void setup_access(void) {
+        static char conf[400];
+        static const char *extra[] = { "--config", conf, "--region", "declared:4K", NULL };
+
+        snprintf(rundir, sizeof(rundir), "/tmp/shmem-it-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(rundir));
+        snprintf(conf, sizeof(conf), "%.200s/access.conf", rundir);
+        write_file(conf, "[limits]\nregions-per-uid = 1\n[region priv]\nsize = 4K\ngroup = nogroup\nmode = 0660\n");
+        snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
+        fds_at_start = count_fds();
+        broker_start(extra);
+}
+
+/* --- configuration --- */
 
 /* Runs the broker on a configuration that must be refused; returns its stderr. */
 static void assert_config_refused(const char *conf, const char *expect) {
@@ -1020,6 +1101,12 @@ static Suite *broker_suite(void) {
         tcase_add_test(tc, test_config_regions_and_limits);
         tcase_add_test(tc, test_config_refused_with_file_and_line);
         tcase_add_test(tc, test_config_reload);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("access");
+        tcase_add_checked_fixture(tc, setup_access, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_region_access);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("connection-limit");
