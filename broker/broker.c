@@ -97,6 +97,10 @@ int broker_reload(Broker *b, const char **ret_error) {
         }
         if (strcmp(config.rundir, b->registry->rundir) != 0)
                 log_notice("The run directory changes only at a restart, keeping '%s'", b->registry->rundir);
+        if (registry_set_rules(b->registry, config.rules, config.n_rules) < 0) {
+                *ret_error = "out of memory";
+                return -ENOMEM;
+        }
         failed = registry_reconfigure(b->registry, &config.limits, config.regions, config.n_regions);
         if (failed)
                 *ret_error = "some region declarations could not be applied (see the broker's log)";
@@ -163,6 +167,9 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
         }
         if (state)
                 plugin->ops->restore(plugin, state);
+        r = registry_set_rules(b->registry, config->rules, config->n_rules);
+        if (r < 0)
+                goto fail;
         if (registry_reconfigure(b->registry, &config->limits, config->regions, config->n_regions) > 0) {
                 r = -EINVAL;
                 goto fail;

@@ -12,6 +12,8 @@ typedef struct BrokerConfig {
         QemuPluginConfig qemu;
         const RegionDecl *regions;
         size_t n_regions;
+        const AccessRule *rules;
+        size_t n_rules;
 } BrokerConfig;
 
 typedef struct Broker Broker;

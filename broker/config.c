@@ -56,6 +56,11 @@ void config_done(Config *c) {
         for (size_t i = 0; i < c->n_regions; i++)
                 free((char *) c->regions[i].name);
         free(c->regions);
+        for (size_t i = 0; i < c->n_rules; i++) {
+                free((char *) c->rules[i].client);
+                free((char *) c->rules[i].glob);
+        }
+        free(c->rules);
         free(c->rundir);
         config_init(c);
 }
@@ -108,6 +113,7 @@ static int parse_bool(const char *s, bool *ret) {
 
 typedef struct Parser {
         Config *config;
+        unsigned line; /* of the key being handled (ini_parse counts it for us) */
         const char *reason; /* why the handler refused the current line */
         char reason_buf[160];
 } Parser;
@@ -291,6 +297,44 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
         return -1;
 }
 
+#define CONFIG_RULES_MAX 4096
+
+/* "allow = a b*" or "deny = ...": one rule per glob, in order. */
+static int handle_client(Parser *p, const char *client, const char *key, const char *value) {
+        Config *c = p->config;
+        bool allow = !strcmp(key, "allow");
+        _cleanup_free_ char *copy = NULL;
+        char *save = NULL;
+
+        if (!allow && strcmp(key, "deny") != 0)
+                return -1;
+        copy = strdup(value);
+        if (!copy)
+                return 0;
+        for (char *glob = strtok_r(copy, " \t,", &save); glob; glob = strtok_r(NULL, " \t,", &save)) {
+                AccessRule *a;
+
+                if (c->n_rules >= CONFIG_RULES_MAX) {
+                        p->reason = "too many allow/deny globs";
+                        return 0;
+                }
+                a = realloc(c->rules, (c->n_rules + 1) * sizeof(*a));
+                if (!a)
+                        return 0;
+                c->rules = a;
+                a = &c->rules[c->n_rules];
+                *a = (AccessRule) { .client = strdup(client), .glob = strdup(glob), .allow = allow,
+                                    .line = p->line };
+                if (!a->client || !a->glob) {
+                        free((char *) a->client);
+                        free((char *) a->glob);
+                        return 0;
+                }
+                c->n_rules++;
+        }
+        return 1;
+}
+
 static int config_handler(void *userdata, const char *section, const char *key, const char *value) {
         Parser *p = userdata;
         int r;
@@ -314,6 +358,12 @@ static int config_handler(void *userdata, const char *section, const char *key, 
                         return 0;
                 }
                 r = handle_region(p, name, key, value);
+        } else if (!strncmp(section, "client ", 7)) {
+                const char *name = section + 7;
+
+                while (*name == ' ')
+                        name++;
+                r = handle_client(p, name, key, value);
         } else {
                 snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown section [%s]", section);
                 p->reason = p->reason_buf;
@@ -329,6 +379,21 @@ static int config_handler(void *userdata, const char *section, const char *key, 
         return r;
 }
 
+/* Feeds inih line by line, counting, so that rules know their line for the log. */
+typedef struct LineReader {
+        FILE *f;
+        Parser *parser;
+} LineReader;
+
+static char *config_read_line(char *buf, int size, void *stream) {
+        LineReader *lr = stream;
+        char *s = fgets(buf, size, lr->f);
+
+        if (s)
+                lr->parser->line++;
+        return s;
+}
+
 static int config_load_file(Config *c, const char *path, bool must_exist) {
         Parser p = { .config = c };
         FILE *f = fopen(path, "re");
@@ -340,7 +405,7 @@ static int config_load_file(Config *c, const char *path, bool must_exist) {
                 snprintf(c->error, sizeof(c->error), "%s: %s", path, strerror(errno));
                 return -errno;
         }
-        line = ini_parse_file(f, config_handler, &p);
+        line = ini_parse_stream(config_read_line, &(LineReader) { .f = f, .parser = &p }, config_handler, &p);
         fclose(f);
         if (line != 0) {
                 snprintf(c->error, sizeof(c->error), "%s:%d: %s", path, line,

@@ -11,6 +11,7 @@
  *   [limits]          regions, total-bytes, region-bytes, peers, connections, queued-bytes,
  *                     regions-per-uid
  *   [region NAME]     size, max-peers, persistent, signal-mode, vectors, owner, group, mode
+ *   [client NAME]     allow, deny (globs of region names; NAME a glob of VM or client names)
  */
 
 #include <stdbool.h>
@@ -25,6 +26,8 @@ typedef struct Config {
         QemuPluginConfig qemu;
         RegionDecl *regions; /* names owned */
         size_t n_regions;
+        AccessRule *rules;   /* strings owned */
+        size_t n_rules;
         char error[512]; /* "FILE:LINE: reason" after a failed load */
 } Config;
 

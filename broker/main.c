@@ -193,6 +193,8 @@ static int args_load(Args *a) {
         a->config.rundir = a->file.rundir ?: getenv("RUNTIME_DIRECTORY") ?: SHMEM_DEFAULT_RUNDIR;
         for (size_t i = 0; i < a->file.n_regions; i++)
                 a->regions[a->config.n_regions++] = a->file.regions[i];
+        a->config.rules = a->file.rules;
+        a->config.n_rules = a->file.n_rules;
 
         optind = 0;
         while ((c = getopt_long(a->argc, a->argv, "hc:r:R:v", options, &idx)) >= 0) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,10 +28,19 @@ int registry_new(Registry **ret, struct event_base *base, const Limits *limits, 
         return 0;
 }
 
+static void rules_free(AccessRule *rules, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free((char *) rules[i].client);
+                free((char *) rules[i].glob);
+        }
+        free(rules);
+}
+
 Registry *registry_free(Registry *reg) {
         if (!reg)
                 return NULL;
         registry_clear(reg);
+        rules_free(reg->rules, reg->n_rules);
         for (unsigned i = 0; i < reg->n_plugins; i++) {
                 reg->plugins[i]->ops->stop(reg->plugins[i]);
                 reg->plugins[i]->ops->free(reg->plugins[i]);
@@ -618,4 +628,51 @@ void registry_restore_finish(Registry *reg) {
         for (unsigned i = reg->n_regions; i-- > 0;)
                 registry_settle(reg, reg->regions[i]);
         persist_dirty(reg->persist);
+}
+
+int registry_set_rules(Registry *reg, const AccessRule *rules, size_t n) {
+        AccessRule *copy = calloc(n ? n : 1, sizeof(*copy));
+
+        if (!copy)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                copy[i] = rules[i];
+                copy[i].client = strdup(rules[i].client);
+                copy[i].glob = strdup(rules[i].glob);
+                if (!copy[i].client || !copy[i].glob) {
+                        rules_free(copy, i + 1);
+                        return -ENOMEM;
+                }
+        }
+        rules_free(reg->rules, reg->n_rules);
+        reg->rules = copy;
+        reg->n_rules = n;
+        return 0;
+}
+
+bool registry_rules_allow(Registry *reg, const char *client, const char *region, const char **ret_error) {
+        const AccessRule *last = NULL;
+
+        for (size_t i = 0; i < reg->n_rules; i++) {
+                const AccessRule *rule = &reg->rules[i];
+
+                if (fnmatch(rule->client, client, 0) != 0)
+                        continue;
+                last = rule;
+                if (fnmatch(rule->glob, region, 0) != 0)
+                        continue;
+                if (rule->allow)
+                        return true;
+                snprintf(reg->error_buf, sizeof(reg->error_buf), "denied by 'deny = %s' of [client %s] (line %u)",
+                         rule->glob, rule->client, rule->line);
+                *ret_error = reg->error_buf;
+                return false;
+        }
+        if (!last || !last->allow)
+                return true;
+        snprintf(reg->error_buf, sizeof(reg->error_buf),
+                 "not allowed by [client %s]: 'allow = %s' (line %u) implies a final 'deny *'", last->client,
+                 last->glob, last->line);
+        *ret_error = reg->error_buf;
+        return false;
 }

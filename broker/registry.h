@@ -48,6 +48,20 @@ typedef struct RegionDecl {
         unsigned mode;        /* host peers' access, 0: 0666 */
 } RegionDecl;
 
+/*
+ * Access rules per VM or client, QNX vdev-shmem semantics: the rules of every
+ * [client NAME] section whose NAME (a glob) matches the peer's name, in file
+ * order; the first whose glob matches the region name decides; if none does,
+ * the last rule's kind decides the opposite ("allow" implies a final
+ * "deny *", "deny" a final "allow *"). No rule: allowed.
+ */
+typedef struct AccessRule {
+        const char *client; /* glob on the VM's -name or the client's label */
+        const char *glob;   /* on the region name */
+        bool allow;
+        unsigned line;      /* for the log: which rule refused whom */
+} AccessRule;
+
 /* Watchers of the whole registry (shmemctl watch): told after the fact. */
 typedef struct RegistryObserver {
         void (*state)(void *userdata, Region *r, Shmem__RegionState state);
@@ -69,6 +83,8 @@ struct Registry {
         Persist *persist;     /* NULL: nothing survives a restart (tests, no service manager) */
         uint64_t next_conn_id; /* ids of front-end connections, unique across restarts */
         char error_buf[256]; /* for *ret_error texts that carry numbers; valid until the next call */
+        AccessRule *rules;   /* owned copies */
+        size_t n_rules;
 };
 
 typedef enum AttachMode {
@@ -120,6 +136,15 @@ int registry_destroy(Registry *reg, const char *name, bool force, const char **r
  * declarations could not be applied (each logged).
  */
 unsigned registry_reconfigure(Registry *reg, const Limits *limits, const RegionDecl *decls, size_t n);
+
+/* Replaces the access rules (copied). */
+int registry_set_rules(Registry *reg, const AccessRule *rules, size_t n);
+
+/*
+ * Whether the peer named @client may attach to @region by the rules; on a
+ * refusal, @ret_error says which rule (a text valid until the next call).
+ */
+bool registry_rules_allow(Registry *reg, const char *client, const char *region, const char **ret_error);
 
 /* A new id for a front-end connection (the stored state names connections by it). */
 static inline uint64_t registry_new_conn_id(Registry *reg) {

@@ -287,6 +287,14 @@ static void client_handle_attach(Client *c, uint64_t serial, const Shmem__Attach
                 client_reply(c, serial, SHMEM__STATUS__BAD_REQUEST, "unknown attach mode", NULL, NULL, 0);
                 return;
         }
+        /* Client names are the client's own choice: these rules sort
+         * cooperating programs; owner/group/mode is what authenticates. */
+        if (!registry_rules_allow(c->server->registry, c->id.label, a->name, &error)) {
+                log_info("Refusing client '%s' (pid %d) region '%s': %s", c->id.label, (int) c->id.pid, a->name,
+                         error);
+                client_reply(c, serial, SHMEM__STATUS__NO_PERMISSION, error, NULL, NULL, 0);
+                return;
+        }
         r = registry_attach(c->server->registry, a->name, (AttachMode) a->mode, a->size, &c->id,
                             &client_peer_ops, c, &c->peer, &created, &error);
         if (r < 0) {

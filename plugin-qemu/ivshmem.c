@@ -269,8 +269,11 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
                 return;
         persist_store(qp->base.registry->persist, c->conn.fd, "c/%llu", (unsigned long long) c->conn_id);
 
-        r = registry_attach(qp->base.registry, ep->region->name, ATTACH_FIND, 0, &c->id, &qemu_peer_ops,
-                            c, &c->peer, NULL, &error);
+        if (!registry_rules_allow(qp->base.registry, c->id.label, ep->region->name, &error))
+                r = SHMEM__STATUS__NO_PERMISSION;
+        else
+                r = registry_attach(qp->base.registry, ep->region->name, ATTACH_FIND, 0, &c->id,
+                                    &qemu_peer_ops, c, &c->peer, NULL, &error);
         if (r != 0) {
                 int status = r > 0 ? r : SHMEM__STATUS__UNKNOWN_FAILURE;
 

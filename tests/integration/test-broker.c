@@ -933,6 +933,52 @@ static void setup_access(void) {
         broker_start(extra);
 }
 
+static shmem_t *attach_labeled(const char *label, const char *name, int expect) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = sockpath, .label = label };
+        shmem_t *h = NULL;
+        int r = shmem_attach(&h, name, 4096, SHMEM_FIND, &o);
+
+        ck_assert_msg(r == expect, "%s -> %s: got %d (%s), want %d", label, name, r, shmem_strstatus(r), expect);
+        return h;
+}
+
+START_TEST(test_access_rules) {
+        int64_t v;
+        int q;
+
+        /* [client ci-*] allow = ok-* shared: an allow implies a final deny *. */
+        shmem_detach(attach_labeled("ci-app", "ok-1", 0));
+        shmem_detach(attach_labeled("ci-app", "shared", 0));
+        attach_labeled("ci-app", "other", SHMEM_STATUS_NO_PERMISSION);
+        /* No section matches: no rule applies. */
+        shmem_detach(attach_labeled("tool", "other", 0));
+        /* [client qemu-*] deny = secret, for the fake QEMU (labelled qemu-PID, no -name):
+         * a deny implies a final allow *; refused by version 1000 + NO_PERMISSION. */
+        q = qemu_connect("secret");
+        ck_assert_int_eq(qemu_read(q, &v), -1);
+        ck_assert_int_eq(v, 1000 + SHMEM_STATUS_NO_PERMISSION);
+        close(q);
+        q = qemu_connect("ok-1");
+        qemu_expect(q, 0, false);
+        close(q);
+}
+END_TEST
+
+static void setup_rules(void) {
+        static char conf[400];
+        static const char *extra[] = { "--config", conf, NULL };
+
+        snprintf(rundir, sizeof(rundir), "/tmp/shmem-it-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(rundir));
+        snprintf(conf, sizeof(conf), "%.200s/rules.conf", rundir);
+        write_file(conf, "[client ci-*]\nallow = ok-* shared\n[client qemu-*]\ndeny = secret\n"
+                         "[region ok-1]\nsize = 4K\n[region shared]\nsize = 4K\n"
+                         "[region secret]\nsize = 4K\n[region other]\nsize = 4K\n");
+        snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
+        fds_at_start = count_fds();
+        broker_start(extra);
+}
+
 /* --- configuration --- */
 
 /* Runs the broker on a configuration that must be refused; returns its stderr. */
@@ -1107,6 +1153,12 @@ static Suite *broker_suite(void) {
         tcase_add_checked_fixture(tc, setup_access, teardown);
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_region_access);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("rules");
+        tcase_add_checked_fixture(tc, setup_rules, teardown);
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_access_rules);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("connection-limit");
