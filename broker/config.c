@@ -53,8 +53,10 @@ void config_init(Config *c) {
 }
 
 void config_done(Config *c) {
-        for (size_t i = 0; i < c->n_regions; i++)
+        for (size_t i = 0; i < c->n_regions; i++) {
                 free((char *) c->regions[i].name);
+                free((char *) c->regions[i].pins);
+        }
         free(c->regions);
         for (size_t i = 0; i < c->n_rules; i++) {
                 free((char *) c->rules[i].client);
@@ -260,6 +262,29 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
         }
         if (!strcmp(key, "vectors"))
                 return set_uint(p, value, 1, SHMEM_PEERS_MAX + 1, &d->vectors);
+        if (!strcmp(key, "pin")) {
+                /* "NAME:INDEX ...": checked here, applied by the registry. */
+                _cleanup_free_ char *copy = strdup(value);
+                char *save = NULL;
+
+                if (!copy)
+                        return 0;
+                for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+                        char *colon = strrchr(t, ':');
+                        unsigned index;
+
+                        if (!colon || colon == t || colon - t > SHMEM_LABEL_MAX ||
+                            config_parse_uint(colon + 1, 0, SHMEM_PEERS_MAX - 1, &index) < 0) {
+                                snprintf(p->reason_buf, sizeof(p->reason_buf),
+                                         "pin wants NAME:INDEX with INDEX 0-63, not '%s'", t);
+                                p->reason = p->reason_buf;
+                                return 0;
+                        }
+                }
+                free((char *) d->pins);
+                d->pins = strdup(value);
+                return d->pins != NULL;
+        }
         if (!strcmp(key, "owner")) {
                 struct passwd *pw = getpwnam(value);
 

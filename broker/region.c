@@ -283,9 +283,15 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
         Peer *p;
         int k;
 
+        /* "Guest 0 is always vm-a": a pinned name gets its index, and the
+         * others the lowest free index that is pinned to nobody. */
         for (index = 0; index < r->max_peers; index++)
-                if (!r->peers[index])
+                if (!r->peers[index] && r->pin_name[index][0] && strcmp(r->pin_name[index], id->label) == 0)
                         break;
+        if (index >= r->max_peers)
+                for (index = 0; index < r->max_peers; index++)
+                        if (!r->peers[index] && !r->pin_name[index][0])
+                                break;
         if (index >= r->max_peers)
                 return REGION_E_CLIENT_MAX;
         k = region_allocate(r);

@@ -63,6 +63,9 @@ struct Region {
         gid_t group;
         unsigned mode;
         uid_t creator;        /* for the regions-per-uid limit; (uid_t) -1 for declared ones */
+        /* Pinned indices: pin_name[i] (a VM or client name) always gets index i,
+         * nobody else does. Empty: not pinned. */
+        char pin_name[SHMEM_PEERS_MAX][SHMEM_LABEL_MAX + 1];
         int memfd;            /* -1 while not allocated */
         struct shmem_control_page *page; /* our mapping of page 0, NULL while not allocated */
         uint64_t active, epoch;

@@ -190,6 +190,22 @@ static void registry_set_access(Region *r, const RegionDecl *d) {
         r->owner = d->owner;
         r->group = d->group;
         r->mode = d->mode ? d->mode : 0666;
+        /* Validated by the configuration parser; indices beyond max_peers never match. */
+        memset(r->pin_name, 0, sizeof(r->pin_name));
+        if (d->pins) {
+                char copy[4096], *save = NULL;
+
+                snprintf(copy, sizeof(copy), "%s", d->pins);
+                for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+                        char *colon = strrchr(t, ':');
+                        unsigned long index = colon ? strtoul(colon + 1, NULL, 10) : SHMEM_PEERS_MAX;
+
+                        if (colon && index < r->max_peers) {
+                                *colon = 0;
+                                snprintf(r->pin_name[index], sizeof(r->pin_name[index]), "%s", t);
+                        }
+                }
+        }
 }
 
 int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const char **ret_error) {

@@ -46,6 +46,7 @@ typedef struct RegionDecl {
         uid_t owner;          /* 0 = root */
         gid_t group;          /* 0 = root */
         unsigned mode;        /* host peers' access, 0: 0666 */
+        const char *pins;     /* "NAME:INDEX ..." pinned indices, or NULL */
 } RegionDecl;
 
 /*

@@ -964,6 +964,26 @@ START_TEST(test_access_rules) {
 }
 END_TEST
 
+START_TEST(test_pinned_index) {
+        /* [region pinned] pin = late:0: index 0 waits for "late" whoever comes first. */
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = sockpath };
+        shmem_t *early, *late, *other;
+
+        o.label = "early";
+        ck_assert_int_eq(shmem_find(&early, "pinned", &o), 0);
+        ck_assert_uint_eq(shmem_index(early), 1);
+        o.label = "other";
+        ck_assert_int_eq(shmem_find(&other, "pinned", &o), 0);
+        ck_assert_uint_eq(shmem_index(other), 2);
+        o.label = "late";
+        ck_assert_int_eq(shmem_find(&late, "pinned", &o), 0);
+        ck_assert_uint_eq(shmem_index(late), 0);
+        shmem_detach(late);
+        shmem_detach(other);
+        shmem_detach(early);
+}
+END_TEST
+
 static void setup_rules(void) {
         static char conf[400];
         static const char *extra[] = { "--config", conf, NULL };
@@ -973,7 +993,8 @@ static void setup_rules(void) {
         snprintf(conf, sizeof(conf), "%.200s/rules.conf", rundir);
         write_file(conf, "[client ci-*]\nallow = ok-* shared\n[client qemu-*]\ndeny = secret\n"
                          "[region ok-1]\nsize = 4K\n[region shared]\nsize = 4K\n"
-                         "[region secret]\nsize = 4K\n[region other]\nsize = 4K\n");
+                         "[region secret]\nsize = 4K\n[region other]\nsize = 4K\n"
+                         "[region pinned]\nsize = 4K\npin = late:0\n");
         snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
         fds_at_start = count_fds();
         broker_start(extra);
@@ -1028,6 +1049,7 @@ START_TEST(test_config_refused_with_file_and_line) {
         assert_config_refused("[limits]\nregion-bytes = 12Q\n", "is not a size");
         assert_config_refused("[region c]\nsize = 4K\nsignal-mode = qnx\n", "signal-mode must be shmem or ivshmem");
         assert_config_refused("[region c]\nsize = 4K\nvectors = 4\n", "vectors is for signal-mode = ivshmem");
+        assert_config_refused("[region c]\nsize = 4K\npin = vm-a:64\n", "pin wants NAME:INDEX");
 }
 END_TEST
 
@@ -1159,6 +1181,7 @@ static Suite *broker_suite(void) {
         tcase_add_checked_fixture(tc, setup_rules, teardown);
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_access_rules);
+        tcase_add_test(tc, test_pinned_index);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("connection-limit");
