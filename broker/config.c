@@ -56,6 +56,7 @@ void config_done(Config *c) {
         for (size_t i = 0; i < c->n_regions; i++) {
                 free((char *) c->regions[i].name);
                 free((char *) c->regions[i].pins);
+                free((char *) c->regions[i].backend);
         }
         free(c->regions);
         for (size_t i = 0; i < c->n_rules; i++) {
@@ -262,6 +263,16 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
         }
         if (!strcmp(key, "vectors"))
                 return set_uint(p, value, 1, SHMEM_PEERS_MAX + 1, &d->vectors);
+        if (!strcmp(key, "backend")) {
+                if (strcmp(value, "memfd") && strcmp(value, "hugetlb-2M") && strcmp(value, "hugetlb-1G") &&
+                    value[0] != '/') {
+                        p->reason = "backend must be memfd, hugetlb-2M, hugetlb-1G or an absolute directory";
+                        return 0;
+                }
+                free((char *) d->backend);
+                d->backend = strdup(value);
+                return d->backend != NULL;
+        }
         if (!strcmp(key, "pin")) {
                 /* "NAME:INDEX ...": checked here, applied by the registry. */
                 _cleanup_free_ char *copy = strdup(value);

@@ -7,6 +7,9 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+#include <linux/memfd.h>
 #include <unistd.h>
 
 #include "fdmsg.h"
@@ -87,6 +90,8 @@ int region_new(Region **ret, Registry *registry, const char *name, uint64_t data
         r->max_peers = max_peers;
         r->vectors = compat ? vectors : max_peers + 1;
         r->memfd = -1;
+        strcpy(r->backend, "memfd");
+        r->page_len = SHMEM_PAGE_SIZE;
         r->mode = 0666; /* declared regions: open unless configured (broker.conf(5)) */
         r->creator = (uid_t) -1;
         *ret = r;
@@ -101,13 +106,65 @@ Region *region_free(Region *r) {
         return NULL;
 }
 
-int region_allocate(Region *r) {
-        _cleanup_close_ int fd = -1;
-        struct shmem_control_page *page;
+int region_set_backend(Region *r, const char *backend) {
+        uint64_t unit = SHMEM_PAGE_SIZE;
 
         if (r->memfd >= 0)
-                return 0;
-        fd = memfd_create(r->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+                return -EBUSY;
+        if (!backend || !backend[0] || !strcmp(backend, "memfd"))
+                backend = "memfd";
+        else if (!strcmp(backend, "hugetlb-2M"))
+                unit = UINT64_C(2) << 20;
+        else if (!strcmp(backend, "hugetlb-1G"))
+                unit = UINT64_C(1) << 30;
+        else if (backend[0] == '/') {
+                struct statfs sf;
+
+                /* hugetlbfs reports its huge page size as the block size. */
+                if (statfs(backend, &sf) < 0)
+                        return -errno;
+                if (sf.f_type == HUGETLBFS_MAGIC)
+                        unit = (uint64_t) sf.f_bsize;
+        } else
+                return -EINVAL;
+        if (strlen(backend) >= sizeof(r->backend))
+                return -ENAMETOOLONG;
+        strcpy(r->backend, backend);
+        /* A power of two of at least one backend page: still what QEMU wants. */
+        while (r->region_size < unit)
+                r->region_size <<= 1;
+        if (r->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM)
+                r->data_size = r->region_size;
+        r->page_len = unit;
+        return 0;
+}
+
+/* A new file of the region's backend, sized; sealed where the backend can be. */
+static int region_open_memory(Region *r) {
+        _cleanup_close_ int fd = -1;
+        unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+
+        if (r->backend[0] == '/') {
+                char path[PATH_MAX];
+
+                fd = open(r->backend, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+                if (fd < 0) {
+                        /* hugetlbfs and some DAX file systems have no O_TMPFILE. */
+                        snprintf(path, sizeof(path), "%s/.shmem-%s-XXXXXX", r->backend, r->name);
+                        fd = mkostemp(path, O_CLOEXEC);
+                        if (fd < 0)
+                                return -errno;
+                        (void) unlink(path);
+                }
+                if (ftruncate(fd, (off_t) r->region_size) < 0)
+                        return -errno;
+                return TAKE_FD(fd);
+        }
+        if (!strcmp(r->backend, "hugetlb-2M"))
+                flags |= MFD_HUGETLB | MFD_HUGE_2MB;
+        else if (!strcmp(r->backend, "hugetlb-1G"))
+                flags |= MFD_HUGETLB | MFD_HUGE_1GB;
+        fd = memfd_create(r->name, flags);
         if (fd < 0)
                 return -errno;
         if (ftruncate(fd, (off_t) r->region_size) < 0)
@@ -116,12 +173,25 @@ int region_allocate(Region *r) {
          * seals keep a peer from shrinking the file under the others (SIGBUS). */
         if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
                 return -errno;
+        return TAKE_FD(fd);
+}
+
+int region_allocate(Region *r) {
+        _cleanup_close_ int fd = -1;
+        struct shmem_control_page *page;
+
+        if (r->memfd >= 0)
+                return 0;
+        fd = region_open_memory(r);
+        if (fd < 0)
+                return fd;
         if (r->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM) {
                 /* Compat: every byte is the guests' data; nothing of ours in it. */
                 r->memfd = TAKE_FD(fd);
                 return 0;
         }
-        page = mmap(NULL, SHMEM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        /* One backend page: huge pages map whole or not at all. */
+        page = mmap(NULL, r->page_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (page == MAP_FAILED)
                 return -errno;
 
@@ -151,7 +221,7 @@ int region_adopt_memory(Region *r, int memfd) {
         if (r->memfd >= 0 || fstat(fd, &st) < 0 || (uint64_t) st.st_size != r->region_size)
                 return -EBADF;
         if (r->signal_mode != SHMEM_SIGNAL_MODE_IVSHMEM) {
-                page = mmap(NULL, SHMEM_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                page = mmap(NULL, r->page_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
                 if (page == MAP_FAILED)
                         return -errno;
                 r->page = page;
@@ -194,7 +264,7 @@ void region_release(Region *r) {
         /* No peer is left that could remember an id: numbering may restart. */
         r->next_doorbell_id = 0;
         if (r->page)
-                munmap(r->page, SHMEM_PAGE_SIZE);
+                munmap(r->page, r->page_len);
         r->page = NULL;
         r->memfd = fd_close(r->memfd);
 }

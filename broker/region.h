@@ -67,6 +67,8 @@ struct Region {
          * nobody else does. Empty: not pinned. */
         char pin_name[SHMEM_PEERS_MAX][SHMEM_LABEL_MAX + 1];
         int memfd;            /* -1 while not allocated */
+        char backend[256];    /* "memfd", "hugetlb-2M", "hugetlb-1G", or a directory */
+        uint64_t page_len;    /* how much of the memory the broker maps for page 0 */
         struct shmem_control_page *page; /* our mapping of page 0, NULL while not allocated */
         uint64_t active, epoch;
         uint32_t next_doorbell_id; /* rolling; restarts only when the memory is freed */
@@ -100,6 +102,15 @@ bool region_size_for(unsigned signal_mode, uint64_t data_size, uint64_t limit, u
 int region_new(Region **ret, Registry *registry, const char *name, uint64_t data_size,
                unsigned max_peers, unsigned signal_mode, unsigned vectors);
 Region *region_free(Region *r);
+
+/*
+ * region_set_backend() - where the memory comes from, before it is
+ * allocated: "memfd" (default), "hugetlb-2M" / "hugetlb-1G" (memfd on huge
+ * pages; the region grows to at least one), or an absolute directory (a
+ * hugetlbfs or tmpfs mount, a DAX file system: an unlinked file there).
+ * Returns 0, -EINVAL for an unknown backend, or -errno of the directory.
+ */
+int region_set_backend(Region *r, const char *backend);
 
 /* Allocates the memfd and control page if not yet there. */
 int region_allocate(Region *r);

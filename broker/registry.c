@@ -170,6 +170,14 @@ static int registry_add(Registry *reg, const RegionDecl *d, Region **ret, const 
         k = region_new(&r, reg, name, size, max_peers, d->signal_mode, vectors);
         if (k < 0)
                 return k;
+        k = region_set_backend(r, d->backend);
+        if (k < 0 || r->region_size > reg->limits.max_region_bytes) {
+                snprintf(reg->error_buf, sizeof(reg->error_buf), "backend '%s': %s", d->backend ? d->backend : "memfd",
+                         k < 0 ? strerror(-k) : "its page size makes the region exceed the per-region limit");
+                *ret_error = reg->error_buf;
+                region_free(r);
+                return k == -EINVAL || k == 0 ? SHMEM__STATUS__BAD_REQUEST : SHMEM__STATUS__UNKNOWN_FAILURE;
+        }
         reg->regions[reg->n_regions++] = r;
         for (unsigned i = 0; i < reg->n_plugins; i++) {
                 k = reg->plugins[i]->ops->region_added(reg->plugins[i], r);
@@ -333,6 +341,8 @@ static void registry_redeclare(Registry *reg, Region *r, const RegionDecl *d) {
         r->from_config = true;
         r->persistent = d->persistent;
         registry_set_access(r, d);
+        if (r->memfd < 0 && d->backend && region_set_backend(r, d->backend) < 0)
+                log_error("Region '%s': cannot use backend '%s', keeping '%s'", r->name, d->backend, r->backend);
         persist_dirty(reg->persist);
         if (d->signal_mode != r->signal_mode)
                 log_notice("Region '%s': the signal mode changes only when the region is destroyed and "
@@ -516,6 +526,7 @@ int registry_dump(Registry *reg, State *s) {
                 sr->group = r->group;
                 sr->mode = r->mode;
                 sr->creator = r->creator;
+                sr->backend = r->backend;
                 for (unsigned k = 0; k < r->max_peers; k++) {
                         Peer *p = r->peers[k];
                         Shmem__State__Peer *sp;
@@ -547,7 +558,8 @@ static int registry_restore_region(Registry *reg, const Shmem__State__Region *sr
 
         k = registry_add(reg,
                          &(RegionDecl) { .name = sr->name, .size = sr->data_size, .max_peers = sr->max_peers,
-                                         .signal_mode = sr->signal_mode, .vectors = sr->vectors },
+                                         .signal_mode = sr->signal_mode, .vectors = sr->vectors,
+                                         .backend = sr->backend },
                          &r, &error);
         if (k != 0)
                 return log_error_errno(k < 0 ? k : -EINVAL, "Cannot restore region '%s': %s", sr->name,

@@ -47,6 +47,7 @@ typedef struct RegionDecl {
         gid_t group;          /* 0 = root */
         unsigned mode;        /* host peers' access, 0: 0666 */
         const char *pins;     /* "NAME:INDEX ..." pinned indices, or NULL */
+        const char *backend;  /* region_set_backend(); NULL: memfd */
 } RegionDecl;
 
 /*

@@ -115,7 +115,7 @@ static void region_info_fill(InfoBuf *b, Region *r, bool with_peers) {
         info->name = r->name;
         info->data_size = r->data_size;
         info->region_size = r->region_size;
-        info->backend = "memfd";
+        info->backend = r->backend;
         info->max_peers = r->max_peers;
         info->vectors = r->vectors;
         info->epoch = r->epoch;

@@ -984,6 +984,55 @@ START_TEST(test_pinned_index) {
 }
 END_TEST
 
+static long meminfo(const char *key) {
+        char line[256];
+        long v = -1;
+        FILE *f = fopen("/proc/meminfo", "re");
+
+        while (f && fgets(line, sizeof(line), f))
+                if (strncmp(line, key, strlen(key)) == 0)
+                        v = strtol(line + strlen(key), NULL, 10);
+        if (f)
+                fclose(f);
+        return v;
+}
+
+static void write_sysctl(const char *path, long value) {
+        FILE *f = fopen(path, "we");
+
+        ck_assert_msg(f, "cannot open %s: run the tests as root (they set vm.nr_hugepages)", path);
+        fprintf(f, "%ld\n", value);
+        ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(test_backends) {
+        shmem_t *a, *b;
+        long before = meminfo("HugePages_Total:");
+
+        /* [region dir] backend = /dev/shm: an unlinked file there, shared as any region. */
+        a = attach("dir", 0);
+        b = attach("dir", 0);
+        ck_assert_uint_eq(shmem_size(a), 65536);
+        strcpy(shmem_data(a), "on tmpfs");
+        ck_assert_str_eq(shmem_data(b), "on tmpfs");
+        shmem_detach(b);
+        shmem_detach(a);
+
+        /* [region huge] backend = hugetlb-2M: it really takes a huge page. */
+        ck_assert_int_ge(before, 0);
+        write_sysctl("/proc/sys/vm/nr_hugepages", before + 2);
+        ck_assert_int_eq(meminfo("HugePages_Total:"), before + 2);
+        a = attach("huge", 0);
+        b = attach("huge", 0);
+        ck_assert_int_eq(meminfo("HugePages_Free:"), before + 2 - 1);
+        strcpy(shmem_data(a), "on huge pages");
+        ck_assert_str_eq(shmem_data(b), "on huge pages");
+        shmem_detach(b);
+        shmem_detach(a);
+        write_sysctl("/proc/sys/vm/nr_hugepages", before);
+}
+END_TEST
+
 static void setup_rules(void) {
         static char conf[400];
         static const char *extra[] = { "--config", conf, NULL };
@@ -994,7 +1043,9 @@ static void setup_rules(void) {
         write_file(conf, "[client ci-*]\nallow = ok-* shared\n[client qemu-*]\ndeny = secret\n"
                          "[region ok-1]\nsize = 4K\n[region shared]\nsize = 4K\n"
                          "[region secret]\nsize = 4K\n[region other]\nsize = 4K\n"
-                         "[region pinned]\nsize = 4K\npin = late:0\n");
+                         "[region pinned]\nsize = 4K\npin = late:0\n"
+                         "[region dir]\nsize = 64K\nbackend = /dev/shm\n"
+                         "[region huge]\nsize = 64K\nbackend = hugetlb-2M\n");
         snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
         fds_at_start = count_fds();
         broker_start(extra);
@@ -1050,6 +1101,7 @@ START_TEST(test_config_refused_with_file_and_line) {
         assert_config_refused("[region c]\nsize = 4K\nsignal-mode = qnx\n", "signal-mode must be shmem or ivshmem");
         assert_config_refused("[region c]\nsize = 4K\nvectors = 4\n", "vectors is for signal-mode = ivshmem");
         assert_config_refused("[region c]\nsize = 4K\npin = vm-a:64\n", "pin wants NAME:INDEX");
+        assert_config_refused("[region c]\nsize = 4K\nbackend = tape\n", "backend must be memfd");
 }
 END_TEST
 
@@ -1182,6 +1234,7 @@ static Suite *broker_suite(void) {
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_access_rules);
         tcase_add_test(tc, test_pinned_index);
+        tcase_add_test(tc, test_backends);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("connection-limit");
