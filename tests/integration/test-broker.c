@@ -23,7 +23,7 @@
 #include "region-layout.h"
 #include "shmem.h"
 
-static char rundir[256], sockpath[300];
+static char rundir[256], sockpath[300], conf_path[400];
 static pid_t broker_pid;
 
 static void broker_start(const char *const *extra) {
@@ -920,17 +920,36 @@ START_TEST(test_region_access) {
 }
 END_TEST
 
-static void setup_access(void) {
-        static char conf[400];
-        static const char *extra[] = { "--config", conf, "--region", "declared:4K", NULL };
+/* Starts the broker on conf_path with @text, and @dropin (or nothing) in conf.d/ beside it. */
+static void setup_with_config(const char *text, const char *dropin, const char *const *more) {
+        const char *extra[8] = { "--config", conf_path };
+        size_t n = 2;
+        char dir[400], conf[500];
 
         snprintf(rundir, sizeof(rundir), "/tmp/shmem-it-XXXXXX");
         ck_assert_ptr_nonnull(mkdtemp(rundir));
-        snprintf(conf, sizeof(conf), "%.200s/access.conf", rundir);
-        write_file(conf, "[limits]\nregions-per-uid = 1\n[region priv]\nsize = 4K\ngroup = nogroup\nmode = 0660\n");
+        snprintf(dir, sizeof(dir), "%.200s/etc", rundir);
+        ck_assert_int_eq(mkdir(dir, 0755), 0);
+        snprintf(conf, sizeof(conf), "%.200s/conf.d", dir);
+        ck_assert_int_eq(mkdir(conf, 0755), 0);
+        if (dropin) {
+                snprintf(conf, sizeof(conf), "%.200s/conf.d/10-test.conf", dir);
+                write_file(conf, dropin);
+        }
+        snprintf(conf_path, sizeof(conf_path), "%.200s/broker.conf", dir);
+        write_file(conf_path, text);
+        for (; more && *more; more++)
+                extra[n++] = *more;
         snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
         fds_at_start = count_fds();
         broker_start(extra);
+}
+
+static void setup_access(void) {
+        static const char *const more[] = { "--region", "declared:4K", NULL };
+
+        setup_with_config("[limits]\nregions-per-uid = 1\n[region priv]\nsize = 4K\ngroup = nogroup\nmode = 0660\n",
+                          NULL, more);
 }
 
 static shmem_t *attach_labeled(const char *label, const char *name, int expect) {
@@ -1034,21 +1053,13 @@ START_TEST(test_backends) {
 END_TEST
 
 static void setup_rules(void) {
-        static char conf[400];
-        static const char *extra[] = { "--config", conf, NULL };
-
-        snprintf(rundir, sizeof(rundir), "/tmp/shmem-it-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(rundir));
-        snprintf(conf, sizeof(conf), "%.200s/rules.conf", rundir);
-        write_file(conf, "[client ci-*]\nallow = ok-* shared\n[client qemu-*]\ndeny = secret\n"
+        setup_with_config("[client ci-*]\nallow = ok-* shared\n[client qemu-*]\ndeny = secret\n"
                          "[region ok-1]\nsize = 4K\n[region shared]\nsize = 4K\n"
                          "[region secret]\nsize = 4K\n[region other]\nsize = 4K\n"
                          "[region pinned]\nsize = 4K\npin = late:0\n"
                          "[region dir]\nsize = 64K\nbackend = /dev/shm\n"
-                         "[region huge]\nsize = 64K\nbackend = hugetlb-2M\n");
-        snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
-        fds_at_start = count_fds();
-        broker_start(extra);
+                          "[region huge]\nsize = 64K\nbackend = hugetlb-2M\n",
+                          NULL, NULL);
 }
 
 /* --- configuration --- */
@@ -1121,7 +1132,6 @@ static void wait_find_status(const char *name, int expect) {
         ck_abort_msg("'%s' never gave status %d", name, expect);
 }
 
-static char conf_path[400];
 
 START_TEST(test_config_reload) {
         shmem_t *a = attach_flags("cfg-b", 0, SHMEM_FIND, 0), *b = attach("cfg-b", 0);
@@ -1157,97 +1167,64 @@ START_TEST(test_config_reload) {
 END_TEST
 
 static void setup_config(void) {
-        char path[400], conf[300];
-        static const char *extra[3] = { "--config", NULL, NULL };
+        setup_with_config("# comment\n[limits]\npeers = 3\nregion-bytes = 1M\n\n[region cfg-a]\nsize = 64K\n",
+                          "[region cfg-b]\nsize = 4K\nmax-peers = 2\n", NULL);
+}
 
-        snprintf(rundir, sizeof(rundir), "/tmp/shmem-it-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(rundir));
-        snprintf(conf, sizeof(conf), "%.200s/etc", rundir);
-        ck_assert_int_eq(mkdir(conf, 0755), 0);
-        snprintf(path, sizeof(path), "%s/conf.d", conf);
-        ck_assert_int_eq(mkdir(path, 0755), 0);
-        snprintf(path, sizeof(path), "%s/conf.d/10-b.conf", conf);
-        write_file(path, "[region cfg-b]\nsize = 4K\nmax-peers = 2\n");
-        snprintf(path, sizeof(path), "%s/broker.conf", conf);
-        write_file(path, "# comment\n[limits]\npeers = 3\nregion-bytes = 1M\n\n[region cfg-a]\nsize = 64K\n");
-        snprintf(conf_path, sizeof(conf_path), "%s", path);
-        extra[1] = conf_path;
-        snprintf(sockpath, sizeof(sockpath), "%s/broker.sock", rundir);
-        fds_at_start = count_fds();
-        broker_start(extra);
+/* A TCase of @s whose tests each get a broker from @fixture. */
+static TCase *broker_tcase(Suite *s, const char *name, void (*fixture)(void), int timeout) {
+        TCase *tc = tcase_create(name);
+
+        tcase_add_checked_fixture(tc, fixture, teardown);
+        tcase_set_timeout(tc, timeout);
+        suite_add_tcase(s, tc);
+        return tc;
 }
 
 static Suite *broker_suite(void) {
         Suite *s = suite_create("broker");
         TCase *tc;
 
-        tc = tcase_create("regions");
-        tcase_add_checked_fixture(tc, setup, teardown);
-        tcase_set_timeout(tc, 30);
+        tc = broker_tcase(s, "regions", setup, 30);
         tcase_add_test(tc, test_first_attach_creates_and_fixes_size);
         tcase_add_test(tc, test_find_and_exclusive);
         tcase_add_test(tc, test_client_max);
         tcase_add_test(tc, test_bad_names_and_sizes);
-        suite_add_tcase(s, tc);
 
-        tc = tcase_create("signals");
-        tcase_add_checked_fixture(tc, setup, teardown);
-        tcase_set_timeout(tc, 30);
+        tc = broker_tcase(s, "signals", setup, 30);
         tcase_add_test(tc, test_selective_signaling);
         tcase_add_test(tc, test_membership_events);
         tcase_add_test(tc, test_sigkill_frees_index);
-        suite_add_tcase(s, tc);
 
-        tc = tcase_create("misbehaving");
-        tcase_add_checked_fixture(tc, setup, teardown);
-        tcase_set_timeout(tc, 60);
+        tc = broker_tcase(s, "misbehaving", setup, 60);
         tcase_add_test(tc, test_bad_input_dropped);
         tcase_add_test(tc, test_qemu_socket_abuse);
         tcase_add_test(tc, test_admin_needs_root);
-        suite_add_tcase(s, tc);
 
-        tc = tcase_create("qemu-protocol");
-        tcase_add_checked_fixture(tc, setup, teardown);
-        tcase_set_timeout(tc, 30);
+        tc = broker_tcase(s, "qemu-protocol", setup, 30);
         tcase_add_test(tc, test_qemu_protocol);
         tcase_add_test(tc, test_qemu_refused_by_version);
         tcase_add_test(tc, test_qemu_compat_mode);
         tcase_add_test(tc, test_qemu_socket_group);
-        suite_add_tcase(s, tc);
 
-        tc = tcase_create("config");
-        tcase_add_checked_fixture(tc, setup_config, teardown);
-        tcase_set_timeout(tc, 30);
+        tc = broker_tcase(s, "config", setup_config, 30);
         tcase_add_test(tc, test_config_regions_and_limits);
         tcase_add_test(tc, test_config_refused_with_file_and_line);
         tcase_add_test(tc, test_config_reload);
-        suite_add_tcase(s, tc);
 
-        tc = tcase_create("access");
-        tcase_add_checked_fixture(tc, setup_access, teardown);
-        tcase_set_timeout(tc, 30);
+        tc = broker_tcase(s, "access", setup_access, 30);
         tcase_add_test(tc, test_region_access);
-        suite_add_tcase(s, tc);
 
-        tc = tcase_create("rules");
-        tcase_add_checked_fixture(tc, setup_rules, teardown);
-        tcase_set_timeout(tc, 30);
+        tc = broker_tcase(s, "rules", setup_rules, 30);
         tcase_add_test(tc, test_access_rules);
         tcase_add_test(tc, test_pinned_index);
         tcase_add_test(tc, test_backends);
-        suite_add_tcase(s, tc);
 
-        tc = tcase_create("connection-limit");
-        tcase_add_checked_fixture(tc, setup_two_connections, teardown);
-        tcase_set_timeout(tc, 30);
+        tc = broker_tcase(s, "connection-limit", setup_two_connections, 30);
         tcase_add_test(tc, test_connection_limit);
-        suite_add_tcase(s, tc);
 
-        tc = tcase_create("slow-reader");
-        tcase_add_checked_fixture(tc, setup_small_queue, teardown);
-        tcase_set_timeout(tc, 120);
+        tc = broker_tcase(s, "slow-reader", setup_small_queue, 120);
         tcase_add_test(tc, test_peer_that_never_reads);
-        suite_add_tcase(s, tc);
         return s;
 }
 
