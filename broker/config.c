@@ -342,6 +342,28 @@ static int handle_client(Parser *p, const char *client, const char *key, const c
         _cleanup_free_ char *copy = NULL;
         char *save = NULL;
 
+        if (!strcmp(key, "subst")) {
+                AccessRule *a;
+
+                if (!region_name_is_valid(value) || strlen(value) >= SHMEM_NAME_MAX) {
+                        p->reason = "subst wants a name prefix of [A-Za-z0-9._-], not starting with '.'";
+                        return 0;
+                }
+                a = realloc(c->rules, (c->n_rules + 1) * sizeof(*a));
+                if (!a)
+                        return 0;
+                c->rules = a;
+                a = &c->rules[c->n_rules];
+                *a = (AccessRule) { .client = strdup(client), .glob = strdup(value), .subst = true,
+                                    .line = p->line };
+                if (!a->client || !a->glob) {
+                        free((char *) a->client);
+                        free((char *) a->glob);
+                        return 0;
+                }
+                c->n_rules++;
+                return 1;
+        }
         if (!allow && strcmp(key, "deny") != 0)
                 return -1;
         copy = strdup(value);

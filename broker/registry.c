@@ -684,7 +684,7 @@ bool registry_rules_allow(Registry *reg, const char *client, const char *region,
         for (size_t i = 0; i < reg->n_rules; i++) {
                 const AccessRule *rule = &reg->rules[i];
 
-                if (fnmatch(rule->client, client, 0) != 0)
+                if (rule->subst || fnmatch(rule->client, client, 0) != 0)
                         continue;
                 last = rule;
                 if (fnmatch(rule->glob, region, 0) != 0)
@@ -703,4 +703,15 @@ bool registry_rules_allow(Registry *reg, const char *client, const char *region,
                  last->glob, last->line);
         *ret_error = reg->error_buf;
         return false;
+}
+
+bool registry_subst_name(Registry *reg, const char *client, const char *name, char ret[SHMEM_NAME_MAX + 1]) {
+        const char *prefix = "";
+
+        for (size_t i = 0; i < reg->n_rules; i++)
+                if (reg->rules[i].subst && fnmatch(reg->rules[i].client, client, 0) == 0) {
+                        prefix = reg->rules[i].glob;
+                        break;
+                }
+        return snprintf(ret, SHMEM_NAME_MAX + 1, "%s%s", prefix, name) <= SHMEM_NAME_MAX;
 }

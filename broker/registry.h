@@ -59,8 +59,9 @@ typedef struct RegionDecl {
  */
 typedef struct AccessRule {
         const char *client; /* glob on the VM's -name or the client's label */
-        const char *glob;   /* on the region name */
+        const char *glob;   /* on the region name; for subst, the prefix */
         bool allow;
+        bool subst;         /* QNX subst: the names this peer uses get the prefix glob */
         unsigned line;      /* for the log: which rule refused whom */
 } AccessRule;
 
@@ -147,6 +148,13 @@ int registry_set_rules(Registry *reg, const AccessRule *rules, size_t n);
  * refusal, @ret_error says which rule (a text valid until the next call).
  */
 bool registry_rules_allow(Registry *reg, const char *client, const char *region, const char **ret_error);
+
+/*
+ * registry_subst_name() - the region name a peer means by @name: with a
+ * "subst = PREFIX" for it, PREFIX + @name (QNX vdev-shmem's namespacing).
+ * Returns false if the result does not fit a name.
+ */
+bool registry_subst_name(Registry *reg, const char *client, const char *name, char ret[SHMEM_NAME_MAX + 1]);
 
 /* A new id for a front-end connection (the stored state names connections by it). */
 static inline uint64_t registry_new_conn_id(Registry *reg) {

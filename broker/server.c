@@ -263,6 +263,7 @@ static void client_send_attach_reply(Client *c, uint64_t serial, bool created) {
 }
 
 static void client_handle_attach(Client *c, uint64_t serial, const Shmem__Attach *a) {
+        char name[SHMEM_NAME_MAX + 1];
         const char *error = NULL;
         bool created = false;
         int r;
@@ -295,7 +296,12 @@ static void client_handle_attach(Client *c, uint64_t serial, const Shmem__Attach
                 client_reply(c, serial, SHMEM__STATUS__NO_PERMISSION, error, NULL, NULL, 0);
                 return;
         }
-        r = registry_attach(c->server->registry, a->name, (AttachMode) a->mode, a->size, &c->id,
+        if (!registry_subst_name(c->server->registry, c->id.label, a->name, name)) {
+                client_reply(c, serial, SHMEM__STATUS__ILLEGAL_NAME, "the name with this client's subst prefix is "
+                             "longer than 63 characters", NULL, NULL, 0);
+                return;
+        }
+        r = registry_attach(c->server->registry, name, (AttachMode) a->mode, a->size, &c->id,
                             &client_peer_ops, c, &c->peer, &created, &error);
         if (r < 0) {
                 log_error_errno(r, "Cannot attach client '%s' to '%s': %m", c->id.label, a->name);

@@ -241,6 +241,7 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
         struct ucred cred;
         socklen_t len = sizeof(cred);
         _cleanup_close_ int cfd = -1;
+        char name[SHMEM_NAME_MAX + 1];
         const char *error = NULL;
         PeerIdentity ident = {};
         QemuClient *c;
@@ -269,11 +270,14 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
                 return;
         persist_store(qp->base.registry->persist, c->conn.fd, "c/%llu", (unsigned long long) c->conn_id);
 
+        /* With a subst prefix for this VM, the socket of "foo" attaches it to PREFIXfoo. */
         if (!registry_rules_allow(qp->base.registry, c->id.label, ep->region->name, &error))
                 r = SHMEM__STATUS__NO_PERMISSION;
+        else if (!registry_subst_name(qp->base.registry, c->id.label, ep->region->name, name))
+                r = SHMEM__STATUS__ILLEGAL_NAME;
         else
-                r = registry_attach(qp->base.registry, ep->region->name, ATTACH_FIND, 0, &c->id,
-                                    &qemu_peer_ops, c, &c->peer, NULL, &error);
+                r = registry_attach(qp->base.registry, name, ATTACH_FIND, 0, &c->id, &qemu_peer_ops, c,
+                                    &c->peer, NULL, &error);
         if (r != 0) {
                 int status = r > 0 ? r : SHMEM__STATUS__UNKNOWN_FAILURE;
 

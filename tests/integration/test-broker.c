@@ -983,6 +983,21 @@ START_TEST(test_access_rules) {
 }
 END_TEST
 
+START_TEST(test_subst) {
+        /* [client sub-*] subst = t1-: what sub-x calls "data" is "t1-data". */
+        shmem_t *sub = attach_labeled("sub-x", "data", 0), *plain = attach_labeled("plain", "t1-data", 0),
+                *other = attach_labeled("plain", "data", 0);
+
+        ck_assert_str_eq(shmem_name(sub), "data");
+        strcpy(shmem_data(sub), "via subst");
+        ck_assert_str_eq(shmem_data(plain), "via subst");
+        ck_assert_str_ne(shmem_data(other), "via subst");
+        shmem_detach(other);
+        shmem_detach(plain);
+        shmem_detach(sub);
+}
+END_TEST
+
 START_TEST(test_pinned_index) {
         /* [region pinned] pin = late:0: index 0 waits for "late" whoever comes first. */
         struct shmem_attach_opts o = { .size = sizeof(o), .socket = sockpath };
@@ -1053,7 +1068,8 @@ START_TEST(test_backends) {
 END_TEST
 
 static void setup_rules(void) {
-        setup_with_config("[client ci-*]\nallow = ok-* shared\n[client qemu-*]\ndeny = secret\n"
+        setup_with_config("[client sub-*]\nsubst = t1-\n[region t1-data]\nsize = 4K\n[region data]\nsize = 4K\n"
+                          "[client ci-*]\nallow = ok-* shared\n[client qemu-*]\ndeny = secret\n"
                          "[region ok-1]\nsize = 4K\n[region shared]\nsize = 4K\n"
                          "[region secret]\nsize = 4K\n[region other]\nsize = 4K\n"
                          "[region pinned]\nsize = 4K\npin = late:0\n"
@@ -1113,6 +1129,7 @@ START_TEST(test_config_refused_with_file_and_line) {
         assert_config_refused("[region c]\nsize = 4K\nvectors = 4\n", "vectors is for signal-mode = ivshmem");
         assert_config_refused("[region c]\nsize = 4K\npin = vm-a:64\n", "pin wants NAME:INDEX");
         assert_config_refused("[region c]\nsize = 4K\nbackend = tape\n", "backend must be memfd");
+        assert_config_refused("[client x]\nsubst = a/b\n", "subst wants a name prefix");
 }
 END_TEST
 
@@ -1218,6 +1235,7 @@ static Suite *broker_suite(void) {
         tc = broker_tcase(s, "rules", setup_rules, 30);
         tcase_add_test(tc, test_access_rules);
         tcase_add_test(tc, test_pinned_index);
+        tcase_add_test(tc, test_subst);
         tcase_add_test(tc, test_backends);
 
         tc = broker_tcase(s, "connection-limit", setup_two_connections, 30);
