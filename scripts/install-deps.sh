@@ -5,7 +5,8 @@
 set -eu
 
 packages="build-essential cmake pkg-config libevent-dev libprotobuf-c-dev protobuf-c-compiler
-check libinih-dev python3 qemu-system-x86 busybox-static cpio xz-utils zstd kmod systemd"
+check libinih-dev libvirt-dev python3 qemu-system-x86 busybox-static cpio xz-utils zstd kmod systemd
+libvirt-daemon-system libvirt-clients"
 
 missing=
 for p in $packages; do
