@@ -48,7 +48,8 @@ static gid_t config_default_qemu_gid(void) {
 void config_init(Config *c) {
         *c = (Config) {
                 .limits = LIMITS_DEFAULT,
-                .qemu = { .socket_mode = 0660, .socket_gid = config_default_qemu_gid() },
+                .qemu = { .socket_mode = 0660, .socket_gid = config_default_qemu_gid(),
+                          .libvirt_run_dir = "/run/libvirt/qemu" },
         };
 }
 
@@ -195,6 +196,18 @@ static int handle_broker(Parser *p, const char *key, const char *value) {
                 c->qemu.socket_gid = g->gr_gid;
                 return 1;
         }
+        if (!strcmp(key, "libvirt-run-directory")) {
+                if (value[0] && value[0] != '/') {
+                        p->reason = "libvirt-run-directory must be an absolute path, or empty";
+                        return 0;
+                }
+                if (strlen(value) >= sizeof(c->qemu.libvirt_run_dir)) {
+                        p->reason = "libvirt-run-directory is too long";
+                        return 0;
+                }
+                strcpy(c->qemu.libvirt_run_dir, value);
+                return 1;
+        }
         if (!strcmp(key, "qemu-socket-mode")) {
                 unsigned mode;
                 int n = 0;
@@ -335,61 +348,57 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
 
 #define CONFIG_RULES_MAX 4096
 
-/* "allow = a b*" or "deny = ...": one rule per glob, in order. */
-static int handle_client(Parser *p, const char *client, const char *key, const char *value) {
+static int add_rule(Parser *p, const AccessRule *rule) {
         Config *c = p->config;
+        AccessRule *a;
+
+        if (c->n_rules >= CONFIG_RULES_MAX) {
+                p->reason = "too many allow/deny/subst rules";
+                return 0;
+        }
+        a = realloc(c->rules, (c->n_rules + 1) * sizeof(*a));
+        if (!a)
+                return 0;
+        c->rules = a;
+        a = &c->rules[c->n_rules];
+        *a = *rule;
+        a->client = strdup(rule->client);
+        a->glob = strdup(rule->glob);
+        a->line = p->line;
+        if (!a->client || !a->glob) {
+                free((char *) a->client);
+                free((char *) a->glob);
+                return 0;
+        }
+        c->n_rules++;
+        return 1;
+}
+
+/*
+ * [client NAME] and [domain NAME]: "allow = a b*" or "deny = ...", one rule
+ * per glob, in order; "subst = PREFIX".
+ */
+static int handle_rules(Parser *p, const char *client, bool domain, const char *key, const char *value) {
         bool allow = !strcmp(key, "allow");
         _cleanup_free_ char *copy = NULL;
         char *save = NULL;
 
         if (!strcmp(key, "subst")) {
-                AccessRule *a;
-
                 if (!region_name_is_valid(value) || strlen(value) >= SHMEM_NAME_MAX) {
                         p->reason = "subst wants a name prefix of [A-Za-z0-9._-], not starting with '.'";
                         return 0;
                 }
-                a = realloc(c->rules, (c->n_rules + 1) * sizeof(*a));
-                if (!a)
-                        return 0;
-                c->rules = a;
-                a = &c->rules[c->n_rules];
-                *a = (AccessRule) { .client = strdup(client), .glob = strdup(value), .subst = true,
-                                    .line = p->line };
-                if (!a->client || !a->glob) {
-                        free((char *) a->client);
-                        free((char *) a->glob);
-                        return 0;
-                }
-                c->n_rules++;
-                return 1;
+                return add_rule(p, &(AccessRule) { .client = client, .glob = value, .subst = true,
+                                                   .domain = domain });
         }
         if (!allow && strcmp(key, "deny") != 0)
                 return -1;
         copy = strdup(value);
         if (!copy)
                 return 0;
-        for (char *glob = strtok_r(copy, " \t,", &save); glob; glob = strtok_r(NULL, " \t,", &save)) {
-                AccessRule *a;
-
-                if (c->n_rules >= CONFIG_RULES_MAX) {
-                        p->reason = "too many allow/deny globs";
+        for (char *glob = strtok_r(copy, " \t,", &save); glob; glob = strtok_r(NULL, " \t,", &save))
+                if (!add_rule(p, &(AccessRule) { .client = client, .glob = glob, .allow = allow, .domain = domain }))
                         return 0;
-                }
-                a = realloc(c->rules, (c->n_rules + 1) * sizeof(*a));
-                if (!a)
-                        return 0;
-                c->rules = a;
-                a = &c->rules[c->n_rules];
-                *a = (AccessRule) { .client = strdup(client), .glob = strdup(glob), .allow = allow,
-                                    .line = p->line };
-                if (!a->client || !a->glob) {
-                        free((char *) a->client);
-                        free((char *) a->glob);
-                        return 0;
-                }
-                c->n_rules++;
-        }
         return 1;
 }
 
@@ -416,12 +425,12 @@ static int config_handler(void *userdata, const char *section, const char *key, 
                         return 0;
                 }
                 r = handle_region(p, name, key, value);
-        } else if (!strncmp(section, "client ", 7)) {
+        } else if (!strncmp(section, "client ", 7) || !strncmp(section, "domain ", 7)) {
                 const char *name = section + 7;
 
                 while (*name == ' ')
                         name++;
-                r = handle_client(p, name, key, value);
+                r = handle_rules(p, name, section[0] == 'd', key, value);
         } else {
                 snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown section [%s]", section);
                 p->reason = p->reason_buf;

@@ -7,7 +7,8 @@
  * Later files override single settings and add regions. broker.conf(5) (man/)
  * documents every key.
  *
- *   [broker]          run-directory, qemu-socket-group, qemu-socket-mode
+ *   [broker]          run-directory, qemu-socket-group, qemu-socket-mode,
+ *                     libvirt-run-directory
  *   [limits]          regions, total-bytes, region-bytes, peers, connections, queued-bytes,
  *                     regions-per-uid
  *   [region NAME]     size, max-peers, persistent, signal-mode, vectors, owner, group, mode

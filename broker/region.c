@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -346,6 +347,11 @@ static uint32_t region_next_doorbell_id(Region *r) {
         }
 }
 
+bool peer_identity_is(const PeerIdentity *id, const char *name) {
+        return strcmp(id->label, name) == 0 ||
+               (id->kind == SHMEM_PEER_KIND_QEMU && id->vm_uuid[0] && strcasecmp(id->vm_uuid, name) == 0);
+}
+
 int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, void *userdata,
                        Peer **ret) {
         struct shmem_slot *slot;
@@ -356,7 +362,7 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
         /* "Guest 0 is always vm-a": a pinned name gets its index, and the
          * others the lowest free index that is pinned to nobody. */
         for (index = 0; index < r->max_peers; index++)
-                if (!r->peers[index] && r->pin_name[index][0] && strcmp(r->pin_name[index], id->label) == 0)
+                if (!r->peers[index] && r->pin_name[index][0] && peer_identity_is(id, r->pin_name[index]))
                         break;
         if (index >= r->max_peers)
                 for (index = 0; index < r->max_peers; index++)

@@ -27,12 +27,16 @@ typedef struct PeerIdentity {
         unsigned kind; /* SHMEM_PEER_KIND_* */
         char label[SHMEM_LABEL_MAX + 1];
         char vm_uuid[37]; /* QEMU's -uuid (libvirt always passes one), or "" */
+        bool libvirt;     /* libvirt's pid file for the domain named label holds pid */
         pid_t pid;
         uid_t uid;
         gid_t gid;
         gid_t groups[32]; /* supplementary groups (SO_PEERGROUPS), host peers only */
         unsigned n_groups;
 } PeerIdentity;
+
+/* Whether @name names the peer: its label, or a VM's UUID (libvirt's domain UUID). */
+bool peer_identity_is(const PeerIdentity *id, const char *name);
 
 struct Peer {
         Region *region;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "msg.h"
@@ -541,6 +542,7 @@ int registry_dump(Registry *reg, State *s) {
                         sp->kind = p->id.kind;
                         sp->label = p->id.label;
                         sp->vm_uuid = p->id.vm_uuid;
+                        sp->libvirt = p->id.libvirt;
                         sp->pid = (uint32_t) p->id.pid;
                         sp->uid = (uint32_t) p->id.uid;
                         sp->gid = (uint32_t) p->id.gid;
@@ -589,7 +591,8 @@ static int registry_restore_region(Registry *reg, const Shmem__State__Region *sr
         }
         for (size_t i = 0; i < sr->n_peers && r->memfd >= 0; i++) {
                 const Shmem__State__Peer *sp = sr->peers[i];
-                PeerIdentity id = { .kind = sp->kind, .pid = (pid_t) sp->pid, .uid = sp->uid, .gid = sp->gid };
+                PeerIdentity id = { .kind = sp->kind, .pid = (pid_t) sp->pid, .uid = sp->uid, .gid = sp->gid,
+                                    .libvirt = sp->libvirt };
                 int ev[SHMEM_PEERS_MAX + 1];
                 bool complete = true;
                 Peer *p;
@@ -678,38 +681,51 @@ int registry_set_rules(Registry *reg, const AccessRule *rules, size_t n) {
         return 0;
 }
 
-bool registry_rules_allow(Registry *reg, const char *client, const char *region, const char **ret_error) {
+/* Whether @rule's section names the peer @id. */
+static bool rule_names(const AccessRule *rule, const PeerIdentity *id) {
+        if (!rule->domain)
+                return fnmatch(rule->client, id->label, 0) == 0;
+        /* A host client chooses its label: only a VM can be a domain. */
+        return id->kind == SHMEM_PEER_KIND_QEMU &&
+               (fnmatch(rule->client, id->label, 0) == 0 || (id->vm_uuid[0] && !strcasecmp(rule->client, id->vm_uuid)));
+}
+
+static const char *rule_section(const AccessRule *rule) {
+        return rule->domain ? "domain" : "client";
+}
+
+bool registry_rules_allow(Registry *reg, const PeerIdentity *id, const char *region, const char **ret_error) {
         const AccessRule *last = NULL;
 
         for (size_t i = 0; i < reg->n_rules; i++) {
                 const AccessRule *rule = &reg->rules[i];
 
-                if (rule->subst || fnmatch(rule->client, client, 0) != 0)
+                if (rule->subst || !rule_names(rule, id))
                         continue;
                 last = rule;
                 if (fnmatch(rule->glob, region, 0) != 0)
                         continue;
                 if (rule->allow)
                         return true;
-                snprintf(reg->error_buf, sizeof(reg->error_buf), "denied by 'deny = %s' of [client %s] (line %u)",
-                         rule->glob, rule->client, rule->line);
+                snprintf(reg->error_buf, sizeof(reg->error_buf), "denied by 'deny = %s' of [%s %s] (line %u)",
+                         rule->glob, rule_section(rule), rule->client, rule->line);
                 *ret_error = reg->error_buf;
                 return false;
         }
         if (!last || !last->allow)
                 return true;
         snprintf(reg->error_buf, sizeof(reg->error_buf),
-                 "not allowed by [client %s]: 'allow = %s' (line %u) implies a final 'deny *'", last->client,
-                 last->glob, last->line);
+                 "not allowed by [%s %s]: 'allow = %s' (line %u) implies a final 'deny *'", rule_section(last),
+                 last->client, last->glob, last->line);
         *ret_error = reg->error_buf;
         return false;
 }
 
-bool registry_subst_name(Registry *reg, const char *client, const char *name, char ret[SHMEM_NAME_MAX + 1]) {
+bool registry_subst_name(Registry *reg, const PeerIdentity *id, const char *name, char ret[SHMEM_NAME_MAX + 1]) {
         const char *prefix = "";
 
         for (size_t i = 0; i < reg->n_rules; i++)
-                if (reg->rules[i].subst && fnmatch(reg->rules[i].client, client, 0) == 0) {
+                if (reg->rules[i].subst && rule_names(&reg->rules[i], id)) {
                         prefix = reg->rules[i].glob;
                         break;
                 }

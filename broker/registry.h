@@ -52,7 +52,8 @@ typedef struct RegionDecl {
 
 /*
  * Access rules per VM or client, QNX vdev-shmem semantics: the rules of every
- * [client NAME] section whose NAME (a glob) matches the peer's name, in file
+ * [client NAME] or [domain NAME] section whose NAME (a glob) matches the
+ * peer's name (for [domain], a QEMU peer's name or UUID), in file
  * order; the first whose glob matches the region name decides; if none does,
  * the last rule's kind decides the opposite ("allow" implies a final
  * "deny *", "deny" a final "allow *"). No rule: allowed.
@@ -62,6 +63,7 @@ typedef struct AccessRule {
         const char *glob;   /* on the region name; for subst, the prefix */
         bool allow;
         bool subst;         /* QNX subst: the names this peer uses get the prefix glob */
+        bool domain;        /* [domain NAME]: QEMU peers only; NAME also matches the VM's UUID */
         unsigned line;      /* for the log: which rule refused whom */
 } AccessRule;
 
@@ -144,17 +146,17 @@ unsigned registry_reconfigure(Registry *reg, const Limits *limits, const RegionD
 int registry_set_rules(Registry *reg, const AccessRule *rules, size_t n);
 
 /*
- * Whether the peer named @client may attach to @region by the rules; on a
- * refusal, @ret_error says which rule (a text valid until the next call).
+ * Whether the peer @id may attach to @region by the rules; on a refusal,
+ * @ret_error says which rule (a text valid until the next call).
  */
-bool registry_rules_allow(Registry *reg, const char *client, const char *region, const char **ret_error);
+bool registry_rules_allow(Registry *reg, const PeerIdentity *id, const char *region, const char **ret_error);
 
 /*
  * registry_subst_name() - the region name a peer means by @name: with a
  * "subst = PREFIX" for it, PREFIX + @name (QNX vdev-shmem's namespacing).
  * Returns false if the result does not fit a name.
  */
-bool registry_subst_name(Registry *reg, const char *client, const char *name, char ret[SHMEM_NAME_MAX + 1]);
+bool registry_subst_name(Registry *reg, const PeerIdentity *id, const char *name, char ret[SHMEM_NAME_MAX + 1]);
 
 /* A new id for a front-end connection (the stored state names connections by it). */
 static inline uint64_t registry_new_conn_id(Registry *reg) {

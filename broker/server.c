@@ -144,6 +144,7 @@ static void region_info_fill(InfoBuf *b, Region *r, bool with_peers) {
                 st->uid = (uint32_t) p->id.uid;
                 st->doorbell_id = p->doorbell_id;
                 st->vm_uuid = p->id.vm_uuid;
+                st->libvirt = p->id.libvirt;
                 /* Shown as found: the page is peer-writable and never trusted. */
                 if (r->page)
                         st->pending = __atomic_load_n(&r->page->slots[i].pending, __ATOMIC_ACQUIRE);
@@ -290,13 +291,13 @@ static void client_handle_attach(Client *c, uint64_t serial, const Shmem__Attach
         }
         /* Client names are the client's own choice: these rules sort
          * cooperating programs; owner/group/mode is what authenticates. */
-        if (!registry_rules_allow(c->server->registry, c->id.label, a->name, &error)) {
+        if (!registry_rules_allow(c->server->registry, &c->id, a->name, &error)) {
                 log_info("Refusing client '%s' (pid %d) region '%s': %s", c->id.label, (int) c->id.pid, a->name,
                          error);
                 client_reply(c, serial, SHMEM__STATUS__NO_PERMISSION, error, NULL, NULL, 0);
                 return;
         }
-        if (!registry_subst_name(c->server->registry, c->id.label, a->name, name)) {
+        if (!registry_subst_name(c->server->registry, &c->id, a->name, name)) {
                 client_reply(c, serial, SHMEM__STATUS__ILLEGAL_NAME, "the name with this client's subst prefix is "
                              "longer than 63 characters", NULL, NULL, 0);
                 return;

@@ -175,11 +175,37 @@ static const PeerOps qemu_peer_ops = {
 };
 
 /*
+ * Whether libvirt runs the QEMU of @id as the domain @id->label: libvirt
+ * writes <libvirt_run_dir>/<domain>.pid before it executes QEMU, so QEMU's
+ * connection finds it. A file read, not a libvirt API call: libvirtd may be
+ * waiting for this very QEMU to start, and the broker's loop never blocks on
+ * another daemon (docs/libvirt.md).
+ */
+static bool qemu_libvirt_confirms(const char *run_dir, const PeerIdentity *id) {
+        char path[sizeof(((QemuPluginConfig *) NULL)->libvirt_run_dir) + SHMEM_LABEL_MAX + 8], buf[32];
+        ssize_t n;
+        int fd;
+
+        if (!run_dir[0] || strchr(id->label, '/') || id->label[0] == '.')
+                return false;
+        snprintf(path, sizeof(path), "%s/%s.pid", run_dir, id->label);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+                return false;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+                return false;
+        buf[n] = 0;
+        return strtol(buf, NULL, 10) == (long) id->pid;
+}
+
+/*
  * The VM's identity from its command line: the name of "-name guest=X,..." or
  * "-name X" as the label (else "qemu-PID"), and "-uuid U", which libvirt
  * always passes and which names the domain for good (docs/protocol.md).
  */
-static void qemu_identity_from_pid(PeerIdentity *id) {
+static void qemu_identity_from_pid(PeerIdentity *id, const char *libvirt_run_dir) {
         char path[64], buf[16384];
         ssize_t n;
         int fd;
@@ -207,6 +233,7 @@ static void qemu_identity_from_pid(PeerIdentity *id) {
                            strspn(v, "0123456789abcdefABCDEF-") == 36)
                         memcpy(id->vm_uuid, v, 37);
         }
+        id->libvirt = qemu_libvirt_confirms(libvirt_run_dir, id);
 }
 
 /* A QemuClient on @fd (consumed, also on failure); NULL on failure. */
@@ -264,16 +291,16 @@ static void qemu_endpoint_on_accept(evutil_socket_t fd, short what, void *userda
         ident.pid = cred.pid;
         ident.uid = cred.uid;
         ident.gid = cred.gid;
-        qemu_identity_from_pid(&ident);
+        qemu_identity_from_pid(&ident, qp->config.libvirt_run_dir);
         c = qemu_client_new(qp, TAKE_FD(cfd), registry_new_conn_id(qp->base.registry), ep->region->name, &ident);
         if (!c)
                 return;
         persist_store(qp->base.registry->persist, c->conn.fd, "c/%llu", (unsigned long long) c->conn_id);
 
         /* With a subst prefix for this VM, the socket of "foo" attaches it to PREFIXfoo. */
-        if (!registry_rules_allow(qp->base.registry, c->id.label, ep->region->name, &error))
+        if (!registry_rules_allow(qp->base.registry, &c->id, ep->region->name, &error))
                 r = SHMEM__STATUS__NO_PERMISSION;
-        else if (!registry_subst_name(qp->base.registry, c->id.label, ep->region->name, name))
+        else if (!registry_subst_name(qp->base.registry, &c->id, ep->region->name, name))
                 r = SHMEM__STATUS__ILLEGAL_NAME;
         else
                 r = registry_attach(qp->base.registry, name, ATTACH_FIND, 0, &c->id, &qemu_peer_ops, c,

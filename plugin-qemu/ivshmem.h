@@ -23,6 +23,9 @@
 typedef struct QemuPluginConfig {
         mode_t socket_mode; /* 0660 by default */
         gid_t socket_gid;   /* (gid_t) -1: leave the broker's group */
+        /* Where libvirt keeps its QEMU pid files (NAME.pid), to confirm that a
+         * VM is the libvirt domain it names; "" disables the check. */
+        char libvirt_run_dir[256];
 } QemuPluginConfig;
 
 /* A new plugin, to be handed to registry_add_plugin(). */

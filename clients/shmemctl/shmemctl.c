@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * shmemctl: list, inspect, create and destroy the regions of shmem-brokerd
- * over its native protocol (docs/protocol.md §2).
+ * over its native protocol (docs/protocol.md §2); attach them to libvirt
+ * domains (virt.c).
  *
- * Exit codes: 0 ok, 1 the broker refused, 2 usage, 3 the broker cannot be
- * reached (or stopped answering).
+ * Exit codes: 0 ok, 1 the broker (or libvirt) refused, 2 usage, 3 the broker
+ * (or libvirt) cannot be reached (or stopped answering).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include "json.h"
 #include "region-layout.h"
 #include "units.h"
+#include "virt.h"
 
 enum {
         EXIT_OK = 0,
@@ -32,6 +34,8 @@ typedef struct Args {
         bool json;
         unsigned max_peers; /* 0: the broker's default */
         bool max_peers_set, persistent, force;
+        VirtOptions virt;
+        bool virt_set; /* a libvirt option was given */
 } Args;
 
 static const char *const usage_text =
@@ -44,15 +48,27 @@ static const char *const usage_text =
         "                           declare a region (SIZE: bytes, or with K, M, G, T)\n"
         "  destroy NAME [--force]   forget a region (--force: detach its peers first)\n"
         "\n"
+        "libvirt (docs/libvirt.md):\n"
+        "  xml NAME                 the region's <shmem> device, for domain XML\n"
+        "  attach DOMAIN NAME [--live] [--config] [-c URI]\n"
+        "                           add that device to a domain (DOMAIN: name or UUID)\n"
+        "  detach DOMAIN NAME [--live] [--config] [-c URI] [--timeout SECONDS]\n"
+        "                           remove it; from a running domain, wait until the\n"
+        "                           guest has let it go (default 30 s)\n"
+        "\n"
         "Options:\n"
         "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
         "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
         "      --json               machine-readable output\n"
+        "  -c, --connect URI        libvirt URI (default: qemu:///system)\n"
+        "      --live, --config     the running domain, its persistent configuration,\n"
+        "                           or both (default: libvirt's \"current\")\n"
         "  -h, --help               this text\n"
         "  -V, --version            the version\n"
         "\n"
-        "create and destroy print nothing on success.\n"
-        "Exit status: 0 ok, 1 refused by the broker, 2 usage error, 3 broker unreachable.\n";
+        "create, destroy, attach and detach print nothing on success.\n"
+        "Exit status: 0 ok, 1 refused by the broker or libvirt, 2 usage error,\n"
+        "3 broker or libvirt unreachable.\n";
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
         va_list ap;
@@ -232,13 +248,13 @@ static int cmd_list(Client *c, const char *path, const Args *a) {
         return EXIT_OK;
 }
 
-static int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+/* Inspects region @name: 0 with the reply (which owns *ret_info), or an exit code. */
+static int region_info(Client *c, const char *path, const char *name, ClientMsg **ret,
+                       const Shmem__RegionInfo **ret_info) {
+        ClientMsg *reply = NULL;
         Shmem__Inspect in = SHMEM__INSPECT__INIT;
         Message m = SHMEM__MESSAGE__INIT;
-        const Shmem__RegionInfo *ri;
-        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64];
-        int wlabel = 5, r;
+        int r;
 
         in.name = (char *) name;
         m.body_case = SHMEM__MESSAGE__BODY_INSPECT;
@@ -247,9 +263,32 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
         if (r != EXIT_OK)
                 return r;
         if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_INSPECT || !reply->msg->reply->inspect ||
-            !reply->msg->reply->inspect->region)
+            !reply->msg->reply->inspect->region) {
+                client_msg_free(reply);
                 return report_unreachable(path, -EPROTO, false);
-        ri = reply->msg->reply->inspect->region;
+        }
+        *ret_info = reply->msg->reply->inspect->region;
+        *ret = reply;
+        return EXIT_OK;
+}
+
+/* "UUID (libvirt)" for a VM, "-" for others. */
+static const char *vm_str(char buf[64], const Shmem__PeerState *p) {
+        if (p->kind != SHMEM__PEER_KIND__KIND_QEMU || !p->vm_uuid || !p->vm_uuid[0])
+                return "-";
+        snprintf(buf, 64, "%s%s", p->vm_uuid, p->libvirt ? " (libvirt)" : "");
+        return buf;
+}
+
+static int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        const Shmem__RegionInfo *ri;
+        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64], vm[64];
+        int wlabel = 5, wpending = 12, r;
+
+        r = region_info(c, path, name, &reply, &ri);
+        if (r != EXIT_OK)
+                return r;
 
         if (a->json) {
                 Json j;
@@ -277,6 +316,15 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
                         json_uint(&j, p->doorbell_id);
                         json_key(&j, "pending");
                         json_bits(&j, p->pending);
+                        if (p->kind == SHMEM__PEER_KIND__KIND_QEMU) {
+                                /* The label of a VM is its -name: libvirt's domain name. */
+                                json_key(&j, "vm_name");
+                                json_string(&j, p->label);
+                                json_key(&j, "vm_uuid");
+                                json_string(&j, p->vm_uuid);
+                                json_key(&j, "libvirt");
+                                json_bool(&j, p->libvirt);
+                        }
                         json_object_end(&j);
                 }
                 json_array_end(&j);
@@ -305,14 +353,18 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
 
                 if (n > wlabel)
                         wlabel = n;
+                n = (int) strlen(units_format_bits(bits, ri->peers[i]->pending));
+                if (n > wpending)
+                        wpending = n;
         }
-        printf("\n%-5s %-4s %-*s %8s %6s %s\n", "INDEX", "KIND", wlabel, "LABEL", "PID", "UID",
-               "PENDING FROM");
+        printf("\n%-5s %-4s %-*s %8s %6s %-*s %s\n", "INDEX", "KIND", wlabel, "LABEL", "PID", "UID", wpending,
+               "PENDING FROM", "VM UUID");
         for (size_t i = 0; i < ri->n_peers; i++) {
                 const Shmem__PeerState *p = ri->peers[i];
 
-                printf("%-5u %-4s %-*s %8u %6u %s\n", p->index, kind_str(p->kind), wlabel,
-                       str_or(p->label, "-"), p->pid, p->uid, units_format_bits(bits, p->pending));
+                printf("%-5u %-4s %-*s %8u %6u %-*s %s\n", p->index, kind_str(p->kind), wlabel,
+                       str_or(p->label, "-"), p->pid, p->uid, wpending, units_format_bits(bits, p->pending),
+                       vm_str(vm, p));
         }
         return EXIT_OK;
 }
@@ -343,6 +395,35 @@ static int cmd_destroy(Client *c, const char *path, const Args *a, const char *n
         return call(c, path, name, &m, &reply);
 }
 
+/* xml, attach: the device of region @name as the broker describes it. */
+static int cmd_virt(Client *c, const char *path, const Args *a, const char *cmd, const char *domain,
+                    const char *name) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        const Shmem__RegionInfo *ri;
+        VirtRegion vr;
+        char *xml;
+        int r;
+
+        r = region_info(c, path, name, &reply, &ri);
+        if (r != EXIT_OK)
+                return r;
+        if (!ri->qemu_socket || !ri->qemu_socket[0]) {
+                fprintf(stderr, "shmemctl: region '%s' has no QEMU socket\n", name);
+                return EXIT_REFUSED;
+        }
+        vr = (VirtRegion) { .name = name, .socket = ri->qemu_socket, .vectors = ri->vectors };
+        if (strcmp(cmd, "attach") == 0)
+                return virt_attach(&a->virt, domain, &vr);
+        xml = virt_shmem_xml(&vr);
+        if (!xml) {
+                fputs("shmemctl: out of memory\n", stderr);
+                return EXIT_REFUSED;
+        }
+        fputs(xml, stdout);
+        free(xml);
+        return EXIT_OK;
+}
+
 static int parse_max_peers(const char *s, unsigned *ret) {
         unsigned long v;
         char *end;
@@ -358,7 +439,7 @@ static int parse_max_peers(const char *s, unsigned *ret) {
 }
 
 int main(int argc, char **argv) {
-        enum { OPT_JSON = 0x100, OPT_MAX_PEERS, OPT_PERSISTENT, OPT_FORCE };
+        enum { OPT_JSON = 0x100, OPT_MAX_PEERS, OPT_PERSISTENT, OPT_FORCE, OPT_LIVE, OPT_CONFIG, OPT_TIMEOUT };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, 's' },
                 { "json", no_argument, NULL, OPT_JSON },
@@ -367,16 +448,21 @@ int main(int argc, char **argv) {
                 { "max-peers", required_argument, NULL, OPT_MAX_PEERS },
                 { "persistent", no_argument, NULL, OPT_PERSISTENT },
                 { "force", no_argument, NULL, OPT_FORCE },
+                { "connect", required_argument, NULL, 'c' },
+                { "live", no_argument, NULL, OPT_LIVE },
+                { "config", no_argument, NULL, OPT_CONFIG },
+                { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 {},
         };
         _cleanup_(client_freep) Client *c = NULL;
-        Args a = {};
+        Args a = { .virt.timeout_s = VIRT_DEFAULT_TIMEOUT_S };
         const char *cmd, *path;
+        bool timeout_set = false;
         uint64_t size = 0;
         int opt, nargs, r;
 
         opterr = 0; /* our own messages, with the exit code of a usage error */
-        while ((opt = getopt_long(argc, argv, ":s:hV", options, NULL)) >= 0) {
+        while ((opt = getopt_long(argc, argv, ":s:c:hV", options, NULL)) >= 0) {
                 switch (opt) {
                 case 's':
                         a.socket = optarg;
@@ -402,6 +488,29 @@ int main(int argc, char **argv) {
                 case OPT_FORCE:
                         a.force = true;
                         break;
+                case 'c':
+                        a.virt.uri = optarg;
+                        a.virt_set = true;
+                        break;
+                case OPT_LIVE:
+                        a.virt.live = a.virt_set = true;
+                        break;
+                case OPT_CONFIG:
+                        a.virt.config = a.virt_set = true;
+                        break;
+                case OPT_TIMEOUT: {
+                        char *end;
+                        unsigned long v;
+
+                        errno = 0;
+                        v = strtoul(optarg, &end, 10);
+                        if (!isdigit((unsigned char) optarg[0]) || *end || errno || v < 1 || v > 3600)
+                                return usage_error("--timeout: '%s' is not a number of seconds from 1 to 3600",
+                                                   optarg);
+                        a.virt.timeout_s = (unsigned) v;
+                        timeout_set = true;
+                        break;
+                }
                 case ':':
                         return usage_error("option '%s' needs an argument", argv[optind - 1]);
                 default:
@@ -430,12 +539,27 @@ int main(int argc, char **argv) {
         } else if (strcmp(cmd, "destroy") == 0) {
                 if (nargs != 1)
                         return usage_error("%s", "usage: destroy NAME [--force]");
+        } else if (strcmp(cmd, "xml") == 0) {
+                if (nargs != 1)
+                        return usage_error("%s", "usage: xml NAME");
+        } else if (strcmp(cmd, "attach") == 0 || strcmp(cmd, "detach") == 0) {
+                if (nargs != 2)
+                        return usage_error("usage: %s DOMAIN NAME [--live] [--config] [-c URI]%s", cmd,
+                                           cmd[0] == 'd' ? " [--timeout SECONDS]" : "");
         } else
                 return usage_error("unknown command '%s'", cmd);
         if ((a.max_peers_set || a.persistent) && strcmp(cmd, "create") != 0)
                 return usage_error("%s", "--max-peers and --persistent go with create");
         if (a.force && strcmp(cmd, "destroy") != 0)
                 return usage_error("%s", "--force goes with destroy");
+        if (a.virt_set && strcmp(cmd, "attach") != 0 && strcmp(cmd, "detach") != 0)
+                return usage_error("%s", "--connect, --live and --config go with attach and detach");
+        if (timeout_set && strcmp(cmd, "detach") != 0)
+                return usage_error("%s", "--timeout goes with detach");
+
+        /* detach needs libvirt only: the device names its region. */
+        if (strcmp(cmd, "detach") == 0)
+                return virt_detach(&a.virt, argv[optind], argv[optind + 1]);
 
         path = client_socket_path(a.socket);
         r = client_connect(&c, path, "shmemctl", CLIENT_TIMEOUT_MS);
@@ -450,5 +574,9 @@ int main(int argc, char **argv) {
                 return cmd_inspect(c, path, &a, argv[optind]);
         if (strcmp(cmd, "create") == 0)
                 return cmd_create(c, path, &a, argv[optind], size);
+        if (strcmp(cmd, "xml") == 0)
+                return cmd_virt(c, path, &a, cmd, NULL, argv[optind]);
+        if (strcmp(cmd, "attach") == 0)
+                return cmd_virt(c, path, &a, cmd, argv[optind], argv[optind + 1]);
         return cmd_destroy(c, path, &a, argv[optind]);
 }

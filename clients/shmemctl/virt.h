@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * virt: shmemctl's libvirt side. Builds the <shmem> device of a region and
+ * attaches it to, or detaches it from, a libvirt domain through the libvirt
+ * C API (docs/libvirt.md). The broker itself never talks to libvirt.
+ *
+ * The functions print their own errors ("shmemctl: ...") and return an exit
+ * code of shmemctl(1): 0 done, 1 refused or failed, 3 libvirt unreachable.
+ */
+
+#include <stdbool.h>
+
+typedef struct VirtOptions {
+        const char *uri;   /* NULL: qemu:///system */
+        bool live, config; /* neither: libvirt's "current" state */
+        unsigned timeout_s; /* detach: how long to wait for the guest to let go */
+} VirtOptions;
+
+/* What shmemctl learned from the broker about a region. */
+typedef struct VirtRegion {
+        const char *name;
+        const char *socket; /* its QEMU socket */
+        unsigned vectors;   /* the MSI-X vectors QEMU's device must have */
+} VirtRegion;
+
+#define VIRT_DEFAULT_URI "qemu:///system"
+#define VIRT_DEFAULT_TIMEOUT_S 30
+
+/* The <shmem> element for @r, newline-terminated; NULL on ENOMEM. Free with free(). */
+char *virt_shmem_xml(const VirtRegion *r);
+
+/* Whether libvirt support was built in (else attach and detach only say so). */
+bool virt_available(void);
+
+int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r);
+int virt_detach(const VirtOptions *o, const char *domain, const char *region);
