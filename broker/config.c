@@ -297,7 +297,7 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
                         char *colon = strrchr(t, ':');
                         unsigned index;
 
-                        if (!colon || colon == t || colon - t > SHMEM_LABEL_MAX ||
+                        if (!colon || colon == t || colon - t > REGION_PIN_NAME_MAX ||
                             config_parse_uint(colon + 1, 0, SHMEM_PEERS_MAX - 1, &index) < 0) {
                                 snprintf(p->reason_buf, sizeof(p->reason_buf),
                                          "pin wants NAME:INDEX with INDEX 0-63, not '%s'", t);

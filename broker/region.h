@@ -22,6 +22,9 @@
 #include "plugin.h"
 #include "region-layout.h"
 
+/* A pinned name: a peer's label, or a VM's UUID (36 characters). */
+#define REGION_PIN_NAME_MAX 36
+
 /* Who a peer is, as the front end learned it. */
 typedef struct PeerIdentity {
         unsigned kind; /* SHMEM_PEER_KIND_* */
@@ -69,7 +72,7 @@ struct Region {
         uid_t creator;        /* for the regions-per-uid limit; (uid_t) -1 for declared ones */
         /* Pinned indices: pin_name[i] (a VM or client name) always gets index i,
          * nobody else does. Empty: not pinned. */
-        char pin_name[SHMEM_PEERS_MAX][SHMEM_LABEL_MAX + 1];
+        char pin_name[SHMEM_PEERS_MAX][REGION_PIN_NAME_MAX + 1];
         int memfd;            /* -1 while not allocated */
         char backend[256];    /* "memfd", "hugetlb-2M", "hugetlb-1G", or a directory */
         uint64_t page_len;    /* how much of the memory the broker maps for page 0 */
