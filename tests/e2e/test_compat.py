@@ -136,7 +136,7 @@ class CompatGuests(unittest.TestCase):
         a = guestlab.Guest(image, SCRIPT_A, cls.dir, shm, name="vm-a", timeout=GUEST_TIMEOUT).start()
         a.wait_connected()
         # A's MSI-X is on once raw mode prints its info: from now on a stray ring would count.
-        a.wait_log(rb"shmem-tool: info position=", timeout=120)
+        a.wait_log(rb"shmem-tool: info position=", timeout=60)
         b = guestlab.Guest(image, SCRIPT_B, cls.dir, shm, name="vm-b", timeout=GUEST_TIMEOUT).start()
         b.wait_connected()
         cls.inspect = json.loads(subprocess.run(
