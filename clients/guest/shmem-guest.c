@@ -24,36 +24,18 @@
  * so detach and attach again keep the index and the signals sent meanwhile.
  * Needs root (sysfs, /dev/vfio).
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <linux/pci_regs.h>
-#include <linux/vfio.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "ivshmem-dev.h"
 #include "macro.h"
 #include "region-layout.h"
 #include "shmem.h"
-
-#define PCI_DEVICES "/sys/bus/pci/devices"
-#define IVSHMEM_VENDOR 0x1af4
-#define IVSHMEM_DEVICE 0x1110 /* ivshmem-plain and -doorbell share it; doorbell has MSI-X */
-
-/* BAR0 registers (ivshmem-spec.txt). */
-#define REG_IV_POSITION 8
-#define REG_DOORBELL 12
-#define REGS_SIZE 16
 
 #define POLL_INTERVAL_NS 1000000L
 /*
@@ -74,28 +56,14 @@
 #define RELOOK_WINDOW_MS 10000
 #define TAG_TIMER UINT32_MAX /* epoll data of the timer; vectors use their number */
 
-enum {
-        MODE_VFIO, /* MSI-X through vfio-pci eventfds */
-        MODE_POLL, /* sysfs BARs, pending word polled */
-};
-
 struct shmem {
         char *name;
-        char bdf[32];
-        int mode;
-        int container, group, device; /* vfio; -1 when polling */
-        uint64_t regs_offset;         /* BAR0 in the vfio device fd, when not mapped */
-        volatile uint32_t *regs;      /* BAR0 mapping, NULL if the BAR cannot be mapped */
-        size_t regs_map_size;
-        void *bar2;
-        size_t bar2_size;
+        IvshmemDev dev;               /* dev.vfio: MSI-X; else the pending word is polled */
         struct shmem_control_page *page;
         uint8_t *data;
         uint64_t data_size;
         unsigned index, max_peers, vectors;
         uint64_t valid;               /* bits of indices 0..max_peers-1 */
-        int vec[SHMEM_PEERS_MAX + 1]; /* MSI-X vector eventfds */
-        int epfd;
         int timer;                    /* relook timer, RELOOK_WINDOW_MS after attach */
         int64_t relook_until;         /* CLOCK_MONOTONIC ns */
         uint64_t seen_epoch;
@@ -119,18 +87,8 @@ static int64_t now_ns(void) {
 static shmem_t *shmem_free(shmem_t *s) {
         if (!s)
                 return NULL;
-        for (unsigned v = 0; v < ELEMENTSOF(s->vec); v++)
-                fd_close(s->vec[v]);
-        fd_close(s->epfd);
         fd_close(s->timer);
-        if (s->regs)
-                munmap((void *) s->regs, s->regs_map_size);
-        if (s->bar2)
-                munmap(s->bar2, s->bar2_size);
-        /* Closing the device fd disables MSI-X; the group fd releases the container. */
-        fd_close(s->device);
-        fd_close(s->group);
-        fd_close(s->container);
+        ivshmem_dev_close(&s->dev);
         free(s->name);
         free(s);
         return NULL;
@@ -142,112 +100,10 @@ static int shmem_alloc(shmem_t **ret) {
 
         if (!s)
                 return -ENOMEM;
-        for (unsigned v = 0; v < ELEMENTSOF(s->vec); v++)
-                s->vec[v] = -1;
-        s->epfd = s->timer = s->container = s->group = s->device = -1;
+        ivshmem_dev_init(&s->dev);
+        s->timer = -1;
         *ret = s;
         return 0;
-}
-
-/* --- sysfs ---------------------------------------------------------------- */
-
-static int sysfs_read(const char *bdf, const char *attr, char *buf, size_t size) {
-        char path[PATH_MAX];
-        _cleanup_close_ int fd = -1;
-        ssize_t n;
-
-        snprintf(path, sizeof(path), PCI_DEVICES "/%s/%s", bdf, attr);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        n = read(fd, buf, size - 1);
-        if (n < 0)
-                return -errno;
-        while (n > 0 && buf[n - 1] == '\n')
-                n--;
-        buf[n] = '\0';
-        return 0;
-}
-
-static int sysfs_write(const char *path, const char *value) {
-        _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
-        size_t len = strlen(value);
-
-        if (fd < 0)
-                return -errno;
-        if (write(fd, value, len) != (ssize_t) len)
-                return -errno;
-        return 0;
-}
-
-static int sysfs_write_attr(const char *bdf, const char *attr, const char *value) {
-        char path[PATH_MAX];
-
-        snprintf(path, sizeof(path), PCI_DEVICES "/%s/%s", bdf, attr);
-        return sysfs_write(path, value);
-}
-
-static bool sysfs_is_ivshmem(const char *bdf) {
-        char buf[32];
-
-        if (sysfs_read(bdf, "vendor", buf, sizeof(buf)) < 0 || strtoul(buf, NULL, 16) != IVSHMEM_VENDOR)
-                return false;
-        return sysfs_read(bdf, "device", buf, sizeof(buf)) == 0 && strtoul(buf, NULL, 16) == IVSHMEM_DEVICE;
-}
-
-/* The basename of the symlink @attr of the device, "" if there is none. */
-static void sysfs_link_name(const char *bdf, const char *attr, char *buf, size_t size) {
-        char path[PATH_MAX], target[PATH_MAX];
-        ssize_t n;
-        const char *base;
-
-        snprintf(path, sizeof(path), PCI_DEVICES "/%s/%s", bdf, attr);
-        n = readlink(path, target, sizeof(target) - 1);
-        if (n < 0) {
-                buf[0] = '\0';
-                return;
-        }
-        target[n] = '\0';
-        base = strrchr(target, '/');
-        base = base ? base + 1 : target;
-        /* Longer than any driver or group name: treat as none rather than truncate. */
-        if (strlen(base) >= size)
-                base = "";
-        memcpy(buf, base, strlen(base) + 1);
-}
-
-/* Maps BAR @bar through sysfs; @len 0 maps all of it. Memory decoding must be on. */
-static int sysfs_map_bar(const char *bdf, unsigned bar, size_t len, int prot, void **ret, size_t *ret_size) {
-        char path[PATH_MAX];
-        _cleanup_close_ int fd = -1;
-        struct stat st;
-        void *p;
-
-        snprintf(path, sizeof(path), PCI_DEVICES "/%s/resource%u", bdf, bar);
-        fd = open(path, (prot & PROT_WRITE ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (len == 0)
-                len = (size_t) st.st_size;
-        /* A BAR smaller than a page (BAR0: 256 bytes) is still mapped as a whole page. */
-        if ((uint64_t) st.st_size < len && len > SHMEM_PAGE_SIZE)
-                return -ERANGE;
-        p = mmap(NULL, len, prot, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED)
-                return -errno;
-        *ret = p;
-        *ret_size = len;
-        return 0;
-}
-
-/* Memory decoding off reads BARs as nothing: `enable` turns it on (a reference count: once is enough). */
-static void device_enable(const char *bdf) {
-        char buf[16];
-
-        if (sysfs_read(bdf, "enable", buf, sizeof(buf)) < 0 || strcmp(buf, "0") == 0)
-                (void) sysfs_write_attr(bdf, "enable", "1");
 }
 
 /* --- the control page ------------------------------------------------------ */
@@ -290,190 +146,16 @@ static bool layout_has_name(const struct shmem_control_page *h, const char *name
  */
 static int device_has_region(const char *bdf, const char *name) {
         struct shmem_control_page h;
-        char path[PATH_MAX];
-        struct stat st;
-        void *p;
-        size_t size;
-
-        snprintf(path, sizeof(path), PCI_DEVICES "/%s/resource2", bdf);
-        if (stat(path, &st) < 0 || st.st_size < SHMEM_PAGE_SIZE)
-                return 0;
-        device_enable(bdf);
-        if (sysfs_map_bar(bdf, 2, SHMEM_PAGE_SIZE, PROT_READ, &p, &size) < 0)
-                return -EBUSY;
-        memcpy(&h, p, sizeof(h));
-        munmap(p, SHMEM_PAGE_SIZE);
-        return layout_valid(&h, (size_t) st.st_size) && layout_has_name(&h, name);
-}
-
-/* --- BAR0 ----------------------------------------------------------------- */
-
-static int regs_read(shmem_t *s, unsigned reg, uint32_t *ret) {
-        if (s->regs) {
-                *ret = s->regs[reg / 4];
-                return 0;
-        }
-        if (pread(s->device, ret, sizeof(*ret), (off_t) (s->regs_offset + reg)) != sizeof(*ret))
-                return -EIO;
-        return 0;
-}
-
-static int regs_write(shmem_t *s, unsigned reg, uint32_t value) {
-        if (s->regs) {
-                s->regs[reg / 4] = value;
-                return 0;
-        }
-        if (pwrite(s->device, &value, sizeof(value), (off_t) (s->regs_offset + reg)) != sizeof(value))
-                return -EIO;
-        return 0;
-}
-
-/* --- vfio ----------------------------------------------------------------- */
-
-static bool vfio_usable(const char *bdf) {
-        char path[PATH_MAX], driver[64];
-
-        if (access("/sys/bus/pci/drivers/vfio-pci", F_OK) < 0 || access("/dev/vfio/vfio", F_OK) < 0)
-                return false;
-        /* No IOMMU group: no IOMMU, and Debian's kernel has no vfio no-IOMMU mode. */
-        snprintf(path, sizeof(path), PCI_DEVICES "/%s/iommu_group", bdf);
-        if (access(path, F_OK) < 0)
-                return false;
-        /* Another driver chose this device: do not take it away. */
-        sysfs_link_name(bdf, "driver", driver, sizeof(driver));
-        return driver[0] == '\0' || strcmp(driver, "vfio-pci") == 0;
-}
-
-static int vfio_bind(const char *bdf) {
-        char driver[64];
+        uint64_t bar2_size;
         int r;
 
-        sysfs_link_name(bdf, "driver", driver, sizeof(driver));
-        if (strcmp(driver, "vfio-pci") == 0)
-                return 0;
-        r = sysfs_write_attr(bdf, "driver_override", "vfio-pci");
-        if (r < 0)
+        r = ivshmem_dev_peek(bdf, &h, sizeof(h), &bar2_size);
+        if (r == -EBUSY)
                 return r;
-        r = sysfs_write("/sys/bus/pci/drivers_probe", bdf);
-        if (r < 0)
-                return r;
-        sysfs_link_name(bdf, "driver", driver, sizeof(driver));
-        return strcmp(driver, "vfio-pci") == 0 ? 0 : -ENODEV;
+        return r == 0 && layout_valid(&h, (size_t) bar2_size) && layout_has_name(&h, name);
 }
 
-static int vfio_region(shmem_t *s, unsigned index, struct vfio_region_info *ret) {
-        *ret = (struct vfio_region_info) { .argsz = sizeof(*ret), .index = index };
-        return ioctl(s->device, VFIO_DEVICE_GET_REGION_INFO, ret) < 0 ? -errno : 0;
-}
-
-static int vfio_open(shmem_t *s) {
-        struct vfio_group_status status = { .argsz = sizeof(status) };
-        struct vfio_region_info bar0, bar2, config;
-        struct vfio_irq_info irq = { .argsz = sizeof(irq), .index = VFIO_PCI_MSIX_IRQ_INDEX };
-        char group[64], path[PATH_MAX];
-        uint16_t cmd;
-        void *p;
-        int r;
-
-        r = vfio_bind(s->bdf);
-        if (r < 0)
-                return r;
-        sysfs_link_name(s->bdf, "iommu_group", group, sizeof(group));
-        s->container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
-        if (s->container < 0)
-                return -errno;
-        if (ioctl(s->container, VFIO_GET_API_VERSION) != VFIO_API_VERSION ||
-            ioctl(s->container, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0)
-                return -EOPNOTSUPP;
-        snprintf(path, sizeof(path), "/dev/vfio/%s", group);
-        s->group = open(path, O_RDWR | O_CLOEXEC);
-        if (s->group < 0)
-                return errno == EBUSY ? SHMEM_STATUS_BUSY : -errno;
-        if (ioctl(s->group, VFIO_GROUP_GET_STATUS, &status) < 0)
-                return -errno;
-        /* Not viable: another device of the group is bound to a host driver. */
-        if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE))
-                return -EBUSY;
-        if (ioctl(s->group, VFIO_GROUP_SET_CONTAINER, &s->container) < 0 ||
-            ioctl(s->container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0)
-                return -errno;
-        s->device = ioctl(s->group, VFIO_GROUP_GET_DEVICE_FD, s->bdf);
-        if (s->device < 0)
-                return errno == EBUSY ? SHMEM_STATUS_BUSY : -errno;
-
-        r = vfio_region(s, VFIO_PCI_BAR0_REGION_INDEX, &bar0);
-        if (r < 0)
-                return r;
-        r = vfio_region(s, VFIO_PCI_BAR2_REGION_INDEX, &bar2);
-        if (r < 0)
-                return r;
-        r = vfio_region(s, VFIO_PCI_CONFIG_REGION_INDEX, &config);
-        if (r < 0)
-                return r;
-        if (bar0.size < REGS_SIZE || bar2.size < SHMEM_PAGE_SIZE || !(bar2.flags & VFIO_REGION_INFO_FLAG_MMAP))
-                return -ENXIO;
-
-        p = mmap(NULL, (size_t) bar2.size, PROT_READ | PROT_WRITE, MAP_SHARED, s->device, (off_t) bar2.offset);
-        if (p == MAP_FAILED)
-                return -errno;
-        s->bar2 = p;
-        s->bar2_size = (size_t) bar2.size;
-        /* vfio maps a BAR smaller than a page only if it has the page to itself; else use pread/pwrite. */
-        s->regs_offset = bar0.offset;
-        if (bar0.flags & VFIO_REGION_INFO_FLAG_MMAP) {
-                s->regs_map_size = (size_t) bar0.size < SHMEM_PAGE_SIZE ? SHMEM_PAGE_SIZE : (size_t) bar0.size;
-                p = mmap(NULL, s->regs_map_size, PROT_READ | PROT_WRITE, MAP_SHARED, s->device,
-                         (off_t) bar0.offset);
-                if (p != MAP_FAILED)
-                        s->regs = p;
-        }
-
-        /* Memory decoding for the BARs; bus mastering, because an MSI is a DMA write. */
-        if (pread(s->device, &cmd, sizeof(cmd), (off_t) (config.offset + PCI_COMMAND)) != sizeof(cmd))
-                return -EIO;
-        cmd |= PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
-        if (pwrite(s->device, &cmd, sizeof(cmd), (off_t) (config.offset + PCI_COMMAND)) != sizeof(cmd))
-                return -EIO;
-
-        if (ioctl(s->device, VFIO_DEVICE_GET_IRQ_INFO, &irq) < 0)
-                return -errno;
-        /* Checked against the page's vectors once the page is mapped. */
-        s->vectors = irq.count < SHMEM_PEERS_MAX + 1 ? irq.count : SHMEM_PEERS_MAX + 1;
-        return 0;
-}
-
-/* Gives every vector an eventfd and enables MSI-X. */
-static int vfio_enable_irqs(shmem_t *s) {
-        _cleanup_free_ struct vfio_irq_set *set = NULL;
-        size_t argsz = sizeof(*set) + sizeof(int32_t) * s->vectors;
-
-        set = calloc(1, argsz);
-        if (!set)
-                return -ENOMEM;
-        *set = (struct vfio_irq_set) {
-                .argsz = (uint32_t) argsz,
-                .flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
-                .index = VFIO_PCI_MSIX_IRQ_INDEX,
-                .start = 0,
-                .count = s->vectors,
-        };
-        s->epfd = epoll_create1(EPOLL_CLOEXEC);
-        if (s->epfd < 0)
-                return -errno;
-        for (unsigned v = 0; v < s->vectors; v++) {
-                struct epoll_event ev = { .events = EPOLLIN, .data.u32 = v };
-
-                s->vec[v] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                if (s->vec[v] < 0)
-                        return -errno;
-                if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->vec[v], &ev) < 0)
-                        return -errno;
-                ((int32_t *) (void *) set->data)[v] = s->vec[v];
-        }
-        if (ioctl(s->device, VFIO_DEVICE_SET_IRQS, set) < 0)
-                return -errno;
-        return 0;
-}
+/* --- attach ---------------------------------------------------------------- */
 
 static int relook_timer_start(shmem_t *s) {
         const struct timespec period = { .tv_nsec = RELOOK_MS * 1000000L };
@@ -485,34 +167,11 @@ static int relook_timer_start(shmem_t *s) {
                 return -errno;
         if (timerfd_settime(s->timer, 0, &its, NULL) < 0)
                 return -errno;
-        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->timer, &ev) < 0)
+        if (epoll_ctl(s->dev.epfd, EPOLL_CTL_ADD, s->timer, &ev) < 0)
                 return -errno;
         s->relook_until = now_ns() + RELOOK_WINDOW_MS * 1000000L;
         return 0;
 }
-
-/* --- polling fallback ------------------------------------------------------ */
-
-static int poll_open(shmem_t *s) {
-        void *p;
-        size_t size;
-        int r;
-
-        device_enable(s->bdf);
-        r = sysfs_map_bar(s->bdf, 0, SHMEM_PAGE_SIZE, PROT_READ | PROT_WRITE, &p, &size);
-        if (r < 0)
-                return r;
-        s->regs = p;
-        s->regs_map_size = size;
-        r = sysfs_map_bar(s->bdf, 2, 0, PROT_READ | PROT_WRITE, &p, &size);
-        if (r < 0)
-                return r;
-        s->bar2 = p;
-        s->bar2_size = size;
-        return 0;
-}
-
-/* --- attach ---------------------------------------------------------------- */
 
 /* Reads the geometry from the mapped page and finds my index. */
 static int shmem_setup_layout(shmem_t *s) {
@@ -521,17 +180,17 @@ static int shmem_setup_layout(shmem_t *s) {
         int r;
 
         /* A copy: the page can change under us, the checks must hold for what is used. */
-        memcpy(&h, s->bar2, sizeof(h));
-        if (!layout_valid(&h, s->bar2_size) || !layout_has_name(&h, s->name))
+        memcpy(&h, s->dev.bar2, sizeof(h));
+        if (!layout_valid(&h, s->dev.bar2_size) || !layout_has_name(&h, s->name))
                 return SHMEM_STATUS_DOES_NOT_EXIST;
         /* QEMU's `vectors=` must be max_peers + 1: without the control vector no membership wakeup. */
-        if (s->mode == MODE_VFIO && s->vectors < h.vectors)
+        if (s->dev.vfio && s->dev.msix_count < h.vectors)
                 return -ENXIO;
-        s->page = s->bar2;
+        s->page = s->dev.bar2;
         s->max_peers = h.max_peers;
         s->vectors = h.vectors;
         s->valid = h.max_peers == 64 ? ~UINT64_C(0) : BIT(h.max_peers) - 1;
-        s->data = (uint8_t *) s->bar2 + h.data_offset;
+        s->data = (uint8_t *) s->dev.bar2 + h.data_offset;
         s->data_size = h.data_size;
 
         /*
@@ -540,7 +199,7 @@ static int shmem_setup_layout(shmem_t *s) {
          * slot that carries the id. The broker fills the slot before it
          * answers QEMU, and QEMU answers before the guest runs.
          */
-        r = regs_read(s, REG_IV_POSITION, &ivposition);
+        r = ivshmem_dev_read_reg(&s->dev, IVSHMEM_REG_IV_POSITION, &ivposition);
         if (r < 0)
                 return r;
         for (unsigned i = 0; i < s->max_peers; i++)
@@ -553,8 +212,26 @@ static int shmem_setup_layout(shmem_t *s) {
         return -EPROTO;
 }
 
-static int scan_filter(const struct dirent *d) {
-        return d->d_name[0] != '.';
+typedef struct FindDevice {
+        const char *name;
+        char *ret;
+        size_t size;
+        bool busy;
+} FindDevice;
+
+static int find_device_one(const char *bdf, void *userdata) {
+        FindDevice *f = userdata;
+        int has;
+
+        if (strlen(bdf) >= f->size)
+                return 0;
+        has = device_has_region(bdf, f->name);
+        if (has < 0)
+                f->busy = true;
+        if (has <= 0)
+                return 0;
+        memcpy(f->ret, bdf, strlen(bdf) + 1);
+        return 1;
 }
 
 /*
@@ -563,35 +240,23 @@ static int scan_filter(const struct dirent *d) {
  * be the one, in use by another handle in this guest.
  */
 static int shmem_find_device(const char *name, char *ret, size_t size) {
-        struct dirent **list = NULL;
-        int n, r = SHMEM_STATUS_DOES_NOT_EXIST;
-        bool busy = false;
+        FindDevice f = { .name = name, .ret = ret, .size = size };
+        int r;
 
-        n = scandir(PCI_DEVICES, &list, scan_filter, alphasort);
-        if (n < 0)
-                return errno == ENOENT ? SHMEM_STATUS_DOES_NOT_EXIST : -errno;
-        for (int i = 0; i < n; i++) {
-                const char *bdf = list[i]->d_name;
-
-                if (r == SHMEM_STATUS_DOES_NOT_EXIST && strlen(bdf) < size && sysfs_is_ivshmem(bdf)) {
-                        int has = device_has_region(bdf, name);
-
-                        if (has > 0) {
-                                memcpy(ret, bdf, strlen(bdf) + 1);
-                                r = 0;
-                        } else if (has < 0)
-                                busy = true;
-                }
-                free(list[i]);
-        }
-        free(list);
-        return r == SHMEM_STATUS_DOES_NOT_EXIST && busy ? SHMEM_STATUS_BUSY : r;
+        r = ivshmem_dev_scan(find_device_one, &f);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return f.busy ? SHMEM_STATUS_BUSY : SHMEM_STATUS_DOES_NOT_EXIST;
+        return 0;
 }
 
 int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
                  const struct shmem_attach_opts *opts) {
         _cleanup_(shmem_freep) shmem_t *s = NULL;
         const char *force_poll;
+        char bdf[sizeof(s->dev.bdf)];
+        bool vfio;
         int r;
 
         if (!ret || !name || (flags & ~(unsigned) (SHMEM_FIND | SHMEM_EXCLUSIVE)) ||
@@ -607,29 +272,29 @@ int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
         if (!s->name)
                 return -ENOMEM;
         /* A guest cannot create: create-or-attach finds, exclusive create always fails. */
-        r = shmem_find_device(name, s->bdf, sizeof(s->bdf));
+        r = shmem_find_device(name, bdf, sizeof(bdf));
         if (r != 0)
                 return r;
         if (flags & SHMEM_EXCLUSIVE)
                 return SHMEM_STATUS_EXISTS;
 
         force_poll = getenv("SHMEM_GUEST_POLL");
-        s->mode = (force_poll && *force_poll && strcmp(force_poll, "0") != 0) || !vfio_usable(s->bdf)
-                          ? MODE_POLL
-                          : MODE_VFIO;
-        r = s->mode == MODE_VFIO ? vfio_open(s) : poll_open(s);
+        vfio = !(force_poll && *force_poll && strcmp(force_poll, "0") != 0) && ivshmem_dev_vfio_usable(bdf);
+        r = ivshmem_dev_open(&s->dev, bdf, vfio);
+        if (r == IVSHMEM_DEV_BUSY)
+                return SHMEM_STATUS_BUSY;
         if (r != 0)
                 return r;
         r = shmem_setup_layout(s);
         if (r != 0)
                 return r;
-        if (s->mode == MODE_VFIO) {
+        if (s->dev.vfio) {
                 /*
                  * A ring that comes before MSI-X is on is lost by QEMU; its
                  * pending bit is not, and the first shmem_wait() takes the
                  * pending word before it sleeps (qemu-lab.md).
                  */
-                r = vfio_enable_irqs(s);
+                r = ivshmem_dev_enable_irqs(&s->dev, s->vectors);
                 if (r < 0)
                         return r;
                 r = relook_timer_start(s);
@@ -712,7 +377,7 @@ int shmem_notify(shmem_t *s, uint64_t mask) {
                 __atomic_fetch_or(&s->page->slots[k].pending, BIT(s->index), __ATOMIC_SEQ_CST);
                 __atomic_thread_fence(__ATOMIC_SEQ_CST);
                 /* Vector 0 of peer `id` is the one fd that means "I signaled k". */
-                r = regs_write(s, REG_DOORBELL, id << 16);
+                r = ivshmem_dev_write_reg(&s->dev, IVSHMEM_REG_DOORBELL, id << 16);
                 if (r < 0 && ret == 0)
                         ret = r;
         }
@@ -767,7 +432,7 @@ static void shmem_drain(shmem_t *s, const struct epoll_event *evs, int n) {
                         if (now_ns() >= s->relook_until)
                                 timerfd_settime(s->timer, 0, &off, NULL);
                 } else if (v < s->vectors)
-                        fd_drain(s->vec[v]);
+                        fd_drain(s->dev.vec[v]);
         }
 }
 
@@ -782,7 +447,7 @@ int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
         for (;;) {
                 int64_t left = deadline < 0 ? INT64_MAX : deadline - now_ns();
 
-                if (s->mode == MODE_VFIO) {
+                if (s->dev.vfio) {
                         struct epoll_event evs[SHMEM_PEERS_MAX + 2];
                         int n, wait_ms;
 
@@ -793,7 +458,7 @@ int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                                 wait_ms = RELOOK_MS;
                         else
                                 wait_ms = (int) ((left + 999999) / 1000000);
-                        n = epoll_wait(s->epfd, evs, (int) ELEMENTSOF(evs), wait_ms);
+                        n = epoll_wait(s->dev.epfd, evs, (int) ELEMENTSOF(evs), wait_ms);
                         if (n < 0 && errno != EINTR)
                                 return -errno;
                         if (n > 0)
@@ -815,5 +480,5 @@ int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
 int shmem_fd(shmem_t *s) {
         if (!s)
                 return -EINVAL;
-        return s->mode == MODE_VFIO ? s->epfd : -EOPNOTSUPP;
+        return s->dev.vfio ? s->dev.epfd : -EOPNOTSUPP;
 }

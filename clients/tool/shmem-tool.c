@@ -6,6 +6,12 @@
  * commands in order and prints one "shmem-tool: ..." line per observation, so
  * a test can drive peers on both sides with the same words and grep the same
  * output.
+ *
+ * The guest build also has a raw mode (--raw): a plain ivshmem application,
+ * as a guest written for QEMU's contrib/ivshmem-server is, on a compat region
+ * (signal-mode = ivshmem). It uses the device alone (clients/guest/ivshmem-dev.h):
+ * IVPosition, Doorbell (peer << 16 | vector), BAR2 as data from offset 0, and
+ * one MSI-X eventfd per vector, reporting which vector fired.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,6 +25,11 @@
 #include "shmem.h"
 
 #ifdef SHMEM_TOOL_GUEST
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "ivshmem-dev.h"
+
 #define PROGRAM "shmem-guest"
 #else
 #define PROGRAM "shmem-peer"
@@ -29,9 +40,20 @@
 /* wait-active also reads the bitmap this often, in case a change comes without an event. */
 #define ACTIVE_INTERVAL_MS 50
 
+/* Which commands a run knows: Command.modes is a mask of these. */
+enum {
+        MODE_SHMEM = 1 << 0, /* a region through libshmem(-guest) */
+        MODE_RAW = 1 << 1,   /* shmem-guest --raw: the ivshmem device alone */
+};
+
 typedef struct Tool {
         shmem_t *shm;
         uint64_t carry; /* senders seen by wait-active, counted by the next wait-from */
+        uint8_t *data;  /* what write/read/expect use: the region's data, or all of BAR2 */
+        uint64_t size;
+#ifdef SHMEM_TOOL_GUEST
+        IvshmemDev dev; /* raw mode */
+#endif
 } Tool;
 
 typedef int (*command_fn)(Tool *t, char **args);
@@ -40,10 +62,14 @@ typedef struct Command {
         const char *name;
         int nargs;
         command_fn fn;
+        unsigned modes;
 } Command;
 
 static void help(void) {
         printf("Usage: " PROGRAM " [OPTIONS] NAME COMMAND...\n"
+#ifdef SHMEM_TOOL_GUEST
+               "       " PROGRAM " --raw [--device=BDF] COMMAND...\n"
+#endif
                "\n"
                "Attach to region NAME, run the commands in order, detach. Every output\n"
                "line starts with \"shmem-tool: \". Exit 0 if every command succeeded, else\n"
@@ -56,6 +82,11 @@ static void help(void) {
                "  cannot create one. --socket, --label and --size are accepted and ignored;\n"
                "  --exclusive always fails (EXISTS or DOES_NOT_EXIST). SHMEM_GUEST_POLL=1 in\n"
                "  the environment polls instead of using vfio-pci MSI-X.\n"
+               "     --raw            Raw ivshmem mode, for a compat region (signal-mode =\n"
+               "                      ivshmem, no control page): no NAME, the raw commands\n"
+               "                      below; the other options are ignored\n"
+               "     --device=BDF     Raw mode: the ivshmem device at PCI address BDF (e.g.\n"
+               "                      0000:00:03.0; default: the first 1af4:1110 device)\n"
 #endif
                "     --socket=PATH    Broker socket (default: $SHMEM_BROKER_SOCKET, else the\n"
                "                      system broker's)\n"
@@ -81,7 +112,25 @@ static void help(void) {
                "  expect-no-signal MS       Print events for MS; fail if one has a sender\n"
                "  unconsumed                Print \"unconsumed 0xHEX\": peers that have not\n"
                "                            consumed my last signal\n"
-               "  sleep MS                  Sleep\n");
+               "  sleep MS                  Sleep\n"
+#ifdef SHMEM_TOOL_GUEST
+               "\n"
+               "Raw commands (--raw: what a guest written for contrib/ivshmem-server does;\n"
+               "the data is all of BAR2, from offset 0):\n"
+               "  info                      Print \"info position=P size=S vectors=N device=BDF\n"
+               "                            interrupts=msix|none\": IVPosition, BAR2 bytes, MSI-X\n"
+               "                            vectors with an eventfd (none: no vfio, no IOMMU)\n"
+               "  write, read, expect, sleep  As above\n"
+               "  ring PEER VECTOR          Write (PEER << 16) | VECTOR to the Doorbell register:\n"
+               "                            interrupt VECTOR of the peer whose IVPosition is PEER\n"
+               "  wait-vector V MS          Print \"vector W count=C\" for every vector that fired\n"
+               "                            until V has; fail if V does not within MS, or if\n"
+               "                            another vector fires first or with it\n"
+               "  expect-no-vector MS       Print the vectors that fire within MS; fail if one does\n"
+               "MSI-X is enabled before the first command: a doorbell rung at this guest\n"
+               "earlier is lost by QEMU, so tell the sender you are ready through the data.\n"
+#endif
+               );
 }
 
 static void out(const char *fmt, ...) {
@@ -171,9 +220,9 @@ static int data_range(Tool *t, const char *s, uint64_t len, uint64_t *ret) {
 
         if (parse_u64(s, &off) < 0)
                 return fail("bad offset '%s'", s);
-        if (off > shmem_size(t->shm) || len > shmem_size(t->shm) - off)
+        if (off > t->size || len > t->size - off)
                 return fail("%" PRIu64 "+%" PRIu64 " is outside the data (%" PRIu64 " bytes)", off, len,
-                            shmem_size(t->shm));
+                            t->size);
         *ret = off;
         return 0;
 }
@@ -208,7 +257,7 @@ static int cmd_write(Tool *t, char **args) {
 
         if (data_range(t, args[0], len, &off) < 0)
                 return -1;
-        memcpy((char *) shmem_data(t->shm) + off, args[1], len);
+        memcpy(t->data + off, args[1], len);
         __atomic_thread_fence(__ATOMIC_RELEASE);
         return 0;
 }
@@ -235,7 +284,7 @@ static int cmd_read(Tool *t, char **args) {
         if (data_range(t, args[0], len, &off) < 0)
                 return -1;
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        format_bytes((const unsigned char *) shmem_data(t->shm) + off, len, buf, sizeof(buf));
+        format_bytes(t->data + off, len, buf, sizeof(buf));
         out("read %" PRIu64 " %s", off, buf);
         return 0;
 }
@@ -252,7 +301,7 @@ static int cmd_expect(Tool *t, char **args) {
                 return -1;
         deadline = now_ms() + ms;
         for (;;) {
-                const char *p = (const char *) shmem_data(t->shm) + off;
+                const char *p = (const char *) t->data + off;
 
                 __atomic_thread_fence(__ATOMIC_ACQUIRE);
                 if (memcmp(p, args[1], len) == 0)
@@ -391,34 +440,195 @@ static int cmd_sleep(Tool *t, char **args) {
         return 0;
 }
 
+#ifdef SHMEM_TOOL_GUEST
+/* --- raw mode: the ivshmem device alone ------------------------------------ */
+
+static int first_device(const char *bdf, void *userdata) {
+        char *ret = userdata;
+
+        if (strlen(bdf) >= sizeof(((IvshmemDev *) NULL)->bdf))
+                return 0;
+        memcpy(ret, bdf, strlen(bdf) + 1);
+        return 1;
+}
+
+/* Opens @bdf (NULL: the first ivshmem device) and enables every MSI-X vector. */
+static int raw_open(Tool *t, const char *bdf) {
+        char found[sizeof(t->dev.bdf)];
+        int r;
+
+        if (!bdf) {
+                r = ivshmem_dev_scan(first_device, found);
+                if (r < 0)
+                        return fail("raw: looking for an ivshmem device: %s", strerror(-r));
+                if (r == 0)
+                        return fail("raw: no ivshmem device (PCI 1af4:1110)");
+                bdf = found;
+        } else if (!ivshmem_dev_is_ivshmem(bdf))
+                return fail("raw: %s is not an ivshmem device (PCI 1af4:1110)", bdf);
+        r = ivshmem_dev_open(&t->dev, bdf, ivshmem_dev_vfio_usable(bdf));
+        if (r == IVSHMEM_DEV_BUSY)
+                return fail("raw: %s is in use (vfio allows one opener per device)", bdf);
+        if (r < 0)
+                return fail("raw: open %s: %s", bdf, strerror(-r));
+        /* ivshmem-plain has no MSI-X: data only. */
+        if (t->dev.vfio && t->dev.msix_count > 0) {
+                r = ivshmem_dev_enable_irqs(&t->dev, t->dev.msix_count);
+                if (r < 0)
+                        return fail("raw: enabling MSI-X on %s: %s", bdf, strerror(-r));
+        }
+        t->data = t->dev.bar2;
+        t->size = t->dev.bar2_size;
+        return 0;
+}
+
+static int cmd_raw_info(Tool *t, char **args) {
+        uint32_t position;
+        int r;
+
+        r = ivshmem_dev_read_reg(&t->dev, IVSHMEM_REG_IV_POSITION, &position);
+        if (r < 0)
+                return fail("info: reading IVPosition: %s", strerror(-r));
+        out("info position=%" PRIu32 " size=%" PRIu64 " vectors=%u device=%s interrupts=%s", position, t->size,
+            t->dev.vectors, t->dev.bdf, t->dev.vectors ? "msix" : "none");
+        return 0;
+}
+
+static int cmd_ring(Tool *t, char **args) {
+        uint64_t peer, vector;
+        int r;
+
+        if (parse_u64(args[0], &peer) < 0 || peer > 0xffff)
+                return fail("ring: bad peer '%s' (0-65535)", args[0]);
+        if (parse_u64(args[1], &vector) < 0 || vector > 0xffff)
+                return fail("ring: bad vector '%s' (0-65535)", args[1]);
+        /* Data written before the ring is seen by a peer the ring wakes. */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        r = ivshmem_dev_write_reg(&t->dev, IVSHMEM_REG_DOORBELL, (uint32_t) (peer << 16 | vector));
+        if (r < 0)
+                return fail("ring: writing Doorbell: %s", strerror(-r));
+        return 0;
+}
+
+/*
+ * Waits up to @ms for vectors to fire and reads their eventfds to zero,
+ * printing "vector V count=C" for each. Returns the number of vectors that
+ * fired, with their counts added to @fired, or -1 after a FAIL.
+ */
+static int raw_collect(Tool *t, const char *what, int ms, uint64_t fired[IVSHMEM_DEV_VECTORS_MAX]) {
+        struct epoll_event evs[IVSHMEM_DEV_VECTORS_MAX];
+        int n;
+
+        n = epoll_wait(t->dev.epfd, evs, IVSHMEM_DEV_VECTORS_MAX, ms);
+        if (n < 0)
+                return errno == EINTR ? 0 : fail("%s: epoll_wait: %s", what, strerror(errno));
+        for (int i = 0; i < n; i++) {
+                unsigned v = evs[i].data.u32;
+                uint64_t count;
+
+                if (read(t->dev.vec[v], &count, sizeof(count)) != sizeof(count))
+                        continue; /* EAGAIN: nothing to count after all */
+                out("vector %u count=%" PRIu64, v, count);
+                fired[v] += count;
+        }
+        return n;
+}
+
+/* Parses a wait's timeout; fails (-1) without interrupts, where a wait could only time out. */
+static int raw_wait_args(Tool *t, const char *what, const char *ms_arg, int *ret_ms) {
+        if (parse_ms(ms_arg, ret_ms) < 0)
+                return fail("%s: bad timeout '%s'", what, ms_arg);
+        if (t->dev.vectors == 0)
+                return fail("%s: no interrupts on %s (MSI-X needs vfio-pci, which needs an IOMMU "
+                            "in the guest: q35 + intel-iommu)", what, t->dev.bdf);
+        return 0;
+}
+
+static int cmd_wait_vector(Tool *t, char **args) {
+        uint64_t fired[IVSHMEM_DEV_VECTORS_MAX] = {}, vector;
+        int64_t deadline;
+        int ms = 0;
+
+        if (parse_u64(args[0], &vector) < 0)
+                return fail("wait-vector: bad vector '%s'", args[0]);
+        if (raw_wait_args(t, "wait-vector", args[1], &ms) < 0)
+                return -1;
+        if (vector >= t->dev.vectors)
+                return fail("wait-vector: vector %" PRIu64 " does not exist (%u vectors)", vector, t->dev.vectors);
+        deadline = now_ms() + ms;
+        for (;;) {
+                int64_t left = deadline - now_ms();
+
+                if (raw_collect(t, "wait-vector", left > 0 ? (int) left : 0, fired) < 0)
+                        return -1;
+                for (unsigned v = 0; v < t->dev.vectors; v++)
+                        if (fired[v] && v != vector)
+                                return fail("wait-vector %" PRIu64 ": vector %u fired", vector, v);
+                if (fired[vector])
+                        return 0;
+                if (left <= 0)
+                        return fail("wait-vector %" PRIu64 ": no interrupt within %d ms", vector, ms);
+        }
+}
+
+static int cmd_expect_no_vector(Tool *t, char **args) {
+        uint64_t fired[IVSHMEM_DEV_VECTORS_MAX] = {};
+        int64_t deadline;
+        int ms = 0;
+
+        if (raw_wait_args(t, "expect-no-vector", args[0], &ms) < 0)
+                return -1;
+        deadline = now_ms() + ms;
+        for (;;) {
+                int64_t left = deadline - now_ms();
+                int n = raw_collect(t, "expect-no-vector", left > 0 ? (int) left : 0, fired);
+
+                if (n < 0)
+                        return -1;
+                for (unsigned v = 0; v < t->dev.vectors; v++)
+                        if (fired[v])
+                                return fail("expect-no-vector: vector %u fired", v);
+                if (left <= 0)
+                        return 0;
+        }
+}
+#endif
+
 static const Command commands[] = {
-        { "info", 0, cmd_info },
-        { "write", 2, cmd_write },
-        { "read", 2, cmd_read },
-        { "expect", 3, cmd_expect },
-        { "notify", 1, cmd_notify },
-        { "wait", 1, cmd_wait },
-        { "wait-from", 2, cmd_wait_from },
-        { "wait-active", 2, cmd_wait_active },
-        { "expect-no-signal", 1, cmd_expect_no_signal },
-        { "unconsumed", 0, cmd_unconsumed },
-        { "sleep", 1, cmd_sleep },
+        { "info", 0, cmd_info, MODE_SHMEM },
+        { "write", 2, cmd_write, MODE_SHMEM | MODE_RAW },
+        { "read", 2, cmd_read, MODE_SHMEM | MODE_RAW },
+        { "expect", 3, cmd_expect, MODE_SHMEM | MODE_RAW },
+        { "notify", 1, cmd_notify, MODE_SHMEM },
+        { "wait", 1, cmd_wait, MODE_SHMEM },
+        { "wait-from", 2, cmd_wait_from, MODE_SHMEM },
+        { "wait-active", 2, cmd_wait_active, MODE_SHMEM },
+        { "expect-no-signal", 1, cmd_expect_no_signal, MODE_SHMEM },
+        { "unconsumed", 0, cmd_unconsumed, MODE_SHMEM },
+        { "sleep", 1, cmd_sleep, MODE_SHMEM | MODE_RAW },
+#ifdef SHMEM_TOOL_GUEST
+        { "info", 0, cmd_raw_info, MODE_RAW },
+        { "ring", 2, cmd_ring, MODE_RAW },
+        { "wait-vector", 2, cmd_wait_vector, MODE_RAW },
+        { "expect-no-vector", 1, cmd_expect_no_vector, MODE_RAW },
+#endif
 };
 
-static const Command *command_find(const char *name) {
+static const Command *command_find(const char *name, unsigned mode) {
         for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-                if (strcmp(commands[i].name, name) == 0)
+                if (commands[i].modes & mode && strcmp(commands[i].name, name) == 0)
                         return &commands[i];
         return NULL;
 }
 
 /* Checks the whole script before attaching: a typo must not cost a region attach. */
-static int script_check(int argc, char **argv) {
+static int script_check(int argc, char **argv, unsigned mode) {
         for (int i = 0; i < argc;) {
-                const Command *c = command_find(argv[i]);
+                const Command *c = command_find(argv[i], mode);
 
                 if (!c)
-                        return fail("unknown command '%s' (see --help)", argv[i]);
+                        return fail("unknown command '%s'%s (see --help)", argv[i],
+                                    mode == MODE_RAW ? " in raw mode" : "");
                 if (argc - i - 1 < c->nargs)
                         return fail("%s needs %d argument(s)", c->name, c->nargs);
                 i += 1 + c->nargs;
@@ -427,7 +637,7 @@ static int script_check(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-        enum { ARG_SOCKET = 0x100, ARG_LABEL, ARG_SIZE, ARG_FIND, ARG_EXCLUSIVE };
+        enum { ARG_SOCKET = 0x100, ARG_LABEL, ARG_SIZE, ARG_FIND, ARG_EXCLUSIVE, ARG_RAW, ARG_DEVICE };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "socket", required_argument, NULL, ARG_SOCKET },
@@ -435,13 +645,20 @@ int main(int argc, char **argv) {
                 { "size", required_argument, NULL, ARG_SIZE },
                 { "find", no_argument, NULL, ARG_FIND },
                 { "exclusive", no_argument, NULL, ARG_EXCLUSIVE },
+#ifdef SHMEM_TOOL_GUEST
+                { "raw", no_argument, NULL, ARG_RAW },
+                { "device", required_argument, NULL, ARG_DEVICE },
+#endif
                 {},
         };
         struct shmem_attach_opts opts = { .size = sizeof(opts) };
         Tool t = {};
         uint64_t size = 0;
-        unsigned flags = 0;
-        const char *name;
+        unsigned flags = 0, mode = MODE_SHMEM;
+        const char *name = NULL;
+#ifdef SHMEM_TOOL_GUEST
+        const char *device = NULL;
+#endif
         int c, r;
 
         /* Lines must reach a pipe or a serial console as they happen, not at exit. */
@@ -471,6 +688,14 @@ int main(int argc, char **argv) {
                 case ARG_EXCLUSIVE:
                         flags |= SHMEM_EXCLUSIVE;
                         break;
+#ifdef SHMEM_TOOL_GUEST
+                case ARG_RAW:
+                        mode = MODE_RAW;
+                        break;
+                case ARG_DEVICE:
+                        device = optarg;
+                        break;
+#endif
                 default:
                         fail("bad option (see --help)");
                         return 1;
@@ -479,26 +704,44 @@ int main(int argc, char **argv) {
                 fail("--find and --exclusive exclude each other");
                 return 1;
         }
-        if (optind >= argc) {
-                fail("no region name (see --help)");
-                return 1;
+        if (mode == MODE_SHMEM) {
+                if (optind >= argc) {
+                        fail("no region name (see --help)");
+                        return 1;
+                }
+                name = argv[optind++];
         }
-        name = argv[optind++];
-        if (script_check(argc - optind, argv + optind) < 0)
+        if (script_check(argc - optind, argv + optind, mode) < 0)
                 return 1;
 
-        r = shmem_attach(&t.shm, name, size, flags, &opts);
-        if (r != 0) {
-                fail("attach %s: %s (%d)", name, shmem_strstatus(r), r);
-                return 1;
+#ifdef SHMEM_TOOL_GUEST
+        ivshmem_dev_init(&t.dev);
+        if (mode == MODE_RAW) {
+                if (raw_open(&t, device) < 0) {
+                        ivshmem_dev_close(&t.dev);
+                        return 1;
+                }
+        } else
+#endif
+        {
+                r = shmem_attach(&t.shm, name, size, flags, &opts);
+                if (r != 0) {
+                        fail("attach %s: %s (%d)", name, shmem_strstatus(r), r);
+                        return 1;
+                }
+                t.data = shmem_data(t.shm);
+                t.size = shmem_size(t.shm);
         }
         r = 0;
         for (int i = optind; i < argc && r == 0;) {
-                const Command *cmd = command_find(argv[i]);
+                const Command *cmd = command_find(argv[i], mode);
 
                 r = cmd->fn(&t, argv + i + 1);
                 i += 1 + cmd->nargs;
         }
         shmem_detach(t.shm);
+#ifdef SHMEM_TOOL_GUEST
+        ivshmem_dev_close(&t.dev);
+#endif
         return r == 0 ? 0 : 1;
 }
