@@ -19,6 +19,7 @@ base initramfs (the kernel unpacks concatenated archives in order); the
 image's /init runs it and prints "SHMEM-RESULT rc=N".
 """
 
+import ctypes
 import gzip
 import json
 import os
@@ -32,6 +33,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULT_RE = re.compile(rb"SHMEM-RESULT rc=(\d+)")
 _running = set()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """In the child: SIGKILL when the test process dies, even by SIGKILL (a
+    ctest timeout), so that no QEMU outlives its test."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class Image:
@@ -137,7 +145,8 @@ class Guest:
         self.stderr_path = os.path.join(self.workdir, f"{self.name}.stderr")
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         _running.add(self)
         return self
 
