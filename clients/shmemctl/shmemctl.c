@@ -15,24 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client.h"
+#include "events.h"
 #include "json.h"
 #include "region-layout.h"
+#include "shmemctl.h"
 #include "units.h"
-
-enum {
-        EXIT_OK = 0,
-        EXIT_REFUSED = 1,
-        EXIT_USAGE = 2,
-        EXIT_UNREACHABLE = 3,
-};
-
-typedef struct Args {
-        const char *socket;
-        bool json;
-        unsigned max_peers; /* 0: the broker's default */
-        bool max_peers_set, persistent, force;
-} Args;
 
 static const char *const usage_text =
         "Usage: shmemctl [-s|--socket PATH] [--json] COMMAND\n"
@@ -54,7 +41,7 @@ static const char *const usage_text =
         "create and destroy print nothing on success.\n"
         "Exit status: 0 ok, 1 refused by the broker, 2 usage error, 3 broker unreachable.\n";
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
+int usage_error(const char *fmt, ...) {
         va_list ap;
 
         fputs("shmemctl: ", stderr);
@@ -65,8 +52,7 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
         return EXIT_USAGE;
 }
 
-/* Reports a -errno of the connection; always EXIT_UNREACHABLE. */
-static int report_unreachable(const char *path, int error, bool connecting) {
+int report_unreachable(const char *path, int error, bool connecting) {
         if (connecting)
                 fprintf(stderr,
                         "shmemctl: cannot connect to the broker at %s: %s\n"
@@ -78,8 +64,7 @@ static int report_unreachable(const char *path, int error, bool connecting) {
         return EXIT_UNREACHABLE;
 }
 
-/* `shmemctl: <what>: <status text>: <detail>`; always EXIT_REFUSED. */
-static int report_refused(const char *what, int status, const char *detail) {
+int report_refused(const char *what, int status, const char *detail) {
         fprintf(stderr, "shmemctl: %s: %s", what, status_text(status));
         if (detail && *detail)
                 fprintf(stderr, ": %s", detail);
@@ -87,11 +72,7 @@ static int report_refused(const char *what, int status, const char *detail) {
         return EXIT_REFUSED;
 }
 
-/*
- * Sends @req and returns 0 with the OK reply in *ret, or the exit code to
- * return, having said why.
- */
-static int call(Client *c, const char *path, const char *what, Message *req, ClientMsg **ret) {
+int call(Client *c, const char *path, const char *what, Message *req, ClientMsg **ret) {
         ClientMsg *reply = NULL;
         const char *detail;
         int r;
@@ -107,17 +88,6 @@ static int call(Client *c, const char *path, const char *what, Message *req, Cli
         }
         *ret = reply;
         return EXIT_OK;
-}
-
-static const char *kind_str(unsigned kind) {
-        switch (kind) {
-        case SHMEM_PEER_KIND_QEMU:
-                return "qemu";
-        case SHMEM_PEER_KIND_HOST:
-                return "host";
-        default:
-                return "none";
-        }
 }
 
 static const char *signal_mode_str(unsigned mode) {
@@ -232,13 +202,12 @@ static int cmd_list(Client *c, const char *path, const Args *a) {
         return EXIT_OK;
 }
 
-static int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
+int inspect_region(Client *c, const char *path, const char *name, ClientMsg **ret_reply,
+                   const Shmem__RegionInfo **ret_info) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Shmem__Inspect in = SHMEM__INSPECT__INIT;
         Message m = SHMEM__MESSAGE__INIT;
-        const Shmem__RegionInfo *ri;
-        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64];
-        int wlabel = 5, r;
+        int r;
 
         in.name = (char *) name;
         m.body_case = SHMEM__MESSAGE__BODY_INSPECT;
@@ -249,7 +218,20 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
         if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_INSPECT || !reply->msg->reply->inspect ||
             !reply->msg->reply->inspect->region)
                 return report_unreachable(path, -EPROTO, false);
-        ri = reply->msg->reply->inspect->region;
+        *ret_info = reply->msg->reply->inspect->region;
+        *ret_reply = TAKE_PTR(reply);
+        return EXIT_OK;
+}
+
+static int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        const Shmem__RegionInfo *ri;
+        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64];
+        int wlabel = 5, r;
+
+        r = inspect_region(c, path, name, &reply, &ri);
+        if (r != EXIT_OK)
+                return r;
 
         if (a->json) {
                 Json j;
@@ -266,7 +248,7 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
                         json_key(&j, "index");
                         json_uint(&j, p->index);
                         json_key(&j, "kind");
-                        json_string(&j, kind_str(p->kind));
+                        json_string(&j, peer_kind_str(p->kind));
                         json_key(&j, "label");
                         json_string(&j, p->label);
                         json_key(&j, "pid");
@@ -311,7 +293,7 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
         for (size_t i = 0; i < ri->n_peers; i++) {
                 const Shmem__PeerState *p = ri->peers[i];
 
-                printf("%-5u %-4s %-*s %8u %6u %s\n", p->index, kind_str(p->kind), wlabel,
+                printf("%-5u %-4s %-*s %8u %6u %s\n", p->index, peer_kind_str(p->kind), wlabel,
                        str_or(p->label, "-"), p->pid, p->uid, units_format_bits(bits, p->pending));
         }
         return EXIT_OK;

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * What shmemctl's command files share: shmemctl.c (options, list, inspect,
+ * create, destroy) and ops.c (watch, signal, dump, reload, upgrade).
+ *
+ * Every cmd_*() and helper here returns the exit code, having printed why
+ * when it is not EXIT_OK.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "client.h"
+
+enum {
+        EXIT_OK = 0,
+        EXIT_REFUSED = 1,
+        EXIT_USAGE = 2,
+        EXIT_UNREACHABLE = 3,
+};
+
+typedef struct Args {
+        const char *socket; /* --socket; NULL: client_socket_path()'s default */
+        bool json;
+        unsigned max_peers; /* 0: the broker's default */
+        bool max_peers_set, persistent, force;
+} Args;
+
+/* "shmemctl: <message>" and the hint to --help; always EXIT_USAGE. */
+__attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...);
+
+/* Reports a -errno of the connection; always EXIT_UNREACHABLE. */
+int report_unreachable(const char *path, int error, bool connecting);
+
+/* `shmemctl: <what>: <status text>: <detail>`; always EXIT_REFUSED. */
+int report_refused(const char *what, int status, const char *detail);
+
+/* Sends @req; EXIT_OK with the OK reply in *ret. */
+int call(Client *c, const char *path, const char *what, Message *req, ClientMsg **ret);
+
+/* Inspect @name: EXIT_OK with the reply in *ret_reply (free it) and its region in *ret_info. */
+int inspect_region(Client *c, const char *path, const char *name, ClientMsg **ret_reply,
+                   const Shmem__RegionInfo **ret_info);
