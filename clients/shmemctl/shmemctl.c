@@ -412,6 +412,9 @@ int main(int argc, char **argv) {
         } else if (strcmp(cmd, "destroy") == 0) {
                 if (nargs != 1)
                         return usage_error("%s", "usage: destroy NAME [--force]");
+        } else if (strcmp(cmd, "watch") == 0) {
+                if (nargs > 1)
+                        return usage_error("%s", "usage: watch [NAME]");
         } else
                 return usage_error("unknown command '%s'", cmd);
         if ((a.max_peers_set || a.persistent) && strcmp(cmd, "create") != 0)
@@ -432,5 +435,7 @@ int main(int argc, char **argv) {
                 return cmd_inspect(c, path, &a, argv[optind]);
         if (strcmp(cmd, "create") == 0)
                 return cmd_create(c, path, &a, argv[optind], size);
+        if (strcmp(cmd, "watch") == 0)
+                return cmd_watch(c, path, &a, nargs == 1 ? argv[optind] : NULL);
         return cmd_destroy(c, path, &a, argv[optind]);
 }

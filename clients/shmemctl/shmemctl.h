@@ -43,3 +43,8 @@ int call(Client *c, const char *path, const char *what, Message *req, ClientMsg 
 /* Inspect @name: EXIT_OK with the reply in *ret_reply (free it) and its region in *ret_info. */
 int inspect_region(Client *c, const char *path, const char *name, ClientMsg **ret_reply,
                    const Shmem__RegionInfo **ret_info);
+
+/* ops.c */
+
+/* Prints the broker's events (events.h), of region @name only if not NULL, until SIGINT or SIGTERM. */
+int cmd_watch(Client *c, const char *path, const Args *a, const char *name);
