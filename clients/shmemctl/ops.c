@@ -5,6 +5,7 @@
  * broker in place.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,7 +13,17 @@
 #include <sys/signalfd.h>
 
 #include "events.h"
+#include "hexdump.h"
+#include "json.h"
+#include "region-layout.h"
+#include "shmem.h"
 #include "shmemctl.h"
+#include "units.h"
+
+/* What dump shows without --length: enough to see a header, not a screenful of a 1 GiB region. */
+#define DUMP_DEFAULT_LENGTH 4096
+/* signal and dump attach under this label: what the region's peers see. */
+#define PEER_LABEL "shmemctl"
 
 /* The broker closed the connection or stopped answering: EXIT_UNREACHABLE. */
 static int report_gone(const char *path, int error) {
@@ -99,4 +110,195 @@ int cmd_watch(Client *c, const char *path, const Args *a, const char *name) {
                 if (p[1].revents)
                         return EXIT_OK;
         }
+}
+
+/* --- signal and dump: a short-lived peer of the region --- */
+
+static void shmem_detachp(shmem_t **s) {
+        shmem_detach(*s);
+}
+
+/* Host peers cannot attach to compat regions (docs/protocol.md §1): say so rather than BAD_REQUEST. */
+static int check_not_compat(const char *name, const Shmem__RegionInfo *ri, const char *verb) {
+        if (ri->signal_mode == SHMEM_SIGNAL_MODE_SHMEM)
+                return EXIT_OK;
+        fprintf(stderr,
+                "shmemctl: %s is a compat region (signal-mode = ivshmem): only QEMU guests attach to it, "
+                "so shmemctl cannot %s it\n",
+                name, verb);
+        return EXIT_REFUSED;
+}
+
+/* Attaches to the existing region @name as peer PEER_LABEL. */
+static int attach_peer(const char *path, const char *name, const Shmem__RegionInfo *ri, shmem_t **ret) {
+        struct shmem_attach_opts o = { .size = sizeof(o), .socket = path, .label = PEER_LABEL };
+        char detail[256];
+        int r;
+
+        r = shmem_find(ret, name, &o);
+        if (r == 0)
+                return EXIT_OK;
+        if (r == -ENOENT || r == -ECONNREFUSED)
+                return report_unreachable(path, r, true);
+        if (r == -ETIMEDOUT || r == -ECONNRESET)
+                return report_gone(path, r);
+        if (r < 0) {
+                fprintf(stderr, "shmemctl: %s: cannot attach: %s\n", name, strerror(-r));
+                return EXIT_REFUSED;
+        }
+        switch (r) {
+        case SHMEM_STATUS_CLIENT_MAX:
+                return report_refused(name, r, "shmemctl attaches as a peer for a moment and needs a free index");
+        case SHMEM_STATUS_NO_PERMISSION:
+                snprintf(detail, sizeof(detail),
+                         "shmemctl attaches as peer '" PEER_LABEL "': the region's access (owner %u, group %u, "
+                         "mode %03o) or the broker's allow/deny rules refuse it",
+                         ri->owner, ri->group, ri->mode);
+                return report_refused(name, r, detail);
+        case SHMEM_STATUS_DOES_NOT_EXIST:
+                return report_refused(name, r, "it was destroyed meanwhile");
+        default:
+                return report_refused(name, r, NULL);
+        }
+}
+
+/* Refuses a mask with peers that are not attached: nothing is signaled then. */
+static int report_not_attached(const char *name, uint64_t missing, uint64_t attached) {
+        char m[UNITS_BITS_STR_MAX], at[UNITS_BITS_STR_MAX];
+
+        fprintf(stderr, "shmemctl: %s: %s %s %s not attached (attached: %s); nothing was signaled\n", name,
+                __builtin_popcountll(missing) == 1 ? "peer" : "peers", units_format_bits(m, missing),
+                __builtin_popcountll(missing) == 1 ? "is" : "are", units_format_bits(at, attached));
+        return EXIT_REFUSED;
+}
+
+int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uint64_t mask, bool all) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        _cleanup_(shmem_detachp) shmem_t *shm = NULL;
+        const Shmem__RegionInfo *ri;
+        char bits[UNITS_BITS_STR_MAX];
+        uint64_t others;
+        unsigned me;
+        int r;
+
+        /* Looked at first: a refusal must not cost the peers a join and a leave. */
+        r = inspect_region(c, path, name, &reply, &ri);
+        if (r != EXIT_OK)
+                return r;
+        r = check_not_compat(name, ri, "signal");
+        if (r != EXIT_OK)
+                return r;
+        if (all ? ri->active == 0 : (mask & ~ri->active) != 0) {
+                if (all) {
+                        fprintf(stderr, "shmemctl: %s: no peer is attached; nothing was signaled\n", name);
+                        return EXIT_REFUSED;
+                }
+                return report_not_attached(name, mask & ~ri->active, ri->active);
+        }
+
+        r = attach_peer(path, name, ri, &shm);
+        if (r != EXIT_OK)
+                return r;
+        /* Again as seen now: a peer may have left meanwhile. My index was free, so it is not in @mask. */
+        me = shmem_index(shm);
+        others = shmem_active(shm) & ~(UINT64_C(1) << me);
+        if (all)
+                mask = others;
+        if (mask == 0) {
+                fprintf(stderr, "shmemctl: %s: no other peer is attached any more; nothing was signaled\n", name);
+                return EXIT_REFUSED;
+        }
+        if ((mask & ~others) != 0)
+                return report_not_attached(name, mask & ~others, others);
+        r = shmem_notify(shm, mask);
+        if (r < 0) {
+                fprintf(stderr, "shmemctl: %s: cannot signal: %s\n", name, strerror(-r));
+                return EXIT_REFUSED;
+        }
+
+        if (a->json) {
+                Json j;
+
+                json_init(&j, stdout);
+                json_object_begin(&j);
+                json_key(&j, "region");
+                json_string(&j, name);
+                json_key(&j, "signaled");
+                json_bits(&j, mask);
+                json_key(&j, "sender");
+                json_uint(&j, me);
+                json_object_end(&j);
+        } else
+                printf("signaled %s peers=%s sender=%u\n", name, units_format_bits(bits, mask), me);
+        return flush_output();
+}
+
+/* --offset and --length inside @size bytes of data; a usage error otherwise. */
+static int check_range(const Args *a, const char *name, uint64_t size) {
+        if (a->offset >= size)
+                return usage_error("--offset %" PRIu64 " is not inside the data of %s (%" PRIu64 " bytes)",
+                                   a->offset, name, size);
+        if (a->length_set && a->length > size - a->offset)
+                return usage_error("--offset %" PRIu64 " --length %" PRIu64 " ends beyond the data of %s (%" PRIu64
+                                   " bytes)",
+                                   a->offset, a->length, name, size);
+        return EXIT_OK;
+}
+
+int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        _cleanup_(shmem_detachp) shmem_t *shm = NULL;
+        const Shmem__RegionInfo *ri;
+        uint64_t size, length, done;
+        const uint8_t *data;
+        Hexdump h;
+        int r;
+
+        r = inspect_region(c, path, name, &reply, &ri);
+        if (r != EXIT_OK)
+                return r;
+        r = check_not_compat(name, ri, "dump");
+        if (r != EXIT_OK)
+                return r;
+        if (!ri->allocated) {
+                fprintf(stderr,
+                        "shmemctl: %s has no memory now (a declared region gets it at its first attach and "
+                        "loses it when its last peer leaves): nothing to dump\n",
+                        name);
+                return EXIT_REFUSED;
+        }
+        /* Checked before attaching, and again against the mapping: the region may have been made anew. */
+        r = check_range(a, name, ri->data_size);
+        if (r != EXIT_OK)
+                return r;
+        r = attach_peer(path, name, ri, &shm);
+        if (r != EXIT_OK)
+                return r;
+        size = shmem_size(shm);
+        r = check_range(a, name, size);
+        if (r != EXIT_OK)
+                return r;
+        length = a->length_set ? a->length : size - a->offset;
+        if (!a->length_set && length > DUMP_DEFAULT_LENGTH)
+                length = DUMP_DEFAULT_LENGTH;
+
+        /* Copied out a page at a time: peers may be writing while it is formatted. */
+        data = (const uint8_t *) shmem_data(shm) + a->offset;
+        hexdump_init(&h, stdout, a->offset);
+        for (done = 0; done < length;) {
+                uint8_t buf[4096];
+                size_t n = length - done < sizeof(buf) ? (size_t) (length - done) : sizeof(buf);
+
+                __atomic_thread_fence(__ATOMIC_ACQUIRE);
+                memcpy(buf, data + done, n);
+                if (a->raw) {
+                        if (fwrite(buf, 1, n, stdout) != n)
+                                break;
+                } else
+                        hexdump_feed(&h, buf, n);
+                done += n;
+        }
+        if (!a->raw)
+                hexdump_end(&h);
+        return flush_output();
 }

@@ -340,7 +340,7 @@ static int parse_max_peers(const char *s, unsigned *ret) {
 }
 
 int main(int argc, char **argv) {
-        enum { OPT_JSON = 0x100, OPT_MAX_PEERS, OPT_PERSISTENT, OPT_FORCE };
+        enum { OPT_JSON = 0x100, OPT_MAX_PEERS, OPT_PERSISTENT, OPT_FORCE, OPT_OFFSET, OPT_LENGTH, OPT_RAW };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, 's' },
                 { "json", no_argument, NULL, OPT_JSON },
@@ -349,12 +349,16 @@ int main(int argc, char **argv) {
                 { "max-peers", required_argument, NULL, OPT_MAX_PEERS },
                 { "persistent", no_argument, NULL, OPT_PERSISTENT },
                 { "force", no_argument, NULL, OPT_FORCE },
+                { "offset", required_argument, NULL, OPT_OFFSET },
+                { "length", required_argument, NULL, OPT_LENGTH },
+                { "raw", no_argument, NULL, OPT_RAW },
                 {},
         };
         _cleanup_(client_freep) Client *c = NULL;
         Args a = {};
         const char *cmd, *path;
-        uint64_t size = 0;
+        uint64_t size = 0, mask = 0;
+        bool mask_all = false, dump_range = false;
         int opt, nargs, r;
 
         opterr = 0; /* our own messages, with the exit code of a usage error */
@@ -383,6 +387,22 @@ int main(int argc, char **argv) {
                         break;
                 case OPT_FORCE:
                         a.force = true;
+                        break;
+                case OPT_OFFSET:
+                case OPT_LENGTH:
+                        r = units_parse_size(optarg, opt == OPT_OFFSET ? &a.offset : &a.length);
+                        if (r < 0)
+                                return usage_error("--%s: '%s' is %s", opt == OPT_OFFSET ? "offset" : "length",
+                                                   optarg,
+                                                   r == -ERANGE ? "too large"
+                                                                : "not a size (bytes, or with K, M, G, T)");
+                        if (opt == OPT_LENGTH && a.length == 0)
+                                return usage_error("%s", "--length must be at least 1");
+                        a.length_set = a.length_set || opt == OPT_LENGTH;
+                        dump_range = true;
+                        break;
+                case OPT_RAW:
+                        a.raw = true;
                         break;
                 case ':':
                         return usage_error("option '%s' needs an argument", argv[optind - 1]);
@@ -415,12 +435,32 @@ int main(int argc, char **argv) {
         } else if (strcmp(cmd, "watch") == 0) {
                 if (nargs > 1)
                         return usage_error("%s", "usage: watch [NAME]");
+        } else if (strcmp(cmd, "signal") == 0) {
+                const char *m = nargs == 2 ? argv[optind + 1] : "";
+
+                if (nargs != 2)
+                        return usage_error("%s", "usage: signal NAME MASK|all");
+                if (strcmp(m, "all") == 0)
+                        mask_all = true;
+                else if ((r = units_parse_mask(m, &mask)) < 0)
+                        return usage_error("MASK '%s' is %s", m,
+                                           r == -ERANGE ? "more than 64 bits"
+                                                        : "not a number (decimal, 0x-hex) or 'all'");
+                else if (mask == 0)
+                        return usage_error("%s", "MASK 0 names no peer");
+        } else if (strcmp(cmd, "dump") == 0) {
+                if (nargs != 1)
+                        return usage_error("%s", "usage: dump NAME [--offset N] [--length N] [--raw]");
+                if (a.json)
+                        return usage_error("%s", "dump has no --json (--raw writes the bytes themselves)");
         } else
                 return usage_error("unknown command '%s'", cmd);
         if ((a.max_peers_set || a.persistent) && strcmp(cmd, "create") != 0)
                 return usage_error("%s", "--max-peers and --persistent go with create");
         if (a.force && strcmp(cmd, "destroy") != 0)
                 return usage_error("%s", "--force goes with destroy");
+        if ((dump_range || a.raw) && strcmp(cmd, "dump") != 0)
+                return usage_error("%s", "--offset, --length and --raw go with dump");
 
         path = client_socket_path(a.socket);
         r = client_connect(&c, path, "shmemctl", CLIENT_TIMEOUT_MS);
@@ -437,5 +477,9 @@ int main(int argc, char **argv) {
                 return cmd_create(c, path, &a, argv[optind], size);
         if (strcmp(cmd, "watch") == 0)
                 return cmd_watch(c, path, &a, nargs == 1 ? argv[optind] : NULL);
+        if (strcmp(cmd, "signal") == 0)
+                return cmd_signal(c, path, &a, argv[optind], mask, mask_all);
+        if (strcmp(cmd, "dump") == 0)
+                return cmd_dump(c, path, &a, argv[optind]);
         return cmd_destroy(c, path, &a, argv[optind]);
 }

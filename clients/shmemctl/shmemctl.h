@@ -26,6 +26,8 @@ typedef struct Args {
         bool json;
         unsigned max_peers; /* 0: the broker's default */
         bool max_peers_set, persistent, force;
+        uint64_t offset, length; /* dump */
+        bool length_set, raw;
 } Args;
 
 /* "shmemctl: <message>" and the hint to --help; always EXIT_USAGE. */
@@ -48,3 +50,13 @@ int inspect_region(Client *c, const char *path, const char *name, ClientMsg **re
 
 /* Prints the broker's events (events.h), of region @name only if not NULL, until SIGINT or SIGTERM. */
 int cmd_watch(Client *c, const char *path, const Args *a, const char *name);
+
+/*
+ * Attaches to @name (FIND) as peer "shmemctl", signals the peers in @mask
+ * (every other attached one if @all), detaches. Refuses a mask with a peer
+ * that is not attached.
+ */
+int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uint64_t mask, bool all);
+
+/* Attaches to @name as peer "shmemctl" and prints a->offset.. of its data as hexdump -C does (--raw: the bytes). */
+int cmd_dump(Client *c, const char *path, const Args *a, const char *name);
