@@ -10,7 +10,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/signalfd.h>
+#include <time.h>
 
 #include "events.h"
 #include "hexdump.h"
@@ -24,6 +26,14 @@
 #define DUMP_DEFAULT_LENGTH 4096
 /* signal and dump attach under this label: what the region's peers see. */
 #define PEER_LABEL "shmemctl"
+/* How long upgrade waits for the new image: it restores every region and connection first. */
+#define UPGRADE_TIMEOUT_MS 30000
+#define UPGRADE_RETRY_MS 50
+/*
+ * The listening socket is handed over with the other fds, so connecting never
+ * fails while the broker re-executes: refused for this long means it is gone.
+ */
+#define UPGRADE_GONE_MS 2000
 
 /* The broker closed the connection or stopped answering: EXIT_UNREACHABLE. */
 static int report_gone(const char *path, int error) {
@@ -301,4 +311,107 @@ int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
         if (!a->raw)
                 hexdump_end(&h);
         return flush_output();
+}
+
+/* --- reload and upgrade --- */
+
+int cmd_reload(Client *c, const char *path, const Args *a) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        m.body_case = SHMEM__MESSAGE__BODY_RELOAD;
+        m.reload = &(Shmem__Reload) SHMEM__RELOAD__INIT;
+        /* A refused file comes back as BAD_REQUEST with "FILE:LINE: reason": call() prints it. */
+        return call(c, path, "reload", &m, &reply);
+}
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000 };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/*
+ * The broker replies to Upgrade and re-executes about 100 ms later; until
+ * then the old image still answers. A new connection whose Hello carries
+ * another instance than @c's is answered by the new image.
+ */
+int cmd_upgrade(Client *c, const char *path, const Args *a) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        _cleanup_free_ char *was = NULL;
+        Message m = SHMEM__MESSAGE__INIT;
+        uint64_t before = client_broker_instance(c);
+        int64_t deadline, refused_since = -1;
+        bool old_answered = false;
+        int r, error = 0;
+
+        was = strdup(client_broker(c));
+        if (!was)
+                return report_unreachable(path, -ENOMEM, false);
+        m.body_case = SHMEM__MESSAGE__BODY_UPGRADE;
+        m.upgrade = &(Shmem__Upgrade) SHMEM__UPGRADE__INIT;
+        r = call(c, path, "upgrade", &m, &reply);
+        if (r != EXIT_OK)
+                return r;
+
+        deadline = now_ms() + UPGRADE_TIMEOUT_MS;
+        for (;;) {
+                _cleanup_(client_freep) Client *n = NULL;
+                int64_t left = deadline - now_ms();
+
+                if (left <= 0)
+                        break;
+                r = client_connect(&n, path, "shmemctl", left < CLIENT_TIMEOUT_MS ? (int) left : CLIENT_TIMEOUT_MS);
+                if (r > 0)
+                        return report_refused(path, r, "the upgraded broker refused the connection");
+                if (r == 0 && client_broker_instance(n) != before) {
+                        if (a->json) {
+                                Json j;
+
+                                json_init(&j, stdout);
+                                json_object_begin(&j);
+                                json_key(&j, "broker");
+                                json_string(&j, client_broker(n));
+                                json_key(&j, "previous");
+                                json_string(&j, was);
+                                json_object_end(&j);
+                        } else
+                                printf("upgraded: %s (was %s)\n", client_broker(n), was);
+                        return flush_output();
+                }
+                if (r == 0)
+                        old_answered = true;
+                else
+                        error = r;
+                if (r != -ECONNREFUSED && r != -ENOENT)
+                        refused_since = -1;
+                else if (refused_since < 0)
+                        refused_since = now_ms();
+                else if (now_ms() - refused_since >= UPGRADE_GONE_MS) {
+                        fprintf(stderr,
+                                "shmemctl: the broker at %s is gone after the upgrade (%s): the new image did not "
+                                "start (see the broker's log)\n",
+                                path, strerror(-r));
+                        return EXIT_UNREACHABLE;
+                }
+                sleep_ms(UPGRADE_RETRY_MS);
+        }
+        if (old_answered && error == 0) {
+                fprintf(stderr,
+                        "shmemctl: the broker at %s accepted the upgrade, but after %d s the old image still "
+                        "answers: the re-execution did not happen (see the broker's log)\n",
+                        path, UPGRADE_TIMEOUT_MS / 1000);
+                return EXIT_REFUSED;
+        }
+        fprintf(stderr, "shmemctl: the broker at %s did not answer within %d s of the upgrade%s%s\n", path,
+                UPGRADE_TIMEOUT_MS / 1000, error ? ": " : "", error ? strerror(-error) : "");
+        return EXIT_UNREACHABLE;
 }

@@ -448,6 +448,9 @@ int main(int argc, char **argv) {
                                                         : "not a number (decimal, 0x-hex) or 'all'");
                 else if (mask == 0)
                         return usage_error("%s", "MASK 0 names no peer");
+        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0) {
+                if (nargs != 0)
+                        return usage_error("%s takes no arguments", cmd);
         } else if (strcmp(cmd, "dump") == 0) {
                 if (nargs != 1)
                         return usage_error("%s", "usage: dump NAME [--offset N] [--length N] [--raw]");
@@ -481,5 +484,9 @@ int main(int argc, char **argv) {
                 return cmd_signal(c, path, &a, argv[optind], mask, mask_all);
         if (strcmp(cmd, "dump") == 0)
                 return cmd_dump(c, path, &a, argv[optind]);
+        if (strcmp(cmd, "reload") == 0)
+                return cmd_reload(c, path, &a);
+        if (strcmp(cmd, "upgrade") == 0)
+                return cmd_upgrade(c, path, &a);
         return cmd_destroy(c, path, &a, argv[optind]);
 }
