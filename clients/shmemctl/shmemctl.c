@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * shmemctl: list, inspect, create and destroy the regions of shmem-brokerd
- * over its native protocol (docs/protocol.md §2).
+ * over its native protocol (docs/protocol.md §2); the operations commands
+ * (watch, signal, dump, reload, upgrade) are in ops.c.
  *
- * Exit codes: 0 ok, 1 the broker refused, 2 usage, 3 the broker cannot be
- * reached (or stopped answering).
+ * Exit codes: 0 ok, 1 refused (by the broker, or by shmemctl for the broker's
+ * state: a signal to a peer that is not attached), 2 usage, 3 the broker
+ * cannot be reached (or stopped answering).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -30,16 +32,34 @@ static const char *const usage_text =
         "  create NAME SIZE [--max-peers N] [--persistent]\n"
         "                           declare a region (SIZE: bytes, or with K, M, G, T)\n"
         "  destroy NAME [--force]   forget a region (--force: detach its peers first)\n"
+        "  watch [NAME]             one line per event until interrupted: regions\n"
+        "                           created, allocated, freed, destroyed; peers joined,\n"
+        "                           left (NAME: that region's only)\n"
+        "  signal NAME MASK         signal the peers in MASK: bit i = peer index i,\n"
+        "                           decimal or 0x-hex; 'all' = every attached peer\n"
+        "  dump NAME [--offset N] [--length N] [--raw]\n"
+        "                           hexdump of the data area from --offset (default 0),\n"
+        "                           4K unless --length; --raw: the bytes as they are\n"
+        "  reload                   make the broker re-read its configuration files\n"
+        "  upgrade                  make the broker re-execute its binary, keeping every\n"
+        "                           region, peer and connection; waits for the new one\n"
         "\n"
         "Options:\n"
         "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
         "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
-        "      --json               machine-readable output\n"
+        "      --json               machine-readable output (list, inspect, watch,\n"
+        "                           signal, upgrade)\n"
         "  -h, --help               this text\n"
         "  -V, --version            the version\n"
         "\n"
-        "create and destroy print nothing on success.\n"
-        "Exit status: 0 ok, 1 refused by the broker, 2 usage error, 3 broker unreachable.\n";
+        "signal and dump attach to the region as a peer for a moment (label \"shmemctl\"):\n"
+        "its peers see it join and leave, and receivers of a signal see its index as\n"
+        "the sender. A MASK with a peer that is not attached is refused.\n"
+        "create, destroy, reload and upgrade are for root and the broker's user; create,\n"
+        "destroy and reload print nothing on success. watch ends with 0 on SIGINT or\n"
+        "SIGTERM, with 3 if the broker goes away.\n"
+        "Exit status: 0 ok, 1 refused (by the broker, or a signal to a peer that is not\n"
+        "attached), 2 usage error, 3 broker unreachable.\n";
 
 int usage_error(const char *fmt, ...) {
         va_list ap;
