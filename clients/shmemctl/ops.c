@@ -212,8 +212,13 @@ int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uin
         /* Again as seen now: a peer may have left meanwhile. My index was free, so it is not in @mask. */
         me = shmem_index(shm);
         others = shmem_active(shm) & ~(UINT64_C(1) << me);
+        /*
+         * all: the peers there before and after the attach. One that joined
+         * since is on the control page before its fd reaches me, and
+         * shmem_notify() would skip it without a word.
+         */
         if (all)
-                mask = others;
+                mask = others & ri->active;
         if (mask == 0) {
                 fprintf(stderr, "shmemctl: %s: no other peer is attached any more; nothing was signaled\n", name);
                 return EXIT_REFUSED;
