@@ -9,8 +9,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
-#include <string.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/signalfd.h>
 #include <time.h>
 
@@ -128,7 +128,7 @@ static void shmem_detachp(shmem_t **s) {
         shmem_detach(*s);
 }
 
-/* Host peers cannot attach to compat regions (docs/protocol.md §1): say so rather than BAD_REQUEST. */
+/* Host peers cannot attach to compat regions (docs/protocol.md §1): say why rather than BAD_REQUEST. */
 static int check_not_compat(const char *name, const Shmem__RegionInfo *ri, const char *verb) {
         if (ri->signal_mode == SHMEM_SIGNAL_MODE_SHMEM)
                 return EXIT_OK;
@@ -158,11 +158,12 @@ static int attach_peer(const char *path, const char *name, const Shmem__RegionIn
         }
         switch (r) {
         case SHMEM_STATUS_CLIENT_MAX:
-                return report_refused(name, r, "shmemctl attaches as a peer for a moment and needs a free index");
+                return report_refused(name, r,
+                                      "shmemctl attaches as a peer for a moment and needs a free index");
         case SHMEM_STATUS_NO_PERMISSION:
                 snprintf(detail, sizeof(detail),
-                         "shmemctl attaches as peer '" PEER_LABEL "': the region's access (owner %u, group %u, "
-                         "mode %03o) or the broker's allow/deny rules refuse it",
+                         "shmemctl attaches as peer '" PEER_LABEL "': the region's access (owner %u, "
+                         "group %u, mode %03o) or the broker's allow/deny rules refuse it",
                          ri->owner, ri->group, ri->mode);
                 return report_refused(name, r, detail);
         case SHMEM_STATUS_DOES_NOT_EXIST:
@@ -220,7 +221,8 @@ int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uin
         if (all)
                 mask = others & ri->active;
         if (mask == 0) {
-                fprintf(stderr, "shmemctl: %s: no other peer is attached any more; nothing was signaled\n", name);
+                fprintf(stderr, "shmemctl: %s: no other peer is attached any more; nothing was signaled\n",
+                        name);
                 return EXIT_REFUSED;
         }
         if ((mask & ~others) != 0)
@@ -254,8 +256,8 @@ static int check_range(const Args *a, const char *name, uint64_t size) {
                 return usage_error("--offset %" PRIu64 " is not inside the data of %s (%" PRIu64 " bytes)",
                                    a->offset, name, size);
         if (a->length_set && a->length > size - a->offset)
-                return usage_error("--offset %" PRIu64 " --length %" PRIu64 " ends beyond the data of %s (%" PRIu64
-                                   " bytes)",
+                return usage_error("--offset %" PRIu64 " --length %" PRIu64
+                                   " ends beyond the data of %s (%" PRIu64 " bytes)",
                                    a->offset, a->length, name, size);
         return EXIT_OK;
 }
@@ -282,7 +284,7 @@ int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
                         name);
                 return EXIT_REFUSED;
         }
-        /* Checked before attaching, and again against the mapping: the region may have been made anew. */
+        /* Checked before attaching, and again against the mapping: the region may be a new one now. */
         r = check_range(a, name, ri->data_size);
         if (r != EXIT_OK)
                 return r;
@@ -355,8 +357,7 @@ int cmd_upgrade(Client *c, const char *path, const Args *a) {
         Message m = SHMEM__MESSAGE__INIT;
         uint64_t before = client_broker_instance(c);
         int64_t deadline, refused_since = -1;
-        bool old_answered = false;
-        int r, error = 0;
+        int r, last = 0; /* the last attempt: 0 = the old image answered, else -errno */
 
         was = strdup(client_broker(c));
         if (!was)
@@ -374,7 +375,8 @@ int cmd_upgrade(Client *c, const char *path, const Args *a) {
 
                 if (left <= 0)
                         break;
-                r = client_connect(&n, path, "shmemctl", left < CLIENT_TIMEOUT_MS ? (int) left : CLIENT_TIMEOUT_MS);
+                r = client_connect(&n, path, "shmemctl",
+                                   left < CLIENT_TIMEOUT_MS ? (int) left : CLIENT_TIMEOUT_MS);
                 if (r > 0)
                         return report_refused(path, r, "the upgraded broker refused the connection");
                 if (r == 0 && client_broker_instance(n) != before) {
@@ -392,31 +394,28 @@ int cmd_upgrade(Client *c, const char *path, const Args *a) {
                                 printf("upgraded: %s (was %s)\n", client_broker(n), was);
                         return flush_output();
                 }
-                if (r == 0)
-                        old_answered = true;
-                else
-                        error = r;
+                last = r;
                 if (r != -ECONNREFUSED && r != -ENOENT)
                         refused_since = -1;
                 else if (refused_since < 0)
                         refused_since = now_ms();
                 else if (now_ms() - refused_since >= UPGRADE_GONE_MS) {
                         fprintf(stderr,
-                                "shmemctl: the broker at %s is gone after the upgrade (%s): the new image did not "
-                                "start (see the broker's log)\n",
+                                "shmemctl: the broker at %s is gone after the upgrade (%s): the new image "
+                                "did not start (see the broker's log)\n",
                                 path, strerror(-r));
                         return EXIT_UNREACHABLE;
                 }
                 sleep_ms(UPGRADE_RETRY_MS);
         }
-        if (old_answered && error == 0) {
+        if (last == 0) {
                 fprintf(stderr,
                         "shmemctl: the broker at %s accepted the upgrade, but after %d s the old image still "
                         "answers: the re-execution did not happen (see the broker's log)\n",
                         path, UPGRADE_TIMEOUT_MS / 1000);
                 return EXIT_REFUSED;
         }
-        fprintf(stderr, "shmemctl: the broker at %s did not answer within %d s of the upgrade%s%s\n", path,
-                UPGRADE_TIMEOUT_MS / 1000, error ? ": " : "", error ? strerror(-error) : "");
+        fprintf(stderr, "shmemctl: the broker at %s did not answer within %d s of the upgrade: %s\n", path,
+                UPGRADE_TIMEOUT_MS / 1000, strerror(-last));
         return EXIT_UNREACHABLE;
 }

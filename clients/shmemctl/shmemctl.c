@@ -412,8 +412,8 @@ int main(int argc, char **argv) {
                 case OPT_LENGTH:
                         r = units_parse_size(optarg, opt == OPT_OFFSET ? &a.offset : &a.length);
                         if (r < 0)
-                                return usage_error("--%s: '%s' is %s", opt == OPT_OFFSET ? "offset" : "length",
-                                                   optarg,
+                                return usage_error("--%s: '%s' is %s",
+                                                   opt == OPT_OFFSET ? "offset" : "length", optarg,
                                                    r == -ERANGE ? "too large"
                                                                 : "not a size (bytes, or with K, M, G, T)");
                         if (opt == OPT_LENGTH && a.length == 0)

@@ -58,11 +58,14 @@ int cmd_watch(Client *c, const char *path, const Args *a, const char *name);
  */
 int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uint64_t mask, bool all);
 
+/*
+ * Attaches to @name as peer "shmemctl" and prints its data from a->offset
+ * as hexdump -C does (a->raw: the bytes themselves).
+ */
+int cmd_dump(Client *c, const char *path, const Args *a, const char *name);
+
 /* Asks the broker to re-read its configuration; prints the file:line reason if it refuses. */
 int cmd_reload(Client *c, const char *path, const Args *a);
 
 /* Asks the broker to re-execute in place and waits until the new image answers; prints its version. */
 int cmd_upgrade(Client *c, const char *path, const Args *a);
-
-/* Attaches to @name as peer "shmemctl" and prints a->offset.. of its data as hexdump -C does (--raw: the bytes). */
-int cmd_dump(Client *c, const char *path, const Args *a, const char *name);
