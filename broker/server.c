@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -25,6 +27,7 @@ struct Server {
         struct event *ev_accept;
         Client *clients;
         unsigned n_clients;
+        uint64_t instance; /* HelloReply.instance: new in every image */
 };
 
 struct Client {
@@ -363,6 +366,7 @@ static void client_handle_hello(Client *c, uint64_t serial, const Shmem__Hello *
 
         hr.version = SHMEM_PROTOCOL_VERSION;
         hr.broker = "shmem-brokerd " SHMEM_VERSION;
+        hr.instance = c->server->instance;
         reply.body_case = SHMEM__REPLY__BODY_HELLO;
         reply.hello = &hr;
         if (h->version != SHMEM_PROTOCOL_VERSION) {
@@ -748,6 +752,11 @@ int server_new(Server **ret, Registry *reg, int listen_fd, const ServerHooks *ho
                 return -ENOMEM;
         }
         s->registry = reg;
+        /* Only has to differ from the image before (shmemctl upgrade waits for that). */
+        if (getrandom(&s->instance, sizeof(s->instance), GRND_NONBLOCK) != sizeof(s->instance))
+                s->instance = (uint64_t) time(NULL) << 20 ^ (uint64_t) getpid();
+        if (s->instance == 0)
+                s->instance = 1; /* 0: a broker that does not say */
         if (hooks)
                 s->hooks = *hooks;
         s->listen_fd = listen_fd;

@@ -24,6 +24,8 @@ struct Client {
         ClientMsg *head, *tail;
         size_t n_queued;
         int error; /* sticky: the connection is unusable */
+        char *broker;      /* HelloReply.broker; NULL before the Hello */
+        uint64_t instance; /* HelloReply.instance */
 };
 
 ClientMsg *client_msg_free(ClientMsg *m) {
@@ -114,12 +116,21 @@ Client *client_free(Client *c) {
                 client_msg_free(m);
         }
         fd_close(c->fd);
+        free(c->broker);
         free(c);
         return NULL;
 }
 
 int client_fd(Client *c) {
         return c->fd;
+}
+
+const char *client_broker(Client *c) {
+        return c->broker ? c->broker : "";
+}
+
+uint64_t client_broker_instance(Client *c) {
+        return c->instance;
 }
 
 /* Reads one message without blocking: 1 with *ret, 0 if none, or a (sticky) -errno. */
@@ -283,12 +294,18 @@ static void client_hello_message(Message *m, Shmem__Hello *hello, const char *la
 }
 
 static int client_hello_check(Client *c, const ClientMsg *reply) {
+        const Shmem__HelloReply *h = reply->msg->reply->hello;
         int r = client_reply_status(reply, NULL);
 
         if (r != SHMEM__STATUS__OK)
                 return r > 0 ? r : SHMEM__STATUS__UNKNOWN_FAILURE;
-        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_HELLO)
+        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_HELLO || !h)
                 return client_fail(c, -EPROTO);
+        free(c->broker);
+        c->broker = strdup(h->broker ? h->broker : "");
+        if (!c->broker)
+                return client_fail(c, -ENOMEM);
+        c->instance = h->instance;
         return 0;
 }
 

@@ -71,6 +71,17 @@ static inline void client_freep(Client **c) { client_free(*c); }
 /* The socket (borrowed), to poll for events. */
 int client_fd(Client *c);
 
+/* What the broker said in its HelloReply: its version string ("" before the Hello). */
+const char *client_broker(Client *c);
+
+/*
+ * client_broker_instance() - HelloReply.instance: a random number the broker
+ * draws at every start and re-execution (0 before the Hello, or from a broker
+ * that does not send it). Two connections that see different values were
+ * answered by different images of the broker.
+ */
+uint64_t client_broker_instance(Client *c);
+
 /*
  * client_call() - send @req and wait for its Reply.
  * @req: its serial is set here; the caller owns it.

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * shmemctl: list, inspect, create and destroy the regions of shmem-brokerd
- * over its native protocol (docs/protocol.md §2); attach them to libvirt
- * domains (virt.c).
+ * over its native protocol (docs/protocol.md §2); the operations commands
+ * (watch, signal, dump, reload, upgrade) are in ops.c; attach, detach and
+ * xml for libvirt domains in virt.c.
  *
- * Exit codes: 0 ok, 1 the broker (or libvirt) refused, 2 usage, 3 the broker
- * (or libvirt) cannot be reached (or stopped answering).
+ * Exit codes: 0 ok, 1 refused (by the broker or libvirt, or by shmemctl for
+ * the broker's state: a signal to a peer that is not attached), 2 usage, 3 the
+ * broker or libvirt cannot be reached (or stopped answering).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -16,27 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client.h"
+#include "events.h"
 #include "json.h"
 #include "region-layout.h"
+#include "shmemctl.h"
 #include "units.h"
-#include "virt.h"
-
-enum {
-        EXIT_OK = 0,
-        EXIT_REFUSED = 1,
-        EXIT_USAGE = 2,
-        EXIT_UNREACHABLE = 3,
-};
-
-typedef struct Args {
-        const char *socket;
-        bool json;
-        unsigned max_peers; /* 0: the broker's default */
-        bool max_peers_set, persistent, force;
-        VirtOptions virt;
-        bool virt_set; /* a libvirt option was given */
-} Args;
 
 static const char *const usage_text =
         "Usage: shmemctl [-s|--socket PATH] [--json] COMMAND\n"
@@ -47,6 +33,17 @@ static const char *const usage_text =
         "  create NAME SIZE [--max-peers N] [--persistent]\n"
         "                           declare a region (SIZE: bytes, or with K, M, G, T)\n"
         "  destroy NAME [--force]   forget a region (--force: detach its peers first)\n"
+        "  watch [NAME]             one line per event until interrupted: regions\n"
+        "                           created, allocated, freed, destroyed; peers joined,\n"
+        "                           left (NAME: that region's only)\n"
+        "  signal NAME MASK         signal the peers in MASK: bit i = peer index i,\n"
+        "                           decimal or 0x-hex; 'all' = every attached peer\n"
+        "  dump NAME [--offset N] [--length N] [--raw]\n"
+        "                           hexdump of the data area from --offset (default 0),\n"
+        "                           4K unless --length; --raw: the bytes as they are\n"
+        "  reload                   make the broker re-read its configuration files\n"
+        "  upgrade                  make the broker re-execute its binary, keeping every\n"
+        "                           region, peer and connection; waits for the new one\n"
         "\n"
         "libvirt (docs/libvirt.md):\n"
         "  xml NAME                 the region's <shmem> device, for domain XML\n"
@@ -59,18 +56,24 @@ static const char *const usage_text =
         "Options:\n"
         "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
         "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
-        "      --json               machine-readable output\n"
+        "      --json               machine-readable output (list, inspect, watch,\n"
+        "                           signal, upgrade)\n"
         "  -c, --connect URI        libvirt URI (default: qemu:///system)\n"
         "      --live, --config     the running domain, its persistent configuration,\n"
         "                           or both (default: libvirt's \"current\")\n"
         "  -h, --help               this text\n"
         "  -V, --version            the version\n"
         "\n"
-        "create, destroy, attach and detach print nothing on success.\n"
-        "Exit status: 0 ok, 1 refused by the broker or libvirt, 2 usage error,\n"
-        "3 broker or libvirt unreachable.\n";
+        "signal and dump attach to the region as a peer for a moment (label \"shmemctl\"):\n"
+        "its peers see it join and leave, and receivers of a signal see its index as\n"
+        "the sender. A MASK with a peer that is not attached is refused.\n"
+        "create, destroy, reload and upgrade are for root and the broker's user; create,\n"
+        "destroy, reload, attach and detach print nothing on success. watch ends with 0\n"
+        "on SIGINT or SIGTERM, with 3 if the broker goes away.\n"
+        "Exit status: 0 ok, 1 refused (by the broker or libvirt, or a signal to a peer\n"
+        "that is not attached), 2 usage error, 3 broker or libvirt unreachable.\n";
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
+int usage_error(const char *fmt, ...) {
         va_list ap;
 
         fputs("shmemctl: ", stderr);
@@ -81,8 +84,7 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
         return EXIT_USAGE;
 }
 
-/* Reports a -errno of the connection; always EXIT_UNREACHABLE. */
-static int report_unreachable(const char *path, int error, bool connecting) {
+int report_unreachable(const char *path, int error, bool connecting) {
         if (connecting)
                 fprintf(stderr,
                         "shmemctl: cannot connect to the broker at %s: %s\n"
@@ -94,8 +96,7 @@ static int report_unreachable(const char *path, int error, bool connecting) {
         return EXIT_UNREACHABLE;
 }
 
-/* `shmemctl: <what>: <status text>: <detail>`; always EXIT_REFUSED. */
-static int report_refused(const char *what, int status, const char *detail) {
+int report_refused(const char *what, int status, const char *detail) {
         fprintf(stderr, "shmemctl: %s: %s", what, status_text(status));
         if (detail && *detail)
                 fprintf(stderr, ": %s", detail);
@@ -103,11 +104,7 @@ static int report_refused(const char *what, int status, const char *detail) {
         return EXIT_REFUSED;
 }
 
-/*
- * Sends @req and returns 0 with the OK reply in *ret, or the exit code to
- * return, having said why.
- */
-static int call(Client *c, const char *path, const char *what, Message *req, ClientMsg **ret) {
+int call(Client *c, const char *path, const char *what, Message *req, ClientMsg **ret) {
         ClientMsg *reply = NULL;
         const char *detail;
         int r;
@@ -123,17 +120,6 @@ static int call(Client *c, const char *path, const char *what, Message *req, Cli
         }
         *ret = reply;
         return EXIT_OK;
-}
-
-static const char *kind_str(unsigned kind) {
-        switch (kind) {
-        case SHMEM_PEER_KIND_QEMU:
-                return "qemu";
-        case SHMEM_PEER_KIND_HOST:
-                return "host";
-        default:
-                return "none";
-        }
 }
 
 static const char *signal_mode_str(unsigned mode) {
@@ -248,10 +234,9 @@ static int cmd_list(Client *c, const char *path, const Args *a) {
         return EXIT_OK;
 }
 
-/* Inspects region @name: 0 with the reply (which owns *ret_info), or an exit code. */
-static int region_info(Client *c, const char *path, const char *name, ClientMsg **ret,
-                       const Shmem__RegionInfo **ret_info) {
-        ClientMsg *reply = NULL;
+int inspect_region(Client *c, const char *path, const char *name, ClientMsg **ret_reply,
+                   const Shmem__RegionInfo **ret_info) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Shmem__Inspect in = SHMEM__INSPECT__INIT;
         Message m = SHMEM__MESSAGE__INIT;
         int r;
@@ -263,12 +248,10 @@ static int region_info(Client *c, const char *path, const char *name, ClientMsg 
         if (r != EXIT_OK)
                 return r;
         if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_INSPECT || !reply->msg->reply->inspect ||
-            !reply->msg->reply->inspect->region) {
-                client_msg_free(reply);
+            !reply->msg->reply->inspect->region)
                 return report_unreachable(path, -EPROTO, false);
-        }
         *ret_info = reply->msg->reply->inspect->region;
-        *ret = reply;
+        *ret_reply = TAKE_PTR(reply);
         return EXIT_OK;
 }
 
@@ -286,7 +269,7 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
         char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64], vm[64];
         int wlabel = 5, wpending = 12, r;
 
-        r = region_info(c, path, name, &reply, &ri);
+        r = inspect_region(c, path, name, &reply, &ri);
         if (r != EXIT_OK)
                 return r;
 
@@ -305,7 +288,7 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
                         json_key(&j, "index");
                         json_uint(&j, p->index);
                         json_key(&j, "kind");
-                        json_string(&j, kind_str(p->kind));
+                        json_string(&j, peer_kind_str(p->kind));
                         json_key(&j, "label");
                         json_string(&j, p->label);
                         json_key(&j, "pid");
@@ -362,7 +345,7 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
         for (size_t i = 0; i < ri->n_peers; i++) {
                 const Shmem__PeerState *p = ri->peers[i];
 
-                printf("%-5u %-4s %-*s %8u %6u %-*s %s\n", p->index, kind_str(p->kind), wlabel,
+                printf("%-5u %-4s %-*s %8u %6u %-*s %s\n", p->index, peer_kind_str(p->kind), wlabel,
                        str_or(p->label, "-"), p->pid, p->uid, wpending, units_format_bits(bits, p->pending),
                        vm_str(vm, p));
         }
@@ -404,7 +387,7 @@ static int cmd_virt(Client *c, const char *path, const Args *a, const char *cmd,
         char *xml;
         int r;
 
-        r = region_info(c, path, name, &reply, &ri);
+        r = inspect_region(c, path, name, &reply, &ri);
         if (r != EXIT_OK)
                 return r;
         if (!ri->qemu_socket || !ri->qemu_socket[0]) {
@@ -439,7 +422,18 @@ static int parse_max_peers(const char *s, unsigned *ret) {
 }
 
 int main(int argc, char **argv) {
-        enum { OPT_JSON = 0x100, OPT_MAX_PEERS, OPT_PERSISTENT, OPT_FORCE, OPT_LIVE, OPT_CONFIG, OPT_TIMEOUT };
+        enum {
+                OPT_JSON = 0x100,
+                OPT_MAX_PEERS,
+                OPT_PERSISTENT,
+                OPT_FORCE,
+                OPT_OFFSET,
+                OPT_LENGTH,
+                OPT_RAW,
+                OPT_LIVE,
+                OPT_CONFIG,
+                OPT_TIMEOUT,
+        };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, 's' },
                 { "json", no_argument, NULL, OPT_JSON },
@@ -448,6 +442,9 @@ int main(int argc, char **argv) {
                 { "max-peers", required_argument, NULL, OPT_MAX_PEERS },
                 { "persistent", no_argument, NULL, OPT_PERSISTENT },
                 { "force", no_argument, NULL, OPT_FORCE },
+                { "offset", required_argument, NULL, OPT_OFFSET },
+                { "length", required_argument, NULL, OPT_LENGTH },
+                { "raw", no_argument, NULL, OPT_RAW },
                 { "connect", required_argument, NULL, 'c' },
                 { "live", no_argument, NULL, OPT_LIVE },
                 { "config", no_argument, NULL, OPT_CONFIG },
@@ -457,8 +454,8 @@ int main(int argc, char **argv) {
         _cleanup_(client_freep) Client *c = NULL;
         Args a = { .virt.timeout_s = VIRT_DEFAULT_TIMEOUT_S };
         const char *cmd, *path;
-        bool timeout_set = false;
-        uint64_t size = 0;
+        uint64_t size = 0, mask = 0;
+        bool mask_all = false, dump_range = false;
         int opt, nargs, r;
 
         opterr = 0; /* our own messages, with the exit code of a usage error */
@@ -488,6 +485,22 @@ int main(int argc, char **argv) {
                 case OPT_FORCE:
                         a.force = true;
                         break;
+                case OPT_OFFSET:
+                case OPT_LENGTH:
+                        r = units_parse_size(optarg, opt == OPT_OFFSET ? &a.offset : &a.length);
+                        if (r < 0)
+                                return usage_error("--%s: '%s' is %s",
+                                                   opt == OPT_OFFSET ? "offset" : "length", optarg,
+                                                   r == -ERANGE ? "too large"
+                                                                : "not a size (bytes, or with K, M, G, T)");
+                        if (opt == OPT_LENGTH && a.length == 0)
+                                return usage_error("%s", "--length must be at least 1");
+                        a.length_set = a.length_set || opt == OPT_LENGTH;
+                        dump_range = true;
+                        break;
+                case OPT_RAW:
+                        a.raw = true;
+                        break;
                 case 'c':
                         a.virt.uri = optarg;
                         a.virt_set = true;
@@ -508,7 +521,7 @@ int main(int argc, char **argv) {
                                 return usage_error("--timeout: '%s' is not a number of seconds from 1 to 3600",
                                                    optarg);
                         a.virt.timeout_s = (unsigned) v;
-                        timeout_set = true;
+                        a.timeout_set = true;
                         break;
                 }
                 case ':':
@@ -539,6 +552,30 @@ int main(int argc, char **argv) {
         } else if (strcmp(cmd, "destroy") == 0) {
                 if (nargs != 1)
                         return usage_error("%s", "usage: destroy NAME [--force]");
+        } else if (strcmp(cmd, "watch") == 0) {
+                if (nargs > 1)
+                        return usage_error("%s", "usage: watch [NAME]");
+        } else if (strcmp(cmd, "signal") == 0) {
+                const char *m = nargs == 2 ? argv[optind + 1] : "";
+
+                if (nargs != 2)
+                        return usage_error("%s", "usage: signal NAME MASK|all");
+                if (strcmp(m, "all") == 0)
+                        mask_all = true;
+                else if ((r = units_parse_mask(m, &mask)) < 0)
+                        return usage_error("MASK '%s' is %s", m,
+                                           r == -ERANGE ? "more than 64 bits"
+                                                        : "not a number (decimal, 0x-hex) or 'all'");
+                else if (mask == 0)
+                        return usage_error("%s", "MASK 0 names no peer");
+        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0) {
+                if (nargs != 0)
+                        return usage_error("%s takes no arguments", cmd);
+        } else if (strcmp(cmd, "dump") == 0) {
+                if (nargs != 1)
+                        return usage_error("%s", "usage: dump NAME [--offset N] [--length N] [--raw]");
+                if (a.json)
+                        return usage_error("%s", "dump has no --json (--raw writes the bytes themselves)");
         } else if (strcmp(cmd, "xml") == 0) {
                 if (nargs != 1)
                         return usage_error("%s", "usage: xml NAME");
@@ -552,9 +589,11 @@ int main(int argc, char **argv) {
                 return usage_error("%s", "--max-peers and --persistent go with create");
         if (a.force && strcmp(cmd, "destroy") != 0)
                 return usage_error("%s", "--force goes with destroy");
+        if ((dump_range || a.raw) && strcmp(cmd, "dump") != 0)
+                return usage_error("%s", "--offset, --length and --raw go with dump");
         if (a.virt_set && strcmp(cmd, "attach") != 0 && strcmp(cmd, "detach") != 0)
                 return usage_error("%s", "--connect, --live and --config go with attach and detach");
-        if (timeout_set && strcmp(cmd, "detach") != 0)
+        if (a.timeout_set && strcmp(cmd, "detach") != 0)
                 return usage_error("%s", "--timeout goes with detach");
 
         /* detach needs libvirt only: the device names its region. */
@@ -574,6 +613,16 @@ int main(int argc, char **argv) {
                 return cmd_inspect(c, path, &a, argv[optind]);
         if (strcmp(cmd, "create") == 0)
                 return cmd_create(c, path, &a, argv[optind], size);
+        if (strcmp(cmd, "watch") == 0)
+                return cmd_watch(c, path, &a, nargs == 1 ? argv[optind] : NULL);
+        if (strcmp(cmd, "signal") == 0)
+                return cmd_signal(c, path, &a, argv[optind], mask, mask_all);
+        if (strcmp(cmd, "dump") == 0)
+                return cmd_dump(c, path, &a, argv[optind]);
+        if (strcmp(cmd, "reload") == 0)
+                return cmd_reload(c, path, &a);
+        if (strcmp(cmd, "upgrade") == 0)
+                return cmd_upgrade(c, path, &a);
         if (strcmp(cmd, "xml") == 0)
                 return cmd_virt(c, path, &a, cmd, NULL, argv[optind]);
         if (strcmp(cmd, "attach") == 0)

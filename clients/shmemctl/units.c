@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -40,6 +41,34 @@ int units_parse_size(const char *s, uint64_t *ret) {
         if (v > UINT64_MAX / mult)
                 return -ERANGE;
         *ret = v * mult;
+        return 0;
+}
+
+int units_parse_mask(const char *s, uint64_t *ret) {
+        bool hex = s && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+        unsigned base = hex ? 16 : 10;
+        uint64_t v = 0;
+        const char *p;
+
+        if (!s)
+                return -EINVAL;
+        p = hex ? s + 2 : s;
+        if (!isxdigit((unsigned char) *p))
+                return -EINVAL;
+        for (; *p; p++) {
+                unsigned d;
+
+                if (isdigit((unsigned char) *p))
+                        d = (unsigned) (*p - '0');
+                else if (hex && isxdigit((unsigned char) *p))
+                        d = (unsigned) (tolower((unsigned char) *p) - 'a' + 10);
+                else
+                        return -EINVAL;
+                if (v > (UINT64_MAX - d) / base)
+                        return -ERANGE;
+                v = v * base + d;
+        }
+        *ret = v;
         return 0;
 }
 

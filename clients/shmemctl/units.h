@@ -17,6 +17,13 @@
 int units_parse_size(const char *s, uint64_t *ret);
 
 /*
+ * units_parse_mask() - a peer bitmask: decimal ("5") or hexadecimal with 0x
+ * ("0x5"). No sign, no spaces, no octal: "010" is ten.
+ * Return: 0 with *ret, -EINVAL if it is not a number, -ERANGE beyond 64 bits.
+ */
+int units_parse_mask(const char *s, uint64_t *ret);
+
+/*
  * units_format_size() - @v with the largest suffix that divides it exactly
  * ("64K", "1G", "100000"), so that what is shown is exact and parses back.
  * Return: @buf.

@@ -47,6 +47,7 @@ static void broker_hello_reply(int fd, uint64_t serial) {
 
         h.version = 1;
         h.broker = "fake";
+        h.instance = 0x1234;
         r.body_case = SHMEM__REPLY__BODY_HELLO;
         r.hello = &h;
         m.serial = serial;
@@ -119,8 +120,12 @@ START_TEST(test_hello) {
         int sv[2], body;
         _cleanup_(client_freep) Client *c = client_on(sv);
 
+        ck_assert_str_eq(client_broker(c), "");
+        ck_assert_uint_eq(client_broker_instance(c), 0);
         broker_hello_reply(sv[1], 1);
         ck_assert_int_eq(client_hello(c, "me", 1000), 0);
+        ck_assert_str_eq(client_broker(c), "fake");
+        ck_assert_uint_eq(client_broker_instance(c), 0x1234);
         ck_assert_uint_eq(broker_recv(sv[1], &body), 1);
         ck_assert_int_eq(body, SHMEM__MESSAGE__BODY_HELLO);
         close(sv[1]);

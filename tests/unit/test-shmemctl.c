@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Unit tests of shmemctl's pure parts: clients/shmemctl/units.c and json.c. */
+/* Unit tests of shmemctl's pure parts: units.c, json.c, hexdump.c and events.c in clients/shmemctl/. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "events.h"
+#include "hexdump.h"
 #include "json.h"
+#include "region-layout.h"
 #include "test-util.h"
 #include "units.h"
 
@@ -42,6 +45,38 @@ START_TEST(test_parse_size) {
         }
         ck_assert_int_eq(units_parse_size("18446744073709551616", &v), -ERANGE);
         ck_assert_int_eq(units_parse_size("16777216T", &v), -ERANGE);
+}
+END_TEST
+
+START_TEST(test_parse_mask) {
+        static const struct {
+                const char *s;
+                uint64_t v;
+        } good[] = {
+                { "0", 0 },
+                { "5", 5 },
+                { "010", 10 }, /* never octal */
+                { "0x5", 5 },
+                { "0X1f", 0x1f },
+                { "0xFFFFFFFFFFFFFFFF", UINT64_MAX },
+                { "18446744073709551615", UINT64_MAX },
+        };
+        static const char *const bad[] = { "", "0x", "x5", "-1", "+1", " 1", "1 ", "1K", "0x5g", "a",
+                                           "0b1", "1,2", NULL };
+        uint64_t v;
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                v = 12345;
+                ck_assert_msg(units_parse_mask(good[i].s, &v) == 0, "'%s' refused", good[i].s);
+                ck_assert_uint_eq(v, good[i].v);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                v = 12345;
+                ck_assert_msg(units_parse_mask(bad[i], &v) == -EINVAL, "'%s' accepted", bad[i]);
+                ck_assert_uint_eq(v, 12345);
+        }
+        ck_assert_int_eq(units_parse_mask("18446744073709551616", &v), -ERANGE);
+        ck_assert_int_eq(units_parse_mask("0x10000000000000000", &v), -ERANGE);
 }
 END_TEST
 
@@ -163,12 +198,174 @@ START_TEST(test_json_document) {
 }
 END_TEST
 
+/* Feeds @len bytes of @data to a Hexdump at @offset, @piece bytes at a time; returns the text. */
+static char *hexdump_capture(const void *data, size_t len, uint64_t offset, size_t piece) {
+        char *buf = NULL;
+        size_t n = 0;
+        FILE *f = open_memstream(&buf, &n);
+        Hexdump h;
+
+        ck_assert_ptr_nonnull(f);
+        hexdump_init(&h, f, offset);
+        for (size_t i = 0; i < len; i += piece)
+                hexdump_feed(&h, (const char *) data + i, len - i < piece ? len - i : piece);
+        hexdump_end(&h);
+        fclose(f);
+        return buf;
+}
+
+/* The layout of `hexdump -C` (util-linux), byte for byte. */
+START_TEST(test_hexdump_layout) {
+        _cleanup_free_ char *short_line = hexdump_capture("hello world\n", 12, 0, 5);
+        _cleanup_free_ char *empty = hexdump_capture("", 0, 0x20, 1);
+        _cleanup_free_ char *odd = hexdump_capture("A\x01\x7f\xff~ ", 6, 0x123456789, 16);
+
+        ck_assert_str_eq(short_line, "00000000  68 65 6c 6c 6f 20 77 6f  72 6c 64 0a              |hello world.|\n"
+                                     "0000000c\n");
+        ck_assert_str_eq(empty, "00000020\n");
+        /* Offsets grow past 8 digits; non-printables are dots. */
+        ck_assert_str_eq(odd, "123456789  41 01 7f ff 7e 20                                 |A...~ |\n"
+                              "12345678f\n");
+}
+END_TEST
+
+START_TEST(test_hexdump_repeats) {
+        char data[0x54];
+        _cleanup_free_ char *whole = NULL, *pieces = NULL;
+        static const char want[] =
+                "00000000  68 65 6c 6c 6f 20 77 6f  72 6c 64 2c 20 68 65 6c  |hello world, hel|\n"
+                "00000010  6c 6f 20 77 6f 72 6c 64  21 21 00 00 00 00 00 00  |lo world!!......|\n"
+                "00000020  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|\n"
+                "*\n"
+                "00000050  00 00 00 00                                       |....|\n"
+                "00000054\n";
+
+        memset(data, 0, sizeof(data));
+        memcpy(data, "hello world, hello world!!", 26);
+        whole = hexdump_capture(data, sizeof(data), 0, sizeof(data));
+        ck_assert_str_eq(whole, want);
+        /* The same in pieces that do not fall on line boundaries. */
+        pieces = hexdump_capture(data, sizeof(data), 0, 7);
+        ck_assert_str_eq(pieces, want);
+}
+END_TEST
+
+START_TEST(test_hexdump_run_ends) {
+        char data[96];
+        _cleanup_free_ char *got = NULL;
+
+        /* Two runs of equal lines, each one "*"; the different line between them is shown. */
+        memset(data, 'a', sizeof(data));
+        memset(data + 48, 'b', 16);
+        got = hexdump_capture(data, sizeof(data), 16, 96);
+        ck_assert_str_eq(got,
+                         "00000010  61 61 61 61 61 61 61 61  61 61 61 61 61 61 61 61  |aaaaaaaaaaaaaaaa|\n"
+                         "*\n"
+                         "00000040  62 62 62 62 62 62 62 62  62 62 62 62 62 62 62 62  |bbbbbbbbbbbbbbbb|\n"
+                         "00000050  61 61 61 61 61 61 61 61  61 61 61 61 61 61 61 61  |aaaaaaaaaaaaaaaa|\n"
+                         "*\n"
+                         "00000070\n");
+}
+END_TEST
+
+/* Prints @m with event_print() into memory; NULL if it was not printed. */
+static char *event_capture(const Message *m, bool json) {
+        char *buf = NULL;
+        size_t n = 0;
+        FILE *f = open_memstream(&buf, &n);
+        bool printed;
+
+        ck_assert_ptr_nonnull(f);
+        printed = event_print(f, m, json);
+        fclose(f);
+        if (!printed) {
+                ck_assert_uint_eq(n, 0);
+                free(buf);
+                return NULL;
+        }
+        return buf;
+}
+
+START_TEST(test_event_lines) {
+        Shmem__PeerInfo pi = SHMEM__PEER_INFO__INIT;
+        Shmem__Joined jo = SHMEM__JOINED__INIT;
+        Shmem__Left le = SHMEM__LEFT__INIT;
+        Shmem__StatusChanged sc = SHMEM__STATUS_CHANGED__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        static const struct {
+                Shmem__RegionState state;
+                const char *text, *json;
+        } states[] = {
+                { SHMEM__REGION_STATE__DECLARED, "created r\n", "{\"event\":\"created\",\"region\":\"r\"}\n" },
+                { SHMEM__REGION_STATE__ALLOCATED, "allocated r\n", "{\"event\":\"allocated\",\"region\":\"r\"}\n" },
+                { SHMEM__REGION_STATE__FREED, "freed r\n", "{\"event\":\"freed\",\"region\":\"r\"}\n" },
+                { SHMEM__REGION_STATE__DESTROYED, "destroyed r\n", "{\"event\":\"destroyed\",\"region\":\"r\"}\n" },
+                { 9, "state r state=9\n", "{\"event\":\"state\",\"region\":\"r\",\"state\":9}\n" },
+        };
+
+        pi.index = 3;
+        pi.kind = SHMEM__PEER_KIND__KIND_HOST;
+        pi.label = "my peer\\\n";
+        pi.pid = 42;
+        pi.fd = -1;
+        pi.doorbell_id = 7;
+        jo.name = "r";
+        jo.epoch = 5;
+        jo.peer = &pi;
+        m.body_case = SHMEM__MESSAGE__BODY_JOINED;
+        m.joined = &jo;
+        ck_assert_str_eq(event_region(&m), "r");
+        {
+                _cleanup_free_ char *text = event_capture(&m, false), *json = event_capture(&m, true);
+
+                /* The label cannot split the line or its fields. */
+                ck_assert_str_eq(text, "joined r index=3 kind=host pid=42 epoch=5 label=my\\x20peer\\x5c\\x0a\n");
+                ck_assert_str_eq(json, "{\"event\":\"joined\",\"region\":\"r\",\"index\":3,\"kind\":\"host\","
+                                       "\"label\":\"my peer\\\\\\n\",\"pid\":42,\"doorbell_id\":7,\"epoch\":5}\n");
+        }
+
+        le.name = "r";
+        le.epoch = 6;
+        le.index = 3;
+        m.body_case = SHMEM__MESSAGE__BODY_LEFT;
+        m.left = &le;
+        {
+                _cleanup_free_ char *text = event_capture(&m, false), *json = event_capture(&m, true);
+
+                ck_assert_str_eq(text, "left r index=3 epoch=6\n");
+                ck_assert_str_eq(json, "{\"event\":\"left\",\"region\":\"r\",\"index\":3,\"epoch\":6}\n");
+        }
+
+        sc.name = "r";
+        m.body_case = SHMEM__MESSAGE__BODY_STATUS;
+        m.status = &sc;
+        for (size_t i = 0; i < ELEMENTSOF(states); i++) {
+                sc.state = states[i].state;
+                _cleanup_free_ char *text = event_capture(&m, false), *json = event_capture(&m, true);
+
+                ck_assert_str_eq(text, states[i].text);
+                ck_assert_str_eq(json, states[i].json);
+        }
+
+        /* Replies and requests are not events; a Joined without its peer is not shown. */
+        m.body_case = SHMEM__MESSAGE__BODY_LIST;
+        m.list = &(Shmem__List) SHMEM__LIST__INIT;
+        ck_assert_ptr_null(event_region(&m));
+        ck_assert_ptr_null(event_capture(&m, false));
+        jo.peer = NULL;
+        m.body_case = SHMEM__MESSAGE__BODY_JOINED;
+        m.joined = &jo;
+        ck_assert_ptr_null(event_capture(&m, true));
+}
+END_TEST
+
 static Suite *shmemctl_suite(void) {
         Suite *s = suite_create("shmemctl");
         TCase *tc;
 
         tc = tcase_new("units");
         tcase_add_test(tc, test_parse_size);
+        tcase_add_test(tc, test_parse_mask);
         tcase_add_test(tc, test_format_size);
         tcase_add_test(tc, test_format_bits);
         suite_add_tcase(s, tc);
@@ -176,6 +373,16 @@ static Suite *shmemctl_suite(void) {
         tc = tcase_new("json");
         tcase_add_test(tc, test_json_escaping);
         tcase_add_test(tc, test_json_document);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_new("hexdump");
+        tcase_add_test(tc, test_hexdump_layout);
+        tcase_add_test(tc, test_hexdump_repeats);
+        tcase_add_test(tc, test_hexdump_run_ends);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_new("events");
+        tcase_add_test(tc, test_event_lines);
         suite_add_tcase(s, tc);
         return s;
 }
