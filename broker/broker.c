@@ -21,7 +21,8 @@ struct Broker {
         void *reload_userdata;
         bool stopped; /* the loop ended on SIGTERM/SIGINT: a clean stop empties the fd store */
         struct event *ev_sigusr2, *ev_upgrade, *ev_watchdog;
-        char status[128]; /* the last STATUS= sent */
+        char status[192]; /* the last STATUS= sent */
+        bool refused;     /* running on defaults, denying attaches: the files were refused at start */
         char exe[PATH_MAX]; /* the binary's path at start: an upgrade runs what is there now */
         char *const *argv;
         char socket_path[PATH_MAX];
@@ -101,6 +102,7 @@ int broker_reload(Broker *b, const char **ret_error) {
                 *ret_error = "out of memory";
                 return -ENOMEM;
         }
+        b->refused = false;
         failed = registry_reconfigure(b->registry, &config.limits, config.regions, config.n_regions);
         if (failed)
                 *ret_error = "some region declarations could not be applied (see the broker's log)";
@@ -131,6 +133,7 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 return -ENOMEM;
         b->reload = reload;
         b->reload_userdata = userdata;
+        b->refused = config->refused != NULL;
         event_set_log_callback(broker_on_libevent_log);
         b->base = event_base_new();
         if (!b->base) {
@@ -266,7 +269,8 @@ static void broker_send_status(Broker *b, bool ready) {
 
         for (unsigned i = 0; i < b->registry->n_regions; i++)
                 peers += b->registry->regions[i]->n_peers;
-        snprintf(status, sizeof(status), "%u regions, %u peers, %u control connections",
+        snprintf(status, sizeof(status), "%s%u regions, %u peers, %u control connections",
+                 b->refused ? "configuration refused, denying new attaches until a reload; " : "",
                  b->registry->n_regions, peers, b->server ? server_n_clients(b->server) : 0);
         if (!ready && strcmp(status, b->status) == 0)
                 return;

@@ -14,6 +14,7 @@ typedef struct BrokerConfig {
         size_t n_regions;
         const AccessRule *rules;
         size_t n_rules;
+        const char *refused; /* set: the files were refused at a restart; rules deny every attach */
 } BrokerConfig;
 
 typedef struct Broker Broker;

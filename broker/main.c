@@ -12,6 +12,7 @@
 
 #include "broker.h"
 #include "config.h"
+#include "persist.h"
 #include "macro.h"
 #include "log.h"
 
@@ -143,6 +144,8 @@ typedef struct Args {
         char *region_args[REGION_DECLS_MAX]; /* copies: parse_region() cuts them up */
         size_t n_region_args;
         char dropins[PATH_MAX];
+        bool inherited;       /* started with the fds of a broker before (restart, upgrade) */
+        char refused[512];    /* why the configuration was refused at such a start */
 } Args;
 
 static void args_done(Args *a) {
@@ -152,10 +155,18 @@ static void args_done(Args *a) {
         a->n_region_args = 0;
 }
 
+/* No new attach, from anyone: the rule set of a broker whose configuration is refused. */
+static const AccessRule deny_all = { .client = "*", .glob = "*", .allow = false };
+
 /*
  * Builds a->config from the configuration files and then the options, which
  * override them. Returns -1 to go on, else the exit status (help, version,
  * or an error, already printed).
+ *
+ * A broker started with the fds of one before it (a crash-restart, an
+ * upgrade) must not lose them to a configuration edited since: it goes on
+ * with the built-in defaults and fails closed, every new attach refused,
+ * until a reload brings a configuration that parses.
  */
 static int args_load(Args *a) {
         const char *config_file = CONFIG_FILE, *config_dropins = CONFIG_DROPIN_DIR;
@@ -184,17 +195,25 @@ static int args_load(Args *a) {
                         config_file = NULL; /* help and errors are answered without reading files */
         }
         opterr = 1;
+        a->refused[0] = 0;
         if (config_file && config_load(&a->file, config_file, config_dropins, config_explicit) < 0) {
                 log_error("%s", a->file.error);
-                return 1;
+                if (!a->inherited)
+                        return 1;
+                snprintf(a->refused, sizeof(a->refused), "%s", a->file.error);
+                log_error("Keeping every region and peer handed over; refusing every new attach until a "
+                          "configuration that parses is reloaded");
+                config_done(&a->file);
+                config_init(&a->file);
         }
         a->config.limits = a->file.limits;
         a->config.qemu = a->file.qemu;
         a->config.rundir = a->file.rundir ?: getenv("RUNTIME_DIRECTORY") ?: SHMEM_DEFAULT_RUNDIR;
         for (size_t i = 0; i < a->file.n_regions; i++)
                 a->regions[a->config.n_regions++] = a->file.regions[i];
-        a->config.rules = a->file.rules;
-        a->config.n_rules = a->file.n_rules;
+        a->config.rules = a->refused[0] ? &deny_all : a->file.rules;
+        a->config.n_rules = a->refused[0] ? 1 : a->file.n_rules;
+        a->config.refused = a->refused[0] ? a->refused : NULL;
 
         optind = 0;
         while ((c = getopt_long(a->argc, a->argv, "hc:r:R:v", options, &idx)) >= 0) {
@@ -307,9 +326,11 @@ int main(int argc, char **argv) {
 
         args.argc = argc;
         args.argv = argv;
+        args.inherited = persist_inherited();
         r = args_load(&args);
         if (r >= 0)
                 return r;
+        args.inherited = false; /* a reload that fails keeps the configuration in force */
 
         (void) signal(SIGPIPE, SIG_IGN);
         raise_fd_limit(&args.config.limits);

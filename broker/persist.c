@@ -64,6 +64,12 @@ static int notify_connect(const char *path) {
         return TAKE_FD(fd);
 }
 
+bool persist_inherited(void) {
+        const char *pid = getenv("LISTEN_PID"), *count = getenv("LISTEN_FDS");
+
+        return pid && count && strtoul(pid, NULL, 10) == (unsigned long) getpid() && strtoul(count, NULL, 10) > 0;
+}
+
 /* Takes the fds of $LISTEN_FDS if they are for this process, with their names. */
 static int persist_adopt(Persist *p) {
         const char *pid = getenv("LISTEN_PID"), *count = getenv("LISTEN_FDS"), *names = getenv("LISTEN_FDNAMES");

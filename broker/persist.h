@@ -36,6 +36,9 @@ typedef Shmem__State__State State;
 typedef int (*PersistDumpFn)(void *userdata, State *ret);
 
 /* Reads $NOTIFY_SOCKET and, if meant for this process, $LISTEN_FDS and $LISTEN_FDNAMES. */
+/* Whether this process was started with fds handed over ($LISTEN_FDS): a restart or an upgrade. */
+bool persist_inherited(void);
+
 int persist_new(Persist **ret, struct event_base *base);
 Persist *persist_free(Persist *p);
 

@@ -149,6 +149,48 @@ class Restart(unittest.TestCase):
         self.assertEqual(self.sd.kill(15), 0)
         self.assertEqual(self.sd.names(), [], self.sd.log())
 
+    def test_restart_with_a_refused_configuration(self):
+        """A configuration broken while the broker ran costs no region at the restart:
+        the broker fails closed (no new attach) until a reload brings one that parses."""
+        conf = os.path.join(self.dir, "broker.conf")
+        with open(conf, "w") as f:
+            f.write("[region r]\nsize = 64K\n")
+        argv = [self.brokerd, "--config", conf, "--rundir", self.rundir]
+        self.sd.start(argv)
+        a = self.start_peer("a", "info wait-active 0x3 30000 expect 512 restarted 30000 notify 0x2")
+        self.wait_output(a, "info index=0")
+        b = self.start_peer("b", "info expect 512 restarted 30000 wait-from 0x1 30000")
+        self.wait_output(b, "info index=1")
+        with open(conf, "w") as f:
+            f.write("[region r]\nsize = lots\n")
+
+        self.assertEqual(self.sd.kill(), -9)
+        self.sd.start(argv)  # comes up (READY=1) instead of exiting on the file
+        log = self.sd.log()
+        self.assertIn(f"{conf}:2:", log)
+        self.assertIn("Keeping every region and peer handed over", log)
+        self.assertIn("Restored 1 regions and 2 connections", log)
+        self.sd.pump(0.5)
+        self.assertIn("configuration refused", self.sd.status or "")
+        late = subprocess.run([self.peer, "--socket", self.sock, "--label", "late", "r", "info"],
+                              capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(late.returncode, 0, late.stdout)
+        self.assertIn("permission", late.stdout + late.stderr)
+        # The peers from before go on, signals included.
+        self.mark(512, "restarted")
+        self.assertIn("senders=0x1", self.finish(b))
+        self.finish(a)
+
+        # Fixed and reloaded: attaches are allowed again.
+        with open(conf, "w") as f:
+            f.write("[region r]\nsize = 64K\n")
+        self.sd.proc.send_signal(signal.SIGHUP)
+        self.wait_for(lambda: "Configuration reloaded" in self.sd.log())
+        late = subprocess.run([self.peer, "--socket", self.sock, "--label", "late", "r", "info"],
+                              capture_output=True, text=True, timeout=10)
+        self.assertEqual(late.returncode, 0, late.stdout + late.stderr)
+        self.assertEqual(self.sd.kill(15), 0)
+
     def test_upgrade_without_systemd(self):
         """SIGUSR2 and the Upgrade request re-execute the broker with every fd: nobody notices."""
         log = open(os.path.join(self.dir, "broker.log"), "w+")
