@@ -387,10 +387,17 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
                                 break;
                         }
         for (unsigned k = 0; k < s->max_peers; k++) {
-                if (!(targets & BIT(k)) || s->peer[k] < 0)
+                if (!(targets & BIT(k)))
                         continue;
                 /* The bit first, then the ring: a receiver woken by the ring finds it. */
                 __atomic_fetch_or(&s->page->slots[k].pending, BIT(s->index), __ATOMIC_RELEASE);
+                /*
+                 * No fd yet: a peer so new that its Joined is still on the way.
+                 * The bit stays; a new peer re-reads its pending word (see
+                 * shmem_wait), so the signal is late, not lost.
+                 */
+                if (s->peer[k] < 0)
+                        continue;
                 /* EAGAIN is a counter at its maximum: the peer has a wakeup pending anyway. */
                 if (write(s->peer[k], &one, sizeof(one)) < 0 && errno != EAGAIN && ret == 0)
                         ret = -errno;
