@@ -95,6 +95,53 @@ def cpio_newc(files):
     return bytes(out)
 
 
+def overlay(script, files=None):
+    """The gzipped overlay cpio of a guest: @script as /test.sh, @files
+    {guest_path: bytes} beside it, all executable."""
+    entries = {"test.sh": (0o755, script.encode())}
+    for path, data in (files or {}).items():
+        entries[path.lstrip("/")] = (0o755, data)
+    for d in sorted({os.path.dirname(p) for p in entries if os.path.dirname(p)}):
+        entries.setdefault(d, (0o755, None))
+    return gzip.compress(cpio_newc(entries), mtime=0)
+
+
+def write_initrd(image, overlay_gz, path):
+    """Writes @image's initramfs followed by @overlay_gz to @path (the kernel
+    unpacks concatenated archives in order, so the overlay's files win)."""
+    with open(image.initrd, "rb") as f, open(path, "wb") as o:
+        o.write(f.read())
+        o.write(overlay_gz)
+
+
+# Shell functions for test scripts. run_with_irqs MARKER COMMAND... runs a
+# shmem-guest command line in the background and, while it still holds its
+# vfio device, copies the vfio MSI-X interrupt counts to the log once its
+# output has a line matching MARKER: the counts are the proof that signals
+# came as interrupts, not through the library's periodic look at the pending
+# word. irq_counts() reads them back.
+GUEST_HELPERS = r"""
+run_with_irqs() {
+        marker=$1; shift
+        "$@" >/tmp/out 2>&1 &
+        pid=$!
+        while kill -0 $pid 2>/dev/null && ! grep -q "$marker" /tmp/out; do sleep 0.05; done
+        grep vfio-msix /proc/interrupts | sed 's/^/irq: /'
+        wait $pid; rc=$?
+        cat /tmp/out
+        return $rc
+}
+"""
+
+
+def irq_counts(log):
+    """{vector: count} from the "irq:" lines of run_with_irqs."""
+    counts = {}
+    for m in re.finditer(r"^irq:\s+\d+:\s+(\d+)\s.*vfio-msix\[(\d+)\]", log, re.M):
+        counts[int(m.group(2))] = int(m.group(1))
+    return counts
+
+
 class Guest:
     def __init__(self, image, script, workdir, shmem=(), name="guest", timeout=120,
                  iommu=True, memory="256M", files=None, append=""):
@@ -111,12 +158,7 @@ class Guest:
         self.proc = None
         self.started = None
         self.connected = False
-        overlay = {"test.sh": (0o755, script.encode())}
-        for path, data in (files or {}).items():
-            overlay[path.lstrip("/")] = (0o755, data)
-        for d in sorted({os.path.dirname(p) for p in overlay if os.path.dirname(p)}):
-            overlay.setdefault(d, (0o755, None))
-        self.overlay = gzip.compress(cpio_newc(overlay), mtime=0)
+        self.overlay = overlay(script, files)
 
         self.argv = ["qemu-system-x86_64", "-name", f"guest={name}",
                      "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64",
@@ -135,9 +177,7 @@ class Guest:
 
     def start(self):
         os.makedirs(self.workdir, exist_ok=True)
-        with open(self.image.initrd, "rb") as f, open(self.initrd, "wb") as o:
-            o.write(f.read())
-            o.write(self.overlay)
+        write_initrd(self.image, self.overlay, self.initrd)
         for p in (self.log_path, self.qmp_path):
             if os.path.exists(p):
                 os.unlink(p)

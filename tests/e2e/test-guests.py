@@ -29,30 +29,9 @@ ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_
 GUEST_TIMEOUT = 180  # s, QEMU start to power off; TCG on a loaded 2-core CI
 MS = "30000"         # in-guest waits
 
-# Runs a shmem-guest command line in the background and, while it still holds
-# its vfio device, copies the vfio MSI-X interrupt counts to the log once its
-# output has a line matching $1: the counts are the proof that signals came as
-# interrupts, not through the library's periodic look at the pending word.
-GUEST_HELPERS = r"""
-run_with_irqs() {
-        marker=$1; shift
-        "$@" >/tmp/out 2>&1 &
-        pid=$!
-        while kill -0 $pid 2>/dev/null && ! grep -q "$marker" /tmp/out; do sleep 0.05; done
-        grep vfio-msix /proc/interrupts | sed 's/^/irq: /'
-        wait $pid; rc=$?
-        cat /tmp/out
-        return $rc
-}
-"""
-
-
-def irq_counts(log):
-    """{vector: count} from the "irq:" lines of run_with_irqs."""
-    counts = {}
-    for m in re.finditer(r"^irq:\s+\d+:\s+(\d+)\s.*vfio-msix\[(\d+)\]", log, re.M):
-        counts[int(m.group(2))] = int(m.group(1))
-    return counts
+# run_with_irqs and the counts it logs: guestlab.py.
+GUEST_HELPERS = guestlab.GUEST_HELPERS
+irq_counts = guestlab.irq_counts
 
 
 def events(log):
