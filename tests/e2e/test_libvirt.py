@@ -157,10 +157,8 @@ class Domain:
         self.xml_path = os.path.join(workdir, f"{role}.xml")
         self.kernel = os.path.join(workdir, "vmlinux")
         if not os.path.exists(self.kernel):
-            try:
-                os.link(image.kernel, self.kernel)
-            except OSError:
-                shutil.copyfile(image.kernel, self.kernel)
+            # A copy, not a link: libvirt chowns it while a domain runs.
+            shutil.copyfile(image.kernel, self.kernel)
         guestlab.write_initrd(image, guestlab.overlay(script), self.initrd)
         self.started = None
         self.xml = self.make_xml(devices)
@@ -384,18 +382,15 @@ class LibvirtTest(unittest.TestCase):
         # libvirt-qemu can reach the sockets, the kernel and the initrds.
         cls.workdir = tempfile.mkdtemp(prefix="shmem-e2e-lv-")
         os.chmod(cls.workdir, 0o755)
+        # Class cleanups run even when setUpClass fails half-way.
+        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
+        cls.addClassCleanup(cleanup_all)
         cls.daemons = Daemons()
         _cleanups.append(cls.daemons)
         cls.daemons.ensure()
         remove_stale_domains()
         cls.broker = Broker(cls.workdir, ["lv:1M", "hot:1M", "left:1M"])
         _cleanups.append(cls.broker)
-
-    @classmethod
-    def tearDownClass(cls):
-        cleanup_all()
-        if cls.workdir:
-            shutil.rmtree(cls.workdir, ignore_errors=True)
 
     def setUp(self):
         self.domains = []
