@@ -50,6 +50,9 @@ struct Peer {
         const PeerOps *ops;
         void *userdata; /* the front end's connection */
         uint64_t conn_id; /* that connection's id, for the stored state */
+        /* Departures of other peers told to this peer's front end: QEMU (7.2
+         * at least) aborts when its device is unplugged after one (docs/libvirt.md). */
+        unsigned departures_told;
 };
 
 struct Region {

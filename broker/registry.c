@@ -543,6 +543,7 @@ int registry_dump(Registry *reg, State *s) {
                         sp->label = p->id.label;
                         sp->vm_uuid = p->id.vm_uuid;
                         sp->libvirt = p->id.libvirt;
+                        sp->departures_told = p->departures_told;
                         sp->pid = (uint32_t) p->id.pid;
                         sp->uid = (uint32_t) p->id.uid;
                         sp->gid = (uint32_t) p->id.gid;
@@ -611,6 +612,7 @@ static int registry_restore_region(Registry *reg, const Shmem__State__Region *sr
                 }
                 if (region_restore_peer(r, sp->index, sp->doorbell_id, &id, ev, &p) == 0) {
                         p->conn_id = sp->conn;
+                        p->departures_told = sp->departures_told;
                         for (unsigned v = 0; v < r->vectors; v++)
                                 persist_store(reg->persist, p->ev[v], "e/%s/%u/%u", r->name, p->index, v);
                 }

@@ -148,6 +148,7 @@ static void region_info_fill(InfoBuf *b, Region *r, bool with_peers) {
                 st->doorbell_id = p->doorbell_id;
                 st->vm_uuid = p->id.vm_uuid;
                 st->libvirt = p->id.libvirt;
+                st->departures_told = p->departures_told;
                 /* Shown as found: the page is peer-writable and never trusted. */
                 if (r->page)
                         st->pending = __atomic_load_n(&r->page->slots[i].pending, __ATOMIC_ACQUIRE);

@@ -157,6 +157,7 @@ static void qemu_peer_joined(Peer *self, Peer *other) {
 
 static void qemu_peer_left(Peer *self, Peer *other) {
         qemu_client_send(self->userdata, other->doorbell_id, -1);
+        self->departures_told++;
 }
 
 static void qemu_peer_evicted(Peer *self) {

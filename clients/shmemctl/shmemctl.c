@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "events.h"
 #include "json.h"
@@ -49,9 +50,10 @@ static const char *const usage_text =
         "  xml NAME                 the region's <shmem> device, for domain XML\n"
         "  attach DOMAIN NAME [--live] [--config] [-c URI]\n"
         "                           add that device to a domain (DOMAIN: name or UUID)\n"
-        "  detach DOMAIN NAME [--live] [--config] [-c URI] [--timeout SECONDS]\n"
+        "  detach DOMAIN NAME [--live] [--config] [-c URI] [--timeout SECONDS] [--force]\n"
         "                           remove it; from a running domain, wait until the\n"
-        "                           guest has let it go (default 30 s)\n"
+        "                           guest has let it go (default 30 s); refused where\n"
+        "                           QEMU would crash, unless --force (docs/libvirt.md)\n"
         "\n"
         "Options:\n"
         "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
@@ -307,6 +309,8 @@ static int cmd_inspect(Client *c, const char *path, const Args *a, const char *n
                                 json_string(&j, p->vm_uuid);
                                 json_key(&j, "libvirt");
                                 json_bool(&j, p->libvirt);
+                                json_key(&j, "departures_told");
+                                json_uint(&j, p->departures_told);
                         }
                         json_object_end(&j);
                 }
@@ -376,6 +380,40 @@ static int cmd_destroy(Client *c, const char *path, const Args *a, const char *n
         m.body_case = SHMEM__MESSAGE__BODY_DESTROY;
         m.destroy = &d;
         return call(c, path, name, &m, &reply);
+}
+
+/* detach's guard (virt.h): asks the broker, printing nothing. */
+static int departures_told(void *userdata, const char *region, const char *uuid) {
+        const Args *a = userdata;
+        _cleanup_(client_freep) Client *c = NULL;
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Shmem__Inspect in = SHMEM__INSPECT__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+        const Shmem__RegionInfo *ri;
+        const char *detail;
+        int r;
+
+        r = client_connect(&c, client_socket_path(a->socket), "shmemctl", CLIENT_TIMEOUT_MS);
+        if (r != 0)
+                return r < 0 ? r : -ECONNREFUSED;
+        in.name = (char *) region;
+        m.body_case = SHMEM__MESSAGE__BODY_INSPECT;
+        m.inspect = &in;
+        r = client_call(c, &m, CLIENT_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        r = client_reply_status(reply, &detail);
+        if (r == SHMEM__STATUS__DOES_NOT_EXIST)
+                return 0;
+        if (r != SHMEM__STATUS__OK || reply->msg->reply->body_case != SHMEM__REPLY__BODY_INSPECT ||
+            !reply->msg->reply->inspect || !reply->msg->reply->inspect->region)
+                return -EPROTO;
+        ri = reply->msg->reply->inspect->region;
+        for (size_t i = 0; i < ri->n_peers; i++)
+                if (ri->peers[i]->kind == SHMEM__PEER_KIND__KIND_QEMU && ri->peers[i]->vm_uuid &&
+                    strcasecmp(ri->peers[i]->vm_uuid, uuid) == 0)
+                        return (int) ri->peers[i]->departures_told;
+        return 0;
 }
 
 /* xml, attach: the device of region @name as the broker describes it. */
@@ -582,13 +620,13 @@ int main(int argc, char **argv) {
         } else if (strcmp(cmd, "attach") == 0 || strcmp(cmd, "detach") == 0) {
                 if (nargs != 2)
                         return usage_error("usage: %s DOMAIN NAME [--live] [--config] [-c URI]%s", cmd,
-                                           cmd[0] == 'd' ? " [--timeout SECONDS]" : "");
+                                           cmd[0] == 'd' ? " [--timeout SECONDS] [--force]" : "");
         } else
                 return usage_error("unknown command '%s'", cmd);
         if ((a.max_peers_set || a.persistent) && strcmp(cmd, "create") != 0)
                 return usage_error("%s", "--max-peers and --persistent go with create");
-        if (a.force && strcmp(cmd, "destroy") != 0)
-                return usage_error("%s", "--force goes with destroy");
+        if (a.force && strcmp(cmd, "destroy") != 0 && strcmp(cmd, "detach") != 0)
+                return usage_error("%s", "--force goes with destroy and detach");
         if ((dump_range || a.raw) && strcmp(cmd, "dump") != 0)
                 return usage_error("%s", "--offset, --length and --raw go with dump");
         if (a.virt_set && strcmp(cmd, "attach") != 0 && strcmp(cmd, "detach") != 0)
@@ -597,8 +635,11 @@ int main(int argc, char **argv) {
                 return usage_error("%s", "--timeout goes with detach");
 
         /* detach needs libvirt only: the device names its region. */
-        if (strcmp(cmd, "detach") == 0)
-                return virt_detach(&a.virt, argv[optind], argv[optind + 1]);
+        if (strcmp(cmd, "detach") == 0) {
+                VirtGuard guard = { .departures_told = departures_told, .userdata = &a, .force = a.force };
+
+                return virt_detach(&a.virt, argv[optind], argv[optind + 1], &guard);
+        }
 
         path = client_socket_path(a.socket);
         r = client_connect(&c, path, "shmemctl", CLIENT_TIMEOUT_MS);

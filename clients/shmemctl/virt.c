@@ -81,8 +81,8 @@ int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r) {
         return virt_missing();
 }
 
-int virt_detach(const VirtOptions *o, const char *domain, const char *region) {
-        (void) o, (void) domain, (void) region;
+int virt_detach(const VirtOptions *o, const char *domain, const char *region, const VirtGuard *guard) {
+        (void) o, (void) domain, (void) region, (void) guard;
         return virt_missing();
 }
 
@@ -384,7 +384,30 @@ static double now_s(void) {
  * so we wait for libvirt's DEVICE_REMOVED event, and look at the live XML
  * once a second in case the event came before we listened.
  */
-int virt_detach(const VirtOptions *o, const char *domain, const char *region) {
+/* Whether unplugging @region from the running @dom would crash its QEMU; says why if so. */
+static bool unplug_unsafe(virDomainPtr dom, const char *domain, const char *region, const VirtGuard *guard) {
+        char uuid[VIR_UUID_STRING_BUFLEN];
+        int n;
+
+        if (!guard || guard->force || virDomainGetUUIDString(dom, uuid) < 0)
+                return false;
+        n = guard->departures_told(guard->userdata, region, uuid);
+        if (n < 0) {
+                fail("cannot ask the broker whether unplugging region '%s' is safe: %s (--force detaches anyway)",
+                     region, strerror(-n));
+                return true;
+        }
+        if (n > 0) {
+                fail("the QEMU of domain '%s' was told that %d peer%s left region '%s', and QEMU (7.2 at "
+                     "least) aborts when such a device is unplugged (docs/libvirt.md); power the guest off to "
+                     "release the region, or detach with --force",
+                     domain, n, n == 1 ? "" : "s", region);
+                return true;
+        }
+        return false;
+}
+
+int virt_detach(const VirtOptions *o, const char *domain, const char *region, const VirtGuard *guard) {
         virConnectPtr conn = NULL;
         virDomainPtr dom = NULL;
         Removal rm = {};
@@ -415,6 +438,10 @@ int virt_detach(const VirtOptions *o, const char *domain, const char *region) {
         a = strstr(el, "<alias name='");
         if (a)
                 sscanf(a, "<alias name='%127[^']'", rm.alias);
+        if (live && unplug_unsafe(dom, domain, region, guard)) {
+                ret = VIRT_FAILED;
+                goto out;
+        }
         if (live) {
                 cb_removed = virConnectDomainEventRegisterAny(conn, dom, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
                                                               VIR_DOMAIN_EVENT_CALLBACK(on_device_removed), &rm,

@@ -34,5 +34,18 @@ char *virt_shmem_xml(const VirtRegion *r);
 /* Whether libvirt support was built in (else attach and detach only say so). */
 bool virt_available(void);
 
+/*
+ * What detach asks the broker before it unplugs a device from a running VM:
+ * how many departures of other peers the QEMU of VM @uuid on @region was
+ * told of (0 if it is not attached), or a negative errno if the broker cannot
+ * say. QEMU (7.2 at least) aborts when a device that was told of one is
+ * unplugged (docs/libvirt.md), so then detach refuses unless @force.
+ */
+typedef struct VirtGuard {
+        int (*departures_told)(void *userdata, const char *region, const char *uuid);
+        void *userdata;
+        bool force;
+} VirtGuard;
+
 int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r);
-int virt_detach(const VirtOptions *o, const char *domain, const char *region);
+int virt_detach(const VirtOptions *o, const char *domain, const char *region, const VirtGuard *guard);
