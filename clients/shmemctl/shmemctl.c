@@ -145,7 +145,7 @@ static char *region_flags(char buf[64], const Shmem__RegionInfo *r) {
         if (r->persistent)
                 strcat(buf, "persistent,");
         if (!r->allocated)
-                strcat(buf, "declared,");
+                strcat(buf, "no-memory,");
         if (r->signal_mode != SHMEM_SIGNAL_MODE_SHMEM)
                 strcat(buf, "compat,");
         if (buf[0])

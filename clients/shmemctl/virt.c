@@ -283,6 +283,17 @@ static bool socket_reachable(const QemuUser *u, const char *path, char *why, siz
         return true;
 }
 
+/* Whether @dom runs a q35 machine (hotplug goes to PCIe root ports there). */
+static bool machine_is_q35(virDomainPtr dom) {
+        char *xml = virDomainGetXMLDesc(dom, 0), machine[128] = "";
+        const char *t = xml ? strstr(xml, "machine='") : NULL;
+
+        if (t)
+                sscanf(t, "machine='%127[^']'", machine);
+        free(xml);
+        return strstr(machine, "q35") != NULL;
+}
+
 int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r) {
         virConnectPtr conn = NULL;
         virDomainPtr dom = NULL;
@@ -302,6 +313,10 @@ int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r) {
                         goto out;
                 }
         }
+        if (o->live && machine_is_q35(dom))
+                fprintf(stderr, "shmemctl: warning: hotplugged into the q35 domain '%s', the device may get no "
+                        "memory BAR (region data) in the guest; attach with --config and restart, or use a pc "
+                        "machine for hotplug (docs/libvirt.md)\n", domain);
         xml = virt_shmem_xml(r);
         if (!xml) {
                 ret = fail("out of memory");
@@ -453,13 +468,15 @@ int virt_detach(const VirtOptions *o, const char *domain, const char *region, co
                 timer = virEventAddTimeout(1000, on_tick, NULL, NULL);
         }
         if (virDomainDetachDeviceFlags(dom, el, flags) < 0) {
-                ret = fail("cannot detach region '%s' from domain '%s': %s", region, domain, virt_error());
+                /* A guest that powers off meanwhile takes its devices with it. */
+                if (!live || virDomainIsActive(dom) != 0 || (flags & VIR_DOMAIN_AFFECT_CONFIG))
+                        ret = fail("cannot detach region '%s' from domain '%s': %s", region, domain, virt_error());
                 goto out;
         }
         if (live) {
                 double deadline = now_s() + o->timeout_s;
 
-                while (!rm.removed && !rm.failed && still_attached(dom, region)) {
+                while (!rm.removed && !rm.failed && virDomainIsActive(dom) == 1 && still_attached(dom, region)) {
                         if (now_s() >= deadline) {
                                 ret = fail("domain '%s' has not released region '%s' within %u s; the request "
                                            "stands and libvirt removes the device when the guest lets go "
