@@ -470,8 +470,8 @@ class ShmemctlOps(unittest.TestCase):
 
     def test_reload_and_upgrade_refused_to_other_users(self):
         """Neither root nor the broker's user: NO_PERMISSION, and the broker does nothing."""
-        if os.geteuid() != 0:
-            self.skipTest("needs root, to run shmemctl as another uid than the broker's")
+        self.assertEqual(os.geteuid(), 0, "run the tests as root (sudo ./scripts/test.sh): this one runs "
+                                          "shmemctl as another uid than the broker's")
         conf = os.path.join(self.dir, "broker.conf")
         with open(conf, "w") as f:
             f.write("[region cfg]\nsize = 64K\n")
@@ -496,7 +496,8 @@ class ShmemctlOps(unittest.TestCase):
         before_pid = self.broker.pid
         # After the upgrades a and b signal each other with the fds they got before, and c (a newcomer)
         # signals both. a and b do not signal c: a peer sees a newcomer on the control page before the
-        # Joined event with its fd arrives, and libshmem's notify skips it meanwhile.
+        # Joined event with its fd arrives; libshmem's notify then sets only the pending bit, which a
+        # peer that does not wait-from could miss.
         a = self.start_peer("u", "info expect 0 upgraded 60000 notify 0x2 wait-from 0x6 30000", "a", size="4K")
         self.wait_output(a, "info index=0 ")
         b = self.start_peer("u", "info expect 0 upgraded 60000 notify 0x1 wait-from 0x5 30000", "b", find=True)
