@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULT_RE = re.compile(rb"SHMEM-RESULT rc=(\d+)")
@@ -160,7 +161,8 @@ class Guest:
         self.connected = False
         self.overlay = overlay(script, files)
 
-        self.argv = ["qemu-system-x86_64", "-name", f"guest={name}",
+        self.uuid = self.uuid_of(name)
+        self.argv = ["qemu-system-x86_64", "-name", f"guest={name}", "-uuid", self.uuid,
                      "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64",
                      "-m", memory, "-smp", "1", "-nodefaults", "-no-user-config",
                      "-display", "none", "-serial", f"file:{self.log_path}", "-no-reboot",
@@ -174,6 +176,11 @@ class Guest:
         for i, s in enumerate(shmem):
             self.argv += ["-chardev", f"socket,path={s.path},id=ivs{i}",
                           "-device", f"ivshmem-doorbell,chardev=ivs{i},vectors={s.vectors}"]
+
+    @staticmethod
+    def uuid_of(name):
+        """The guest's -uuid, one per name (libvirt passes the domain's): inspect shows it."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"shmem-e2e:{name}"))
 
     def start(self):
         os.makedirs(self.workdir, exist_ok=True)

@@ -87,8 +87,11 @@ class CoreScenario(unittest.TestCase):
         self.assertIn("info index=1 ", out)
 
     def test_inspect_names_the_vms(self):
-        labels = {p["index"]: p["label"] for p in self.inspect["peers"]}
-        self.assertEqual(labels.get(0), "vm-a", self.inspect)
+        peers = {p["index"]: p for p in self.inspect["peers"]}
+        self.assertEqual(peers[0]["label"], "vm-a", self.inspect)
+        # The VM's -uuid, read from its command line; no libvirt runs this QEMU.
+        self.assertEqual((peers[0]["vm_name"], peers[0]["vm_uuid"], peers[0]["libvirt"]),
+                         ("vm-a", guestlab.Guest.uuid_of("vm-a"), False), self.inspect)
 
     def test_broker_exits_cleanly(self):
         self.assertEqual(self.broker_rc, 0, open(self.lab.broker_log).read())
