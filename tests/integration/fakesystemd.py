@@ -114,28 +114,30 @@ class FakeSystemd:
     # --- the service -----------------------------------------------------------
     def start(self, argv, env=None):
         """Starts the service with the stored fds; waits for READY=1."""
-        with self.lock:
-            fds = [fd for _, fd in self.store]
-            names = ":".join(n for n, _ in self.store)
         environment = dict(os.environ if env is None else env)
         environment["NOTIFY_SOCKET"] = self.path
-        if fds:
-            environment["LISTEN_FDS"] = str(len(fds))
-            environment["LISTEN_FDNAMES"] = names
-
-        def place_fds():
-            # Stored fds to 3.. in order, through high numbers so none is overwritten.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3 + len(fds) + 64) for fd in fds]
-            for i, fd in enumerate(high):
-                os.dup2(fd, 3 + i, inheritable=True)
-                os.close(fd)
-
-        # LISTEN_PID names the process the fds are for: sh's pid, which exec keeps.
-        cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"' if fds else 'exec "$0" "$@"'] + argv
         self.ready = self.watchdog = self.stopping = 0
-        self.proc = subprocess.Popen(cmd, env=environment, preexec_fn=place_fds if fds else None,
-                                     pass_fds=list(range(3, 3 + len(fds))) if fds else (),
-                                     stdout=self.log_file, stderr=subprocess.STDOUT)
+        # All under the lock: the reader thread may still be handling what the
+        # previous process sent before it died, and a late FDSTOREREMOVE would
+        # close an fd while the child places it (EBADF in the child).
+        with self.lock:
+            fds = [fd for _, fd in self.store]
+            if fds:
+                environment["LISTEN_FDS"] = str(len(fds))
+                environment["LISTEN_FDNAMES"] = ":".join(n for n, _ in self.store)
+
+            def place_fds():
+                # Stored fds to 3.. in order, through high numbers so none is overwritten.
+                high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3 + len(fds) + 64) for fd in fds]
+                for i, fd in enumerate(high):
+                    os.dup2(fd, 3 + i, inheritable=True)
+                    os.close(fd)
+
+            # LISTEN_PID names the process the fds are for: sh's pid, which exec keeps.
+            cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"' if fds else 'exec "$0" "$@"'] + argv
+            self.proc = subprocess.Popen(cmd, env=environment, preexec_fn=place_fds if fds else None,
+                                         pass_fds=list(range(3, 3 + len(fds))) if fds else (),
+                                         stdout=self.log_file, stderr=subprocess.STDOUT)
         self.wait_ready()
 
     def wait_ready(self, timeout=10.0):
