@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ivshmem-dev.h"
 #include "macro.h"
 #include "region-layout.h"
@@ -75,13 +76,6 @@ static uint64_t page_load(const uint64_t *p) {
 
 static uint32_t page_load32(const uint32_t *p) {
         return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-
-static int64_t now_ns(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static shmem_t *shmem_free(shmem_t *s) {

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "clock.h"
 
 /*
  * Events queued while a request waits for its reply. The broker sends events
@@ -46,13 +47,6 @@ const char *client_socket_path(const char *path) {
         if (e && *e)
                 return e;
         return SHMEM_DEFAULT_RUNDIR "/broker.sock";
-}
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* -1 (infinite) if @timeout_ms < 0. */

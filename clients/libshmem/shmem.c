@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "clock.h"
 #include "region-layout.h"
 #include "shmem.h"
 
@@ -403,13 +404,6 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
                         ret = -errno;
         }
         return ret;
-}
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {

@@ -14,6 +14,7 @@
 #include <sys/signalfd.h>
 #include <time.h>
 
+#include "clock.h"
 #include "events.h"
 #include "hexdump.h"
 #include "json.h"
@@ -330,20 +331,6 @@ int cmd_reload(Client *c, const char *path, const Args *a) {
         m.reload = &(Shmem__Reload) SHMEM__RELOAD__INIT;
         /* A refused file comes back as BAD_REQUEST with "FILE:LINE: reason": call() prints it. */
         return call(c, path, "reload", &m, &reply);
-}
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms) {
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000 };
-
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
 }
 
 /*

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "shmem.h"
 
 #ifdef SHMEM_TOOL_GUEST
@@ -198,20 +199,6 @@ static int parse_size(const char *s, uint64_t *ret) {
                 return -EINVAL;
         *ret = v << shift;
         return 0;
-}
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms) {
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000 };
-
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
 }
 
 /* Checks that [OFF, OFF+len) is inside the data area; OFF is parsed from @s. */

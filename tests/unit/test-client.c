@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "clock.h"
 #include "test-util.h"
 
 /* --- the scripted broker --- */
@@ -105,13 +106,6 @@ static int list(Client *c, int timeout_ms, ClientMsg **ret) {
         m.body_case = SHMEM__MESSAGE__BODY_LIST;
         m.list = &(Shmem__List) SHMEM__LIST__INIT;
         return client_call(c, &m, timeout_ms, ret);
-}
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* --- request/reply --- */

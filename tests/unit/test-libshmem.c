@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include "clock.h"
 #include "msg.h"
 #include "region-layout.h"
 #include "shmem.h"
@@ -304,13 +305,6 @@ static bool readable(int fd) {
         struct pollfd p = { .fd = fd, .events = POLLIN };
 
         return poll(&p, 1, 0) == 1;
-}
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* --- attach --- */
