@@ -72,15 +72,15 @@ bool persist_inherited(void) {
 
 /* Takes the fds of $LISTEN_FDS if they are for this process, with their names. */
 static int persist_adopt(Persist *p) {
-        const char *pid = getenv("LISTEN_PID"), *count = getenv("LISTEN_FDS"), *names = getenv("LISTEN_FDNAMES");
+        const char *names = getenv("LISTEN_FDNAMES");
         _cleanup_free_ char *copy = NULL;
         char *save = NULL, *name;
         unsigned long n;
 
-        if (!pid || !count || strtoul(pid, NULL, 10) != (unsigned long) getpid())
+        if (!persist_inherited())
                 return 0;
-        n = strtoul(count, NULL, 10);
-        if (n == 0 || n > ADOPTED_MAX)
+        n = strtoul(getenv("LISTEN_FDS"), NULL, 10);
+        if (n > ADOPTED_MAX)
                 return 0;
         p->adopted = calloc(n, sizeof(Adopted));
         copy = strdup(names ? names : "");

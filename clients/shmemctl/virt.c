@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "virt.h"
 
 enum { VIRT_OK = 0, VIRT_FAILED = 1, VIRT_UNREACHABLE = 3 };
@@ -142,6 +143,14 @@ static int virt_open(const VirtOptions *o, const char *domain, virConnectPtr *re
         *ret_conn = conn;
         *ret_dom = dom;
         return VIRT_OK;
+}
+
+/* Undoes virt_open(); either may be NULL. */
+static void virt_close(virConnectPtr conn, virDomainPtr dom) {
+        if (dom)
+                virDomainFree(dom);
+        if (conn)
+                virConnectClose(conn);
 }
 
 static unsigned affect_flags(const VirtOptions *o) {
@@ -326,10 +335,7 @@ int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r) {
                 ret = fail("cannot attach region '%s' to domain '%s': %s", r->name, domain, virt_error());
 out:
         free(xml);
-        if (dom)
-                virDomainFree(dom);
-        if (conn)
-                virConnectClose(conn);
+        virt_close(conn, dom);
         return ret;
 }
 
@@ -384,13 +390,6 @@ static bool still_attached(virDomainPtr dom, const char *region) {
         free(el);
         free(xml);
         return attached;
-}
-
-static double now_s(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 /*
@@ -474,10 +473,10 @@ int virt_detach(const VirtOptions *o, const char *domain, const char *region, co
                 goto out;
         }
         if (live) {
-                double deadline = now_s() + o->timeout_s;
+                int64_t deadline = now_ms() + (int64_t) o->timeout_s * 1000;
 
                 while (!rm.removed && !rm.failed && virDomainIsActive(dom) == 1 && still_attached(dom, region)) {
-                        if (now_s() >= deadline) {
+                        if (now_ms() >= deadline) {
                                 ret = fail("domain '%s' has not released region '%s' within %u s; the request "
                                            "stands and libvirt removes the device when the guest lets go "
                                            "(--timeout waits longer)",
@@ -499,10 +498,7 @@ out:
                 virConnectDomainEventDeregisterAny(conn, cb_failed);
         free(el);
         free(xml);
-        if (dom)
-                virDomainFree(dom);
-        if (conn)
-                virConnectClose(conn);
+        virt_close(conn, dom);
         return ret;
 }
 
