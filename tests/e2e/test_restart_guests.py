@@ -26,6 +26,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import guestlab  # noqa: E402
 from fakesystemd import FakeSystemd  # noqa: E402
+from hostpeer import HostPeer  # noqa: E402
 
 ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
                                           "SHMEM_E2E_IMAGE_DIR", "SHMEM_SHMEMCTL")}
@@ -48,9 +49,7 @@ class RestartUnderGuests(unittest.TestCase):
     def tearDown(self):
         guestlab.kill_all()
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            p.close()
         self.sd.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -62,16 +61,9 @@ class RestartUnderGuests(unittest.TestCase):
         return g
 
     def host(self, name, script):
-        out = open(os.path.join(self.dir, f"{name}.out"), "w+")
-        p = subprocess.Popen([ENV["SHMEM_PEER"], "--socket", self.sock, "--label", name, "r"] + script.split(),
-                             stdout=out, stderr=subprocess.STDOUT)
-        p.out = out
+        p = HostPeer(ENV["SHMEM_PEER"], self.sock, "r", script, name, self.dir)
         self.procs.append(p)
         return p
-
-    def host_output(self, p):
-        p.out.seek(0)
-        return p.out.read()
 
     def inspect(self):
         out = subprocess.run([ENV["SHMEM_SHMEMCTL"], "--socket", self.sock, "--json", "inspect", "r"],
@@ -104,7 +96,7 @@ class RestartUnderGuests(unittest.TestCase):
         h = self.host("host", f"info expect 0 from-a {MS} expect 64 from-b {MS} expect 512 killed {MS} "
                               f"wait-from 0x2 {MS} write 192 h-got-b expect 512 restarted {MS} "
                               f"wait-active 0xf {MS} write 448 h-saw expect 320 a-saw {MS} expect 384 b-saw {MS}")
-        self.wait_for("the host peer", lambda: "info index=2" in self.host_output(h))
+        self.wait_for("the host peer", lambda: "info index=2" in h.output())
         before = self.inspect()
         self.assertEqual(before[0], [0, 1, 2])
         self.assertEqual([p[1] for p in before[2]], ["vm-a", "vm-b", "host"])
@@ -112,7 +104,7 @@ class RestartUnderGuests(unittest.TestCase):
         self.assertEqual(self.sd.kill(), -9)
         self.mark(512, "killed")
         # The broker is dead: guests and host signal each other through the fds they hold.
-        self.wait_for("B's signal to the host", lambda: "senders=0x2" in self.host_output(h))
+        self.wait_for("B's signal to the host", lambda: "senders=0x2" in h.output())
         self.wait_for("B's signal to A", lambda: b"a-got-b" in self._data(128, 7))
 
         self.sd.start(self.argv)
@@ -122,17 +114,17 @@ class RestartUnderGuests(unittest.TestCase):
         n = self.host("new", f"info expect 0 from-a 10000 expect 64 from-b 10000 expect 320 a-saw {MS} "
                              f"expect 384 b-saw {MS} expect 448 h-saw {MS}")
         n.wait(240)
-        self.assertEqual(n.returncode, 0, self.host_output(n))
-        self.assertIn("info index=3 ", self.host_output(n))
+        self.assertEqual(n.returncode, 0, n.output())
+        self.assertIn("info index=3 ", n.output())
         ra, rb = a.wait(), b.wait()
         h.wait(240)
         for name, rc, log in (("vm-a", ra.rc, ra.log), ("vm-b", rb.rc, rb.log),
-                              ("host", h.returncode, self.host_output(h))):
+                              ("host", h.returncode, h.output())):
             self.assertEqual(rc, 0, f"{name}:\n{log}\n--- broker:\n{self.sd.log()}")
         # Senders were right across the outage: A heard B (index 1), B heard A, the host heard B.
         self.assertIn("senders=0x2", ra.log)
         self.assertIn("senders=0x1", rb.log)
-        self.assertIn("senders=0x2", self.host_output(h))
+        self.assertIn("senders=0x2", h.output())
         # The guests saw the new peer join after the restart.
         self.assertIn("active 0xf", ra.log)
         self.assertIn("active 0xf", rb.log)

@@ -20,6 +20,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fakesystemd import FakeSystemd  # noqa: E402
+from hostpeer import HostPeer  # noqa: E402
 
 BUILD = None
 DATA = 4096  # data offset in a shmem-mode region
@@ -45,41 +46,24 @@ class Restart(unittest.TestCase):
 
     def tearDown(self):
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            p.close()
         self.sd.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def start_peer(self, name, script):
-        out = open(os.path.join(self.dir, f"{name}.out"), "w+")
-        p = subprocess.Popen([self.peer, "--socket", self.sock, "--label", name, "r"] + script.split(),
-                             stdout=out, stderr=subprocess.STDOUT)
-        p.out = out
+        p = HostPeer(self.peer, self.sock, "r", script, name, self.dir)
         self.procs.append(p)
         return p
 
-    def output(self, p):
-        p.out.seek(0)
-        return p.out.read()
-
     def wait_output(self, p, text, timeout=30):
-        end = time.monotonic() + timeout
-        while text not in self.output(p):
-            if p.poll() is not None or time.monotonic() > end:
-                self.fail(f"'{text}' not printed:\n{self.output(p)}")
-            time.sleep(0.05)
+        p.wait_output(text, timeout)
 
     def finish(self, p, timeout=60):
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        out = p.stop(timeout)
         time.sleep(0.1)
-        others = "".join(f"\n--- {q.args[4]}:\n{self.output(q)}" for q in self.procs if q is not p)
-        self.assertEqual(p.returncode, 0, self.output(p) + others + "\n--- broker:\n" + self.sd.log())
-        return self.output(p)
+        others = "".join(f"\n--- {q.label}:\n{q.output()}" for q in self.procs if q is not p)
+        self.assertEqual(p.returncode, 0, out + others + "\n--- broker:\n" + self.sd.log())
+        return out
 
     def inspect(self):
         time.sleep(0.05)

@@ -20,6 +20,9 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hostpeer import HostPeer  # noqa: E402
+
 BUILD = None
 DATA = 4096  # data offset in a shmem-mode region
 NOBODY = 65534  # neither root nor the broker's user
@@ -110,10 +113,7 @@ class ShmemctlOps(unittest.TestCase):
             w.proc.stdout.close()
             w.proc.stderr.close()
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            p.out.close()
+            p.close()
         if self.broker:
             if self.broker.poll() is None:
                 self.broker.kill()
@@ -183,35 +183,18 @@ class ShmemctlOps(unittest.TestCase):
         return sorted(r["name"] for r in json.loads(self.ctl_ok("--json", "list"))["regions"])
 
     def start_peer(self, region, script, label, size=None, find=False):
-        out = open(os.path.join(self.dir, f"{label}.out"), "w+")
-        argv = [self.peer_bin, "--socket", self.sock, "--label", label]
-        argv += [f"--size={size}"] if size else []
-        argv += ["--find"] if find else []
-        p = subprocess.Popen(argv + [region] + script.split(), stdout=out, stderr=subprocess.STDOUT)
-        p.out = out
-        p.label = label
+        options = ([f"--size={size}"] if size else []) + (["--find"] if find else [])
+        p = HostPeer(self.peer_bin, self.sock, region, script, label, self.dir, options)
         self.procs.append(p)
         return p
 
-    def output(self, p):
-        p.out.seek(0)
-        return p.out.read()
-
     def wait_output(self, p, text, timeout=30):
-        end = time.monotonic() + timeout
-        while text not in self.output(p):
-            if p.poll() is not None or time.monotonic() > end:
-                self.fail(f"{p.label}: '{text}' not printed:\n{self.output(p)}")
-            time.sleep(0.02)
+        p.wait_output(text, timeout, interval=0.02)
 
     def finish(self, p, timeout=60):
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        self.assertEqual(p.returncode, 0, f"{p.label}:\n{self.output(p)}\n--- broker:\n{self.log_text()}")
-        return self.output(p)
+        out = p.stop(timeout)
+        self.assertEqual(p.returncode, 0, f"{p.label}:\n{out}\n--- broker:\n{self.log_text()}")
+        return out
 
     def run_peer(self, region, script, label, size=None, find=False):
         """Runs a peer to its end; returns (pid, output)."""
