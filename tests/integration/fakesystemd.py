@@ -117,9 +117,9 @@ class FakeSystemd:
         environment = dict(os.environ if env is None else env)
         environment["NOTIFY_SOCKET"] = self.path
         self.ready = self.watchdog = self.stopping = 0
-        # All under the lock: the reader thread may still be handling what the
-        # previous process sent before it died, and a late FDSTOREREMOVE would
-        # close an fd while the child places it (EBADF in the child).
+        # Under the lock: the reader thread may still be handling what the
+        # previous process sent, and must not close a stored fd between the
+        # snapshot and the fork.
         with self.lock:
             fds = [fd for _, fd in self.store]
             if fds:
@@ -132,12 +132,16 @@ class FakeSystemd:
                 for i, fd in enumerate(high):
                     os.dup2(fd, 3 + i, inheritable=True)
                     os.close(fd)
+                # As close_fds would, but after the placing: nothing else reaches the service.
+                os.closerange(3 + len(fds), os.sysconf("SC_OPEN_MAX"))
 
             # LISTEN_PID names the process the fds are for: sh's pid, which exec keeps.
             cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"' if fds else 'exec "$0" "$@"'] + argv
+            # Not pass_fds=range(3, 3 + n): the child marks those inheritable
+            # before place_fds runs, and fails with EBADF where one of them is
+            # not open in this process. place_fds places and closes itself.
             self.proc = subprocess.Popen(cmd, env=environment, preexec_fn=place_fds if fds else None,
-                                         pass_fds=list(range(3, 3 + len(fds))) if fds else (),
-                                         stdout=self.log_file, stderr=subprocess.STDOUT)
+                                         close_fds=not fds, stdout=self.log_file, stderr=subprocess.STDOUT)
         self.wait_ready()
 
     def wait_ready(self, timeout=10.0):
