@@ -12,15 +12,23 @@ missing=
 for p in $packages; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
-if [ -z "$missing" ]; then
+# The e2e guest image fetches the Debian kernel with `apt-get download`
+# (tests/e2e/build-guest-image.sh): that needs package lists, which a machine
+# with everything installed may still lack.
+lists=ok
+apt-cache show linux-image-amd64 >/dev/null 2>&1 || lists=missing
+if [ -z "$missing" ] && [ "$lists" = ok ]; then
         exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-        echo "install-deps: missing packages:$missing; run as root (or: sudo apt-get install$missing)" >&2
+        echo "install-deps: missing packages:${missing:- none}, package lists: $lists;" \
+             "run as root (or: sudo apt-get update && sudo apt-get install$missing)" >&2
         exit 1
 fi
-echo "install-deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-# shellcheck disable=SC2086
-apt-get install -y -q --no-install-recommends $missing
+if [ -n "$missing" ]; then
+        echo "install-deps: installing$missing"
+        # shellcheck disable=SC2086
+        apt-get install -y -q --no-install-recommends $missing
+fi
