@@ -101,6 +101,7 @@ class RestartUnderGuests(unittest.TestCase):
         self.assertEqual(before[0], [0, 1, 2])
         self.assertEqual([p[1] for p in before[2]], ["vm-a", "vm-b", "host"])
 
+        self.sd.wait_stored("c/", 3)  # inspect's connection has left the store
         self.assertEqual(self.sd.kill(), -9)
         self.mark(512, "killed")
         # The broker is dead: guests and host signal each other through the fds they hold.

@@ -107,6 +107,22 @@ class FakeSystemd:
         with self.lock:
             return sorted({n for n, _ in self.store})
 
+    def wait_stored(self, prefix, count, timeout=10.0):
+        """Waits until exactly @count stored fds have names starting with @prefix.
+
+        A client that just closed its connection (a shmemctl inspect, say) is
+        still in the store until the service has seen the hangup; a kill
+        before that hands the closed socket to the next start."""
+        end = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                names = [n for n, _ in self.store if n.startswith(prefix)]
+            if len(names) == count:
+                return
+            if time.monotonic() > end:
+                raise TimeoutError(f"stored {prefix}*: {names}, not {count}")
+            time.sleep(0.02)
+
     def fd(self, name):
         with self.lock:
             return next(fd for n, fd in self.store if n == name)
