@@ -172,7 +172,11 @@ class FakeSystemd:
     def kill(self, sig=signal.SIGKILL):
         self.proc.send_signal(sig)
         self.proc.wait(10)
-        time.sleep(0.2)  # what it sent before it died
+        # Everything it sent before it died is queued on the socket now:
+        # handle it all here, then wait out a datagram the reader thread holds.
+        self.pump()
+        with self.lock:
+            pass
         return self.proc.returncode
 
     def log(self):
