@@ -6,7 +6,7 @@ set -eu
 
 packages="build-essential cmake pkg-config libevent-dev libprotobuf-c-dev protobuf-c-compiler
 check libinih-dev libvirt-dev python3 qemu-system-x86 busybox-static cpio xz-utils zstd kmod systemd
-libvirt-daemon-system libvirt-clients"
+libvirt-daemon-system libvirt-clients mmdebstrap"
 
 missing=
 for p in $packages; do

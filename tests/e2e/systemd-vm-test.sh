@@ -1,0 +1,157 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Runs inside the systemd test VM (test_systemd.py) as shmem-test.service,
+# after PID 1 systemd started shmem-brokerd.service from the files
+# `cmake --install` put in place. Prints "ok - ..." per check, or
+# "not ok - ..." with the broker's journal and exits 1 at the first failure.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+T=60000   # ms, for shmem-peer
+W=/tmp/w
+mkdir -p $W
+
+fail() {
+        echo "not ok - $*"
+        systemctl status --no-pager shmem-brokerd 2>&1 | head -n 12
+        journalctl --no-pager -o short-monotonic -u shmem-brokerd | tail -n 40
+        for f in $W/*.out; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done
+        exit 1
+}
+ok() { echo "ok - $*"; }
+prop() { systemctl show -p "$1" --value shmem-brokerd.service; }
+# wait_for SECONDS WHAT COMMAND...
+wait_for() {
+        n=$(($1 * 10)); what=$2; shift 2
+        while ! "$@" >/dev/null 2>&1; do
+                n=$((n - 1))
+                [ $n -gt 0 ] || fail "timed out waiting for $what"
+                sleep 0.1
+        done
+}
+running() { [ "$(prop ActiveState)/$(prop SubState)" = active/running ]; }
+journal_count() { journalctl --no-pager -u shmem-brokerd -o cat | grep -c "$1"; }
+inspect() { shmemctl --json inspect r > "$1" || fail "shmemctl inspect r"; }
+peer() { # peer LABEL SCRIPT...: a host peer in the background, output in $W/LABEL.out
+        label=$1; shift
+        shmem-peer --label "$label" r "$@" > $W/$label.out 2>&1 &
+        echo $! > $W/$label.pid
+}
+peer_done() { # peer_done LABEL: waits for it, fails unless it exited 0
+        pid=$(cat $W/$1.pid)
+        wait "$pid" || fail "peer $1 exited $?: $(cat $W/$1.out)"
+}
+
+ldconfig
+
+# 1. systemd started the unit as installed: sysusers.d, tmpfiles.d,
+#    RuntimeDirectory=, Type=notify with STATUS=.
+wait_for 30 "shmem-brokerd active/running" running
+ok "systemd started shmem-brokerd.service (Type=notify): $(prop ActiveState)/$(prop SubState)"
+status=$(prop StatusText)
+[ "$status" = "1 regions, 0 peers, 0 control connections" ] || fail "STATUS=: '$status'"
+ok "STATUS=$status"
+id -nG shmem-broker | grep -qw kvm || fail "user shmem-broker (sysusers.d) is not in group kvm: $(id shmem-broker)"
+[ "$(stat -c %U /proc/"$(prop MainPID)")" = shmem-broker ] || fail "the broker does not run as shmem-broker"
+ok "runs as shmem-broker, in group kvm (sysusers.d)"
+[ -d /etc/shmem-broker/conf.d ] || fail "tmpfiles.d did not create /etc/shmem-broker/conf.d"
+qdir=$(stat -c '%U:%G' /run/shmem-broker/qemu)
+[ "$qdir" = shmem-broker:kvm ] || fail "/run/shmem-broker/qemu is $qdir, not shmem-broker:kvm"
+qsock=$(stat -c '%G %a' /run/shmem-broker/qemu/r.sock)
+[ "$qsock" = "kvm 660" ] || fail "r.sock is '$qsock', not 'kvm 660'"
+ok "the QEMU socket directory and r.sock have group kvm, r.sock mode 660"
+
+# 2. A real QEMU as an unprivileged member of kvm (as libvirt-qemu is): it can
+#    reach the socket, and the hardened broker reads its identity in /proc.
+setpriv --reuid=nobody --regid=nogroup --groups=kvm --inh-caps=-all \
+        qemu-system-x86_64 -S -accel tcg -machine pc -nodefaults -display none \
+        -name guest=vm-x -uuid 0b5e6f1e-6d8a-4c21-9d7e-3f1c2b4a5d60 \
+        -chardev socket,path=/run/shmem-broker/qemu/r.sock,id=ivs \
+        -device ivshmem-doorbell,chardev=ivs,vectors=17 > $W/qemu.out 2>&1 < /dev/null &
+qemu=$!
+qemu_in() { shmemctl inspect r | grep -q "vm-x"; }
+wait_for 60 "the QEMU peer in 'shmemctl inspect r'" qemu_in
+shmemctl --json inspect r | grep -q '"vm_uuid":"0b5e6f1e-6d8a-4c21-9d7e-3f1c2b4a5d60"' ||
+        fail "inspect lacks the QEMU's UUID: $(shmemctl --json inspect r)"
+ok "a QEMU running as nobody:kvm attached as peer 0, named vm-x with its UUID"
+
+# 3. kill -9: Restart=on-failure and the fd store bring everything back.
+#    A signals B before the kill; B reads it after the restart.
+peer a info write 0 from-a wait-active 0x7 $T notify 0x4 expect 16 go $T wait-active 0xf $T write 32 a-saw expect 64 c-done $T
+a_in() { grep -q "info index=1" $W/a.out; }
+wait_for 30 "peer a" a_in
+peer b info expect 0 from-a $T expect 16 go $T wait-from 0x2 $T wait-active 0xf $T write 48 b-saw expect 64 c-done $T
+b_in() { grep -q "info index=2" $W/b.out; }
+wait_for 30 "peer b" b_in
+pending_b() { shmemctl --json inspect r | grep -q '"index":2,[^}]*"pending":\[1\]'; }
+wait_for 10 "A's signal pending at B" pending_b
+stored=$(prop NFileDescriptorStore)
+[ -n "$stored" ] && [ "$stored" -gt 0 ] || fail "NFileDescriptorStore='$stored'"
+ok "peers a (1) and b (2) attached; A's signal waits at B; $stored fds in systemd's fd store"
+inspect $W/before.json
+# inspect's connection closed: the fd store holds exactly the three peers'.
+settled() { [ "$(prop StatusText)" = "$1" ]; }
+wait_for 10 "STATUS=1 regions, 3 peers, 2 control connections" settled "1 regions, 3 peers, 2 control connections"
+pid=$(prop MainPID)
+systemctl kill -s KILL --kill-who=main shmem-brokerd.service || fail "systemctl kill"
+restarted() { [ "$(prop NRestarts)" = 1 ] && running && [ "$(prop MainPID)" != "$pid" ]; }
+wait_for 30 "the restart" restarted
+[ "$(journal_count 'Restored 1 regions and 3 connections')" = 1 ] || fail "no 'Restored 1 regions and 3 connections'"
+inspect $W/after.json
+cmp -s $W/before.json $W/after.json || fail "inspect changed across the kill: $(cat $W/before.json) $(cat $W/after.json)"
+ok "after kill -9 systemd restarted the broker (NRestarts=1): 1 region, 3 connections restored, inspect unchanged"
+peer c info write 16 go expect 32 a-saw $T expect 48 b-saw $T write 64 c-done
+peer_done c
+peer_done a
+peer_done b
+grep -q "info index=3" $W/c.out || fail "the new peer is not index 3: $(cat $W/c.out)"
+grep -q "senders=0x2" $W/b.out || fail "B never got A's signal from before the kill"
+ok "a new peer joined as 3, a and b saw it; B got A's signal from before the kill"
+
+# 4. Live upgrade under systemd: same MainPID, no restart counted.
+inspect $W/before.json
+wait_for 10 "STATUS=1 regions, 1 peers, 0 control connections" settled "1 regions, 1 peers, 0 control connections"
+pid=$(prop MainPID)
+kill -USR2 "$pid"
+upgraded() { [ "$(journal_count 'Restored 1 regions and 1 connections')" = 1 ] && running; }
+wait_for 30 "the upgrade (SIGUSR2)" upgraded
+[ "$(prop MainPID)" = "$pid" ] && [ "$(prop NRestarts)" = 1 ] ||
+        fail "upgrade: MainPID $pid -> $(prop MainPID), NRestarts $(prop NRestarts)"
+inspect $W/after.json
+cmp -s $W/before.json $W/after.json || fail "inspect changed across the upgrade"
+ok "SIGUSR2 re-executed the broker in place (MainPID $pid, NRestarts 1), the QEMU peer kept"
+
+# 5. systemctl reload: a refused file fails the reload with its reason and
+#    changes nothing; a good one adds a region; the attached QEMU stays.
+printf '[region added]\nsize = lots\n' > /etc/shmem-broker/conf.d/added.conf
+systemctl reload shmem-brokerd.service 2>/dev/null && fail "systemctl reload accepted a broken file"
+journalctl --no-pager -u shmem-brokerd -o cat | grep -q "conf.d/added.conf:2:" ||
+        fail "the refused reload does not name added.conf:2 in the journal"
+running || fail "not running after the refused reload"
+ok "systemctl reload of a broken file fails, naming added.conf:2; the broker runs on"
+printf '[region added]\nsize = 8K\n' > /etc/shmem-broker/conf.d/added.conf
+systemctl reload shmem-brokerd.service || fail "systemctl reload"
+shmemctl list | grep -q '^added ' || fail "no region 'added' after systemctl reload: $(shmemctl list)"
+qemu_in || fail "the QEMU peer is gone after the reload"
+ok "systemctl reload added region 'added'; the QEMU peer stayed"
+
+# 6. The watchdog (WatchdogSec=2s in a drop-in): pings keep coming.
+w1=$(prop WatchdogTimestampMonotonic)
+sleep 3
+w2=$(prop WatchdogTimestampMonotonic)
+[ "$w1" -gt 0 ] && [ "$w2" -gt "$w1" ] || fail "watchdog timestamps $w1 -> $w2"
+[ "$(prop NRestarts)" = 1 ] || fail "restarted meanwhile: NRestarts $(prop NRestarts)"
+ok "WATCHDOG=1 reaches systemd ($w1 -> $w2 us), no watchdog restart"
+
+# 7. A clean stop: STOPPING=1, exit 0, the fd store emptied; a start comes up fresh.
+systemctl stop shmem-brokerd.service || fail "systemctl stop"
+[ "$(prop ActiveState)" = inactive ] || fail "after stop: $(prop ActiveState)"
+[ "$(prop ExecMainStatus)" = 0 ] || fail "exit status $(prop ExecMainStatus)"
+[ "$(prop NFileDescriptorStore)" = 0 ] || fail "fd store after stop: $(prop NFileDescriptorStore)"
+ok "systemctl stop: exit 0, fd store empty"
+systemctl start shmem-brokerd.service || fail "systemctl start"
+running || fail "not running after start"
+[ "$(shmemctl --json inspect r | grep -c vm-x)" = 0 ] || fail "the region kept its peer across a stop"
+ok "systemctl start: a fresh broker with regions r and added"
+kill "$qemu" 2>/dev/null
+exit 0
