@@ -173,20 +173,36 @@ typedef struct QemuUser {
         bool certain; /* from the running domain's DAC label, not a default */
 } QemuUser;
 
-/* @uid and @gid with the user's supplementary groups, as libvirt starts QEMU. */
+static bool in_groups(const QemuUser *u, gid_t gid) {
+        for (int i = 0; i < u->n_groups; i++)
+                if (u->groups[i] == gid)
+                        return true;
+        return false;
+}
+
+/*
+ * @uid and @gid as libvirt starts QEMU: @gid, plus every group of the user,
+ * its passwd primary group included. Debian's libvirt-qemu has primary group
+ * kvm and is listed as a member of no group, so getgrouplist() from @gid
+ * alone misses kvm (and `shmemctl attach` refused a socket QEMU could open).
+ */
 static bool qemu_user_fill(QemuUser *u, uid_t uid, gid_t gid) {
         struct passwd *pw = getpwuid(uid);
+        int max = (int) (sizeof(u->groups) / sizeof(u->groups[0]));
 
         u->uid = uid;
         u->groups[0] = gid;
         u->n_groups = 1;
-        if (pw) {
-                snprintf(u->name, sizeof(u->name), "%s", pw->pw_name);
-                u->n_groups = (int) (sizeof(u->groups) / sizeof(u->groups[0]));
-                if (getgrouplist(pw->pw_name, gid, u->groups, &u->n_groups) < 0)
-                        u->n_groups = 1;
-        } else
+        if (!pw) {
                 snprintf(u->name, sizeof(u->name), "uid %u", (unsigned) uid);
+                return true;
+        }
+        snprintf(u->name, sizeof(u->name), "%s", pw->pw_name);
+        u->n_groups = max - 1;
+        if (getgrouplist(pw->pw_name, pw->pw_gid, u->groups, &u->n_groups) < 0)
+                u->n_groups = 1, u->groups[0] = pw->pw_gid;
+        if (!in_groups(u, gid))
+                u->groups[u->n_groups++] = gid;
         return true;
 }
 
@@ -220,13 +236,6 @@ static bool qemu_user_of(const VirtOptions *o, virDomainPtr dom, QemuUser *u) {
         if (!pw)
                 pw = getpwnam("qemu");
         return pw && qemu_user_fill(u, pw->pw_uid, pw->pw_gid);
-}
-
-static bool in_groups(const QemuUser *u, gid_t gid) {
-        for (int i = 0; i < u->n_groups; i++)
-                if (u->groups[i] == gid)
-                        return true;
-        return false;
 }
 
 /* Whether @u has all @want bits (r=4, w=2, x=1) on @st, by owner, group, other. */
