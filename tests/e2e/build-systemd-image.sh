@@ -4,8 +4,8 @@
 # build-systemd-image.sh OUTDIR
 #
 # Builds OUTDIR/rootfs.cpio: a Debian 12 root file system with systemd as
-# init, the libraries the broker and shmemctl link against, and QEMU (a paused
-# QEMU is a real ivshmem peer inside the VM). test_systemd.py appends the
+# init, the libraries the broker and shmemctl link against, QEMU (a paused
+# QEMU is a real ivshmem peer inside the VM) and libvirtd. test_systemd.py appends the
 # project, installed with `cmake --install`, as a second archive and boots it
 # as an initramfs with the e2e guest kernel: a real PID 1 systemd runs the
 # unit as shipped. Everything comes from Debian's archive through mmdebstrap;
@@ -29,7 +29,8 @@ fi
 root=$out/rootfs
 rm -rf "$root" "$out/rootfs.cpio" "$out/rootfs.stamp"
 # shmem-brokerd: libevent, protobuf-c, libinih; shmemctl: libvirt0; a QEMU
-# peer: qemu-system-x86 (without its Recommends: no firmware beyond SeaBIOS).
+# peer: qemu-system-x86 (without its Recommends: no firmware beyond SeaBIOS);
+# libvirt-daemon-system, enabled at boot as on a Debian host.
 # The host's own package sources (mirror, security), as apt-get uses them here.
 set --
 for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
@@ -37,7 +38,7 @@ for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.l
 done
 mmdebstrap --quiet --variant=minbase --mode=root --format=directory \
         --aptopt='APT::Install-Recommends "false"' --aptopt='Acquire::Check-Valid-Until "false"' \
-        --include=systemd,systemd-sysv,udev,libevent-core-2.1-7,libprotobuf-c1,libinih1,libvirt0,qemu-system-x86 \
+        --include=systemd,systemd-sysv,udev,libevent-core-2.1-7,libprotobuf-c1,libinih1,libvirt0,qemu-system-x86,libvirt-daemon-system,libvirt-clients \
         bookworm "$root" "$@" || die "mmdebstrap failed (is Debian's archive reachable?)"
 
 rm -rf "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/locale" "$root/usr/share/info" \

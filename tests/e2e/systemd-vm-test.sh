@@ -48,9 +48,20 @@ ldconfig
 #    RuntimeDirectory=, Type=notify with STATUS=.
 wait_for 30 "shmem-brokerd active/running" running
 ok "systemd started shmem-brokerd.service (Type=notify): $(prop ActiveState)/$(prop SubState)"
-status=$(prop StatusText)
-[ "$status" = "1 regions, 0 peers, 0 control connections" ] || fail "STATUS=: '$status'"
-ok "STATUS=$status"
+
+# libvirtd starts after the broker (Before=libvirtd.service) and autostarts
+# vm-boot, whose QEMU (user libvirt-qemu) finds the socket of region 'boot'.
+boot_running() { [ "$(virsh -c qemu:///system domstate vm-boot 2>/dev/null)" = running ]; }
+wait_for 120 "libvirtd to autostart vm-boot" boot_running
+boot_in() {
+        shmemctl --json inspect boot |
+                grep -q "\"uid\":$(id -u libvirt-qemu),[^}]*\"vm_name\":\"vm-boot\"[^}]*\"libvirt\":true"
+}
+wait_for 30 "vm-boot in 'shmemctl inspect boot' as libvirt's, uid libvirt-qemu" boot_in
+ok "libvirtd autostarted vm-boot at boot; its QEMU (libvirt-qemu) is peer 0 of 'boot', confirmed as libvirt's"
+settled() { [ "$(prop StatusText)" = "$1" ]; }
+wait_for 10 "STATUS=2 regions, 1 peers, 0 control connections" settled "2 regions, 1 peers, 0 control connections"
+ok "STATUS=$(prop StatusText)"
 id -nG shmem-broker | grep -qw kvm || fail "user shmem-broker (sysusers.d) is not in group kvm: $(id shmem-broker)"
 [ "$(stat -c %U /proc/"$(prop MainPID)")" = shmem-broker ] || fail "the broker does not run as shmem-broker"
 ok "runs as shmem-broker, in group kvm (sysusers.d)"
@@ -89,17 +100,17 @@ stored=$(prop NFileDescriptorStore)
 [ -n "$stored" ] && [ "$stored" -gt 0 ] || fail "NFileDescriptorStore='$stored'"
 ok "peers a (1) and b (2) attached; A's signal waits at B; $stored fds in systemd's fd store"
 inspect $W/before.json
-# inspect's connection closed: the fd store holds exactly the three peers'.
-settled() { [ "$(prop StatusText)" = "$1" ]; }
-wait_for 10 "STATUS=1 regions, 3 peers, 2 control connections" settled "1 regions, 3 peers, 2 control connections"
+# inspect's connection closed: the fd store holds exactly the four peers'.
+wait_for 10 "STATUS=2 regions, 4 peers, 2 control connections" settled "2 regions, 4 peers, 2 control connections"
 pid=$(prop MainPID)
 systemctl kill -s KILL --kill-who=main shmem-brokerd.service || fail "systemctl kill"
 restarted() { [ "$(prop NRestarts)" = 1 ] && running && [ "$(prop MainPID)" != "$pid" ]; }
 wait_for 30 "the restart" restarted
-[ "$(journal_count 'Restored 1 regions and 3 connections')" = 1 ] || fail "no 'Restored 1 regions and 3 connections'"
+[ "$(journal_count 'Restored 2 regions and 4 connections')" = 1 ] || fail "no 'Restored 2 regions and 4 connections'"
 inspect $W/after.json
 cmp -s $W/before.json $W/after.json || fail "inspect changed across the kill: $(cat $W/before.json) $(cat $W/after.json)"
-ok "after kill -9 systemd restarted the broker (NRestarts=1): 1 region, 3 connections restored, inspect unchanged"
+boot_in || fail "vm-boot is not in region 'boot' after the kill"
+ok "after kill -9 systemd restarted the broker (NRestarts=1): 2 regions, 4 connections restored, inspect unchanged"
 peer c info write 16 go expect 32 a-saw $T expect 48 b-saw $T write 64 c-done
 peer_done c
 peer_done a
@@ -110,10 +121,10 @@ ok "a new peer joined as 3, a and b saw it; B got A's signal from before the kil
 
 # 4. Live upgrade under systemd: same MainPID, no restart counted.
 inspect $W/before.json
-wait_for 10 "STATUS=1 regions, 1 peers, 0 control connections" settled "1 regions, 1 peers, 0 control connections"
+wait_for 10 "STATUS=2 regions, 2 peers, 0 control connections" settled "2 regions, 2 peers, 0 control connections"
 pid=$(prop MainPID)
 kill -USR2 "$pid"
-upgraded() { [ "$(journal_count 'Restored 1 regions and 1 connections')" = 1 ] && running; }
+upgraded() { [ "$(journal_count 'Restored 2 regions and 2 connections')" = 1 ] && running; }
 wait_for 30 "the upgrade (SIGUSR2)" upgraded
 [ "$(prop MainPID)" = "$pid" ] && [ "$(prop NRestarts)" = 1 ] ||
         fail "upgrade: MainPID $pid -> $(prop MainPID), NRestarts $(prop NRestarts)"
@@ -135,7 +146,18 @@ shmemctl list | grep -q '^added ' || fail "no region 'added' after systemctl rel
 qemu_in || fail "the QEMU peer is gone after the reload"
 ok "systemctl reload added region 'added'; the QEMU peer stayed"
 
-# 6. The watchdog (WatchdogSec=2s in a drop-in): pings keep coming.
+# 6. shmemctl attach through libvirtd: region 'added' hot-plugged into the
+#    running vm-boot; its QEMU joins. Destroying the domain frees both indices.
+shmemctl attach vm-boot added --live > $W/attach.out 2>&1 || fail "shmemctl attach: $(cat $W/attach.out)"
+added_in() { shmemctl --json inspect added | grep -q '"vm_name":"vm-boot"[^}]*"libvirt":true'; }
+wait_for 30 "vm-boot in region 'added'" added_in
+ok "shmemctl attach vm-boot added --live: vm-boot's QEMU joined 'added'"
+virsh -c qemu:///system destroy vm-boot > /dev/null || fail "virsh destroy vm-boot"
+left() { [ "$(shmemctl --json inspect boot | grep -c vm-boot)" = 0 ] && [ "$(shmemctl --json inspect added | grep -c vm-boot)" = 0 ]; }
+wait_for 30 "vm-boot to leave 'boot' and 'added'" left
+ok "virsh destroy vm-boot: its QEMU left both regions"
+
+# 7. The watchdog (WatchdogSec=2s in a drop-in): pings keep coming.
 w1=$(prop WatchdogTimestampMonotonic)
 sleep 3
 w2=$(prop WatchdogTimestampMonotonic)
@@ -143,7 +165,7 @@ w2=$(prop WatchdogTimestampMonotonic)
 [ "$(prop NRestarts)" = 1 ] || fail "restarted meanwhile: NRestarts $(prop NRestarts)"
 ok "WATCHDOG=1 reaches systemd ($w1 -> $w2 us), no watchdog restart"
 
-# 7. A clean stop: STOPPING=1, exit 0, the fd store emptied; a start comes up fresh.
+# 8. A clean stop: STOPPING=1, exit 0, the fd store emptied; a start comes up fresh.
 systemctl stop shmem-brokerd.service || fail "systemctl stop"
 [ "$(prop ActiveState)" = inactive ] || fail "after stop: $(prop ActiveState)"
 [ "$(prop ExecMainStatus)" = 0 ] || fail "exit status $(prop ExecMainStatus)"
@@ -152,6 +174,6 @@ ok "systemctl stop: exit 0, fd store empty"
 systemctl start shmem-brokerd.service || fail "systemctl start"
 running || fail "not running after start"
 [ "$(shmemctl --json inspect r | grep -c vm-x)" = 0 ] || fail "the region kept its peer across a stop"
-ok "systemctl start: a fresh broker with regions r and added"
+ok "systemctl start: a fresh broker, region r without peers"
 kill "$qemu" 2>/dev/null
 exit 0

@@ -6,9 +6,10 @@ protocols; this proves the packaging: `cmake --install` into a Debian 12 root
 file system (build-systemd-image.sh), systemd-sysusers and systemd-tmpfiles
 at boot, `systemctl enable` through the unit's [Install] section, and every
 hardening setting of the unit. systemd-vm-test.sh runs inside as
-shmem-test.service: STATUS=, the QEMU socket's group, a real QEMU peer as an
-unprivileged kvm member, kill -9 and Restart= with the fd store, SIGUSR2
-upgrade, systemctl reload, the watchdog, a clean stop.
+shmem-test.service: STATUS=, the QEMU socket's group, libvirtd autostarting a
+domain with a <shmem> device at boot, a real QEMU peer as an unprivileged kvm
+member, kill -9 and Restart= with the fd store, SIGUSR2 upgrade, systemctl
+reload, shmemctl attach through libvirtd, the watchdog, a clean stop.
 
 Run: python3 test_systemd.py BUILD_DIR  (needs root, mmdebstrap, the e2e guest kernel)
 """
@@ -48,7 +49,28 @@ WantedBy=multi-user.target
 
 # The only change to the unit as shipped: a watchdog short enough to watch.
 WATCHDOG_DROPIN = "[Service]\nWatchdogSec=2s\n"
-CONFIG = "[region r]\nsize = 64K\n"
+CONFIG = "[region r]\nsize = 64K\n[region boot]\nsize = 64K\n"
+# A libvirt domain that autostarts at boot with region 'boot', as docs/libvirt.md
+# writes it by hand: the unit's Before=libvirtd.service is what makes its socket
+# exist when libvirtd starts the domain. No OS: SeaBIOS finds nothing to boot.
+DOMAIN = """\
+<domain type='qemu'>
+  <name>vm-boot</name>
+  <uuid>5f0c3f0e-9a55-4e0b-8d0e-2b7c1f6a9e11</uuid>
+  <memory unit='MiB'>32</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <features><acpi/></features>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <shmem name='boot'>
+      <model type='ivshmem-doorbell'/>
+      <server path='/run/shmem-broker/qemu/boot.sock'/>
+      <msi vectors='17' ioeventfd='on'/>
+    </shmem>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
 
 
 class SystemdUnit(unittest.TestCase):
@@ -88,11 +110,14 @@ class SystemdUnit(unittest.TestCase):
             os.path.join(units, "shmem-test.service"): TEST_UNIT,
             os.path.join(units, "shmem-brokerd.service.d", "watchdog.conf"): WATCHDOG_DROPIN,
             os.path.join(root, "etc", "shmem-broker", "broker.conf"): CONFIG,
+            os.path.join(root, "etc", "libvirt", "qemu", "vm-boot.xml"): DOMAIN,
         }
         for path, text in files.items():
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(text)
+        os.makedirs(os.path.join(root, "etc", "libvirt", "qemu", "autostart"))
+        os.symlink("/etc/libvirt/qemu/vm-boot.xml", os.path.join(root, "etc", "libvirt", "qemu", "autostart", "vm-boot.xml"))
         wants = os.path.join(units, "multi-user.target.wants")
         os.symlink("/etc/systemd/system/shmem-test.service", os.path.join(wants, "shmem-test.service"))
         shutil.copy(os.path.join(HERE, "systemd-vm-test.sh"), os.path.join(root, "test.sh"))
