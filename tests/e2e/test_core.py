@@ -8,6 +8,7 @@ by guestlab; a hung QEMU fails its test, never the suite.
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -108,10 +109,14 @@ class QemuIndexReuse(unittest.TestCase):
         lab.start_broker()
         procs = {}
 
+        def qmp_path(name):
+            return os.path.join(lab.workdir, f"{name}.qmp")
+
         def qemu(name):
             procs[name] = subprocess.Popen(
                 ["qemu-system-x86_64", "-accel", "tcg", "-S", "-display", "none", "-nodefaults",
                  "-no-user-config", "-monitor", "none", "-name", f"guest={name}",
+                 "-qmp", f"unix:{qmp_path(name)},server=on,wait=off",
                  "-chardev", f"socket,path={lab.qemu_socket()},id=ivs",
                  "-device", f"ivshmem-doorbell,chardev=ivs,vectors={scenario.VECTORS}"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -125,6 +130,20 @@ class QemuIndexReuse(unittest.TestCase):
             self.fail(f"peers are {got}, want {labels}")
 
         def stop(name):
+            # The device connects during QEMU's start-up, before QEMU handles
+            # SIGTERM: a QMP greeting means its main loop runs, and a
+            # SIGTERM then is a clean exit (0), not death by signal (-15).
+            end = time.monotonic() + 30
+            while True:
+                try:
+                    with socket.socket(socket.AF_UNIX) as q:
+                        q.settimeout(30)
+                        q.connect(qmp_path(name))
+                        self.assertIn(b"QMP", q.recv(4096))
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    self.assertLess(time.monotonic(), end, f"no QMP socket from QEMU {name}")
+                    time.sleep(0.05)
             procs[name].terminate()
             out, _ = procs[name].communicate(timeout=30)
             return procs[name].returncode, out.decode(errors="replace")
