@@ -165,7 +165,8 @@ class Domain:
 
     def make_xml(self, devices):
         q35 = self.machine == "q35"
-        cmdline = "console=ttyS0 quiet panic=-1" + (" intel_iommu=on" if q35 else "")
+        # no_timer_check as guestlab.py: no boot-time timer test to fail under load.
+        cmdline = "console=ttyS0 quiet panic=-1 no_timer_check" + (" intel_iommu=on" if q35 else "")
         # libvirt 9.0 refuses intremap without the split irqchip ("IOMMU
         # interrupt remapping requires split I/O APIC (ioapic driver='qemu')").
         # ACPI carries the IOMMU's DMAR table to the guest, and hotplug on pc.

@@ -140,7 +140,7 @@ class SystemdUnit(unittest.TestCase):
                 "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                 "-serial", f"file:{console}", "-serial", f"file:{result}",
                 "-kernel", self.kernel, "-initrd", initrd,
-                "-append", "console=ttyS0 rdinit=/sbin/init panic=-1 quiet systemd.show_status=error"]
+                "-append", "console=ttyS0 rdinit=/sbin/init panic=-1 quiet no_timer_check systemd.show_status=error"]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 preexec_fn=guestlab._die_with_parent)
         timed_out = False
