@@ -142,7 +142,7 @@ class SystemdUnit(unittest.TestCase):
                 "-kernel", self.kernel, "-initrd", initrd,
                 "-append", "console=ttyS0 rdinit=/sbin/init panic=-1 quiet no_timer_check systemd.show_status=error"]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                preexec_fn=guestlab._die_with_parent)
+                                preexec_fn=guestlab.die_with_parent)
         timed_out = False
         try:
             qemu_out, _ = proc.communicate(timeout=TIMEOUT)
