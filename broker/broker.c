@@ -46,6 +46,10 @@ static void broker_on_upgrade(evutil_socket_t fd, short what, void *userdata) {
         int r;
 
         persist_flush(b->persist);
+        /* systemd's watchdog runs on across the exec: ping now, and the new
+         * image pings with its READY=1, so restoring has a whole interval. */
+        if (b->ev_watchdog)
+                (void) persist_notify(b->persist, "WATCHDOG=1");
         log_info("Upgrading: re-executing '%s' with every fd and the state", b->exe);
         r = persist_upgrade(b->persist, b->exe, b->argv);
         log_error_errno(r, "Cannot upgrade, going on: %m");
@@ -262,7 +266,8 @@ Broker *broker_free(Broker *b) {
         return NULL;
 }
 
-/* STATUS= for systemctl status, sent when it changed. */
+/* STATUS= for systemctl status, sent when it changed; with READY=1 (and a
+ * watchdog ping, which after an upgrade is the first of the new image). */
 static void broker_send_status(Broker *b, bool ready) {
         char status[sizeof(b->status)], text[sizeof(status) + 32];
         unsigned peers = 0;
@@ -275,7 +280,8 @@ static void broker_send_status(Broker *b, bool ready) {
         if (!ready && strcmp(status, b->status) == 0)
                 return;
         snprintf(b->status, sizeof(b->status), "%s", status);
-        snprintf(text, sizeof(text), "%sSTATUS=%s", ready ? "READY=1\n" : "", status);
+        snprintf(text, sizeof(text), "%s%sSTATUS=%s", ready ? "READY=1\n" : "",
+                 ready && b->ev_watchdog ? "WATCHDOG=1\n" : "", status);
         (void) persist_notify(b->persist, text);
 }
 

@@ -251,6 +251,16 @@ class Restart(unittest.TestCase):
         self.assertLessEqual(self.sd.watchdog, (time.monotonic() - start) / 0.1 + 2)
         self.assertEqual(self.sd.kill(signal.SIGTERM), 0)
         self.assertEqual(self.sd.stopping, 1)
+        # An upgrade keeps systemd's watchdog fed: a ping before the exec and
+        # one with the new image's READY=1, however long the interval.
+        env["WATCHDOG_USEC"] = "60000000"
+        self.sd.start(self.argv, env=env)
+        self.assertEqual((self.sd.ready, self.sd.watchdog), (1, 1))
+        self.sd.proc.send_signal(signal.SIGUSR2)
+        self.wait_for(lambda: self.sd.ready == 2)
+        self.sd.pump()
+        self.assertEqual(self.sd.watchdog, 3)
+        self.assertEqual(self.sd.kill(signal.SIGTERM), 0)
         # WATCHDOG_PID of another process: not for this one.
         env["WATCHDOG_PID"] = "1"
         self.sd.start(self.argv, env=env)
