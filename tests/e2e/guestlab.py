@@ -143,6 +143,22 @@ def irq_counts(log):
     return counts
 
 
+def qmp_answers(path):
+    """True when the QEMU whose QMP socket is @path answers a command: its
+    main loop runs (devices realized, signals handled); False if not yet."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(path)
+            f = s.makefile("rwb")
+            json.loads(f.readline())  # greeting
+            f.write(b'{"execute":"qmp_capabilities"}\n')
+            f.flush()
+            return "return" in json.loads(f.readline())
+    except (OSError, ValueError):
+        return False
+
+
 class Guest:
     def __init__(self, image, script, workdir, shmem=(), name="guest", timeout=120,
                  iommu=True, memory="256M", files=None, append=""):
@@ -205,19 +221,7 @@ class Guest:
     def is_connected(self):
         """True once QEMU answers on QMP: its main loop runs, so every device,
         ivshmem handshake included, is realized."""
-        if self.connected:
-            return True
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(2)
-                s.connect(self.qmp_path)
-                f = s.makefile("rwb")
-                json.loads(f.readline())  # greeting
-                f.write(b'{"execute":"qmp_capabilities"}\n')
-                f.flush()
-                self.connected = "return" in json.loads(f.readline())
-        except (OSError, ValueError):
-            pass
+        self.connected = self.connected or qmp_answers(self.qmp_path)
         return self.connected
 
     def wait_connected(self, timeout=30):

@@ -8,7 +8,6 @@ by guestlab; a hung QEMU fails its test, never the suite.
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -131,19 +130,12 @@ class QemuIndexReuse(unittest.TestCase):
 
         def stop(name):
             # The device connects during QEMU's start-up, before QEMU handles
-            # SIGTERM: a QMP greeting means its main loop runs, and a
-            # SIGTERM then is a clean exit (0), not death by signal (-15).
+            # SIGTERM: once QMP answers its main loop runs, and a SIGTERM
+            # then is a clean exit (0), not death by signal (-15).
             end = time.monotonic() + 30
-            while True:
-                try:
-                    with socket.socket(socket.AF_UNIX) as q:
-                        q.settimeout(30)
-                        q.connect(qmp_path(name))
-                        self.assertIn(b"QMP", q.recv(4096))
-                    break
-                except (FileNotFoundError, ConnectionRefusedError):
-                    self.assertLess(time.monotonic(), end, f"no QMP socket from QEMU {name}")
-                    time.sleep(0.05)
+            while not guestlab.qmp_answers(qmp_path(name)):
+                self.assertLess(time.monotonic(), end, f"QEMU {name} does not answer on QMP")
+                time.sleep(0.05)
             procs[name].terminate()
             out, _ = procs[name].communicate(timeout=30)
             return procs[name].returncode, out.decode(errors="replace")
