@@ -51,9 +51,9 @@ def sbin(tool):
     return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
 
 
-def virsh(*args, check=True, timeout=60):
+def virsh(*args, check=True, timeout=None):
     p = subprocess.run([sbin("virsh"), "-c", URI, *args], capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout or PROBE_DEADLINE)
     if check and p.returncode != 0:
         raise RuntimeError(f"virsh {' '.join(args)}: {p.stderr.strip()}")
     return p
@@ -88,11 +88,68 @@ def _libvirtd_up():
         return False
 
 
+QEMU_USER = "libvirt-qemu"  # Debian's libvirt runs QEMU as this user (qemu.conf's default)
+PROBE_DEADLINE = 300        # s: a libvirtd that re-probes QEMU on every lookup (below) takes 32-35 s each
+
+
+def kvm_node_unusable_by_qemu():
+    """Whether /dev/kvm exists but QEMU's user may not open it read-write.
+
+    Debian's udev makes /dev/kvm root:kvm 0660 (50-udev-default.rules) and
+    libvirt-qemu is in kvm. A machine without udev (a container, a Firecracker
+    VM like the CI's) keeps the kernel's root:root 0600. libvirtd (9.0) then
+    probes QEMU with KVM (the probe can open the node) but judges KVM "not
+    available now" for QEMU's user on every capability lookup, discards its
+    cache and probes again: 32-35 s for each `virsh define`
+    (docs/libvirt.md, troubleshooting)."""
+    import grp
+    import pwd
+    try:
+        st = os.stat("/dev/kvm")
+        pw = pwd.getpwnam(QEMU_USER)
+    except (FileNotFoundError, KeyError):
+        return False
+    groups = set(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    if st.st_uid == pw.pw_uid:
+        bits = st.st_mode >> 6
+    elif st.st_gid in groups:
+        bits = st.st_mode >> 3
+    else:
+        bits = st.st_mode
+    return bits & 0o6 != 0o6
+
+
+def start_libvirtd(workdir):
+    """`libvirtd -d`; where /dev/kvm lacks udev's permissions, in a private
+    mount namespace whose /dev/kvm is the same device with udev's owner and
+    mode, so that libvirtd sees the same accelerators at every lookup and
+    probes QEMU once. The host's /dev/kvm is left as it is; libvirtd and the
+    QEMUs it starts see the node of the namespace."""
+    if not kvm_node_unusable_by_qemu():
+        subprocess.run([sbin("libvirtd"), "-d"], check=True, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return "as it is"
+    import grp
+    st = os.stat("/dev/kvm")
+    node = os.path.join(workdir, "kvm")
+    if os.path.exists(node):
+        os.unlink(node)
+    os.mknod(node, 0o600 | stat.S_IFCHR, st.st_rdev)
+    os.chown(node, 0, grp.getgrnam("kvm").gr_gid)
+    os.chmod(node, 0o660)
+    subprocess.run([sbin("unshare"), "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$1" /dev/kvm && exec "$2" -d', "sh", node, sbin("libvirtd")],
+                   check=True, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return "in a mount namespace with /dev/kvm as root:kvm 0660 (udev's), the host's being " \
+           f"{stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid}"
+
+
 class Daemons:
     """virtlogd and libvirtd: started if down (`NAME -d`, as libvirt-lab.md);
     stop() ends only those this object started."""
 
-    def __init__(self):
+    def __init__(self, workdir):
+        self.workdir = workdir
         self.started = []  # (name, pid)
         self.notes = []
 
@@ -100,8 +157,12 @@ class Daemons:
         for name, up in (("virtlogd", _virtlogd_up), ("libvirtd", _libvirtd_up)):
             if up():
                 continue
-            subprocess.run([sbin(name), "-d"], check=True, timeout=60,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if name == "libvirtd":
+                how = start_libvirtd(self.workdir)
+            else:
+                subprocess.run([sbin(name), "-d"], check=True, timeout=60,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                how = "as it is"
             end = time.monotonic() + 60
             while not up():
                 if time.monotonic() > end:
@@ -110,7 +171,27 @@ class Daemons:
             pid = _pid_of(name)
             if pid:
                 self.started.append((name, pid))
-                self.notes.append(f"started {name} {pid}")
+                self.notes.append(f"started {name} {pid} {how}")
+        self.wait_capabilities()
+
+    def wait_capabilities(self):
+        """Ready means libvirtd has QEMU's capabilities: the first lookup
+        probes QEMU, which under TCG on a loaded machine takes seconds (and a
+        libvirtd someone else started on a machine without udev probes again
+        on every lookup, 32-35 s each: then every virsh call below needs its
+        long deadline). Awaited here, explicitly, with a deadline that fits."""
+        t = time.monotonic()
+        virsh("domcapabilities", "--virttype", "qemu", "--arch", "x86_64", "--machine", "q35",
+              timeout=PROBE_DEADLINE)
+        first = time.monotonic() - t
+        t = time.monotonic()
+        virsh("domcapabilities", "--virttype", "qemu", "--arch", "x86_64", "--machine", "q35",
+              timeout=PROBE_DEADLINE)
+        again = time.monotonic() - t
+        self.notes.append(f"QEMU capabilities: first lookup {first:.2f} s, second {again:.2f} s")
+        if again > 1:
+            self.notes.append("libvirtd re-probes QEMU on every lookup (see kvm_node_unusable_by_qemu): "
+                              f"each define and start takes that long, within their {PROBE_DEADLINE} s deadline")
 
     def stop(self):
         keep = False  # libvirtd stays, and so does the virtlogd it uses
@@ -198,8 +279,10 @@ class Domain:
     def define(self):
         with open(self.xml_path, "w") as f:
             f.write(self.xml)
-        virsh("define", self.xml_path)
+        # Remembered first: a define that outlives its deadline may still
+        # complete in libvirtd, and the domain must go at the end all the same.
         _defined.add(self.name)
+        virsh("define", self.xml_path)
         return self
 
     def start(self):
@@ -207,7 +290,7 @@ class Domain:
         if os.path.exists(self.serial):
             os.unlink(self.serial)
         self.started = time.monotonic()
-        virsh("start", self.name, timeout=120)
+        virsh("start", self.name)
         return self
 
     def uuid(self):
@@ -386,7 +469,7 @@ class LibvirtTest(unittest.TestCase):
         # Class cleanups run even when setUpClass fails half-way.
         cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
         cls.addClassCleanup(cleanup_all)
-        cls.daemons = Daemons()
+        cls.daemons = Daemons(cls.workdir)
         _cleanups.append(cls.daemons)
         cls.daemons.ensure()
         remove_stale_domains()
@@ -631,9 +714,18 @@ sleep 5
 _cleanups = []
 
 
+def own_domains():
+    """The domains of this run: those it defined, and any libvirt knows by its names."""
+    names = set(_defined)
+    if _libvirtd_up():
+        names.update(n for n in virsh("list", "--all", "--name", check=False).stdout.split()
+                     if NAME_RE.match(n) and n.endswith(f"-{os.getpid()}"))
+    return names
+
+
 def cleanup_all():
     """Domains first (they hold broker sockets), then the broker, then the daemons."""
-    for name in list(_defined):
+    for name in own_domains():
         remove_domain(name)
     for c in reversed(_cleanups):
         try:
