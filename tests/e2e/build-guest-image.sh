@@ -10,7 +10,7 @@
 #                           the bzImage)
 #   OUTDIR/initramfs.cpio.gz  busybox-static, the vfio modules, shmem-guest and
 #                           an /init that runs /test.sh (added by a per-test
-#                           overlay cpio, see guestlab.py), prints
+#                           overlay cpio, see tests/harness/guestlab.py), prints
 #                           "SHMEM-RESULT rc=N" and powers off
 # The kernel package is fetched with `apt-get download` (never installed: the
 # host's own kernel is not Debian's) and cached in OUTDIR/cache with the few

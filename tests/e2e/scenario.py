@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 
-import guestlab
+from harness import guestlab
 
 REGION = "e2e"
 SIZE = "1M"

@@ -13,8 +13,8 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import guestlab  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+from harness import guestlab  # noqa: E402
 import scenario  # noqa: E402
 
 BUILD = None

@@ -34,8 +34,8 @@ import time
 import unittest
 from xml.sax.saxutils import escape, quoteattr
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import guestlab  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+from harness import guestlab  # noqa: E402
 
 ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
                                           "SHMEM_SHMEMCTL", "SHMEM_E2E_IMAGE_DIR")}

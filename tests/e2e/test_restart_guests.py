@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """e2e: kill -9 the broker under two TCG guests and a host peer; nobody notices.
 
-The broker runs under a fake service manager (tests/integration/fakesystemd.py)
+The broker runs under a fake service manager (tests/harness/fakesystemd.py)
 that keeps its fd store and restarts it with LISTEN_FDS, as systemd does.
 During each outage the guests and the host peer go on signaling each other;
 after the last restart a new peer joins and the guests see the membership event;
@@ -23,12 +23,8 @@ import tempfile
 import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-import guestlab  # noqa: E402
-from fakesystemd import FakeSystemd  # noqa: E402
-from hostpeer import HostPeer  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+from harness import FakeSystemd, HostPeer, guestlab  # noqa: E402
 
 ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
                                           "SHMEM_E2E_IMAGE_DIR", "SHMEM_SHMEMCTL")}

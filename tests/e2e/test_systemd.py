@@ -22,8 +22,8 @@ import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import guestlab  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, os.pardir))  # tests/: harness
+from harness import guestlab  # noqa: E402
 
 TIMEOUT = 300  # s for the whole VM run
 # SHMEM_KEEP=1 keeps the work directory (console.log, result.log, the initrd).

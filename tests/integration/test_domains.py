@@ -15,8 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
 
 BUILD = None
 U1 = "11111111-2222-3333-4444-555555555555"
@@ -66,29 +68,19 @@ size = 64K
 size = 64K
 pin = {U3}:2
 """)
-        self.log = open(os.path.join(self.dir, "broker.log"), "w+")
-        self.broker = subprocess.Popen([os.path.join(BUILD, "broker", "shmem-brokerd"), "--config", conf,
-                                        "--rundir", self.rundir], stdout=self.log, stderr=subprocess.STDOUT)
         self.fakes = []
-        for _ in range(500):
-            if os.path.exists(self.sock):
-                break
-            self.assertIsNone(self.broker.poll(), self.broker_log())
-            time.sleep(0.01)
+        self.broker = harness.Broker([os.path.join(BUILD, "broker", "shmem-brokerd"), "--config", conf],
+                                     self.rundir, os.path.join(self.dir, "broker.log"))
 
     def tearDown(self):
         for p in self.fakes:
             p.kill()
             p.communicate()
-        self.broker.terminate()
-        self.broker.wait(10)
-        self.log.close()
+        self.broker.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def broker_log(self):
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()
+        return self.broker.log()
 
     def vm(self, region, name, uuid, pidfile=True):
         """A fake QEMU of domain @name attached to @region's socket; returns (version, pid)."""

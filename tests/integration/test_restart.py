@@ -18,9 +18,9 @@ import tempfile
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fakesystemd import FakeSystemd  # noqa: E402
-from hostpeer import HostPeer  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
+from harness import FakeSystemd, HostPeer  # noqa: E402
 
 BUILD = None
 DATA = 4096  # data offset in a shmem-mode region
@@ -41,7 +41,8 @@ class Restart(unittest.TestCase):
         self.peer = os.path.join(BUILD, "clients", "tool", "shmem-peer")
         self.shmemctl = os.path.join(BUILD, "clients", "shmemctl", "shmemctl")
         self.sd = FakeSystemd(self.dir)
-        self.argv = [self.brokerd, "--no-config", "--rundir", self.rundir, "--region", "r:64K"]
+        self.args = [self.brokerd, "--no-config", "--region", "r:64K"]  # harness.Broker adds --rundir
+        self.argv = self.args + ["--rundir", self.rundir]
         self.procs = []
 
     def tearDown(self):
@@ -178,10 +179,10 @@ class Restart(unittest.TestCase):
 
     def test_upgrade_without_systemd(self):
         """SIGUSR2 and the Upgrade request re-execute the broker with every fd: nobody notices."""
-        log = open(os.path.join(self.dir, "broker.log"), "w+")
-        broker = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        self.addCleanup(lambda: broker.poll() is None and (broker.kill(), broker.wait()))
-        self.wait_for(lambda: os.path.exists(self.sock))
+        broker = harness.Broker(self.args, self.rundir, os.path.join(self.dir, "broker.log"))
+        self.addCleanup(broker.close)
+        log = open(broker.log_path)
+        self.addCleanup(log.close)
         a = self.start_peer("a", "info write 0 from-a wait-active 0x3 30000 notify 0x2 expect 512 upgraded 30000 "
                                  "wait-active 0x7 30000 write 320 a-saw-7 expect 384 b-saw-7 30000")
         self.wait_output(a, "info index=0")
@@ -224,9 +225,9 @@ class Restart(unittest.TestCase):
         s = so.socket(so.AF_UNIX, so.SOCK_SEQPACKET)
         s.connect(self.sock)
         # Message{serial=1, hello{version=1}} then Message{serial=2, upgrade{}}: protobuf by hand.
-        s.send(bytes([0x08, 0x01, 0x52, 0x02, 0x08, 0x01]))
+        s.send(harness.proto.encode_hello(1))
         s.recv(65536)
-        s.send(bytes([0x08, 0x02, 0x9a, 0x01, 0x00]))
+        s.send(harness.proto.encode_upgrade(2))
         reply = s.recv(65536)
         s.close()
         self.assertIn(bytes([0x08, 0x02]), reply[:2])

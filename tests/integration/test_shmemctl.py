@@ -20,8 +20,9 @@ import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hostpeer import HostPeer  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
+from harness import HostPeer  # noqa: E402
 
 BUILD = None
 DATA = 4096  # data offset in a shmem-mode region
@@ -115,36 +116,21 @@ class ShmemctlOps(unittest.TestCase):
         for p in self.procs:
             p.close()
         if self.broker:
-            if self.broker.poll() is None:
-                self.broker.kill()
-                self.broker.wait()
-            self.log.close()
+            self.broker.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- the broker ---
 
     def start_broker(self, *extra, config=None):
-        self.log = open(os.path.join(self.dir, "broker.log"), "w+")
-        argv = [self.brokerd, "--rundir", self.rundir]
-        argv += ["--config", config] if config else ["--no-config"]
-        self.broker = subprocess.Popen(argv + list(extra), stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_for(lambda: os.path.exists(self.sock), "the broker socket")
+        argv = [self.brokerd] + (["--config", config] if config else ["--no-config"])
+        self.broker = harness.Broker(argv + list(extra), self.rundir, os.path.join(self.dir, "broker.log"))
 
     def log_text(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        return self.broker.log()
 
     def stop_broker(self):
         self.broker.send_signal(signal.SIGTERM)
         self.assertEqual(self.broker.wait(10), 0, self.log_text())
-
-    def wait_for(self, pred, what, timeout=10):
-        end = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > end:
-                self.fail(f"timed out waiting for {what}")
-            time.sleep(0.02)
 
     def mark(self, region, offset, text):
         """Writes into @region's data through the broker's memfd, as no peer would."""

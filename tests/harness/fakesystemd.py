@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""A service manager for tests: the parts of systemd's protocols the broker uses.
+"""fakesystemd: a service manager for tests, the parts of systemd's protocols the broker uses.
 
 It owns a NOTIFY_SOCKET, keeps the file descriptors a service stores with
 FDSTORE=1/FDNAME= (and drops them on FDSTOREREMOVE=1), records READY=1 and
 STATUS=, and (re)starts the service handing the stored fds back as systemd
 does: at fd 3 onwards, with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID. Nothing
-here needs systemd as PID 1.
+here needs systemd as PID 1. start() returns once READY=1 arrived: the broker
+sends it when its socket listens, as a unit of Type=notify is taken as up.
 """
 
 import array

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""A scripted host peer as the Python tests run it.
+"""hostpeer: a scripted host peer as the Python tests run it.
 
     p = HostPeer(peer_bin, sock, "r", "info write 0 hi", "a", workdir)
     p.wait_output("info index=0")   # AssertionError if it ends or times out first

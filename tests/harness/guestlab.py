@@ -31,7 +31,8 @@ import sys
 import time
 import uuid
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# The image script stays with the e2e tests it serves.
+E2E = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e")
 RESULT_RE = re.compile(rb"SHMEM-RESULT rc=(\d+)")
 _running = set()
 PR_SET_PDEATHSIG = 1
@@ -51,7 +52,7 @@ class Image:
     @classmethod
     def build(cls, outdir, guest_binary):
         """Runs build-guest-image.sh (fast when its cache is warm)."""
-        subprocess.run([os.path.join(HERE, "build-guest-image.sh"), outdir, guest_binary],
+        subprocess.run([os.path.join(E2E, "build-guest-image.sh"), outdir, guest_binary],
                        check=True, stdout=subprocess.DEVNULL)
         return cls(os.path.join(outdir, "vmlinux"), os.path.join(outdir, "initramfs.cpio.gz"))
 

@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""harness: how the tests start what they test, and know it is ready.
+
+    sys.path.insert(0, TESTS_DIR)       # tests/; every test script does it
+    import harness
+
+    harness.Broker(argv, rundir, log)   # broker.py: ready = a Hello answered
+    harness.FakeSystemd(workdir)        # fakesystemd.py: ready = READY=1 arrived
+    harness.HostPeer(...)               # hostpeer.py: a scripted shmem-peer
+    harness.guestlab.Guest(...)         # guestlab.py: a QEMU TCG guest
+    harness.proto.hello(sock)           # proto.py: the native Hello by hand
+
+Nothing here takes a socket file for a server that listens.
+"""
+
+from . import guestlab, proto  # noqa: F401
+from .broker import Broker  # noqa: F401
+from .fakesystemd import FakeSystemd  # noqa: F401
+from .hostpeer import HostPeer  # noqa: F401
