@@ -21,11 +21,10 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 
+import harness
 from harness import guestlab
 
 REGION = "e2e"
@@ -61,16 +60,8 @@ class Lab:
         return guestlab.Image.build(os.path.join(self.build, "guest-image"), self.guest_bin)
 
     def start_broker(self):
-        self.broker = subprocess.Popen(
-            [self.brokerd, "--no-config", "--rundir", self.rundir, "--region", f"{REGION}:{SIZE}"]
-            + self.extra_args, stdout=open(self.broker_log, "ab"), stderr=subprocess.STDOUT)
-        for _ in range(500):
-            if os.path.exists(self.socket):
-                return
-            if self.broker.poll() is not None:
-                break
-            time.sleep(0.01)
-        raise RuntimeError("broker did not start:\n" + open(self.broker_log).read())
+        self.broker = harness.Broker([self.brokerd, "--no-config", "--region", f"{REGION}:{SIZE}"]
+                                     + self.extra_args, self.rundir, self.broker_log)
 
     def qemu_socket(self, region=REGION):
         return os.path.join(self.rundir, "qemu", f"{region}.sock")
@@ -95,13 +86,7 @@ class Lab:
 
     def stop(self):
         guestlab.kill_all()
-        if self.broker and self.broker.poll() is None:
-            self.broker.send_signal(signal.SIGTERM)
-            try:
-                self.broker.wait(10)
-            except subprocess.TimeoutExpired:
-                self.broker.kill()
-        return self.broker.returncode if self.broker else None
+        return self.broker.stop() if self.broker else None
 
     def cleanup(self):
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -18,10 +18,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
 
 ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
@@ -64,8 +64,7 @@ class GuestTest(unittest.TestCase):
     def tearDown(self):
         guestlab.kill_all()
         if self.broker:
-            self.broker.kill()
-            self.broker.wait()
+            self.broker.close()
 
     def run(self, result=None):
         # tearDown cannot tell whether the test failed; run() can: the logs of
@@ -85,17 +84,10 @@ class GuestTest(unittest.TestCase):
         return result
 
     def start_broker(self, *regions):
-        argv = [ENV["SHMEM_BROKERD"], "--no-config", "--rundir", self.dir, "-v"]
+        argv = [ENV["SHMEM_BROKERD"], "--no-config", "-v"]
         for r in regions:
             argv += ["--region", r]
-        with open(os.path.join(self.dir, "broker.log"), "w") as log:
-            self.broker = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        sock = os.path.join(self.dir, "broker.sock")
-        end = time.monotonic() + 10
-        while not os.path.exists(sock):
-            self.assertIsNone(self.broker.poll(), "shmem-brokerd exited")
-            self.assertLess(time.monotonic(), end, "shmem-brokerd did not come up")
-            time.sleep(0.02)
+        self.broker = harness.Broker(argv, self.dir, os.path.join(self.dir, "broker.log"))
 
     def qemu_socket(self, region):
         return os.path.join(self.dir, "qemu", f"{region}.sock")

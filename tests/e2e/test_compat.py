@@ -32,6 +32,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
 
 ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_GUEST", "SHMEM_SHMEMCTL",
@@ -121,15 +122,9 @@ class CompatGuests(unittest.TestCase):
             f.write(CONFIG)
         rundir = os.path.join(cls.dir, "run")
         cls.broker_log = os.path.join(cls.dir, "broker.log")
-        with open(cls.broker_log, "w") as log:
-            cls.broker = subprocess.Popen([ENV["SHMEM_BROKERD"], "--config", conf, "--rundir", rundir, "-v"],
-                                          stdout=log, stderr=subprocess.STDOUT)
-        sock = os.path.join(rundir, "qemu", f"{REGION}.sock")
-        end = time.monotonic() + 10
-        while not os.path.exists(sock):
-            if cls.broker.poll() is not None or time.monotonic() > end:
-                raise AssertionError("shmem-brokerd did not come up:\n" + cls.read(cls.broker_log))
-            time.sleep(0.02)
+        # Ready (a Hello answered) after the configuration's regions have their sockets.
+        cls.broker = harness.Broker([ENV["SHMEM_BROKERD"], "--config", conf, "-v"], rundir, cls.broker_log)
+        sock = cls.broker.qemu_socket(REGION)
 
         t = time.monotonic()
         shm = [guestlab.Shmem(sock, VECTORS)]
@@ -150,9 +145,8 @@ class CompatGuests(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         guestlab.kill_all()
-        if cls.broker and cls.broker.poll() is None:
-            cls.broker.kill()
-            cls.broker.wait()
+        if cls.broker:
+            cls.broker.close()
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     @staticmethod

@@ -35,6 +35,7 @@ import unittest
 from xml.sax.saxutils import escape, quoteattr
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
 
 ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
@@ -389,42 +390,14 @@ def remove_stale_domains():
         remove_domain(name)
 
 
-# --- the broker -------------------------------------------------------------
+# --- the broker: harness.Broker ---------------------------------------------
 
-class Broker:
-    """The real shmem-brokerd on @workdir/run with @regions declared."""
-
-    def __init__(self, workdir, regions):
-        self.rundir = os.path.join(workdir, "run")
-        self.socket = os.path.join(self.rundir, "broker.sock")
-        self.log_path = os.path.join(workdir, "broker.log")
-        argv = [ENV["SHMEM_BROKERD"], "--no-config", "--rundir", self.rundir, "-v"]
-        for r in regions:
-            argv += ["--region", r]
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        end = time.monotonic() + 10
-        while not os.path.exists(self.socket):
-            if self.proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError("shmem-brokerd did not come up:\n" + self.log())
-            time.sleep(0.02)
-
-    def qemu_socket(self, region):
-        return os.path.join(self.rundir, "qemu", f"{region}.sock")
-
-    def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+def start_broker(workdir, regions):
+    """The real shmem-brokerd on @workdir/run with @regions declared, once it answers."""
+    argv = [ENV["SHMEM_BROKERD"], "--no-config", "-v"]
+    for r in regions:
+        argv += ["--region", r]
+    return harness.Broker(argv, os.path.join(workdir, "run"), os.path.join(workdir, "broker.log"))
 
 
 def shmemctl(broker, *args, timeout=90):
@@ -473,7 +446,7 @@ class LibvirtTest(unittest.TestCase):
         _cleanups.append(cls.daemons)
         cls.daemons.ensure()
         remove_stale_domains()
-        cls.broker = Broker(cls.workdir, ["lv:1M", "hot:1M", "left:1M"])
+        cls.broker = start_broker(cls.workdir, ["lv:1M", "hot:1M", "left:1M"])
         _cleanups.append(cls.broker)
 
     def setUp(self):
