@@ -1,30 +1,38 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "broker.h"
+#include "fdstore.h"
 #include "log.h"
-#include "msg.h"
 #include "server.h"
+#include "service.h"
+
+#define BROKER_PLUGINS_MAX REGISTRY_PLUGINS_MAX
 
 struct Broker {
         struct event_base *base;
-        Persist *persist;
         Registry *registry;
+        Service *service;
+        Frontends *frontends;
         Server *server;
-        struct event *ev_sigterm, *ev_sigint, *ev_sighup;
+        Plugin *plugins[BROKER_PLUGINS_MAX];
+        const PluginModule *modules[BROKER_PLUGINS_MAX];
+        size_t n_plugins;
+        struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_sigusr2, *ev_upgrade;
         BrokerReloadFn reload;
         void *reload_userdata;
         bool stopped; /* the loop ended on SIGTERM/SIGINT: a clean stop empties the fd store */
-        struct event *ev_sigusr2, *ev_upgrade, *ev_watchdog;
-        char status[192]; /* the last STATUS= sent */
-        bool refused;     /* running on defaults, denying attaches: the files were refused at start */
+        bool refused; /* running on defaults, denying attaches: the files were refused at start */
         char exe[PATH_MAX]; /* the binary's path at start: an upgrade runs what is there now */
         char *const *argv;
+        char rundir[PATH_MAX];
         char socket_path[PATH_MAX];
 };
 
@@ -45,13 +53,8 @@ static void broker_on_upgrade(evutil_socket_t fd, short what, void *userdata) {
         Broker *b = userdata;
         int r;
 
-        persist_flush(b->persist);
-        /* systemd's watchdog runs on across the exec: ping now, and the new
-         * image pings with its READY=1, so restoring has a whole interval. */
-        if (b->ev_watchdog)
-                (void) persist_notify(b->persist, "WATCHDOG=1");
         log_info("Upgrading: re-executing '%s' with every fd and the state", b->exe);
-        r = persist_upgrade(b->persist, b->exe, b->argv);
+        r = service_exec(b->service, b->exe, b->argv);
         log_error_errno(r, "Cannot upgrade, going on: %m");
 }
 
@@ -62,7 +65,7 @@ static int broker_request_upgrade(void *userdata) {
                 return -EOPNOTSUPP;
         if (access(b->exe, X_OK) < 0)
                 return -errno;
-        /* After the loop has written what is queued: one second at most. */
+        /* After the loop has written what is queued. */
         event_add(b->ev_upgrade, &(struct timeval) { .tv_usec = 100 * 1000 });
         return 0;
 }
@@ -87,9 +90,26 @@ static void broker_on_sighup(evutil_socket_t sig, short what, void *userdata) {
         (void) broker_reload(userdata, &error);
 }
 
+/* What STATUS= says: what exists, and what the broker refuses. */
+static const char *broker_status_text(Broker *b, char buf[192]) {
+        unsigned peers = 0;
+
+        for (size_t i = 0; i < b->registry->n_regions; i++)
+                peers += b->registry->regions[i]->n_peers;
+        snprintf(buf, 192, "%s%zu regions, %u peers, %u control connections",
+                 b->refused ? "configuration refused, denying new attaches until a reload; " : "",
+                 b->registry->n_regions, peers, b->server ? server_n_clients(b->server) : 0);
+        return buf;
+}
+
+static void broker_status(void *userdata) {
+        char status[192];
+
+        service_status(((Broker *) userdata)->service, broker_status_text(userdata, status));
+}
+
 int broker_reload(Broker *b, const char **ret_error) {
         BrokerConfig config;
-        unsigned failed;
         int r;
 
         *ret_error = NULL;
@@ -100,37 +120,75 @@ int broker_reload(Broker *b, const char **ret_error) {
                 log_error("Configuration not reloaded, the old one stays in force");
                 return r;
         }
-        if (strcmp(config.rundir, b->registry->rundir) != 0)
-                log_notice("The run directory changes only at a restart, keeping '%s'", b->registry->rundir);
-        if (registry_set_rules(b->registry, config.rules, config.n_rules) < 0) {
+        if (strcmp(config.rundir, b->rundir) != 0)
+                log_notice("The run directory changes only at a restart, keeping '%s'", b->rundir);
+        r = registry_reconfigure(b->registry, &config.limits, config.rules, config.n_rules, config.regions,
+                                 config.n_regions);
+        if (r < 0) {
                 *ret_error = "out of memory";
-                return -ENOMEM;
+                return r;
         }
+        frontends_set_limits(b->frontends, &config.limits);
+        (void) registry_set_closed(b->registry, NULL);
         b->refused = false;
-        failed = registry_reconfigure(b->registry, &config.limits, config.regions, config.n_regions);
-        if (failed)
+        if (r > 0)
                 *ret_error = "some region declarations could not be applied (see the broker's log)";
-        log_info("Configuration reloaded: %u regions%s", b->registry->n_regions,
-                 failed ? ", some declarations not applied (see above)" : "");
-        return failed ? -EINVAL : 0;
+        log_info("Configuration reloaded: %zu regions%s", b->registry->n_regions,
+                 r > 0 ? ", some declarations not applied (see above)" : "");
+        broker_status(b);
+        return r > 0 ? -EINVAL : 0;
 }
 
-static int broker_dump(void *userdata, State *s) {
-        Broker *b = userdata;
-        int r = registry_dump(b->registry, s);
+static int broker_dump_server(void *userdata, State *s) {
+        return server_dump(userdata, s);
+}
 
-        if (r >= 0 && b->server)
-                r = server_dump(b->server, s);
-        for (unsigned i = 0; r >= 0 && i < b->registry->n_plugins; i++)
-                r = b->registry->plugins[i]->ops->dump(b->registry->plugins[i], s);
-        return r;
+static int broker_dump_plugins(void *userdata, State *s) {
+        Broker *b = userdata;
+
+        for (size_t i = 0; i < b->n_plugins; i++) {
+                int r = b->modules[i]->dump(b->plugins[i], s);
+
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int broker_start_plugins(Broker *b, const BrokerConfig *config) {
+        PluginContext ctx = { .base = b->base, .registry = b->registry, .table = b->frontends,
+                              .rundir = config->rundir };
+
+        if (config->n_plugins > BROKER_PLUGINS_MAX)
+                return -E2BIG;
+        for (size_t i = 0; i < config->n_plugins; i++) {
+                const PluginModule *m = config->plugins[i].module;
+                int r = m->new(&b->plugins[b->n_plugins], &ctx, config->plugins[i].settings);
+
+                if (r < 0)
+                        return log_error_errno(r, "Cannot start the %s plugin: %m", m->name);
+                b->modules[b->n_plugins++] = m;
+        }
+        return 0;
+}
+
+static int broker_add_signals(Broker *b) {
+        b->ev_sigterm = evsignal_new(b->base, SIGTERM, broker_on_signal, b);
+        b->ev_sigint = evsignal_new(b->base, SIGINT, broker_on_signal, b);
+        b->ev_sighup = evsignal_new(b->base, SIGHUP, broker_on_sighup, b);
+        b->ev_sigusr2 = evsignal_new(b->base, SIGUSR2, broker_on_sigusr2, b);
+        b->ev_upgrade = evtimer_new(b->base, broker_on_upgrade, b);
+        if (!b->ev_sigterm || !b->ev_sigint || !b->ev_sighup || !b->ev_sigusr2 || !b->ev_upgrade ||
+            evsignal_add(b->ev_sigterm, NULL) < 0 || evsignal_add(b->ev_sigint, NULL) < 0 ||
+            evsignal_add(b->ev_sighup, NULL) < 0 || evsignal_add(b->ev_sigusr2, NULL) < 0)
+                return -ENOMEM;
+        return 0;
 }
 
 int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, void *userdata) {
-        _cleanup_(persist_state_freep) State *state = NULL;
+        _cleanup_(state_freep) State *state = NULL;
         Broker *b;
-        Plugin *plugin;
-        int fd, r;
+        int r;
 
         b = calloc(1, sizeof(*b));
         if (!b)
@@ -151,39 +209,31 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 r = log_error_errno(-errno, "Cannot create run directory '%s': %m", config->rundir);
                 goto fail;
         }
-        r = persist_new(&b->persist, b->base);
+        r = registry_new(&b->registry, &config->limits);
+        if (r < 0)
+                goto fail;
+        r = service_new(&b->service, b->base, b->registry);
+        if (r < 0)
+                goto fail;
+        r = frontends_new(&b->frontends, b->base, &config->limits, service_keeper(b->service));
         if (r < 0)
                 goto fail;
         /* After a crash or restart: everything comes back from the fd store. */
-        state = persist_take_state(b->persist);
-        r = registry_new(&b->registry, b->base, &config->limits, config->rundir);
-        if (r < 0)
-                goto fail;
-        b->registry->persist = b->persist;
+        state = service_take_state(b->service);
         if (state) {
-                r = registry_restore(b->registry, state);
+                r = state_adopt_registry(b->registry, state, service_keeper(b->service));
                 if (r < 0)
                         goto fail;
         }
-        r = qemu_plugin_new(&plugin, &config->qemu);
-        if (r >= 0)
-                r = registry_add_plugin(b->registry, plugin);
-        if (r < 0) {
-                log_error_errno(r, "Cannot start the QEMU plugin: %m");
-                goto fail;
-        }
-        if (state)
-                plugin->ops->restore(plugin, state);
-        r = registry_set_rules(b->registry, config->rules, config->n_rules);
+        r = broker_start_plugins(b, config);
         if (r < 0)
                 goto fail;
-        if (registry_reconfigure(b->registry, &config->limits, config->regions, config->n_regions) > 0) {
-                r = -EINVAL;
-                goto fail;
-        }
+        snprintf(b->rundir, sizeof(b->rundir), "%s", config->rundir);
         snprintf(b->socket_path, sizeof(b->socket_path), "%s/broker.sock", config->rundir);
-        fd = persist_take(b->persist, "ctl");
-        r = fd >= 0 ? 0 : server_listen(b->socket_path, &fd);
+        r = server_new(&b->server, b->registry, b->frontends, b->socket_path,
+                       &(NativeHooks) { .reload = (int (*)(void *, const char **)) broker_reload,
+                                        .upgrade = broker_request_upgrade,
+                                        .userdata = b });
         if (r == -EADDRINUSE) {
                 log_error("Another broker is serving '%s'", b->socket_path);
                 goto fail;
@@ -192,34 +242,32 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 log_error_errno(r, "Cannot listen on '%s': %m", b->socket_path);
                 goto fail;
         }
-        r = server_new(&b->server, b->registry, fd,
-                       &(ServerHooks) { .reload = (int (*)(void *, const char **)) broker_reload,
-                                        .upgrade = broker_request_upgrade,
-                                        .userdata = b });
-        if (r < 0)
-                goto fail;
         if (state) {
                 server_restore(b->server, state);
-                log_info("Restored %u regions and %zu connections from the fds handed over",
+                for (size_t i = 0; i < b->n_plugins; i++)
+                        b->modules[i]->restore(b->plugins[i], state);
+                log_info("Restored %zu regions and %zu connections from the fds handed over",
                          b->registry->n_regions, state->n_conns);
         }
-        registry_restore_finish(b->registry);
-        /* The new state goes to the store before the old fds leave it. */
-        persist_set_dump(b->persist, broker_dump, b);
-        persist_dirty(b->persist);
-        persist_flush(b->persist);
-        persist_release_unclaimed(b->persist);
-        b->ev_sigterm = evsignal_new(b->base, SIGTERM, broker_on_signal, b);
-        b->ev_sigint = evsignal_new(b->base, SIGINT, broker_on_signal, b);
-        b->ev_sighup = evsignal_new(b->base, SIGHUP, broker_on_sighup, b);
-        b->ev_sigusr2 = evsignal_new(b->base, SIGUSR2, broker_on_sigusr2, b);
-        b->ev_upgrade = evtimer_new(b->base, broker_on_upgrade, b);
-        if (!b->ev_sigterm || !b->ev_sigint || !b->ev_sighup || !b->ev_sigusr2 || !b->ev_upgrade ||
-            evsignal_add(b->ev_sigterm, NULL) < 0 || evsignal_add(b->ev_sigint, NULL) < 0 ||
-            evsignal_add(b->ev_sighup, NULL) < 0 || evsignal_add(b->ev_sigusr2, NULL) < 0) {
+        registry_adopt_finish(b->registry);
+        r = registry_set_closed(b->registry, config->refused ? "the broker's configuration was refused at its "
+                                                               "restart; every new attach is, until a reload" : NULL);
+        if (r < 0)
+                goto fail;
+        r = registry_reconfigure(b->registry, &config->limits, config->rules, config->n_rules, config->regions,
+                                 config->n_regions);
+        if (r != 0) {
+                r = r > 0 ? -EINVAL : r;
+                goto fail;
+        }
+        if (service_add_dumper(b->service, broker_dump_server, b->server) < 0 ||
+            service_add_dumper(b->service, broker_dump_plugins, b) < 0) {
                 r = -ENOMEM;
                 goto fail;
         }
+        r = broker_add_signals(b);
+        if (r < 0)
+                goto fail;
         *ret = b;
         return 0;
 
@@ -231,15 +279,6 @@ fail:
 Broker *broker_free(Broker *b) {
         if (!b)
                 return NULL;
-        /*
-         * Only a clean stop takes things out of the fd store. A start that
-         * failed half-way (after a crash, say) must leave the store as it
-         * found it, for the next attempt to restore.
-         */
-        if (b->registry && !b->stopped)
-                b->registry->persist = NULL;
-        if (b->stopped)
-                (void) persist_notify(b->persist, "STOPPING=1");
         if (b->ev_sigterm)
                 event_free(b->ev_sigterm);
         if (b->ev_sigint)
@@ -250,77 +289,35 @@ Broker *broker_free(Broker *b) {
                 event_free(b->ev_sigusr2);
         if (b->ev_upgrade)
                 event_free(b->ev_upgrade);
-        if (b->ev_watchdog)
-                event_free(b->ev_watchdog);
-        /* Clients first: they detach their peers from the registry. */
+        /* Front ends first: their connections detach their peers from the registry. */
         server_free(b->server);
-        if (b->server)
-                (void) unlink(b->socket_path);
+        while (b->n_plugins > 0) {
+                b->n_plugins--;
+                b->modules[b->n_plugins]->free(b->plugins[b->n_plugins]);
+        }
+        if (b->registry)
+                registry_clear(b->registry);
+        service_free(b->service, b->stopped);
+        frontends_free(b->frontends);
         registry_free(b->registry);
-        if (b->stopped)
-                persist_forget_state(b->persist);
-        persist_free(b->persist);
         if (b->base)
                 event_base_free(b->base);
         free(b);
         return NULL;
 }
 
-/* STATUS= for systemctl status, sent when it changed; with READY=1 (and a
- * watchdog ping, which after an upgrade is the first of the new image). */
-static void broker_send_status(Broker *b, bool ready) {
-        char status[sizeof(b->status)], text[sizeof(status) + 32];
-        unsigned peers = 0;
-
-        for (unsigned i = 0; i < b->registry->n_regions; i++)
-                peers += b->registry->regions[i]->n_peers;
-        snprintf(status, sizeof(status), "%s%u regions, %u peers, %u control connections",
-                 b->refused ? "configuration refused, denying new attaches until a reload; " : "",
-                 b->registry->n_regions, peers, b->server ? server_n_clients(b->server) : 0);
-        if (!ready && strcmp(status, b->status) == 0)
-                return;
-        snprintf(b->status, sizeof(b->status), "%s", status);
-        snprintf(text, sizeof(text), "%s%sSTATUS=%s", ready ? "READY=1\n" : "",
-                 ready && b->ev_watchdog ? "WATCHDOG=1\n" : "", status);
-        (void) persist_notify(b->persist, text);
-}
-
-/* WATCHDOG=1 at half the interval systemd asked for ($WATCHDOG_USEC); STATUS= on the way. */
-static void broker_on_watchdog(evutil_socket_t fd, short what, void *userdata) {
-        Broker *b = userdata;
-
-        (void) persist_notify(b->persist, "WATCHDOG=1");
-        broker_send_status(b, false);
-}
-
-static int broker_start_watchdog(Broker *b) {
-        const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
-        unsigned long long interval;
-        struct timeval tv;
-
-        if (!usec || (pid && strtoul(pid, NULL, 10) != (unsigned long) getpid()))
-                return 0;
-        interval = strtoull(usec, NULL, 10) / 2;
-        if (interval == 0)
-                return 0;
-        tv.tv_sec = (time_t) (interval / 1000000);
-        tv.tv_usec = (suseconds_t) (interval % 1000000);
-        b->ev_watchdog = event_new(b->base, -1, EV_PERSIST, broker_on_watchdog, b);
-        if (!b->ev_watchdog || event_add(b->ev_watchdog, &tv) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
 int broker_run(Broker *b) {
+        char status[192];
         int r;
 
-        log_info("Ready: %u regions, control socket '%s'", b->registry->n_regions, b->socket_path);
-        r = broker_start_watchdog(b);
+        log_info("Ready: %zu regions, control socket '%s'", b->registry->n_regions, b->socket_path);
+        r = service_started(b->service, broker_status_text(b, status));
         if (r < 0)
                 return r;
-        broker_send_status(b, true);
+        service_set_status_fn(b->service, broker_status, b);
         if (event_base_dispatch(b->base) < 0)
                 return -EIO;
+        service_flush(b->service);
         b->stopped = true;
         return 0;
 }

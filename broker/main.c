@@ -1,26 +1,138 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* shmem-brokerd: options, logging, objects, loop. No logic lives here. */
+/*
+ * shmem-brokerd: the option tables, the plugin table, logging, the objects
+ * and the loop. No logic lives here.
+ */
 #include <errno.h>
 #include <getopt.h>
-#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "broker.h"
-#include "config.h"
-#include "persist.h"
-#include "macro.h"
+#include "fdstore.h"
 #include "log.h"
+#include "macro.h"
+#include "options.h"
+#include "qemu.h"
 
 #define REGION_DECLS_MAX 64
 #define CONFIG_FILE SHMEM_SYSCONFDIR "/shmem-broker/broker.conf"
 #define CONFIG_DROPIN_DIR SHMEM_SYSCONFDIR "/shmem-broker/conf.d"
 
-static void help(void) {
+/* The VMM plugins the broker runs: a new one is one line here (docs/architecture.md). */
+static const PluginModule *const plugin_modules[] = {
+        &qemu_plugin_module,
+};
+#define N_PLUGINS ELEMENTSOF(plugin_modules)
+
+/* The daemon's own settings; each plugin has its own struct and table. */
+typedef struct DaemonSettings {
+        char rundir[OPTION_PATH_MAX]; /* "": $RUNTIME_DIRECTORY, else SHMEM_DEFAULT_RUNDIR */
+        Limits limits;
+} DaemonSettings;
+
+#define LIMIT(key_, long_, type_, field_, min_, max_, arg_, help_)                                            \
+        { .section = "limits", .key = key_, .long_name = long_, .type = type_,                                 \
+          .offset = offsetof(DaemonSettings, limits) + offsetof(Limits, field_), .min = min_, .max = max_,    \
+          .arg = arg_, .help = help_ }
+
+static const Option daemon_options[] = {
+        { .section = "broker", .key = "run-directory", .long_name = "rundir", .short_name = 'r', .type = OPTION_PATH,
+          .offset = offsetof(DaemonSettings, rundir), .arg = "DIR",
+          .help = "Run directory: DIR/broker.sock, the QEMU sockets in DIR/qemu/NAME.sock "
+                  "(default: $RUNTIME_DIRECTORY, else " SHMEM_DEFAULT_RUNDIR ")" },
+        LIMIT("regions", "max-regions", OPTION_UINT, max_regions, 1, 65536, "N", "Regions at most"),
+        LIMIT("regions-per-uid", "max-regions-per-uid", OPTION_UINT, max_regions_per_uid, 0, 65536, "N",
+              "Regions one user's attaches may create"),
+        LIMIT("total-bytes", "max-total-size", OPTION_SIZE, max_total_bytes, 8192, UINT64_C(1) << 62, "SIZE",
+              "All regions' memory at most"),
+        LIMIT("bytes-per-uid", "max-bytes-per-uid", OPTION_SIZE, max_bytes_per_uid, 0, UINT64_C(1) << 62, "SIZE",
+              "Memory of the regions one user created"),
+        LIMIT("region-bytes", "max-region-size", OPTION_SIZE, max_region_bytes, 8192, UINT64_C(1) << 62, "SIZE",
+              "One region's memory at most"),
+        LIMIT("peers", "max-peers", OPTION_UINT, default_max_peers, 1, SHMEM_PEERS_MAX, "N",
+              "Default peers per region, 1-64"),
+        LIMIT("connections", "max-connections", OPTION_UINT, max_connections, 1, 1u << 20, "N",
+              "Connections of all front ends together"),
+        LIMIT("connections-per-uid", "max-connections-per-uid", OPTION_UINT, max_connections_per_uid, 1, 1u << 20,
+              "N", "Control connections of one user"),
+        LIMIT("connections-per-vm", "max-connections-per-vm", OPTION_UINT, max_connections_per_vm, 1, 1u << 20,
+              "N", "QEMU connections of one VM"),
+        LIMIT("admin-reserve", "admin-reserve", OPTION_UINT, admin_reserve, 0, 1u << 20, "N",
+              "Connections only root and the broker's user may use"),
+        LIMIT("hello-timeout-ms", "hello-timeout-ms", OPTION_UINT, hello_timeout_ms, 10, 3600000, "MS",
+              "A control connection says Hello within this, or is closed"),
+        LIMIT("queued-bytes", "max-queued-bytes", OPTION_SIZE_T, max_queued_bytes, 4096, UINT64_C(1) << 30, "SIZE",
+              "Output queued for one connection before it is dropped as not reading"),
+        LIMIT("total-queued-bytes", "max-total-queued-bytes", OPTION_SIZE_T, max_total_queued_bytes, 4096,
+              UINT64_C(1) << 40, "SIZE", "Output queued for all connections together"),
+        LIMIT("total-queued-fds", "max-total-queued-fds", OPTION_UINT, max_total_queued_fds, 16, 1u << 20, "N",
+              "File descriptors queued for all connections together"),
+};
+
+/* Everything the command line and the files say, rebuilt on every reload. */
+typedef struct Args {
+        int argc;
+        char **argv;
+        DaemonSettings daemon;
+        unsigned char plugin_settings[N_PLUGINS][512];
+        OptionTable tables[1 + N_PLUGINS];
+        BrokerPlugin plugins[N_PLUGINS];
+        Config file;
+        BrokerConfig config;
+        RegionDecl regions[REGION_DECLS_MAX + CONFIG_REGIONS_MAX];
+        char *region_args[REGION_DECLS_MAX]; /* copies: parse_region() cuts them up */
+        size_t n_region_args;
+        char dropins[PATH_MAX];
+        struct option longopts[64];
+        bool inherited;    /* started with the fds of a broker before (restart, upgrade) */
+        char refused[512]; /* why the configuration was refused at such a start */
+} Args;
+
+enum {
+        ARG_VERSION = 0x100,
+        ARG_NO_CONFIG,
+        ARG_TABLE = 0x200, /* + table * 64 + option */
+};
+
+static void args_init_settings(Args *a) {
+        a->daemon = (DaemonSettings) { .limits = LIMITS_DEFAULT };
+        a->tables[0] = (OptionTable) { daemon_options, ELEMENTSOF(daemon_options), &a->daemon };
+        for (size_t i = 0; i < N_PLUGINS; i++) {
+                _Static_assert(sizeof(QemuSettings) <= sizeof(a->plugin_settings[0]), "plugin settings fit");
+                plugin_modules[i]->settings_init(a->plugin_settings[i]);
+                a->tables[1 + i] = (OptionTable) { plugin_modules[i]->options, plugin_modules[i]->n_options,
+                                                   a->plugin_settings[i] };
+                a->plugins[i] = (BrokerPlugin) { plugin_modules[i], a->plugin_settings[i] };
+        }
+}
+
+/* getopt's table: the fixed options, then every table's --NAME. */
+static void args_build_longopts(Args *a) {
+        static const struct option fixed[] = {
+                { "help", no_argument, NULL, 'h' },     { "version", no_argument, NULL, ARG_VERSION },
+                { "config", required_argument, NULL, 'c' }, { "no-config", no_argument, NULL, ARG_NO_CONFIG },
+                { "region", required_argument, NULL, 'R' }, { "verbose", no_argument, NULL, 'v' },
+        };
+        size_t n = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(fixed); i++)
+                a->longopts[n++] = fixed[i];
+        for (size_t t = 0; t < ELEMENTSOF(a->tables); t++)
+                for (size_t i = 0; i < a->tables[t].n_options; i++)
+                        if (a->tables[t].options[i].long_name && n + 1 < ELEMENTSOF(a->longopts))
+                                a->longopts[n++] = (struct option) { a->tables[t].options[i].long_name,
+                                                                     required_argument, NULL,
+                                                                     (int) (ARG_TABLE + t * 64 + i) };
+        a->longopts[n] = (struct option) {};
+}
+
+static void help(Args *a) {
         printf("Usage: shmem-brokerd [OPTIONS]\n"
                "\n"
                "Named shared-memory regions between QEMU guests and host processes.\n"
@@ -31,28 +143,31 @@ static void help(void) {
                "                            (default: %s, then %s/*.conf);\n"
                "                            options given here override it\n"
                "     --no-config            Read no configuration file\n"
-               "  -r --rundir=DIR           Run directory (default: $RUNTIME_DIRECTORY, else %s);\n"
-               "                            control socket DIR/broker.sock, QEMU sockets DIR/qemu/NAME.sock\n"
                "  -R --region=NAME:SIZE[:persistent][:peers=N][:ivshmem[:vectors=N]]\n"
                "                            Declare a region ahead of any attach (repeatable);\n"
                "                            ivshmem: compat mode, no control page, N vectors\n"
-               "                            passed through as contrib/ivshmem-server does\n"
+               "                            passed through as contrib/ivshmem-server does;\n"
                "                            SIZE in bytes, or with K, M or G (powers of 1024)\n"
-               "     --qemu-group=GROUP     Group owning the QEMU sockets (default: libvirt-qemu if it\n"
-               "                            exists, else kvm, else the broker's own group)\n"
-               "     --qemu-socket-mode=MODE  Mode of the QEMU sockets (default: 0660)\n"
-               "     --max-regions=N        Regions at most (default: 256)\n"
-               "     --max-region-size=SIZE One region's memory at most (default: 1G)\n"
-               "     --max-total-size=SIZE  All regions' memory at most (default: 16G)\n"
-               "     --max-peers=N          Default peers per region, 1-64 (default: 16)\n"
-               "     --max-connections=N    Connections per front end (default: 1024)\n"
-               "     --max-queued-bytes=SIZE  Output queued for one connection before it is\n"
-               "                            dropped as not reading (default: 256K, at least 4K)\n"
-               "  -v --verbose              Log debug messages\n"
-               "\n"
+               "  -v --verbose              Log debug messages\n",
+               CONFIG_FILE, CONFIG_DROPIN_DIR);
+        /* Every setting of the files that has an option, with its default. */
+        args_init_settings(a);
+        for (size_t t = 0; t < ELEMENTSOF(a->tables); t++)
+                for (size_t i = 0; i < a->tables[t].n_options; i++) {
+                        const Option *o = &a->tables[t].options[i];
+                        char lhs[64], def[64];
+
+                        if (!o->long_name)
+                                continue;
+                        snprintf(lhs, sizeof(lhs), "%s%c --%s=%s", o->short_name ? "  -" : "   ",
+                                 o->short_name ? o->short_name : ' ', o->long_name, o->arg);
+                        option_format(o, a->tables[t].settings, def, sizeof(def));
+                        printf("%-27s %s%s%s%s\n", lhs, o->help, o->type == OPTION_PATH ? "" : " (default: ",
+                               o->type == OPTION_PATH ? "" : def, o->type == OPTION_PATH ? "" : ")");
+                }
+        printf("\nEach is also a key of the configuration file (broker.conf(5)).\n"
                "SIGHUP re-reads the configuration; SIGUSR2 re-executes the binary in place,\n"
-               "keeping every region, peer and connection (live upgrade).\n",
-               CONFIG_FILE, CONFIG_DROPIN_DIR, SHMEM_DEFAULT_RUNDIR);
+               "keeping every region, peer and connection (live upgrade).\n");
 }
 
 /* NAME:SIZE[:persistent][:peers=N][:ivshmem[:vectors=N]]; @s is modified. */
@@ -71,8 +186,7 @@ static int parse_region(char *s, RegionDecl *d) {
                 else if (strncmp(tok, "vectors=", 8) == 0 && d->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM) {
                         if (config_parse_uint(tok + 8, 1, SHMEM_PEERS_MAX + 1, &d->vectors) < 0)
                                 return -EINVAL;
-                }
-                else if (strncmp(tok, "peers=", 6) == 0) {
+                } else if (strncmp(tok, "peers=", 6) == 0) {
                         if (config_parse_uint(tok + 6, 1, SHMEM_PEERS_MAX, &d->max_peers) < 0)
                                 return -EINVAL;
                 } else
@@ -82,9 +196,10 @@ static int parse_region(char *s, RegionDecl *d) {
 }
 
 /*
- * Every attached peer costs the broker max_peers + 1 eventfds plus its socket;
- * take the whole hard limit and say so if the configured limits can outgrow it
- * (attaches then fail with UNKNOWN_FAILURE and a log line, nothing worse).
+ * Every attached peer costs the broker max_peers + 1 eventfds plus its socket,
+ * and the fd store keeps a copy of each; take the whole hard limit and say so
+ * if the configured limits can outgrow it (attaches then fail with a log
+ * line, nothing worse).
  */
 static void raise_fd_limit(const Limits *l) {
         uint64_t want = (uint64_t) l->max_connections * 2 * (l->default_max_peers + 2) + 64;
@@ -99,54 +214,9 @@ static void raise_fd_limit(const Limits *l) {
         if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
                 log_notice("File descriptor limit %llu is below the %llu that --max-connections=%u "
                            "with %u peers per region can use",
-                           (unsigned long long) rl.rlim_cur, (unsigned long long) want,
-                           l->max_connections, l->default_max_peers);
+                           (unsigned long long) rl.rlim_cur, (unsigned long long) want, l->max_connections,
+                           l->default_max_peers);
 }
-
-enum {
-        ARG_VERSION = 0x100,
-        ARG_QEMU_GROUP,
-        ARG_QEMU_MODE,
-        ARG_MAX_REGIONS,
-        ARG_MAX_REGION_SIZE,
-        ARG_MAX_TOTAL_SIZE,
-        ARG_MAX_PEERS,
-        ARG_MAX_CONNECTIONS,
-        ARG_MAX_QUEUED,
-        ARG_NO_CONFIG,
-};
-static const struct option options[] = {
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, ARG_VERSION },
-        { "config", required_argument, NULL, 'c' },
-        { "no-config", no_argument, NULL, ARG_NO_CONFIG },
-        { "rundir", required_argument, NULL, 'r' },
-        { "region", required_argument, NULL, 'R' },
-        { "qemu-group", required_argument, NULL, ARG_QEMU_GROUP },
-        { "qemu-socket-mode", required_argument, NULL, ARG_QEMU_MODE },
-        { "max-regions", required_argument, NULL, ARG_MAX_REGIONS },
-        { "max-region-size", required_argument, NULL, ARG_MAX_REGION_SIZE },
-        { "max-total-size", required_argument, NULL, ARG_MAX_TOTAL_SIZE },
-        { "max-peers", required_argument, NULL, ARG_MAX_PEERS },
-        { "max-connections", required_argument, NULL, ARG_MAX_CONNECTIONS },
-        { "max-queued-bytes", required_argument, NULL, ARG_MAX_QUEUED },
-        { "verbose", no_argument, NULL, 'v' },
-        {}
-};
-
-/* Everything the command line and the files say, rebuilt on every reload. */
-typedef struct Args {
-        int argc;
-        char **argv;
-        Config file;
-        BrokerConfig config;
-        RegionDecl regions[REGION_DECLS_MAX + CONFIG_REGIONS_MAX];
-        char *region_args[REGION_DECLS_MAX]; /* copies: parse_region() cuts them up */
-        size_t n_region_args;
-        char dropins[PATH_MAX];
-        bool inherited;       /* started with the fds of a broker before (restart, upgrade) */
-        char refused[512];    /* why the configuration was refused at such a start */
-} Args;
 
 static void args_done(Args *a) {
         config_done(&a->file);
@@ -155,8 +225,28 @@ static void args_done(Args *a) {
         a->n_region_args = 0;
 }
 
-/* No new attach, from anyone: the rule set of a broker whose configuration is refused. */
-static const AccessRule deny_all = { .client = "*", .glob = "*", .allow = false };
+/* Applies option @c (getopt's value) with @arg from the tables; -1 if @c is not a table's. */
+static int args_apply_table(Args *a, int c, const char *arg) {
+        size_t t = (size_t) (c - ARG_TABLE) / 64, i = (size_t) (c - ARG_TABLE) % 64;
+        char why[192];
+
+        if (c < ARG_TABLE || t >= ELEMENTSOF(a->tables) || i >= a->tables[t].n_options)
+                return -1;
+        if (option_set(&a->tables[t].options[i], a->tables[t].settings, arg, why, sizeof(why)) < 0) {
+                fprintf(stderr, "shmem-brokerd: --%s: %s\n", a->tables[t].options[i].long_name, why);
+                return 2;
+        }
+        return 0;
+}
+
+/* The short options of the tables (-r), as getopt values. */
+static int args_short(Args *a, int c) {
+        for (size_t t = 0; t < ELEMENTSOF(a->tables); t++)
+                for (size_t i = 0; i < a->tables[t].n_options; i++)
+                        if (a->tables[t].options[i].short_name == c)
+                                return (int) (ARG_TABLE + t * 64 + i);
+        return c;
+}
 
 /*
  * Builds a->config from the configuration files and then the options, which
@@ -170,18 +260,20 @@ static const AccessRule deny_all = { .client = "*", .glob = "*", .allow = false 
  */
 static int args_load(Args *a) {
         const char *config_file = CONFIG_FILE, *config_dropins = CONFIG_DROPIN_DIR;
+        const char *rundir;
         bool config_explicit = false;
-        unsigned mode;
-        int c, r, n, idx = 0;
+        int c, r, idx = 0;
 
         args_done(a);
-        config_init(&a->file);
-        a->config = (BrokerConfig) { .regions = a->regions };
+        args_init_settings(a);
+        args_build_longopts(a);
+        config_init(&a->file, a->tables, ELEMENTSOF(a->tables));
+        a->config = (BrokerConfig) { .regions = a->regions, .plugins = a->plugins, .n_plugins = N_PLUGINS };
 
         /* First pass: which configuration file. */
         optind = 0;
         opterr = 0;
-        while ((c = getopt_long(a->argc, a->argv, "hc:r:R:v", options, &idx)) >= 0) {
+        while ((c = getopt_long(a->argc, a->argv, "hc:r:R:v", a->longopts, &idx)) >= 0) {
                 if (c == 'c') {
                         const char *slash = strrchr(optarg, '/');
 
@@ -204,22 +296,25 @@ static int args_load(Args *a) {
                 log_error("Keeping every region and peer handed over; refusing every new attach until a "
                           "configuration that parses is reloaded");
                 config_done(&a->file);
-                config_init(&a->file);
+                args_init_settings(a);
         }
-        a->config.limits = a->file.limits;
-        a->config.qemu = a->file.qemu;
-        a->config.rundir = a->file.rundir ?: getenv("RUNTIME_DIRECTORY") ?: SHMEM_DEFAULT_RUNDIR;
         for (size_t i = 0; i < a->file.n_regions; i++)
                 a->regions[a->config.n_regions++] = a->file.regions[i];
-        a->config.rules = a->refused[0] ? &deny_all : a->file.rules;
-        a->config.n_rules = a->refused[0] ? 1 : a->file.n_rules;
+        a->config.rules = a->file.rules;
+        a->config.n_rules = a->file.n_rules;
         a->config.refused = a->refused[0] ? a->refused : NULL;
 
         optind = 0;
-        while ((c = getopt_long(a->argc, a->argv, "hc:r:R:v", options, &idx)) >= 0) {
+        while ((c = getopt_long(a->argc, a->argv, "hc:r:R:v", a->longopts, &idx)) >= 0) {
+                c = args_short(a, c);
+                r = args_apply_table(a, c, optarg);
+                if (r > 0)
+                        return r;
+                if (r == 0)
+                        continue;
                 switch (c) {
                 case 'h':
-                        help();
+                        help(a);
                         return 0;
                 case ARG_VERSION:
                         printf("shmem-brokerd %s\n", SHMEM_VERSION);
@@ -227,9 +322,6 @@ static int args_load(Args *a) {
                 case 'c':
                 case ARG_NO_CONFIG:
                         break; /* first pass */
-                case 'r':
-                        a->config.rundir = optarg;
-                        break;
                 case 'R': {
                         char *copy;
 
@@ -239,60 +331,13 @@ static int args_load(Args *a) {
                         }
                         copy = a->region_args[a->n_region_args++] = strdup(optarg);
                         if (!copy || parse_region(copy, &a->regions[a->config.n_regions]) < 0) {
-                                fprintf(stderr, "shmem-brokerd: --region wants NAME:SIZE[:persistent][:peers=N][:ivshmem[:vectors=N]]\n");
+                                fprintf(stderr, "shmem-brokerd: --region wants "
+                                                "NAME:SIZE[:persistent][:peers=N][:ivshmem[:vectors=N]]\n");
                                 return 2;
                         }
                         a->config.n_regions++;
                         break;
                 }
-                case ARG_QEMU_GROUP: {
-                        struct group *g = getgrnam(optarg);
-
-                        if (!g) {
-                                fprintf(stderr, "shmem-brokerd: unknown group '%s'\n", optarg);
-                                return 2;
-                        }
-                        a->config.qemu.socket_gid = g->gr_gid;
-                        break;
-                }
-                case ARG_QEMU_MODE:
-                        n = 0;
-                        if (sscanf(optarg, "%o%n", &mode, &n) != 1 || optarg[n] || mode > 0777) {
-                                fprintf(stderr, "shmem-brokerd: --qemu-socket-mode wants an octal mode\n");
-                                return 2;
-                        }
-                        a->config.qemu.socket_mode = mode;
-                        break;
-                case ARG_MAX_REGIONS:
-                        r = config_parse_uint(optarg, 1, 65536, &a->config.limits.max_regions);
-                        goto check;
-                case ARG_MAX_REGION_SIZE:
-                        r = config_parse_size(optarg, &a->config.limits.max_region_bytes);
-                        goto check;
-                case ARG_MAX_TOTAL_SIZE:
-                        r = config_parse_size(optarg, &a->config.limits.max_total_bytes);
-                        goto check;
-                case ARG_MAX_PEERS:
-                        r = config_parse_uint(optarg, 1, SHMEM_PEERS_MAX, &a->config.limits.default_max_peers);
-                        goto check;
-                case ARG_MAX_CONNECTIONS:
-                        r = config_parse_uint(optarg, 1, 1u << 20, &a->config.limits.max_connections);
-                        goto check;
-                case ARG_MAX_QUEUED: {
-                        uint64_t v;
-
-                        r = config_parse_size(optarg, &v);
-                        if (r >= 0 && (v < 4096 || v > (UINT64_C(1) << 30)))
-                                r = -ERANGE;
-                        a->config.limits.max_queued_bytes = (size_t) v;
-                }
-                check:
-                        if (r < 0) {
-                                fprintf(stderr, "shmem-brokerd: invalid value '%s' for --%s\n", optarg,
-                                        options[idx].name);
-                                return 2;
-                        }
-                        break;
                 case 'v':
                         log_set_max_level(LOG_DEBUG);
                         break;
@@ -305,6 +350,10 @@ static int args_load(Args *a) {
                 fprintf(stderr, "shmem-brokerd: unexpected argument '%s'\n", a->argv[optind]);
                 return 2;
         }
+        rundir = getenv("RUNTIME_DIRECTORY");
+        a->config.rundir = a->daemon.rundir[0] ? a->daemon.rundir : rundir && rundir[0] == '/' ? rundir
+                                                                                             : SHMEM_DEFAULT_RUNDIR;
+        a->config.limits = a->daemon.limits;
         return -1;
 }
 
@@ -326,15 +375,19 @@ int main(int argc, char **argv) {
 
         args.argc = argc;
         args.argv = argv;
-        args.inherited = persist_inherited();
+        args.inherited = fdstore_inherited();
         r = args_load(&args);
         if (r >= 0)
                 return r;
-        args.inherited = false; /* a reload that fails keeps the configuration in force */
 
         (void) signal(SIGPIPE, SIG_IGN);
         raise_fd_limit(&args.config.limits);
         r = broker_new(&broker, &args.config, args_reload, &args);
+        if (r < 0 && args.inherited)
+                /* Everything handed over stays with the manager for the next start: tearing
+                 * down would tell QEMUs and clients that peers left who did not. */
+                _exit(EXIT_FAILURE);
+        args.inherited = false; /* a reload that fails keeps the configuration in force */
         if (r >= 0) {
                 broker_set_argv(broker, argv);
                 r = broker_run(broker);

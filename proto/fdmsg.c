@@ -6,11 +6,6 @@
 
 #include "fdmsg.h"
 
-void fds_close(int *fds, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                fds[i] = fd_close(fds[i]);
-}
-
 int fdmsg_new(FdMsg **ret, const void *bytes, size_t n_bytes, int *fds, size_t n_fds) {
         FdMsg *m;
 

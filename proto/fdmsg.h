@@ -62,6 +62,3 @@ int fdmsg_send_now(int fd, const void *bytes, size_t n_bytes, const int *fds, si
  * Returns 0 with *ret set, -EAGAIN if nothing is there, FDMSG_E_*, or -errno.
  */
 int fdmsg_recv(int fd, size_t max_bytes, size_t max_fds, FdMsg **ret);
-
-/* Closes every fd in @fds[0..n), setting each to -1. */
-void fds_close(int *fds, size_t n);

@@ -3,6 +3,7 @@
 
 /* Ownership helpers used by every component (systemd's conventions). */
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -17,6 +18,16 @@ static inline int fd_close(int fd) {
         return -1;
 }
 static inline void fd_closep(int *fd) { fd_close(*fd); }
+/* Closes every fd in @fds[0..n), setting each to -1. */
+static inline void fds_close(int *fds, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                fds[i] = fd_close(fds[i]);
+}
+/* Frees @p; returns NULL so that `p = mfree(p);` reads well. */
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
 static inline void freep(void *p) { free(*(void **) p); }
 
 /* Hands ownership of an fd or pointer on: returns the value, leaves -1 / NULL. */

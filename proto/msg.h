@@ -21,10 +21,14 @@ typedef Shmem__Message Message;
 /* Serializes @m; consumes @fds (closed on failure too). */
 int msg_encode(FdMsg **ret, const Message *m, int *fds, size_t n_fds);
 
+/* msg_decode(): decoded, but a string field holds a NUL byte or is not UTF-8. */
+#define MSG_E_BAD_STRING 1
+
 /*
  * Parses the bytes of @in (borrowed; its fds stay in it for the caller to
- * steal). Returns 0, -EBADMSG if it is not a Message, -ENOMEM.
- * Free the result with msg_free().
+ * steal). Returns 0; MSG_E_BAD_STRING with *ret set (the C strings end at the
+ * first NUL: the caller must not act on them as if they were what was sent);
+ * -EBADMSG if it is not a Message; -ENOMEM. Free the result with msg_free().
  */
 int msg_decode(Message **ret, const FdMsg *in);
 Message *msg_free(Message *m);

@@ -3,7 +3,7 @@
 
 /*
  * Region: one named shared-memory region, its peers and its signal matrix
- * (DESIGN.md §3-5).
+ * (docs/region-layout.md).
  *
  * Memory is a sealed memfd whose size is a power of two (QEMU asserts that
  * for a BAR) holding the control page and the data. It exists from the first
@@ -13,33 +13,52 @@
  * ev[i][0..vectors-1]; ev[i][j] means "peer j signaled i", ev[i][max_peers]
  * means "membership changed". Peer i receives its own row, and ev[k][i] for
  * every other peer k.
+ *
+ * Pure: memory, eventfds and the control page; no sockets, no event loop.
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "plugin.h"
+#include "error.h"
+#include "identity.h"
 #include "region-layout.h"
 
 /* A pinned name: a peer's label, or a VM's UUID (36 characters). */
-#define REGION_PIN_NAME_MAX 36
+#define REGION_PIN_NAME_MAX PEER_UUID_MAX
 
-/* Who a peer is, as the front end learned it. */
-typedef struct PeerIdentity {
-        unsigned kind; /* SHMEM_PEER_KIND_* */
-        char label[SHMEM_LABEL_MAX + 1];
-        char vm_uuid[37]; /* QEMU's -uuid (libvirt always passes one), or "" */
-        bool libvirt;     /* libvirt's pid file for the domain named label holds pid */
-        pid_t pid;
-        uid_t uid;
-        gid_t gid;
-        gid_t groups[32]; /* supplementary groups (SO_PEERGROUPS), host peers only */
-        unsigned n_groups;
-} PeerIdentity;
+typedef struct Peer Peer;
+typedef struct Region Region;
 
-/* Whether @name names the peer: its label, or a VM's UUID (libvirt's domain UUID). */
-bool peer_identity_is(const PeerIdentity *id, const char *name);
+/*
+ * What the core tells one attached peer's front end. Called from inside
+ * registry functions: a callback must not attach or detach anything; it
+ * queues what it has to send and returns.
+ */
+typedef struct PeerOps {
+        /*
+         * Another peer @other joined @self's region: hand @self the fds that
+         * region_fds_to(other, self) returns (borrowed: dup them to keep them).
+         */
+        void (*joined)(Peer *self, Peer *other);
+        /* @other left @self's region: forget its fds. */
+        void (*left)(Peer *self, Peer *other);
+        /*
+         * The core detached @self on its own (region destroyed by force, or a
+         * reload's declaration that no longer admits it). The Peer is freed
+         * right after this returns: the front end drops its pointer and
+         * schedules closing its connection (never synchronously).
+         */
+        void (*evicted)(Peer *self);
+        /*
+         * Optional: departures of other peers this peer's VMM was told of
+         * (QEMU 7.2 aborts when its device is unplugged after one, docs/libvirt.md),
+         * for inspect. NULL: 0.
+         */
+        unsigned (*departures_told)(const Peer *self);
+} PeerOps;
 
 struct Peer {
         Region *region;
@@ -47,17 +66,14 @@ struct Peer {
         uint32_t doorbell_id; /* id on QEMU's ivshmem wire, see region-layout.h */
         PeerIdentity id;
         int *ev; /* [region->vectors], owned */
-        const PeerOps *ops;
-        void *userdata; /* the front end's connection */
-        uint64_t conn_id; /* that connection's id, for the stored state */
-        /* Departures of other peers told to this peer's front end: QEMU (7.2
-         * at least) aborts when its device is unplugged after one (docs/libvirt.md). */
-        unsigned departures_told;
+        const PeerOps *ops; /* NULL only between a restore and its front end's rebind */
+        void *userdata;     /* the front end's connection */
+        uint64_t conn_id;   /* that connection's id: opaque to the core, names it in a stored state */
 };
 
 struct Region {
-        Registry *registry;
         char name[SHMEM_NAME_MAX + 1];
+        size_t slot;          /* position in the registry's region table */
         unsigned signal_mode; /* SHMEM_SIGNAL_MODE_*: shmem, or ivshmem (compat: no control page) */
         uint64_t data_offset; /* SHMEM_DATA_OFFSET; 0 in compat mode */
         uint64_t data_size;   /* page-rounded request of the creator (compat: the whole region) */
@@ -67,15 +83,19 @@ struct Region {
         bool declared;        /* known ahead (config, Create): survives its last peer */
         bool persistent;      /* memory survives its last peer too */
         bool from_config;     /* declared by the configuration: a reload may retract it */
+        /* A declaration's size or max_peers that waits for the memory to be
+         * freed (0: none): shown by inspect, so that a mismatch is visible. */
+        uint64_t declared_data_size;
+        unsigned declared_max_peers;
         /* Who may attach as a host peer: rw bits of owner, group, others (QEMU peers
          * are admitted by their socket's mode and group). */
         uid_t owner;
         gid_t group;
         unsigned mode;
-        uid_t creator;        /* for the regions-per-uid limit; (uid_t) -1 for declared ones */
+        uid_t creator;        /* for the per-user limits; (uid_t) -1 for declared ones */
         /* Pinned indices: pin_name[i] (a VM or client name) always gets index i,
-         * nobody else does. Empty: not pinned. */
-        char pin_name[SHMEM_PEERS_MAX][REGION_PIN_NAME_MAX + 1];
+         * nobody else does; "" not pinned. NULL when nothing is pinned. */
+        char (*pin_name)[REGION_PIN_NAME_MAX + 1];
         int memfd;            /* -1 while not allocated */
         char backend[256];    /* "memfd", "hugetlb-2M", "hugetlb-1G", or a directory */
         uint64_t page_len;    /* how much of the memory the broker maps for page 0 */
@@ -84,21 +104,16 @@ struct Region {
         uint32_t next_doorbell_id; /* rolling; restarts only when the memory is freed */
         Peer *peers[SHMEM_PEERS_MAX];
         unsigned n_peers;
-        void *plugin_data[4]; /* per-plugin endpoint state, by plugin slot */
-};
-
-/* Positive results of region functions: the wire's shmem.Status numbers. */
-enum {
-        REGION_E_CLIENT_MAX = 3,
-        REGION_E_BAD_SIZE = 8,
-        REGION_E_LIMIT = 9,
 };
 
 /* Whether @id may attach to @r as a host peer: root, or rw in its class of r->mode. */
 bool region_may_attach(const Region *r, const PeerIdentity *id);
 
-/* Validates a region name (DESIGN.md §6). */
+/* Validates a region name: 1..63 of [A-Za-z0-9._-], not starting with '.'. */
 bool region_name_is_valid(const char *name);
+
+/* Sets the pinned indices from "NAME:INDEX ..." (indices beyond max_peers never match); 0 or -ENOMEM. */
+int region_set_pins(Region *r, const char *pins);
 
 /*
  * Computes the memfd size for @data_size bytes of data: control page + data
@@ -109,8 +124,8 @@ bool region_size_for(unsigned signal_mode, uint64_t data_size, uint64_t limit, u
                      uint64_t *ret_region_size);
 
 /* @vectors is used in compat mode only (shmem mode: max_peers + 1). */
-int region_new(Region **ret, Registry *registry, const char *name, uint64_t data_size,
-               unsigned max_peers, unsigned signal_mode, unsigned vectors);
+int region_new(Region **ret, const char *name, uint64_t data_size, unsigned max_peers, unsigned signal_mode,
+               unsigned vectors);
 Region *region_free(Region *r);
 
 /*
@@ -131,7 +146,7 @@ void region_release(Region *r);
  * region_attach_peer() - give @id the lowest free index of @r, with its row
  * of eventfds, and tell the other peers. The new peer's front end then sends
  * its setup from peer->ev and region_peer_fd_to().
- * Returns 0, REGION_E_CLIENT_MAX, or a negative errno.
+ * Returns 0, CORE_E_CLIENT_MAX, or a negative errno.
  */
 int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, void *userdata,
                        Peer **ret);

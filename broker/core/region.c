@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +14,17 @@
 #include <linux/memfd.h>
 #include <unistd.h>
 
-#include "fdmsg.h"
 #include "macro.h"
 #include "region.h"
+
+bool peer_identity_in_group(const PeerIdentity *id, gid_t gid) {
+        if (id->gid == gid)
+                return true;
+        for (unsigned i = 0; i < id->n_groups; i++)
+                if (id->groups[i] == gid)
+                        return true;
+        return false;
+}
 
 bool region_may_attach(const Region *r, const PeerIdentity *id) {
         unsigned bits;
@@ -24,13 +33,8 @@ bool region_may_attach(const Region *r, const PeerIdentity *id) {
                 return true;
         if (id->uid == r->owner)
                 bits = r->mode >> 6;
-        else {
-                bool member = id->gid == r->group;
-
-                for (unsigned i = 0; i < id->n_groups && !member; i++)
-                        member = id->groups[i] == r->group;
-                bits = member ? r->mode >> 3 : r->mode;
-        }
+        else
+                bits = peer_identity_in_group(id, r->group) ? r->mode >> 3 : r->mode;
         /* Peers map the region read-write: attaching needs both. */
         return (bits & 6) == 6;
 }
@@ -69,8 +73,8 @@ bool region_size_for(unsigned signal_mode, uint64_t data_size, uint64_t limit, u
         return true;
 }
 
-int region_new(Region **ret, Registry *registry, const char *name, uint64_t data_size,
-               unsigned max_peers, unsigned signal_mode, unsigned vectors) {
+int region_new(Region **ret, const char *name, uint64_t data_size, unsigned max_peers, unsigned signal_mode,
+               unsigned vectors) {
         bool compat = signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM;
         Region *r;
 
@@ -80,7 +84,6 @@ int region_new(Region **ret, Registry *registry, const char *name, uint64_t data
         r = calloc(1, sizeof(*r));
         if (!r)
                 return -ENOMEM;
-        r->registry = registry;
         snprintf(r->name, sizeof(r->name), "%s", name);
         r->signal_mode = signal_mode;
         r->data_offset = compat ? 0 : SHMEM_DATA_OFFSET;
@@ -103,8 +106,37 @@ Region *region_free(Region *r) {
         if (!r)
                 return NULL;
         region_release(r);
+        free(r->pin_name);
         free(r);
         return NULL;
+}
+
+int region_set_pins(Region *r, const char *pins) {
+        char copy[4096], *save = NULL;
+
+        r->pin_name = mfree(r->pin_name);
+        if (!pins || !pins[0])
+                return 0;
+        r->pin_name = calloc(SHMEM_PEERS_MAX, sizeof(*r->pin_name));
+        if (!r->pin_name)
+                return -ENOMEM;
+        /* Validated by the option parser (options.c). */
+        snprintf(copy, sizeof(copy), "%s", pins);
+        for (char *t = strtok_r(copy, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+                char *colon = strrchr(t, ':');
+                unsigned long index = colon ? strtoul(colon + 1, NULL, 10) : SHMEM_PEERS_MAX;
+
+                if (colon && index < r->max_peers) {
+                        *colon = 0;
+                        snprintf(r->pin_name[index], sizeof(r->pin_name[index]), "%s", t);
+                }
+        }
+        return 0;
+}
+
+/* The name index @i is pinned to, or NULL. */
+static const char *region_pin(const Region *r, unsigned i) {
+        return r->pin_name && r->pin_name[i][0] ? r->pin_name[i] : NULL;
 }
 
 int region_set_backend(Region *r, const char *backend) {
@@ -362,14 +394,14 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
         /* "Guest 0 is always vm-a": a pinned name gets its index, and the
          * others the lowest free index that is pinned to nobody. */
         for (index = 0; index < r->max_peers; index++)
-                if (!r->peers[index] && r->pin_name[index][0] && peer_identity_is(id, r->pin_name[index]))
+                if (!r->peers[index] && region_pin(r, index) && peer_identity_is(id, region_pin(r, index)))
                         break;
         if (index >= r->max_peers)
                 for (index = 0; index < r->max_peers; index++)
-                        if (!r->peers[index] && !r->pin_name[index][0])
+                        if (!r->peers[index] && !region_pin(r, index))
                                 break;
         if (index >= r->max_peers)
-                return REGION_E_CLIENT_MAX;
+                return CORE_E_CLIENT_MAX;
         k = region_allocate(r);
         if (k < 0)
                 return k;

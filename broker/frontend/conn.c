@@ -11,6 +11,22 @@ static void conn_on_drop(evutil_socket_t fd, short what, void *userdata) {
         c->drop_fn(c, c->error, c->userdata);
 }
 
+/* Takes the queue's head off, with the accounting. */
+static void conn_pop(Conn *c) {
+        FdMsg *m = c->head;
+
+        c->head = m->next;
+        if (!c->head)
+                c->tail = NULL;
+        c->queued_bytes -= m->n_bytes;
+        c->queued_fds -= m->n_fds;
+        if (c->budget) {
+                c->budget->bytes -= m->n_bytes;
+                c->budget->fds -= m->n_fds;
+        }
+        fdmsg_free(m);
+}
+
 static int conn_flush(Conn *c) {
         while (c->head) {
                 FdMsg *m = c->head;
@@ -20,12 +36,7 @@ static int conn_flush(Conn *c) {
                         return r;
                 if (r == 0)
                         return event_add(c->ev_write, NULL) < 0 ? -ENOMEM : 0;
-                c->head = m->next;
-                if (!c->head)
-                        c->tail = NULL;
-                c->queued_bytes -= m->n_bytes;
-                c->queued_fds -= m->n_fds;
-                fdmsg_free(m);
+                conn_pop(c);
         }
         event_del(c->ev_write);
         if (c->close_when_flushed && c->error == 0)
@@ -72,20 +83,22 @@ void conn_deinit(Conn *c) {
                 event_free(c->ev_write);
         if (c->ev_drop)
                 event_free(c->ev_drop);
-        while (c->head) {
-                FdMsg *m = c->head;
-
-                c->head = m->next;
-                fdmsg_free(m);
-        }
+        while (c->head)
+                conn_pop(c);
         fd_close(c->fd);
         *c = (Conn) CONN_NULL;
+}
+
+void conn_set_budget(Conn *c, ConnBudget *b) {
+        c->budget = b;
 }
 
 void conn_break(Conn *c, int error) {
         if (c->error)
                 return;
         c->error = error < 0 ? error : -EIO;
+        while (c->head)
+                conn_pop(c);
         event_del(c->ev_read);
         event_del(c->ev_write);
         event_active(c->ev_drop, 0, 0);
@@ -99,10 +112,15 @@ int conn_queue(Conn *c, FdMsg *m) {
                 return c->error;
         }
         if (c->queued_bytes + m->n_bytes > c->max_queued_bytes ||
-            c->queued_fds + m->n_fds > FDMSG_FDS_MAX * 4) {
-                fdmsg_free(m);
-                conn_break(c, -ENOBUFS);
-                return -ENOBUFS;
+            c->queued_fds + m->n_fds > FDMSG_FDS_MAX * 4)
+                goto full;
+        if (c->budget && (c->budget->bytes + m->n_bytes > c->budget->max_bytes ||
+                          c->budget->fds + m->n_fds > c->budget->max_fds)) {
+                if (c->budget->over)
+                        c->budget->over(c->budget, c);
+                if (c->error || c->budget->bytes + m->n_bytes > c->budget->max_bytes ||
+                    c->budget->fds + m->n_fds > c->budget->max_fds)
+                        goto full;
         }
         m->next = NULL;
         if (c->tail)
@@ -112,12 +130,21 @@ int conn_queue(Conn *c, FdMsg *m) {
         c->tail = m;
         c->queued_bytes += m->n_bytes;
         c->queued_fds += m->n_fds;
+        if (c->budget) {
+                c->budget->bytes += m->n_bytes;
+                c->budget->fds += m->n_fds;
+        }
         if (c->head != m)
                 return 0; /* the write event is armed already */
         r = conn_flush(c);
         if (r < 0)
                 conn_break(c, r);
         return r;
+
+full:
+        fdmsg_free(m);
+        conn_break(c, -ENOBUFS);
+        return -ENOBUFS;
 }
 
 void conn_close_after_flush(Conn *c) {

@@ -20,6 +20,19 @@
 
 typedef struct Conn Conn;
 
+/*
+ * A budget shared by many Conns: what they may hold queued together. When a
+ * message would take it over, over() may break other connections to make room
+ * (a broken Conn releases its queue at once); if there is still no room, the
+ * Conn queueing the message breaks with -ENOBUFS.
+ */
+typedef struct ConnBudget ConnBudget;
+struct ConnBudget {
+        size_t bytes, max_bytes;
+        size_t fds, max_fds;
+        void (*over)(ConnBudget *b, Conn *c);
+};
+
 /* Readable: the owner reads with fdmsg_recv(conn->fd, ...). */
 typedef void (*ConnReadFn)(Conn *c, void *userdata);
 /* The connection must go: @error is a negative errno (-ENOBUFS: queue limit). */
@@ -30,6 +43,7 @@ struct Conn {
         struct event *ev_read, *ev_write, *ev_drop;
         FdMsg *head, *tail;
         size_t queued_bytes, queued_fds, max_queued_bytes;
+        ConnBudget *budget; /* NULL: only the Conn's own limit */
         int error; /* set once broken */
         bool close_when_flushed;
         ConnReadFn read_fn;
@@ -54,7 +68,10 @@ void conn_deinit(Conn *c);
  */
 int conn_queue(Conn *c, FdMsg *m);
 
-/* Schedules the drop callback with @error; idempotent. */
+/* Charges the Conn's queue to @b from now on (set before anything is queued). */
+void conn_set_budget(Conn *c, ConnBudget *b);
+
+/* Frees what is queued (nothing more will be sent) and schedules the drop callback with @error; idempotent. */
 void conn_break(Conn *c, int error);
 
 /* Stops reading; the drop callback (error 0) runs once the queue is flushed. */

@@ -11,22 +11,19 @@
  * (QEMU blocks its device realize reading the handshake, so it is answered at
  * once). It is refused only by a version other than 0 (1000 + shmem.Status),
  * which makes QEMU fail cleanly; closing its socket mid-handshake would hang
- * QEMU for ever (research/qemu-lab.md).
+ * QEMU for ever (docs/protocol.md).
  */
 
-#include <sys/types.h>
-
-#include "plugin.h"
+#include "plugins.h"
 
 #define IVSHMEM_REFUSE_VERSION_BASE 1000
 
-typedef struct QemuPluginConfig {
-        mode_t socket_mode; /* 0660 by default */
-        gid_t socket_gid;   /* (gid_t) -1: leave the broker's group */
+typedef struct QemuSettings {
+        unsigned socket_mode; /* 0660 by default */
+        gid_t socket_gid;     /* (gid_t) -1: leave the broker's group */
         /* Where libvirt keeps its QEMU pid files (NAME.pid), to confirm that a
          * VM is the libvirt domain it names; "" disables the check. */
-        char libvirt_run_dir[256];
-} QemuPluginConfig;
+        char libvirt_run_dir[OPTION_PATH_MAX];
+} QemuSettings;
 
-/* A new plugin, to be handed to registry_add_plugin(). */
-int qemu_plugin_new(Plugin **ret, const QemuPluginConfig *config);
+extern const PluginModule qemu_plugin_module;

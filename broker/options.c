@@ -9,48 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "escape.h"
+#include "options.h"
 #include "macro.h"
 
-/* Whether this process may give a file group @gid (chown(2): root, or a member). */
-static bool may_use_group(gid_t gid) {
-        gid_t groups[256];
-        int n;
-
-        if (geteuid() == 0 || getegid() == gid)
-                return true;
-        n = getgroups((int) ELEMENTSOF(groups), groups);
-        for (int i = 0; i < n; i++)
-                if (groups[i] == gid)
-                        return true;
-        return false;
-}
-
-/*
- * The group QEMU sockets get unless configured: the one QEMU runs in here,
- * among those this process may use. Debian's libvirt runs QEMU as user
- * libvirt-qemu, group libvirt-qemu, with kvm as a further group; QEMU run by
- * hand usually needs kvm too. The service runs with kvm as a supplementary
- * group (systemd/shmem-brokerd.service).
- */
-static gid_t config_default_qemu_gid(void) {
-        static const char *const groups[] = { "libvirt-qemu", "kvm" };
-
-        for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
-                struct group *g = getgrnam(groups[i]);
-
-                if (g && may_use_group(g->gr_gid))
-                        return g->gr_gid;
-        }
-        return (gid_t) -1;
-}
-
-void config_init(Config *c) {
-        *c = (Config) {
-                .limits = LIMITS_DEFAULT,
-                .qemu = { .socket_mode = 0660, .socket_gid = config_default_qemu_gid(),
-                          .libvirt_run_dir = "/run/libvirt/qemu" },
-        };
+void config_init(Config *c, const OptionTable *tables, size_t n_tables) {
+        *c = (Config) { .tables = tables, .n_tables = n_tables };
 }
 
 void config_done(Config *c) {
@@ -65,8 +29,7 @@ void config_done(Config *c) {
                 free((char *) c->rules[i].glob);
         }
         free(c->rules);
-        free(c->rundir);
-        config_init(c);
+        config_init(c, c->tables, c->n_tables);
 }
 
 int config_parse_size(const char *s, uint64_t *ret) {
@@ -103,6 +66,117 @@ int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret) 
                 return -EINVAL;
         *ret = (unsigned) v;
         return 0;
+}
+
+static int parse_mode(const char *s, unsigned *ret) {
+        unsigned mode;
+        int n = 0;
+
+        if (sscanf(s, "%o%n", &mode, &n) != 1 || s[n] || s[0] == '-' || s[0] == '+' || mode > 0777)
+                return -EINVAL;
+        *ret = mode;
+        return 0;
+}
+
+int option_set(const Option *o, void *settings, const char *value, char *why, size_t why_size) {
+        void *field = (char *) settings + o->offset;
+        uint64_t v;
+        unsigned u;
+
+        switch (o->type) {
+        case OPTION_UINT:
+                if (config_parse_uint(value, (unsigned) o->min, (unsigned) o->max, &u) < 0) {
+                        snprintf(why, why_size, "'%s' is not a number from %llu to %llu", value,
+                                 (unsigned long long) o->min, (unsigned long long) o->max);
+                        return -EINVAL;
+                }
+                *(unsigned *) field = u;
+                return 0;
+        case OPTION_SIZE:
+        case OPTION_SIZE_T:
+                if (config_parse_size(value, &v) < 0 || v < o->min || v > o->max) {
+                        snprintf(why, why_size, "'%s' is not a size (bytes, or with K, M, G, T) from %llu to %llu",
+                                 value, (unsigned long long) o->min, (unsigned long long) o->max);
+                        return -EINVAL;
+                }
+                if (o->type == OPTION_SIZE)
+                        *(uint64_t *) field = v;
+                else
+                        *(size_t *) field = (size_t) v;
+                return 0;
+        case OPTION_MODE:
+                if (parse_mode(value, &u) < 0) {
+                        snprintf(why, why_size, "'%s' is not an octal mode such as 0660", value);
+                        return -EINVAL;
+                }
+                *(unsigned *) field = u;
+                return 0;
+        case OPTION_GROUP: {
+                struct group *g = getgrnam(value);
+
+                if (!g) {
+                        snprintf(why, why_size, "unknown group '%s'", value);
+                        return -EINVAL;
+                }
+                *(gid_t *) field = g->gr_gid;
+                return 0;
+        }
+        case OPTION_PATH:
+        case OPTION_PATH_OR_EMPTY:
+                if ((value[0] != '/' && !(o->type == OPTION_PATH_OR_EMPTY && !value[0])) ||
+                    strlen(value) >= OPTION_PATH_MAX) {
+                        snprintf(why, why_size, "%s must be an absolute path%s of at most %d bytes", o->key,
+                                 o->type == OPTION_PATH_OR_EMPTY ? ", or empty," : "", OPTION_PATH_MAX - 1);
+                        return -EINVAL;
+                }
+                strcpy(field, value);
+                return 0;
+        }
+        snprintf(why, why_size, "%s: unknown option type", o->key);
+        return -EINVAL;
+}
+
+/* Sizes as their largest exact unit: 1G, 256K, 4097. */
+static const char *format_size(uint64_t v, char *buf, size_t size) {
+        static const char units[] = "KMGT";
+        int u = -1;
+
+        while (u < 3 && v && v % 1024 == 0)
+                v /= 1024, u++;
+        if (u < 0)
+                snprintf(buf, size, "%llu", (unsigned long long) v);
+        else
+                snprintf(buf, size, "%llu%c", (unsigned long long) v, units[u]);
+        return buf;
+}
+
+const char *option_format(const Option *o, const void *settings, char *buf, size_t size) {
+        const void *field = (const char *) settings + o->offset;
+
+        switch (o->type) {
+        case OPTION_UINT:
+                snprintf(buf, size, "%u", *(const unsigned *) field);
+                return buf;
+        case OPTION_SIZE:
+                return format_size(*(const uint64_t *) field, buf, size);
+        case OPTION_SIZE_T:
+                return format_size(*(const size_t *) field, buf, size);
+        case OPTION_MODE:
+                snprintf(buf, size, "%04o", *(const unsigned *) field);
+                return buf;
+        case OPTION_GROUP: {
+                gid_t gid = *(const gid_t *) field;
+                struct group *g = gid == (gid_t) -1 ? NULL : getgrgid(gid);
+
+                snprintf(buf, size, "%s", gid == (gid_t) -1 ? "the broker's" : g ? g->gr_name : "?");
+                return buf;
+        }
+        case OPTION_PATH:
+        case OPTION_PATH_OR_EMPTY:
+                snprintf(buf, size, "%s", (const char *) field);
+                return buf;
+        }
+        return "?";
 }
 
 static int parse_bool(const char *s, bool *ret) {
@@ -171,80 +245,6 @@ static int set_uint(Parser *p, const char *value, unsigned min, unsigned max, un
                 return 0;
         }
         return 1;
-}
-
-static int handle_broker(Parser *p, const char *key, const char *value) {
-        Config *c = p->config;
-
-        if (!strcmp(key, "run-directory")) {
-                if (value[0] != '/') {
-                        p->reason = "run-directory must be an absolute path";
-                        return 0;
-                }
-                free(c->rundir);
-                c->rundir = strdup(value);
-                return c->rundir != NULL;
-        }
-        if (!strcmp(key, "qemu-socket-group")) {
-                struct group *g = getgrnam(value);
-
-                if (!g) {
-                        snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown group '%s'", value);
-                        p->reason = p->reason_buf;
-                        return 0;
-                }
-                c->qemu.socket_gid = g->gr_gid;
-                return 1;
-        }
-        if (!strcmp(key, "libvirt-run-directory")) {
-                if (value[0] && value[0] != '/') {
-                        p->reason = "libvirt-run-directory must be an absolute path, or empty";
-                        return 0;
-                }
-                if (strlen(value) >= sizeof(c->qemu.libvirt_run_dir)) {
-                        p->reason = "libvirt-run-directory is too long";
-                        return 0;
-                }
-                strcpy(c->qemu.libvirt_run_dir, value);
-                return 1;
-        }
-        if (!strcmp(key, "qemu-socket-mode")) {
-                unsigned mode;
-                int n = 0;
-
-                if (sscanf(value, "%o%n", &mode, &n) != 1 || value[n] || mode > 0777) {
-                        p->reason = "qemu-socket-mode must be an octal mode such as 0660";
-                        return 0;
-                }
-                c->qemu.socket_mode = mode;
-                return 1;
-        }
-        return -1;
-}
-
-static int handle_limits(Parser *p, const char *key, const char *value) {
-        Limits *l = &p->config->limits;
-        uint64_t v;
-
-        if (!strcmp(key, "regions"))
-                return set_uint(p, value, 1, 65536, &l->max_regions);
-        if (!strcmp(key, "total-bytes"))
-                return set_size(p, value, 8192, &l->max_total_bytes);
-        if (!strcmp(key, "region-bytes"))
-                return set_size(p, value, 8192, &l->max_region_bytes);
-        if (!strcmp(key, "peers"))
-                return set_uint(p, value, 1, SHMEM_PEERS_MAX, &l->default_max_peers);
-        if (!strcmp(key, "connections"))
-                return set_uint(p, value, 1, 1u << 20, &l->max_connections);
-        if (!strcmp(key, "regions-per-uid"))
-                return set_uint(p, value, 0, 65536, &l->max_regions_per_uid);
-        if (!strcmp(key, "queued-bytes")) {
-                if (!set_size(p, value, 4096, &v))
-                        return 0;
-                l->max_queued_bytes = (size_t) v;
-                return 1;
-        }
-        return -1;
 }
 
 static int handle_region(Parser *p, const char *name, const char *key, const char *value) {
@@ -333,9 +333,8 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
         }
         if (!strcmp(key, "mode")) {
                 unsigned mode;
-                int n = 0;
 
-                if (sscanf(value, "%o%n", &mode, &n) != 1 || value[n] || mode > 0777) {
+                if (parse_mode(value, &mode) < 0) {
                         p->reason = "mode must be an octal mode such as 0660";
                         return 0;
                 }
@@ -345,8 +344,6 @@ static int handle_region(Parser *p, const char *name, const char *key, const cha
         }
         return -1;
 }
-
-#define CONFIG_RULES_MAX 4096
 
 static int add_rule(Parser *p, const AccessRule *rule) {
         Config *c = p->config;
@@ -402,6 +399,31 @@ static int handle_rules(Parser *p, const char *client, bool domain, const char *
         return 1;
 }
 
+/* A key of a table's section: 1 set, 0 refused (p->reason), -1 not a table's key. */
+static int handle_table(Parser *p, const char *section, const char *key, const char *value) {
+        bool known_section = false;
+
+        for (size_t t = 0; t < p->config->n_tables; t++) {
+                const OptionTable *table = &p->config->tables[t];
+
+                for (size_t i = 0; i < table->n_options; i++) {
+                        const Option *o = &table->options[i];
+
+                        if (!o->section || strcmp(o->section, section) != 0)
+                                continue;
+                        known_section = true;
+                        if (strcmp(o->key, key) != 0)
+                                continue;
+                        if (option_set(o, table->settings, value, p->reason_buf, sizeof(p->reason_buf)) < 0) {
+                                p->reason = p->reason_buf;
+                                return 0;
+                        }
+                        return 1;
+                }
+        }
+        return known_section ? -1 : -2;
+}
+
 static int config_handler(void *userdata, const char *section, const char *key, const char *value) {
         Parser *p = userdata;
         int r;
@@ -409,18 +431,20 @@ static int config_handler(void *userdata, const char *section, const char *key, 
         p->reason = NULL;
         if (!key) /* a section header alone */
                 return 1;
-        if (!strcmp(section, "broker"))
-                r = handle_broker(p, key, value);
-        else if (!strcmp(section, "limits"))
-                r = handle_limits(p, key, value);
+        r = handle_table(p, section, key, value);
+        if (r != -2)
+                ;
         else if (!strncmp(section, "region ", 7)) {
                 const char *name = section + 7;
 
                 while (*name == ' ')
                         name++;
                 if (!region_name_is_valid(name)) {
+                        char esc[STR_ESCAPE_SIZE(64)];
+
                         snprintf(p->reason_buf, sizeof(p->reason_buf),
-                                 "[region %s]: names are 1-63 of [A-Za-z0-9._-], not starting with '.'", name);
+                                 "[region %s]: names are 1-63 of [A-Za-z0-9._-], not starting with '.'",
+                                 str_escape(esc, sizeof(esc), name));
                         p->reason = p->reason_buf;
                         return 0;
                 }
@@ -432,12 +456,18 @@ static int config_handler(void *userdata, const char *section, const char *key, 
                         name++;
                 r = handle_rules(p, name, section[0] == 'd', key, value);
         } else {
-                snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown section [%s]", section);
+                char esc[STR_ESCAPE_SIZE(64)];
+
+                snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown section [%s]",
+                         str_escape(esc, sizeof(esc), section));
                 p->reason = p->reason_buf;
                 return 0;
         }
         if (r < 0) {
-                snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown key '%s' in [%s]", key, section);
+                char k[STR_ESCAPE_SIZE(64)], sec[STR_ESCAPE_SIZE(64)];
+
+                snprintf(p->reason_buf, sizeof(p->reason_buf), "unknown key '%s' in [%s]",
+                         str_escape(k, sizeof(k), key), str_escape(sec, sizeof(sec), section));
                 p->reason = p->reason_buf;
                 return 0;
         }
@@ -448,38 +478,84 @@ static int config_handler(void *userdata, const char *section, const char *key, 
 
 /* Feeds inih line by line, counting, so that rules know their line for the log. */
 typedef struct LineReader {
-        FILE *f;
+        FILE *f;          /* a file, or */
+        const char *text; /* the rest of a text */
         Parser *parser;
 } LineReader;
 
 static char *config_read_line(char *buf, int size, void *stream) {
         LineReader *lr = stream;
-        char *s = fgets(buf, size, lr->f);
+        char *s = NULL;
 
+        if (lr->f)
+                s = fgets(buf, size, lr->f);
+        else if (*lr->text && size > 1) {
+                size_t n = strcspn(lr->text, "\n");
+
+                n = n + (lr->text[n] == '\n');
+                if (n > (size_t) size - 1)
+                        n = (size_t) size - 1;
+                memcpy(buf, lr->text, n);
+                buf[n] = 0;
+                lr->text += n;
+                s = buf;
+        }
         if (s)
                 lr->parser->line++;
         return s;
 }
 
-static int config_load_file(Config *c, const char *path, bool must_exist) {
+static int config_parse(Config *c, const char *name, FILE *f, const char *text) {
         Parser p = { .config = c };
-        FILE *f = fopen(path, "re");
         int line;
 
-        if (!f) {
-                if (errno == ENOENT && !must_exist)
-                        return 0;
-                snprintf(c->error, sizeof(c->error), "%s: %s", path, strerror(errno));
-                return -errno;
-        }
-        line = ini_parse_stream(config_read_line, &(LineReader) { .f = f, .parser = &p }, config_handler, &p);
-        fclose(f);
+        line = ini_parse_stream(config_read_line, &(LineReader) { .f = f, .text = text, .parser = &p },
+                                config_handler, &p);
         if (line != 0) {
-                snprintf(c->error, sizeof(c->error), "%s:%d: %s", path, line,
+                snprintf(c->error, sizeof(c->error), "%s:%d: %s", name, line,
                          p.reason ? p.reason : "not a 'key = value' line or a [section]");
                 return -EINVAL;
         }
         return 0;
+}
+
+static int config_load_file(Config *c, const char *path, bool must_exist) {
+        FILE *f = fopen(path, "re");
+        int r;
+
+        if (!f) {
+                r = -errno;
+                if (r == -ENOENT && !must_exist)
+                        return 0;
+                snprintf(c->error, sizeof(c->error), "%.400s: %s", path, strerror(-r));
+                return r;
+        }
+        r = config_parse(c, path, f, NULL);
+        fclose(f);
+        return r;
+}
+
+/* What only the whole configuration can tell. */
+static int config_check(Config *c) {
+        for (size_t i = 0; i < c->n_regions; i++) {
+                if (c->regions[i].size == 0) {
+                        snprintf(c->error, sizeof(c->error), "[region %s] has no size", c->regions[i].name);
+                        return -EINVAL;
+                }
+                if (c->regions[i].vectors && c->regions[i].signal_mode != SHMEM_SIGNAL_MODE_IVSHMEM) {
+                        snprintf(c->error, sizeof(c->error),
+                                 "[region %s]: vectors is for signal-mode = ivshmem (shmem mode has max-peers + 1)",
+                                 c->regions[i].name);
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+int config_load_text(Config *c, const char *name, const char *text) {
+        int r = config_parse(c, name, NULL, text);
+
+        return r < 0 ? r : config_check(c);
 }
 
 static int dropin_filter(const struct dirent *e) {
@@ -510,19 +586,5 @@ int config_load(Config *c, const char *path, const char *dropin_dir, bool must_e
                 free(list[i]);
         }
         free(list);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < c->n_regions; i++) {
-                if (c->regions[i].size == 0) {
-                        snprintf(c->error, sizeof(c->error), "[region %s] has no size", c->regions[i].name);
-                        return -EINVAL;
-                }
-                if (c->regions[i].vectors && c->regions[i].signal_mode != SHMEM_SIGNAL_MODE_IVSHMEM) {
-                        snprintf(c->error, sizeof(c->error),
-                                 "[region %s]: vectors is for signal-mode = ivshmem (shmem mode has max-peers + 1)",
-                                 c->regions[i].name);
-                        return -EINVAL;
-                }
-        }
-        return 0;
+        return r < 0 ? r : config_check(c);
 }

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * PeerIdentity: who a peer is, as its front end learned it from the kernel
+ * (SO_PEERCRED, SO_PEERGROUPS) and, for a VM, from its QEMU process
+ * (plugin-qemu/identity.h). Never from anything the peer writes into a
+ * region: the broker trusts no page.
+ */
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "region-layout.h"
+
+#define PEER_UUID_MAX 36     /* a VM's UUID as text */
+#define PEER_GROUPS_MAX 32   /* supplementary groups judged for a host peer */
+
+typedef struct PeerIdentity {
+        unsigned kind; /* SHMEM_PEER_KIND_*: host or qemu */
+        /* A host peer's label from its Hello (its own choice: never used to
+         * authenticate), or a VM's -name. Unescaped: print with str_escape(). */
+        char label[SHMEM_LABEL_MAX + 1];
+        char vm_uuid[PEER_UUID_MAX + 1]; /* QEMU's -uuid (libvirt always passes one), or "" */
+        bool libvirt;     /* libvirt's pid file for the domain named label holds pid */
+        pid_t pid;
+        uid_t uid;
+        gid_t gid;
+        gid_t groups[PEER_GROUPS_MAX]; /* supplementary groups, host peers only */
+        unsigned n_groups;
+} PeerIdentity;
+
+/* Whether @name names the peer: its label, or a VM's UUID (libvirt's domain UUID). */
+bool peer_identity_is(const PeerIdentity *id, const char *name);
+
+/* Whether the peer is in group @gid (primary or supplementary). */
+bool peer_identity_in_group(const PeerIdentity *id, gid_t gid);

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * What registry.c, registry-reconfigure.c and registry-adopt.c share: the
+ * registry's own steps, not its interface (registry.h is that).
+ */
+
+#include "registry.h"
+
+#define NAME_RULE "names are 1-63 of [A-Za-z0-9._-], not starting with '.'"
+
+#define NOTIFY(reg, member, ...)                                                              \
+        do {                                                                                  \
+                for (unsigned _i = 0; _i < (reg)->n_observers; _i++)                          \
+                        if ((reg)->observers[_i].member)                                      \
+                                (reg)->observers[_i].member((reg)->observers[_i].userdata, __VA_ARGS__); \
+        } while (0)
+
+/* Tells the observers that something a stored state holds changed. */
+void registry_changed(Registry *reg);
+
+/* Drops an account that holds nothing any more; the account @r is charged to, or NULL. */
+void account_settle(Registry *reg, Account *a);
+Account *region_account(Registry *reg, const Region *r);
+
+/* Creates a region object for @d, charged to @creator ((uid_t) -1: nobody), offered to the plugins. */
+int registry_add(Registry *reg, const RegionDecl *d, uid_t creator, Region **ret, const char **ret_error);
+/* Owner, group, mode and pins of a declaration. */
+int registry_set_access(Region *r, const RegionDecl *d);
+/* Allocates @r's memory within the byte limits. */
+int registry_allocate(Registry *reg, Region *r, const char **ret_error);
+/* Frees @r's memory, with the accounting. */
+void registry_release_memory(Registry *reg, Region *r);
+/* A declaration's geometry that waited for the memory to go takes effect. */
+void registry_apply_declared(Region *r);
+/* An empty region: its memory freed unless persistent, it forgotten unless declared. */
+void registry_settle(Registry *reg, Region *r);
+/* Removes @r from the registry and the plugins, and frees it. No peers left. */
+void registry_forget(Registry *reg, Region *r);
+
+/* Why a host peer may not attach to @r by its owner/group/mode, or NULL. */
+const char *registry_mode_refuses(Registry *reg, const Region *r, const PeerIdentity *id);
+/* Detaches @p (freed), then tells the observers. */
+void registry_unlink_peer(Registry *reg, Region *r, Peer *p);
+/* Evicts (PeerOps.evicted) and detaches every peer of @r. */
+void registry_evict_all(Registry *reg, Region *r);

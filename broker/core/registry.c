@@ -1,0 +1,563 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "escape.h"
+#include "log.h"
+#include "macro.h"
+#include "registry-private.h"
+
+
+/* --- observers -------------------------------------------------------------- */
+
+
+void registry_changed(Registry *reg) {
+        for (unsigned i = 0; i < reg->n_observers; i++)
+                if (reg->observers[i].changed)
+                        reg->observers[i].changed(reg->observers[i].userdata);
+}
+
+int registry_observe(Registry *reg, const RegistryObserver *o) {
+        if (reg->n_observers >= REGISTRY_OBSERVERS_MAX)
+                return -E2BIG;
+        reg->observers[reg->n_observers++] = *o;
+        return 0;
+}
+
+void registry_unobserve(Registry *reg, void *userdata) {
+        for (unsigned i = 0; i < reg->n_observers;)
+                if (reg->observers[i].userdata == userdata) {
+                        memmove(&reg->observers[i], &reg->observers[i + 1],
+                                (reg->n_observers - i - 1) * sizeof(RegistryObserver));
+                        reg->n_observers--;
+                } else
+                        i++;
+}
+
+/* --- accounts --------------------------------------------------------------- */
+
+/* The account of @uid, created if needed; NULL on out of memory. */
+static Account *account_get(Registry *reg, uid_t uid) {
+        uint64_t key = uid;
+        Account *a = map_get(reg->accounts, &key);
+
+        if (a)
+                return a;
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return NULL;
+        a->uid = uid;
+        a->key = key;
+        if (map_put(reg->accounts, &a->key, a) < 0)
+                return mfree(a);
+        return a;
+}
+
+/* Drops an account that holds nothing any more. */
+void account_settle(Registry *reg, Account *a) {
+        if (a && a->regions == 0 && a->bytes == 0)
+                free(map_remove(reg->accounts, &a->key));
+}
+
+Account *region_account(Registry *reg, const Region *r) {
+        uint64_t key = r->creator;
+
+        return r->creator == (uid_t) -1 ? NULL : map_get(reg->accounts, &key);
+}
+
+const Account *registry_account(Registry *reg, uid_t uid) {
+        uint64_t key = uid;
+
+        return map_get(reg->accounts, &key);
+}
+
+/* --- the table -------------------------------------------------------------- */
+
+int registry_new(Registry **ret, const Limits *limits) {
+        Registry *reg = calloc(1, sizeof(*reg));
+
+        if (!reg)
+                return -ENOMEM;
+        reg->limits = *limits;
+        if (map_new(&reg->by_name, MAP_KEY_STRING) < 0 || map_new(&reg->by_conn, MAP_KEY_U64) < 0 ||
+            map_new(&reg->accounts, MAP_KEY_U64) < 0) {
+                registry_free(reg);
+                return -ENOMEM;
+        }
+        *ret = reg;
+        return 0;
+}
+
+Registry *registry_free(Registry *reg) {
+        void *a;
+
+        if (!reg)
+                return NULL;
+        registry_clear(reg);
+        policy_done(&reg->policy);
+        for (size_t i = 0; map_next(reg->accounts, &i, &a);)
+                free(a);
+        map_free(reg->accounts);
+        map_free(reg->by_conn);
+        map_free(reg->by_name);
+        free(reg->regions);
+        free(reg->closed);
+        free(reg);
+        return NULL;
+}
+
+int registry_set_closed(Registry *reg, const char *reason) {
+        char *copy = NULL;
+
+        if (reason && !(copy = strdup(reason)))
+                return -ENOMEM;
+        free(reg->closed);
+        reg->closed = copy;
+        return 0;
+}
+
+int registry_add_plugin(Registry *reg, Plugin *p) {
+        if (reg->n_plugins >= REGISTRY_PLUGINS_MAX)
+                return -E2BIG;
+        for (size_t i = 0; i < reg->n_regions; i++) {
+                int r = p->ops->region_added(p, reg->regions[i]);
+
+                if (r < 0) {
+                        while (i-- > 0)
+                                p->ops->region_removed(p, reg->regions[i]);
+                        return r;
+                }
+        }
+        reg->plugins[reg->n_plugins++] = p;
+        return 0;
+}
+
+void registry_remove_plugin(Registry *reg, Plugin *p) {
+        for (unsigned i = 0; i < reg->n_plugins; i++)
+                if (reg->plugins[i] == p) {
+                        for (size_t k = 0; k < reg->n_regions; k++)
+                                p->ops->region_removed(p, reg->regions[k]);
+                        memmove(&reg->plugins[i], &reg->plugins[i + 1],
+                                (reg->n_plugins - i - 1) * sizeof(Plugin *));
+                        reg->n_plugins--;
+                        return;
+                }
+}
+
+Region *registry_find(Registry *reg, const char *name) {
+        return map_get(reg->by_name, name);
+}
+
+int registry_endpoint(Registry *reg, const Region *r, const char *plugin, char *buf, size_t size) {
+        for (unsigned i = 0; i < reg->n_plugins; i++)
+                if (!strcmp(reg->plugins[i]->ops->name, plugin) && reg->plugins[i]->ops->endpoint)
+                        return reg->plugins[i]->ops->endpoint(reg->plugins[i], r, buf, size);
+        return -ENOENT;
+}
+
+uint64_t registry_new_conn_id(Registry *reg) {
+        return ++reg->next_conn_id;
+}
+
+Peer *registry_find_peer_by_conn(Registry *reg, uint64_t conn_id) {
+        return map_get(reg->by_conn, &conn_id);
+}
+
+/* Frees @r's memory, with the accounting. */
+void registry_release_memory(Registry *reg, Region *r) {
+        Account *a = region_account(reg, r);
+
+        if (r->memfd < 0)
+                return;
+        reg->allocated_bytes -= r->region_size;
+        if (a)
+                a->bytes -= r->region_size;
+        region_release(r);
+}
+
+/* Removes @r from the registry and the plugins, and frees it. No peers left. */
+void registry_forget(Registry *reg, Region *r) {
+        Account *a = region_account(reg, r);
+
+        NOTIFY(reg, region, r, REGION_DESTROYED);
+        for (unsigned i = 0; i < reg->n_plugins; i++)
+                reg->plugins[i]->ops->region_removed(reg->plugins[i], r);
+        registry_release_memory(reg, r);
+        if (a) {
+                a->regions--;
+                account_settle(reg, a);
+        }
+        (void) map_remove(reg->by_name, r->name);
+        /* Keep the creation order: list shows regions as they came. */
+        memmove(&reg->regions[r->slot], &reg->regions[r->slot + 1],
+                (reg->n_regions - r->slot - 1) * sizeof(Region *));
+        reg->n_regions--;
+        for (size_t i = r->slot; i < reg->n_regions; i++)
+                reg->regions[i]->slot = i;
+        region_free(r);
+}
+
+/* Allocates the memory of @r within the byte limits. */
+int registry_allocate(Registry *reg, Region *r, const char **ret_error) {
+        Account *a = region_account(reg, r);
+        int k;
+
+        if (r->memfd >= 0)
+                return 0;
+        if (reg->allocated_bytes + r->region_size > reg->limits.max_total_bytes) {
+                *ret_error = "the broker's total memory limit (total-bytes) is reached";
+                return CORE_E_LIMIT;
+        }
+        if (a && a->bytes + r->region_size > reg->limits.max_bytes_per_uid) {
+                *ret_error = "this user's memory limit (bytes-per-uid) is reached";
+                return CORE_E_LIMIT;
+        }
+        k = region_allocate(r);
+        if (k < 0) {
+                *ret_error = "cannot allocate the region's memory";
+                return k == -ENOMEM || k == -ENOSPC ? CORE_E_NOMEM : k;
+        }
+        reg->allocated_bytes += r->region_size;
+        if (a)
+                a->bytes += r->region_size;
+        NOTIFY(reg, region, r, REGION_ALLOCATED);
+        return 0;
+}
+
+/* Validates a declaration's geometry: 0 with the sizes, or CORE_E_* with a reason. */
+static int registry_check_geometry(Registry *reg, const RegionDecl *d, unsigned *ret_max_peers,
+                                   const char **ret_error) {
+        unsigned max_peers = d->max_peers ? d->max_peers : reg->limits.default_max_peers;
+        uint64_t data_size, region_size;
+
+        if (max_peers > SHMEM_PEERS_MAX) {
+                *ret_error = "max_peers must be 1-64";
+                return CORE_E_INVALID;
+        }
+        if (d->signal_mode > SHMEM_SIGNAL_MODE_IVSHMEM || d->vectors > SHMEM_PEERS_MAX + 1) {
+                *ret_error = "unknown signal mode, or more than 65 vectors";
+                return CORE_E_INVALID;
+        }
+        if (d->size == 0) {
+                *ret_error = "a new region needs a size greater than 0";
+                return CORE_E_BAD_SIZE;
+        }
+        if (!region_size_for(d->signal_mode, d->size, reg->limits.max_region_bytes, &data_size, &region_size)) {
+                snprintf(reg->error_buf, sizeof(reg->error_buf),
+                         "data plus the 4 KiB control page, rounded up to a power of two, "
+                         "must fit the per-region limit of %" PRIu64 " bytes",
+                         reg->limits.max_region_bytes);
+                *ret_error = reg->error_buf;
+                return CORE_E_BAD_SIZE;
+        }
+        *ret_max_peers = max_peers;
+        return 0;
+}
+
+/* Creates a region object for @d, charged to @creator, and offers it to the plugins. */
+int registry_add(Registry *reg, const RegionDecl *d, uid_t creator, Region **ret, const char **ret_error) {
+        Account *a = NULL;
+        unsigned max_peers;
+        Region *r;
+        int k;
+
+        if (!region_name_is_valid(d->name)) {
+                *ret_error = NAME_RULE;
+                return CORE_E_ILLEGAL_NAME;
+        }
+        k = registry_check_geometry(reg, d, &max_peers, ret_error);
+        if (k != 0)
+                return k;
+        if (reg->n_regions >= reg->limits.max_regions) {
+                *ret_error = "the broker's region limit (regions) is reached";
+                return CORE_E_LIMIT;
+        }
+        if (creator != (uid_t) -1) {
+                a = account_get(reg, creator);
+                if (!a)
+                        return -ENOMEM;
+                if (a->regions >= reg->limits.max_regions_per_uid) {
+                        account_settle(reg, a);
+                        *ret_error = "this user's region limit (regions-per-uid) is reached";
+                        return CORE_E_LIMIT;
+                }
+        }
+        if (reg->n_regions == reg->n_regions_alloc) {
+                size_t n = reg->n_regions_alloc ? reg->n_regions_alloc * 2 : 64;
+                Region **v = realloc(reg->regions, n * sizeof(Region *));
+
+                if (!v) {
+                        account_settle(reg, a);
+                        return -ENOMEM;
+                }
+                reg->regions = v;
+                reg->n_regions_alloc = n;
+        }
+        k = region_new(&r, d->name, d->size, max_peers, d->signal_mode, d->vectors ? d->vectors : 1);
+        if (k < 0) {
+                account_settle(reg, a);
+                return k;
+        }
+        k = region_set_backend(r, d->backend);
+        if (k < 0 || r->region_size > reg->limits.max_region_bytes) {
+                snprintf(reg->error_buf, sizeof(reg->error_buf), "backend '%s': %s", d->backend ? d->backend : "memfd",
+                         k < 0 ? strerror(-k) : "its page size makes the region exceed the per-region limit");
+                *ret_error = reg->error_buf;
+                region_free(r);
+                account_settle(reg, a);
+                return k == -EINVAL ? CORE_E_INVALID : k < 0 ? k : CORE_E_BAD_SIZE;
+        }
+        k = map_put(reg->by_name, r->name, r);
+        if (k < 0) {
+                region_free(r);
+                account_settle(reg, a);
+                return k;
+        }
+        r->creator = creator;
+        if (a)
+                a->regions++;
+        r->slot = reg->n_regions;
+        reg->regions[reg->n_regions++] = r;
+        for (unsigned i = 0; i < reg->n_plugins; i++) {
+                k = reg->plugins[i]->ops->region_added(reg->plugins[i], r);
+                if (k < 0) {
+                        *ret_error = "cannot set up the region's endpoints";
+                        while (i-- > 0)
+                                reg->plugins[i]->ops->region_removed(reg->plugins[i], r);
+                        /* No plugin holds it now: forget it without telling them again. */
+                        map_remove(reg->by_name, r->name);
+                        reg->n_regions--;
+                        if (a) {
+                                a->regions--;
+                                account_settle(reg, a);
+                        }
+                        region_free(r);
+                        return k;
+                }
+        }
+        NOTIFY(reg, region, r, REGION_DECLARED);
+        *ret = r;
+        return 0;
+}
+
+int registry_set_access(Region *r, const RegionDecl *d) {
+        r->owner = d->owner;
+        r->group = d->group;
+        r->mode = d->mode ? d->mode : 0666;
+        return region_set_pins(r, d->pins);
+}
+
+int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const char **ret_error) {
+        Region *r;
+        int k;
+
+        *ret_error = NULL;
+        if (registry_find(reg, d->name)) {
+                *ret_error = "a region of that name exists";
+                return CORE_E_EXISTS;
+        }
+        k = registry_add(reg, d, (uid_t) -1, &r, ret_error);
+        if (k != 0)
+                return k;
+        r->declared = true;
+        r->persistent = d->persistent;
+        k = registry_set_access(r, d);
+        if (k == 0 && d->persistent)
+                k = registry_allocate(reg, r, ret_error);
+        if (k != 0) {
+                registry_forget(reg, r);
+                return k;
+        }
+        registry_changed(reg);
+        if (ret)
+                *ret = r;
+        return 0;
+}
+
+/* A declaration's geometry that waited for the memory to go takes effect. */
+void registry_apply_declared(Region *r) {
+        uint64_t data_size, region_size;
+
+        if (r->memfd >= 0 || (!r->declared_data_size && !r->declared_max_peers))
+                return;
+        if (r->declared_max_peers) {
+                r->max_peers = r->declared_max_peers;
+                r->vectors = r->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM ? r->vectors : r->max_peers + 1;
+        }
+        if (r->declared_data_size &&
+            region_size_for(r->signal_mode, r->declared_data_size, UINT64_MAX, &data_size, &region_size)) {
+                r->data_size = data_size;
+                r->region_size = region_size;
+                (void) region_set_backend(r, r->backend); /* rounds up to the backend's page again */
+        }
+        r->declared_data_size = 0;
+        r->declared_max_peers = 0;
+}
+
+/* An empty region: free its memory unless persistent, forget it unless declared. */
+void registry_settle(Registry *reg, Region *r) {
+        if (r->n_peers > 0 || r->persistent)
+                return;
+        if (!r->declared) {
+                registry_forget(reg, r);
+                return;
+        }
+        if (r->memfd >= 0) {
+                registry_release_memory(reg, r);
+                registry_apply_declared(r);
+                NOTIFY(reg, region, r, REGION_FREED);
+        }
+}
+
+/* Why a host peer may not attach to @r by its owner/group/mode, or NULL. */
+const char *registry_mode_refuses(Registry *reg, const Region *r, const PeerIdentity *id) {
+        if (id->kind != SHMEM_PEER_KIND_HOST || region_may_attach(r, id))
+                return NULL;
+        snprintf(reg->error_buf, sizeof(reg->error_buf), "the region is owner %u, group %u, mode %03o",
+                 (unsigned) r->owner, (unsigned) r->group, r->mode);
+        return reg->error_buf;
+}
+
+int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *ret_created,
+                    const char **ret_error) {
+        const PeerIdentity *id = req->id;
+        char name[SHMEM_NAME_MAX + 1];
+        bool created = false;
+        Region *r;
+        Peer *p;
+        int k;
+
+        *ret_error = NULL;
+        if (reg->closed) {
+                *ret_error = reg->closed;
+                return CORE_E_NO_PERMISSION;
+        }
+        if (!region_name_is_valid(req->name)) {
+                *ret_error = NAME_RULE;
+                return CORE_E_ILLEGAL_NAME;
+        }
+        if ((unsigned) req->mode > ATTACH_EXCLUSIVE) {
+                *ret_error = "unknown attach mode";
+                return CORE_E_INVALID;
+        }
+        /* Client names are the client's own choice: these rules sort
+         * cooperating programs; owner/group/mode is what authenticates. */
+        if (!policy_rules_allow(&reg->policy, id, req->name, ret_error))
+                return CORE_E_NO_PERMISSION;
+        if (!policy_subst_name(&reg->policy, id, req->name, name)) {
+                *ret_error = "the name with this peer's subst prefix is longer than 63 characters";
+                return CORE_E_ILLEGAL_NAME;
+        }
+        r = registry_find(reg, name);
+        /* On the final name: a subst prefix must not lead a host peer into a compat region. */
+        if (r && r->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM && id->kind != SHMEM_PEER_KIND_QEMU) {
+                *ret_error = "a compat region (signal-mode = ivshmem) is for QEMU guests only";
+                return CORE_E_INVALID;
+        }
+        if (r && req->mode == ATTACH_EXCLUSIVE) {
+                *ret_error = "a region of that name exists";
+                return CORE_E_EXISTS;
+        }
+        if (r && (*ret_error = registry_mode_refuses(reg, r, id)))
+                return CORE_E_NO_PERMISSION;
+        if (!r) {
+                if (req->mode == ATTACH_FIND) {
+                        *ret_error = "no region of that name";
+                        return CORE_E_NOT_FOUND;
+                }
+                k = registry_add(reg, &(RegionDecl) { .name = name, .size = req->size },
+                                 policy_is_admin(id) ? (uid_t) -1 : id->uid, &r, ret_error);
+                if (k != 0)
+                        return k;
+                /* Made by a host peer: its own, shared with its group (QNX 8.0 mode/gid). */
+                r->owner = id->uid;
+                r->group = id->gid;
+                r->mode = 0660;
+                created = true;
+        }
+        created = created || r->memfd < 0;
+        k = registry_allocate(reg, r, ret_error);
+        if (k == 0) {
+                k = region_attach_peer(r, id, req->ops, req->userdata, &p);
+                if (k == CORE_E_CLIENT_MAX)
+                        *ret_error = "every peer index of the region is taken";
+                else if (k < 0)
+                        *ret_error = "cannot create the peer's eventfds";
+        }
+        if (k == 0 && req->conn_id) {
+                p->conn_id = req->conn_id;
+                k = map_put(reg->by_conn, &p->conn_id, p);
+                if (k < 0) {
+                        region_detach_peer(r, p);
+                        *ret_error = "out of memory";
+                }
+        }
+        if (k != 0) {
+                registry_settle(reg, r);
+                return k;
+        }
+        NOTIFY(reg, joined, r, p);
+        *ret = p;
+        if (ret_created)
+                *ret_created = created;
+        return 0;
+}
+
+/* Detaches @p (freed), then tells the observers. */
+void registry_unlink_peer(Registry *reg, Region *r, Peer *p) {
+        unsigned index = p->index;
+
+        if (map_get(reg->by_conn, &p->conn_id) == p)
+                (void) map_remove(reg->by_conn, &p->conn_id);
+        region_detach_peer(r, p);
+        NOTIFY(reg, left, r, index);
+}
+
+void registry_detach(Registry *reg, Peer *p) {
+        Region *r = p->region;
+
+        registry_unlink_peer(reg, r, p);
+        registry_settle(reg, r);
+}
+
+void registry_evict_all(Registry *reg, Region *r) {
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *p = r->peers[i];
+
+                if (!p)
+                        continue;
+                if (p->ops)
+                        p->ops->evicted(p);
+                registry_unlink_peer(reg, r, p);
+        }
+}
+
+int registry_destroy(Registry *reg, const char *name, bool force, const char **ret_error) {
+        Region *r = registry_find(reg, name);
+
+        *ret_error = NULL;
+        if (!r) {
+                *ret_error = "no region of that name";
+                return CORE_E_NOT_FOUND;
+        }
+        if (r->n_peers > 0 && !force) {
+                *ret_error = "peers are attached (--force detaches them)";
+                return CORE_E_BUSY;
+        }
+        registry_evict_all(reg, r);
+        registry_forget(reg, r);
+        return 0;
+}
+
+void registry_clear(Registry *reg) {
+        while (reg->n_regions > 0) {
+                Region *r = reg->regions[reg->n_regions - 1];
+
+                registry_evict_all(reg, r);
+                registry_forget(reg, r);
+        }
+}

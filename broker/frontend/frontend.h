@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The front ends' shared connection module: what the native protocol
+ * (native/server.c) and every VMM plugin (plugin-qemu/) do alike with the
+ * sockets their peers connect on.
+ *
+ * - FrontListener: a listening socket on the loop; accepts, reads the
+ *   kernel's credentials (SO_PEERCRED, and SO_PEERGROUPS for host peers), and
+ *   backs off for a while when the process is out of fds (EMFILE/ENFILE)
+ *   instead of spinning on a socket that stays readable.
+ * - FrontConn: one connected peer socket (a Conn with its bounded queue) with
+ *   the id that names it in the fd store, kept there through the Keeper.
+ * - Frontends: the table of all of them: the connection limits in total, per
+ *   user and per VM, the connections reserved for administrators, the queue
+ *   budget of all connections together, and the Hello deadline.
+ */
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "identity.h"
+#include "keeper.h"
+#include "resource-limits.h"
+#include "map.h"
+#include "state-build.h"
+
+#define FRONT_VM_KEY_MAX 48 /* "uuid:" + 36, or "pid:" + a pid */
+
+typedef struct Frontends Frontends;
+typedef struct FrontConn FrontConn;
+typedef struct FrontListener FrontListener;
+
+typedef struct FrontConnOps {
+        /* Readable: the owner reads with fdmsg_recv(front_conn_fd(c), ...). */
+        void (*read)(FrontConn *c);
+        /* The connection must go (@error: a negative errno; -ENOBUFS queue limit,
+         * -ETIMEDOUT no Hello in time; 0 closed after flush): the owner frees it. */
+        void (*drop)(FrontConn *c, int error);
+} FrontConnOps;
+
+struct FrontConn {
+        Frontends *table;
+        FrontConn *prev, *next;
+        const FrontConnOps *ops;
+        void *owner;      /* the front end's object for this connection */
+        uint64_t id;      /* names it in the fd store and a stored state */
+        PeerIdentity peer; /* the kernel's credentials; the front end completes the rest */
+        char vm_key[FRONT_VM_KEY_MAX]; /* QEMU peers: what the per-VM limit counts by */
+        bool counted;     /* holds a place in the per-user or per-VM count */
+        Conn conn;
+        struct event *ev_deadline;
+};
+
+int frontends_new(Frontends **ret, struct event_base *base, const Limits *limits, Keeper *keeper);
+/* Frees the table; its connections must be freed before (by their owners). */
+Frontends *frontends_free(Frontends *t);
+
+/* Limits changed (a reload): existing connections stay even if now over them. */
+void frontends_set_limits(Frontends *t, const Limits *limits);
+struct event_base *frontends_base(Frontends *t);
+Keeper *frontends_keeper(Frontends *t);
+unsigned frontends_count(Frontends *t);
+
+/*
+ * frontends_admit() - whether a new connection of @id may be added now: the
+ * total (less the administrators' reserve for others), the per-user limit
+ * for host peers, the per-VM limit for QEMU peers (@vm_key). Returns 0, or
+ * CORE_E_LIMIT with a reason (valid until the next call).
+ */
+int frontends_admit(Frontends *t, const PeerIdentity *id, const char *vm_key, const char **ret_why);
+
+/*
+ * front_conn_new() - a connection on @fd (consumed, also on failure) with @id
+ * (registry_new_conn_id(), or a stored one being restored), counted against
+ * the limits of @peer (admitted before, or restored) and kept by the Keeper.
+ */
+int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const PeerIdentity *peer,
+                   const char *vm_key, const FrontConnOps *ops, void *owner);
+/* Closes and frees; NULL-safe. */
+FrontConn *front_conn_free(FrontConn *c);
+
+static inline int front_conn_fd(FrontConn *c) {
+        return c->conn.fd;
+}
+
+/* Drops the connection unless front_conn_clear_deadline() comes within @ms. */
+int front_conn_set_deadline(FrontConn *c, unsigned ms);
+void front_conn_clear_deadline(FrontConn *c);
+
+/* Whether it is going: broken, or closing once flushed (not to be stored). */
+static inline bool front_conn_leaving(const FrontConn *c) {
+        return c->conn.error || c->conn.close_when_flushed;
+}
+
+/*
+ * Stored state (state.proto) of a connection, the fields every front end
+ * has: front_conn_dump() adds @c as a Conn of @frontend to @s (NULL: out of
+ * memory) for the caller to complete; front_conn_restore() takes the fd
+ * stored for @sc back from the Keeper and makes the connection, with the
+ * identity @peer the front end rebuilt (-ENOENT: its fd did not come back).
+ */
+Shmem__State__Conn *front_conn_dump(FrontConn *c, Shmem__State__Frontend frontend, State *s);
+int front_conn_restore(FrontConn **ret, Frontends *t, const Shmem__State__Conn *sc, const PeerIdentity *peer,
+                       const FrontConnOps *ops, void *owner);
+
+/* Iterates the table's connections (every front end's). */
+FrontConn *frontends_first(Frontends *t);
+
+/* Accepted: @fd (consumed) with the kernel's credentials in @peer (kind set from the listener). */
+typedef void (*FrontAcceptFn)(FrontListener *l, int fd, const PeerIdentity *peer, void *userdata);
+
+/*
+ * front_listener_new() - accept on @fd (a listening socket, consumed also on
+ * failure) for peers of @kind (SHMEM_PEER_KIND_*), handing each to @fn.
+ */
+int front_listener_new(FrontListener **ret, Frontends *t, int fd, unsigned kind, FrontAcceptFn fn, void *userdata);
+FrontListener *front_listener_free(FrontListener *l);
+int front_listener_fd(FrontListener *l);

@@ -1,0 +1,524 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dispatch.h"
+#include "escape.h"
+#include "log.h"
+
+/* The core's attach modes are the wire's. */
+_Static_assert(ATTACH_CREATE == (int) SHMEM__ATTACH_MODE__CREATE, "attach mode");
+_Static_assert(ATTACH_FIND == (int) SHMEM__ATTACH_MODE__FIND, "attach mode");
+_Static_assert(ATTACH_EXCLUSIVE == (int) SHMEM__ATTACH_MODE__EXCLUSIVE, "attach mode");
+
+Shmem__Status native_status(int core) {
+        static const Shmem__Status map[CORE_E_MAX] = {
+                [0] = SHMEM__STATUS__OK,
+                [CORE_E_CLIENT_MAX] = SHMEM__STATUS__CLIENT_MAX,
+                [CORE_E_ILLEGAL_NAME] = SHMEM__STATUS__ILLEGAL_NAME,
+                [CORE_E_NO_PERMISSION] = SHMEM__STATUS__NO_PERMISSION,
+                [CORE_E_NOT_FOUND] = SHMEM__STATUS__DOES_NOT_EXIST,
+                [CORE_E_EXISTS] = SHMEM__STATUS__EXISTS,
+                [CORE_E_BAD_SIZE] = SHMEM__STATUS__BAD_SIZE,
+                [CORE_E_LIMIT] = SHMEM__STATUS__LIMIT,
+                [CORE_E_BUSY] = SHMEM__STATUS__BUSY,
+                [CORE_E_INVALID] = SHMEM__STATUS__BAD_REQUEST,
+                [CORE_E_NOMEM] = SHMEM__STATUS__NOMEM,
+        };
+
+        if (core >= 0 && core < CORE_E_MAX)
+                return map[core];
+        return SHMEM__STATUS__UNKNOWN_FAILURE;
+}
+
+void native_init(Native *n, Registry *registry, const PeerOps *peer_ops, const NativeHooks *hooks) {
+        *n = (Native) { .registry = registry, .peer_ops = peer_ops };
+        if (hooks)
+                n->hooks = *hooks;
+        /* Only has to differ from the image before (shmemctl upgrade waits for that). */
+        if (getrandom(&n->instance, sizeof(n->instance), GRND_NONBLOCK) != sizeof(n->instance))
+                n->instance = (uint64_t) time(NULL) << 20 ^ (uint64_t) getpid();
+        if (n->instance == 0)
+                n->instance = 1; /* 0: a broker that does not say */
+}
+
+void native_out_done(NativeOut *o) {
+        while (o->head) {
+                FdMsg *m = o->head;
+
+                o->head = m->next;
+                fdmsg_free(m);
+        }
+        o->tail = NULL;
+}
+
+/* Appends @m with @fds (consumed). Out of memory: the caller gets nothing and is dropped by the server. */
+static void out_send(NativeOut *o, const Message *m, int *fds, size_t n_fds) {
+        FdMsg *f;
+
+        if (msg_encode(&f, m, fds, n_fds) < 0)
+                return;
+        f->next = NULL;
+        if (o->tail)
+                o->tail->next = f;
+        else
+                o->head = f;
+        o->tail = f;
+}
+
+static void out_reply(NativeOut *o, uint64_t serial, Shmem__Status status, const char *error, Shmem__Reply *reply,
+                      int *fds, size_t n_fds) {
+        Shmem__Reply empty = SHMEM__REPLY__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        if (!reply)
+                reply = &empty;
+        reply->status = status;
+        reply->error = (char *) (error ? error : "");
+        m.serial = serial;
+        m.body_case = SHMEM__MESSAGE__BODY_REPLY;
+        m.reply = reply;
+        out_send(o, &m, fds, n_fds);
+}
+
+/* A core result as a reply without a body: a refusal's reason, or an errno's text. */
+static void out_result(NativeOut *o, uint64_t serial, int core, const char *error) {
+        out_reply(o, serial, native_status(core), core < 0 ? strerror(-core) : error, NULL, NULL, 0);
+}
+
+/* Logs a refusal of @c with the strings it chose escaped. */
+static void log_refusal(const NativeCaller *c, const char *what, const char *name, int core, const char *error) {
+        char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)], region[STR_ESCAPE_SIZE(SHMEM_NAME_MAX)];
+
+        str_escape(label, sizeof(label), c->id.label);
+        str_escape(region, sizeof(region), name);
+        if (core < 0)
+                log_error_errno(core, "Cannot %s '%s' for client '%s' (pid %d): %m", what, region, label,
+                                (int) c->id.pid);
+        else
+                log_info("Refusing client '%s' (pid %d, uid %u) %s '%s': %s%s%s", label, (int) c->id.pid,
+                         (unsigned) c->id.uid, what, region, core_error_name(core), error ? ": " : "",
+                         error ? error : "");
+}
+
+/* --- region information ----------------------------------------------------- */
+
+typedef struct InfoBuf {
+        Shmem__RegionInfo info;
+        Shmem__PeerState states[SHMEM_PEERS_MAX];
+        Shmem__PeerState *state_ptrs[SHMEM_PEERS_MAX];
+        char socket[256];
+} InfoBuf;
+
+static void region_info_fill(InfoBuf *b, Registry *reg, Region *r, bool with_peers) {
+        Shmem__RegionInfo *info = &b->info;
+
+        shmem__region_info__init(info);
+        info->name = r->name;
+        info->data_size = r->data_size;
+        info->region_size = r->region_size;
+        info->backend = r->backend;
+        info->max_peers = r->max_peers;
+        info->vectors = r->vectors;
+        info->epoch = r->epoch;
+        info->active = r->active;
+        info->persistent = r->persistent;
+        info->allocated = r->memfd >= 0;
+        info->signal_mode = r->signal_mode;
+        info->owner = r->owner;
+        info->group = r->group;
+        info->mode = r->mode;
+        info->declared_size = r->declared_data_size;
+        info->declared_max_peers = r->declared_max_peers;
+        info->qemu_socket = registry_endpoint(reg, r, "qemu", b->socket, sizeof(b->socket)) == 0 ? b->socket : "";
+        if (!with_peers)
+                return;
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *p = r->peers[i];
+                Shmem__PeerState *st = &b->states[info->n_peers];
+
+                if (!p)
+                        continue;
+                shmem__peer_state__init(st);
+                st->index = p->index;
+                st->kind = (Shmem__PeerKind) p->id.kind;
+                st->label = p->id.label;
+                st->pid = (uint32_t) p->id.pid;
+                st->uid = (uint32_t) p->id.uid;
+                st->doorbell_id = p->doorbell_id;
+                st->vm_uuid = p->id.vm_uuid;
+                st->libvirt = p->id.libvirt;
+                st->departures_told = p->ops && p->ops->departures_told ? p->ops->departures_told(p) : 0;
+                /* Shown as found: the page is peer-writable and never trusted. */
+                if (r->page)
+                        st->pending = __atomic_load_n(&r->page->slots[i].pending, __ATOMIC_ACQUIRE);
+                b->state_ptrs[info->n_peers++] = st;
+        }
+        info->peers = b->state_ptrs;
+}
+
+static void peer_info_fill(Shmem__PeerInfo *pi, Peer *p, int fd_index) {
+        shmem__peer_info__init(pi);
+        pi->index = p->index;
+        pi->kind = (Shmem__PeerKind) p->id.kind;
+        pi->label = p->id.label;
+        pi->pid = (uint32_t) p->id.pid;
+        pi->fd = fd_index;
+        pi->doorbell_id = p->doorbell_id;
+}
+
+static int dup_cloexec(int fd) {
+        return fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+/* --- handlers ---------------------------------------------------------------- */
+
+typedef int (*Handler)(Native *n, NativeCaller *c, const Message *m, NativeOut *out);
+
+static int handle_hello(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        Shmem__HelloReply hr = SHMEM__HELLO_REPLY__INIT;
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        const Shmem__Hello *h = m->hello;
+
+        hr.version = SHMEM_PROTOCOL_VERSION;
+        hr.broker = "shmem-brokerd " SHMEM_VERSION;
+        hr.instance = n->instance;
+        reply.body_case = SHMEM__REPLY__BODY_HELLO;
+        reply.hello = &hr;
+        if (h->version != SHMEM_PROTOCOL_VERSION) {
+                out_reply(out, m->serial, SHMEM__STATUS__VERSION, "this broker speaks protocol version 1", &reply,
+                          NULL, 0);
+                out->close = true;
+                return 0;
+        }
+        if (h->label && h->label[0])
+                snprintf(c->id.label, sizeof(c->id.label), "%s", h->label);
+        c->greeted = true;
+        out->changed = true;
+        out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);
+        return 0;
+}
+
+static int handle_list(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        Registry *reg = n->registry;
+        Shmem__ListReply list = SHMEM__LIST_REPLY__INIT;
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        _cleanup_free_ InfoBuf *bufs = calloc(reg->n_regions + 1, sizeof(InfoBuf));
+        _cleanup_free_ Shmem__RegionInfo **ptrs = calloc(reg->n_regions + 1, sizeof(*ptrs));
+
+        if (!bufs || !ptrs) {
+                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                return 0;
+        }
+        for (size_t i = 0; i < reg->n_regions; i++) {
+                region_info_fill(&bufs[i], reg, reg->regions[i], false);
+                ptrs[i] = &bufs[i].info;
+        }
+        list.n_regions = reg->n_regions;
+        list.regions = ptrs;
+        reply.body_case = SHMEM__REPLY__BODY_LIST;
+        reply.list = &list;
+        out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);
+        return 0;
+}
+
+static int handle_inspect(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        Region *r = registry_find(n->registry, m->inspect->name);
+        Shmem__InspectReply inspect = SHMEM__INSPECT_REPLY__INIT;
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        _cleanup_free_ InfoBuf *b = NULL;
+
+        if (!r) {
+                out_result(out, m->serial, CORE_E_NOT_FOUND, "no region of that name");
+                return 0;
+        }
+        b = calloc(1, sizeof(*b));
+        if (!b) {
+                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                return 0;
+        }
+        region_info_fill(b, n->registry, r, true);
+        inspect.region = &b->info;
+        reply.body_case = SHMEM__REPLY__BODY_INSPECT;
+        reply.inspect = &inspect;
+        out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);
+        return 0;
+}
+
+static void out_attach_reply(NativeOut *out, NativeCaller *c, uint64_t serial, bool created) {
+        Peer *me = c->peer;
+        Region *r = me->region;
+        Shmem__AttachReply ar = SHMEM__ATTACH_REPLY__INIT;
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        Shmem__PeerInfo infos[SHMEM_PEERS_MAX], *ptrs[SHMEM_PEERS_MAX];
+        int fds[1 + (SHMEM_PEERS_MAX + 1) + SHMEM_PEERS_MAX];
+        const int *to;
+        size_t n = 0;
+
+        /* fd layout (shmem.proto AttachReply): memfd, own row, one per other peer. */
+        fds[n++] = dup_cloexec(r->memfd);
+        for (unsigned v = 0; v < r->vectors; v++)
+                fds[n++] = dup_cloexec(me->ev[v]);
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *o = r->peers[i];
+
+                if (!o || o == me)
+                        continue;
+                peer_info_fill(&infos[ar.n_peers], o, (int) n);
+                ptrs[ar.n_peers] = &infos[ar.n_peers];
+                ar.n_peers++;
+                (void) region_fds_to(r, o, me, &to); /* one fd: native peers are never compat */
+                fds[n++] = dup_cloexec(to[0]);
+        }
+        for (size_t i = 0; i < n; i++)
+                if (fds[i] < 0) {
+                        int e = -errno;
+
+                        fds_close(fds, n);
+                        out_result(out, serial, e, NULL);
+                        return;
+                }
+        ar.index = me->index;
+        ar.data_offset = r->data_offset;
+        ar.data_size = r->data_size;
+        ar.region_size = r->region_size;
+        ar.max_peers = r->max_peers;
+        ar.vectors = r->vectors;
+        ar.created = created;
+        ar.peers = ptrs;
+        reply.body_case = SHMEM__REPLY__BODY_ATTACH;
+        reply.attach = &ar;
+        out_reply(out, serial, SHMEM__STATUS__OK, NULL, &reply, fds, n);
+}
+
+static int handle_attach(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        const Shmem__Attach *a = m->attach;
+        const char *error = NULL;
+        bool created = false;
+        int r;
+
+        if (c->peer) {
+                out_result(out, m->serial, CORE_E_INVALID,
+                           "this connection is attached already (one attachment per connection)");
+                return 0;
+        }
+        r = registry_attach(n->registry,
+                            &(AttachRequest) { .name = a->name, .mode = (AttachMode) a->mode, .size = a->size,
+                                               .id = &c->id, .ops = n->peer_ops, .userdata = c->userdata,
+                                               .conn_id = c->conn_id },
+                            &c->peer, &created, &error);
+        if (r != 0) {
+                log_refusal(c, "attaching", a->name, r, error);
+                out_result(out, m->serial, r, error);
+                return 0;
+        }
+        out->changed = true;
+        if (log_get_max_level() >= LOG_DEBUG) {
+                char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
+
+                log_debug("Client '%s' (pid %d) attached to '%s' as peer %u%s",
+                          str_escape(label, sizeof(label), c->id.label), (int) c->id.pid, c->peer->region->name,
+                          c->peer->index, created ? ", creating it" : "");
+        }
+        out_attach_reply(out, c, m->serial, created);
+        return 0;
+}
+
+static int handle_detach(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        if (!c->peer || strcmp(c->peer->region->name, m->detach->name) != 0) {
+                out_result(out, m->serial, CORE_E_INVALID, "not attached to that region");
+                return 0;
+        }
+        registry_detach(n->registry, TAKE_PTR(c->peer));
+        out->changed = true;
+        out_result(out, m->serial, 0, NULL);
+        return 0;
+}
+
+static int handle_create(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        const Shmem__Create *cr = m->create;
+        const char *error = NULL;
+        int r;
+
+        r = registry_declare(n->registry,
+                             &(RegionDecl) { .name = cr->name, .size = cr->size, .max_peers = cr->max_peers,
+                                             .persistent = cr->persistent },
+                             NULL, &error);
+        if (r != 0)
+                log_refusal(c, "creating", cr->name, r, error);
+        else
+                log_info("Region '%s' created by uid %u (pid %d)", cr->name, (unsigned) c->id.uid, (int) c->id.pid);
+        out_result(out, m->serial, r, error);
+        return 0;
+}
+
+static int handle_destroy(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        const Shmem__Destroy *d = m->destroy;
+        const char *error = NULL;
+        int r;
+
+        r = registry_destroy(n->registry, d->name, d->force, &error);
+        if (r == 0)
+                log_info("Region '%s' destroyed by uid %u (pid %d)", d->name, (unsigned) c->id.uid, (int) c->id.pid);
+        out_result(out, m->serial, r, error);
+        return 0;
+}
+
+static int handle_reload(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        const char *error = NULL;
+        int r;
+
+        if (!n->hooks.reload) {
+                out_result(out, m->serial, CORE_E_INVALID, "this broker has no configuration to reload");
+                return 0;
+        }
+        log_info("Reload requested by uid %u (pid %d)", (unsigned) c->id.uid, (int) c->id.pid);
+        r = n->hooks.reload(n->hooks.userdata, &error);
+        out_reply(out, m->serial, r < 0 ? SHMEM__STATUS__BAD_REQUEST : SHMEM__STATUS__OK, error, NULL, NULL, 0);
+        return 0;
+}
+
+static int handle_upgrade(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        int r = n->hooks.upgrade ? n->hooks.upgrade(n->hooks.userdata) : -EOPNOTSUPP;
+
+        if (r >= 0)
+                log_info("Upgrade requested by uid %u (pid %d)", (unsigned) c->id.uid, (int) c->id.pid);
+        out_result(out, m->serial, r < 0 ? r : 0, NULL);
+        return 0;
+}
+
+static int handle_watch(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        c->watching = true;
+        out->changed = true;
+        out_result(out, m->serial, 0, NULL);
+        return 0;
+}
+
+/*
+ * Every request the broker takes. A body missing here (a Reply, an event,
+ * one of a newer protocol) is a protocol violation. Requests that change
+ * what exists for everybody are for administrators (root and the broker's
+ * own user); attaching and looking are for everyone, with the regions'
+ * owner/group/mode and the rules deciding who may attach (docs/security.md).
+ * Those whose strings are region names answer ILLEGAL_NAME to a name that
+ * is cut at a NUL byte or is not UTF-8.
+ */
+static const struct {
+        Handler handle;
+        bool admin;
+        bool names; /* its strings are region names */
+} handlers[] = {
+        [SHMEM__MESSAGE__BODY_HELLO] = { handle_hello, false, false },
+        [SHMEM__MESSAGE__BODY_ATTACH] = { handle_attach, false, true },
+        [SHMEM__MESSAGE__BODY_DETACH] = { handle_detach, false, true },
+        [SHMEM__MESSAGE__BODY_LIST] = { handle_list, false, false },
+        [SHMEM__MESSAGE__BODY_INSPECT] = { handle_inspect, false, true },
+        [SHMEM__MESSAGE__BODY_CREATE] = { handle_create, true, true },
+        [SHMEM__MESSAGE__BODY_DESTROY] = { handle_destroy, true, true },
+        [SHMEM__MESSAGE__BODY_WATCH] = { handle_watch, false, false },
+        [SHMEM__MESSAGE__BODY_RELOAD] = { handle_reload, true, false },
+        [SHMEM__MESSAGE__BODY_UPGRADE] = { handle_upgrade, true, false },
+};
+
+int native_dispatch(Native *n, NativeCaller *c, const Message *m, int decoded, NativeOut *out) {
+        unsigned body = (unsigned) m->body_case;
+
+        if (body >= ELEMENTSOF(handlers) || !handlers[body].handle || m->serial == 0)
+                return -EPROTO;
+        /* The Hello comes first, and once. */
+        if (c->greeted == (body == SHMEM__MESSAGE__BODY_HELLO))
+                return -EPROTO;
+        if (decoded == MSG_E_BAD_STRING) {
+                if (!handlers[body].names)
+                        out_result(out, m->serial, CORE_E_INVALID, "a string holds a NUL byte or is not UTF-8");
+                else
+                        out_result(out, m->serial, CORE_E_ILLEGAL_NAME, "the name holds a NUL byte or is not UTF-8");
+                if (body == SHMEM__MESSAGE__BODY_HELLO)
+                        out->close = true;
+                return 0;
+        }
+        if (handlers[body].admin && !policy_is_admin(&c->id)) {
+                out_result(out, m->serial, CORE_E_NO_PERMISSION,
+                           "creating, destroying, reloading and upgrading are for root and the broker's user");
+                return 0;
+        }
+        return handlers[body].handle(n, c, m, out);
+}
+
+/* --- events ------------------------------------------------------------------ */
+
+static FdMsg *event_encode(Message *m, int *fds, size_t n_fds) {
+        FdMsg *f;
+
+        return msg_encode(&f, m, fds, n_fds) < 0 ? NULL : f;
+}
+
+static FdMsg *event_joined(Region *r, Peer *p, int fd) {
+        Shmem__Joined j = SHMEM__JOINED__INIT;
+        Shmem__PeerInfo pi;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        peer_info_fill(&pi, p, fd >= 0 ? 0 : -1);
+        j.name = r->name;
+        j.epoch = r->epoch;
+        j.peer = &pi;
+        m.body_case = SHMEM__MESSAGE__BODY_JOINED;
+        m.joined = &j;
+        return event_encode(&m, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
+}
+
+static FdMsg *event_left(Region *r, unsigned index) {
+        Shmem__Left l = SHMEM__LEFT__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        l.name = r->name;
+        l.epoch = r->epoch;
+        l.index = index;
+        m.body_case = SHMEM__MESSAGE__BODY_LEFT;
+        m.left = &l;
+        return event_encode(&m, NULL, 0);
+}
+
+FdMsg *native_event_joined(Peer *self, Peer *other) {
+        const int *to;
+        int fd;
+
+        (void) region_fds_to(self->region, other, self, &to); /* one fd: native peers are never compat */
+        fd = dup_cloexec(to[0]);
+        return fd < 0 ? NULL : event_joined(self->region, other, fd);
+}
+
+FdMsg *native_event_left(Peer *self, Peer *other) {
+        return event_left(self->region, other->index);
+}
+
+FdMsg *native_event_watch_joined(Region *r, Peer *p) {
+        return event_joined(r, p, -1);
+}
+
+FdMsg *native_event_watch_left(Region *r, unsigned index) {
+        return event_left(r, index);
+}
+
+FdMsg *native_event_watch_state(Region *r, RegionState state) {
+        static const Shmem__RegionState states[] = {
+                [REGION_DECLARED] = SHMEM__REGION_STATE__DECLARED,
+                [REGION_ALLOCATED] = SHMEM__REGION_STATE__ALLOCATED,
+                [REGION_FREED] = SHMEM__REGION_STATE__FREED,
+                [REGION_DESTROYED] = SHMEM__REGION_STATE__DESTROYED,
+        };
+        Shmem__StatusChanged sc = SHMEM__STATUS_CHANGED__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        sc.name = r->name;
+        sc.state = states[state];
+        m.body_case = SHMEM__MESSAGE__BODY_STATUS;
+        m.status = &sc;
+        return event_encode(&m, NULL, 0);
+}

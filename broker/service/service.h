@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Service: the broker as a service of its manager (systemd, or the tests'
+ * fake one): readiness and status (sd_notify), the watchdog, and everything
+ * that lets a crash, a restart or an upgrade lose nothing: the fd store, the
+ * stored state rewritten when anything in it changes, and re-execution in
+ * place. It subscribes to the registry's events for the memory and eventfds
+ * of regions and peers, and is the Keeper of the front ends' fds. Outside
+ * the core: the core does not know it exists.
+ */
+
+#include <event2/event.h>
+#include <stdbool.h>
+
+#include "keeper.h"
+#include "registry.h"
+#include "state.h"
+
+typedef struct Service Service;
+
+/* What a front end adds to a state being dumped. */
+typedef int (*ServiceDumpFn)(void *userdata, State *s);
+
+/*
+ * service_new() - reach the manager ($NOTIFY_SOCKET), adopt what it handed
+ * over ($LISTEN_FDS), and observe @reg. Without a manager the fd store still
+ * keeps copies, for an upgrade; no state is written until one is needed.
+ */
+int service_new(Service **ret, struct event_base *base, Registry *reg);
+/* A clean stop (@clean): the store is emptied and STOPPING=1 said. Else everything stays stored. */
+Service *service_free(Service *s, bool clean);
+
+Keeper *service_keeper(Service *s);
+bool service_managed(Service *s); /* a service manager listens */
+
+/* The newest complete state handed over at start, or NULL (free with state_free()). */
+State *service_take_state(Service *s);
+
+/* Adds a front end's part of the state; called in the order added, after the registry's. */
+int service_add_dumper(Service *s, ServiceDumpFn fn, void *userdata);
+
+/*
+ * service_started() - everything was rebuilt: the new state goes to the
+ * store before the fds nobody took leave it; then READY=1 with @status, and
+ * the watchdog runs if the manager asked for one.
+ */
+int service_started(Service *s, const char *status);
+
+/* STATUS= if it changed (and a watchdog ping comes with it at its interval). */
+void service_status(Service *s, const char *status);
+/* Sets the function that says the status at each watchdog ping. */
+void service_set_status_fn(Service *s, void (*fn)(void *userdata), void *userdata);
+
+/* Writes the state now if it changed (before an exec, at a stop). */
+void service_flush(Service *s);
+
+/*
+ * service_exec() - re-execute @exe with @argv, handing over every stored fd
+ * and a fresh state, as systemd would restart it (same pid, no restart
+ * counted). Returns only if it cannot start (-errno, nothing changed).
+ */
+int service_exec(Service *s, const char *exe, char *const *argv);

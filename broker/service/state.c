@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "escape.h"
+#include "log.h"
+#include "macro.h"
+#include "state.h"
+
+int state_dump_registry(Registry *reg, State *s) {
+        s->next_conn_id = reg->next_conn_id;
+        for (size_t i = 0; i < reg->n_regions; i++) {
+                Region *r = reg->regions[i];
+                Shmem__State__Region *sr = state_add_region(s);
+
+                if (!sr)
+                        return -ENOMEM;
+                sr->name = r->name;
+                sr->data_size = r->data_size;
+                sr->region_size = r->region_size;
+                sr->max_peers = r->max_peers;
+                sr->vectors = r->vectors;
+                sr->signal_mode = r->signal_mode;
+                sr->declared = r->declared;
+                sr->persistent = r->persistent;
+                sr->from_config = r->from_config;
+                sr->allocated = r->memfd >= 0;
+                sr->epoch = r->epoch;
+                sr->active = r->active;
+                sr->next_doorbell_id = r->next_doorbell_id;
+                sr->owner = r->owner;
+                sr->group = r->group;
+                sr->mode = r->mode;
+                sr->creator = r->creator;
+                sr->backend = r->backend;
+                for (unsigned k = 0; k < r->max_peers; k++) {
+                        Peer *p = r->peers[k];
+                        Shmem__State__Peer *sp;
+
+                        if (!p)
+                                continue;
+                        sp = state_add_peer(sr);
+                        if (!sp)
+                                return -ENOMEM;
+                        sp->index = p->index;
+                        sp->doorbell_id = p->doorbell_id;
+                        sp->kind = p->id.kind;
+                        sp->label = p->id.label;
+                        sp->vm_uuid = p->id.vm_uuid;
+                        sp->libvirt = p->id.libvirt;
+                        sp->pid = (uint32_t) p->id.pid;
+                        sp->uid = (uint32_t) p->id.uid;
+                        sp->gid = (uint32_t) p->id.gid;
+                        sp->conn = p->conn_id;
+                }
+        }
+        return 0;
+}
+
+/* Rebuilds the peers of @sr whose whole row came back. */
+static int state_adopt_peers(Registry *reg, Region *r, const Shmem__State__Region *sr, Keeper *keeper) {
+        for (size_t i = 0; i < sr->n_peers; i++) {
+                const Shmem__State__Peer *sp = sr->peers[i];
+                PeerIdentity id = { .kind = sp->kind, .pid = (pid_t) sp->pid, .uid = sp->uid, .gid = sp->gid,
+                                    .libvirt = sp->libvirt };
+                int ev[SHMEM_PEERS_MAX + 1];
+                bool complete = true;
+                Peer *p;
+                int k;
+
+                if (sp->index >= r->max_peers || (sp->kind != SHMEM_PEER_KIND_QEMU && sp->kind != SHMEM_PEER_KIND_HOST)) {
+                        log_warning("Region '%s': ignoring a stored peer with index %u of kind %u", r->name,
+                                    sp->index, sp->kind);
+                        continue;
+                }
+                snprintf(id.label, sizeof(id.label), "%s", sp->label);
+                if (strlen(sp->vm_uuid) == PEER_UUID_MAX)
+                        snprintf(id.vm_uuid, sizeof(id.vm_uuid), "%s", sp->vm_uuid);
+                for (unsigned v = 0; v < r->vectors; v++) {
+                        ev[v] = keeper_take(keeper, &(FdKey) { .kind = FD_VECTOR, .region = r->name,
+                                                               .index = sp->index, .vector = v });
+                        complete = complete && ev[v] >= 0;
+                }
+                if (!complete) {
+                        log_warning("Peer %u of '%s' lost eventfds in the restart, dropping it", sp->index, r->name);
+                        fds_close(ev, r->vectors);
+                        continue;
+                }
+                k = registry_adopt_peer(reg, r, sp->index, sp->doorbell_id, &id, sp->conn, ev, &p);
+                if (k == -ENOMEM)
+                        return k;
+                if (k < 0)
+                        log_warning("Peer %u of '%s' cannot come back: %s", sp->index, r->name, strerror(-k));
+        }
+        return 0;
+}
+
+int state_adopt_registry(Registry *reg, const State *s, Keeper *keeper) {
+        reg->next_conn_id = s->next_conn_id;
+        for (size_t i = 0; i < s->n_regions; i++) {
+                const Shmem__State__Region *sr = s->regions[i];
+                char name[STR_ESCAPE_SIZE(SHMEM_NAME_MAX)];
+                RegionAdoption a = {
+                        .decl = { .name = sr->name, .size = sr->data_size, .max_peers = sr->max_peers,
+                                  .persistent = sr->persistent, .signal_mode = sr->signal_mode,
+                                  .vectors = sr->signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM ? sr->vectors : 0,
+                                  .owner = sr->owner, .group = sr->group, .mode = sr->mode,
+                                  .backend = sr->backend },
+                        .data_size = sr->data_size, .region_size = sr->region_size, .declared = sr->declared,
+                        .from_config = sr->from_config, .epoch = sr->epoch, .active = sr->active,
+                        .next_doorbell_id = sr->next_doorbell_id, .creator = sr->creator, .memfd = -1,
+                };
+                const char *error = NULL;
+                Region *r;
+                int k;
+
+                if (sr->allocated) {
+                        a.memfd = keeper_take(keeper, &(FdKey) { .kind = FD_MEMORY, .region = sr->name });
+                        if (a.memfd < 0) {
+                                /* Without its memory nothing of the region can come back. */
+                                log_error("Region '%s' lost its memory in the restart, dropping it",
+                                          str_escape(name, sizeof(name), sr->name));
+                                continue;
+                        }
+                }
+                k = registry_adopt_region(reg, &a, &r, &error);
+                if (k == -ENOMEM)
+                        return k;
+                if (k != 0) {
+                        log_error("Cannot restore region '%s': %s", str_escape(name, sizeof(name), sr->name),
+                                  error ? error : k > 0 ? core_error_name(k) : strerror(-k));
+                        continue;
+                }
+                k = state_adopt_peers(reg, r, sr, keeper);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+int state_write(State *s) {
+        _cleanup_close_ int fd = -1;
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t n;
+
+        s->version = STATE_VERSION;
+        n = shmem__state__state__get_packed_size(s);
+        if (n > STATE_SIZE_MAX)
+                return -E2BIG;
+        buf = malloc(n ? n : 1);
+        if (!buf)
+                return -ENOMEM;
+        shmem__state__state__pack(s, buf);
+        fd = memfd_create("shmem-broker-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, buf, n) != (ssize_t) n)
+                return errno ? -errno : -EIO;
+        /* Sealed: whoever reads it after a restart reads what was written. */
+        (void) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+        return TAKE_FD(fd);
+}
+
+State *state_parse(const uint8_t *buf, size_t n) {
+        State *s = shmem__state__state__unpack(NULL, n, buf);
+
+        if (s && s->version != STATE_VERSION) {
+                shmem__state__state__free_unpacked(s, NULL);
+                return NULL;
+        }
+        return s;
+}
+
+State *state_read(int fd) {
+        struct stat st;
+        uint8_t *map;
+        State *s;
+
+        if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > STATE_SIZE_MAX)
+                return NULL;
+        map = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED)
+                return NULL;
+        s = state_parse(map, (size_t) st.st_size);
+        munmap(map, (size_t) st.st_size);
+        return s;
+}
+
+void state_free(State *s) {
+        if (s)
+                shmem__state__state__free_unpacked(s, NULL);
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <stdlib.h>
+
+#include "state-build.h"
+
+static void *array_grow(void ***array, size_t *n, size_t size, void (*init)(void *)) {
+        void **a = realloc(*array, (*n + 1) * sizeof(void *));
+        void *e;
+
+        if (!a)
+                return NULL;
+        *array = a;
+        e = calloc(1, size);
+        if (!e)
+                return NULL;
+        init(e);
+        a[(*n)++] = e;
+        return e;
+}
+
+Shmem__State__Region *state_add_region(State *s) {
+        return array_grow((void ***) &s->regions, &s->n_regions, sizeof(Shmem__State__Region),
+                          (void (*)(void *)) shmem__state__region__init);
+}
+
+Shmem__State__Peer *state_add_peer(Shmem__State__Region *r) {
+        return array_grow((void ***) &r->peers, &r->n_peers, sizeof(Shmem__State__Peer),
+                          (void (*)(void *)) shmem__state__peer__init);
+}
+
+Shmem__State__Conn *state_add_conn(State *s) {
+        return array_grow((void ***) &s->conns, &s->n_conns, sizeof(Shmem__State__Conn),
+                          (void (*)(void *)) shmem__state__conn__init);
+}
+
+void state_build_done(State *s) {
+        for (size_t i = 0; i < s->n_regions; i++) {
+                for (size_t k = 0; k < s->regions[i]->n_peers; k++)
+                        free(s->regions[i]->peers[k]);
+                free(s->regions[i]->peers);
+                free(s->regions[i]);
+        }
+        free(s->regions);
+        for (size_t i = 0; i < s->n_conns; i++)
+                free(s->conns[i]);
+        free(s->conns);
+        s->regions = NULL;
+        s->conns = NULL;
+        s->n_regions = s->n_conns = 0;
+}
