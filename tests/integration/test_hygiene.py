@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Input hygiene: what a peer chooses is checked where it takes effect and
+escaped wherever it is printed (docs/security.md).
+
+The real broker, driven through raw connections (harness.proto.Session) for
+the requests no well-behaved client sends, and shmem-peer as uid 65534 where
+an unprivileged squatter is needed. Needs root.
+
+Run: python3 test_hygiene.py BUILD_DIR
+"""
+
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
+from harness import HostPeer, proto  # noqa: E402
+
+BUILD = None
+NOBODY = 65534
+REGION_INFO_DATA_SIZE, REGION_INFO_DECLARED_SIZE = 2, 17
+
+
+class Hygiene(unittest.TestCase):
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.fail("needs root: the squatter runs as uid 65534")
+        self.dir = tempfile.mkdtemp(prefix="shmem-hygiene-")
+        os.chmod(self.dir, 0o755)
+        self.rundir = os.path.join(self.dir, "run")
+        self.sock = os.path.join(self.rundir, "broker.sock")
+        self.conf = os.path.join(self.dir, "broker.conf")
+        self.peer_bin = os.path.join(BUILD, "clients", "tool", "shmem-peer")
+        self.broker = None
+        self.peers = []
+
+    def tearDown(self):
+        for p in self.peers:
+            p.close()
+        if self.broker:
+            self.broker.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self, config=None, env=None, *options):
+        if config is not None:
+            with open(self.conf, "w") as f:
+                f.write(config)
+        argv = [os.path.join(BUILD, "broker", "shmem-brokerd"),
+                *(["--config", self.conf] if config is not None else ["--no-config"]), *options]
+        self.broker = harness.Broker(argv, self.rundir, os.path.join(self.dir, "broker.log"), env=env)
+
+    def reload(self, config):
+        with open(self.conf, "w") as f:
+            f.write(config)
+        with proto.Session(self.sock, "root") as s:
+            r = s.request(18)  # Reload
+        self.assertEqual(r.status, proto.STATUS_OK, r.error)
+
+    def peer(self, region, script, label, **popen):
+        p = HostPeer(self.peer_bin, self.sock, region, script, label, self.dir, options=("--size", "64K"), **popen)
+        self.peers.append(p)
+        return p
+
+    # --- names ----------------------------------------------------------------
+
+    def test_name_with_a_nul_byte(self):
+        """"a\\0b" attached region "a": the C string ended at the NUL. Now ILLEGAL_NAME, and nothing is made."""
+        self.start()
+        with proto.Session(self.sock, "t") as s:
+            for name in (b"a\0b", b"a\0", b"\xff\xfe", b"caf\xc3"):
+                r = s.attach(name, 4096)
+                self.assertEqual(r.status, proto.STATUS_ILLEGAL_NAME, (name, r))
+                self.assertIn("NUL byte or is not UTF-8", r.error)
+            self.assertEqual(s.inspect("a")[0].status, proto.STATUS_DOES_NOT_EXIST)
+            # Still connected and served.
+            self.assertEqual(s.attach("a", 4096).status, proto.STATUS_OK)
+        with proto.Session(self.sock, "root") as s:
+            self.assertEqual(s.request(proto.MESSAGE_CREATE, proto.field(1, b"x\0y") + proto.field(2, 4096)).status,
+                             proto.STATUS_ILLEGAL_NAME)
+            self.assertEqual(s.inspect(b"x\0y")[0].status, proto.STATUS_ILLEGAL_NAME)
+
+    def test_label_with_a_nul_byte_is_refused(self):
+        self.start()
+        s = proto.Session(self.sock, None)
+        s.serial = 1
+        s.send(proto.field(proto.MESSAGE_SERIAL, 1) +
+               proto.field(proto.MESSAGE_HELLO, proto.field(1, 1) + proto.field(2, b"ok\0forged")))
+        self.assertEqual(s.reply().status, proto.STATUS_BAD_REQUEST)
+        self.assertTrue(s.closed(), "a Hello that was refused left the connection open")
+        s.close()
+
+    def test_long_name_without_subst(self):
+        """A 64-character name was refused with a message about a subst prefix nobody configured."""
+        self.start()
+        with proto.Session(self.sock, "t") as s:
+            r = s.attach("n" * 64, 4096)
+        self.assertEqual(r.status, proto.STATUS_ILLEGAL_NAME)
+        self.assertIn("names are 1-63", r.error)
+        self.assertNotIn("subst", r.error)
+
+    def test_compat_region_checked_on_the_final_name(self):
+        """The "compat regions are for QEMU guests" check ran before subst: a client with a
+        subst prefix got a host peer into compat region p-legacy."""
+        self.start("[region p-legacy]\nsize = 64K\nsignal-mode = ivshmem\n\n"
+                   "[client legacy-app]\nsubst = p-\n")
+        with proto.Session(self.sock, "legacy-app") as s:
+            r = s.attach("legacy")
+        self.assertEqual(r.status, proto.STATUS_BAD_REQUEST, r)
+        self.assertIn("compat region", r.error)
+        with proto.Session(self.sock, "root") as s:
+            _, info = s.inspect("p-legacy")
+        self.assertNotIn(13, info, "a host peer is attached to the compat region")
+
+    # --- what is printed ------------------------------------------------------
+
+    def test_log_escapes_peer_strings(self):
+        """A Hello label "x\\n<0>FORGED" wrote a priority-0 journal record."""
+        self.start(None, dict(os.environ, JOURNAL_STREAM="8:1234"))
+        with proto.Session(self.sock, "x\n<0>FORGED \x1b[2J") as s:
+            self.assertEqual(s.attach("nosuch", 0, proto.ATTACH_FIND).status, proto.STATUS_DOES_NOT_EXIST)
+        self.broker.send_signal(signal.SIGTERM)
+        self.broker.wait(10)
+        log = self.broker.log()
+        self.assertIn(r"x\x0a<0>FORGED \x1b[2J", log)
+        for line in log.splitlines():
+            self.assertRegex(line, r"^<[1-7]>", f"a log line that is not one record: {line!r}")
+            self.assertNotIn("\x1b", line)
+
+    # --- declarations after the fact ----------------------------------------
+
+    def test_declaration_evicts_a_squatter(self):
+        """uid 65534 created `later` and stayed; root declared it owner=root mode=0600 and reloaded;
+        root's peer wrote into it and the squatter read it. Now the reload evicts the squatter and
+        releases the memory it maps: what root writes next is in memory the squatter never had."""
+        self.start("")
+        squatter = self.peer("later", "info write 0 squat sleep 3000 read 0 6", "squatter",
+                             user=NOBODY, group=NOBODY)
+        squatter.wait_output("info index=0")
+        self.reload("[region later]\nsize = 64K\nowner = root\nmode = 0600\n")
+        self.assertRegex(self.broker.log(), r"Region 'later': the new configuration refuses its peer 0 'squatter' "
+                                            r"\(pid \d+, uid 65534\): the region is owner 0, group 0, mode 600")
+        root = self.peer("later", "info write 0 secret read 0 6", "root")
+        self.assertIn("read 0 secret", root.stop())
+        self.assertEqual(root.returncode, 0, root.output())
+        out = squatter.stop()
+        self.assertIn("read 0 squat", out)
+        self.assertNotIn("secret", out)
+        with proto.Session(self.sock, "root") as s:
+            _, info = s.inspect("later")
+        self.assertNotIn(13, info, "the squatter is still attached")
+        # And it cannot come back.
+        again = self.peer("later", "info", "again", user=NOBODY, group=NOBODY)
+        self.assertNotEqual(again.stop(), "")
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("permission", again.output())
+
+    def test_size_mismatch_is_visible(self):
+        """A declaration whose size differs from the region in use shows in inspect and the log."""
+        self.start("")
+        holder = self.peer("grow", "info sleep 4000", "holder")
+        holder.wait_output("info index=0")
+        self.reload("[region grow]\nsize = 128K\n")
+        with proto.Session(self.sock, "root") as s:
+            _, info = s.inspect("grow")
+        self.assertEqual(info.get(REGION_INFO_DECLARED_SIZE), 128 << 10, info)
+        self.assertNotEqual(info.get(REGION_INFO_DATA_SIZE), 128 << 10)
+        self.assertRegex(self.broker.log(), r"Region 'grow' is in use with \d+ bytes and 16 peers: "
+                                            r"the declared 131072 bytes and 16 peers apply once its memory is freed")
+        holder.stop()
+        # Freed: the declaration takes effect, and nothing waits any more.
+        end = time.monotonic() + 10
+        while True:
+            with proto.Session(self.sock, "root") as s:
+                _, info = s.inspect("grow")
+            if REGION_INFO_DECLARED_SIZE not in info or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        self.assertNotIn(REGION_INFO_DECLARED_SIZE, info)
+        self.assertEqual(info.get(REGION_INFO_DATA_SIZE), 128 << 10)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: test_hygiene.py BUILD_DIR")
+    BUILD = sys.argv.pop(1)
+    unittest.main(verbosity=2)
