@@ -33,9 +33,9 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "control-page.h"
 #include "ivshmem-dev.h"
 #include "macro.h"
-#include "region-layout.h"
 #include "shmem.h"
 
 #define POLL_INTERVAL_NS 1000000L
@@ -64,19 +64,10 @@ struct shmem {
         uint8_t *data;
         uint64_t data_size;
         unsigned index, max_peers, vectors;
-        uint64_t valid;               /* bits of indices 0..max_peers-1 */
         int timer;                    /* relook timer, RELOOK_WINDOW_MS after attach */
         int64_t relook_until;         /* CLOCK_MONOTONIC ns */
         uint64_t seen_epoch;
 };
-
-static uint64_t page_load(const uint64_t *p) {
-        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-
-static uint32_t page_load32(const uint32_t *p) {
-        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
 
 static shmem_t *shmem_free(shmem_t *s) {
         if (!s)
@@ -183,7 +174,6 @@ static int shmem_setup_layout(shmem_t *s) {
         s->page = s->dev.bar2;
         s->max_peers = h.max_peers;
         s->vectors = h.vectors;
-        s->valid = h.max_peers == 64 ? ~UINT64_C(0) : BIT(h.max_peers) - 1;
         s->data = (uint8_t *) s->dev.bar2 + h.data_offset;
         s->data_size = h.data_size;
 
@@ -197,10 +187,10 @@ static int shmem_setup_layout(shmem_t *s) {
         if (r < 0)
                 return r;
         for (unsigned i = 0; i < s->max_peers; i++)
-                if (page_load32(&s->page->slots[i].state) == SHMEM_SLOT_ACTIVE &&
-                    page_load32(&s->page->slots[i].doorbell_id) == ivposition) {
+                if (shmem_page_load32(&s->page->slots[i].state) == SHMEM_SLOT_ACTIVE &&
+                    shmem_page_load32(&s->page->slots[i].doorbell_id) == ivposition) {
                         s->index = i;
-                        s->seen_epoch = page_load(&s->page->epoch);
+                        s->seen_epoch = shmem_page_load(&s->page->epoch);
                         return 0;
                 }
         return -EPROTO;
@@ -328,21 +318,11 @@ const char *shmem_name(shmem_t *s) {
 }
 
 uint64_t shmem_active(shmem_t *s) {
-        if (!s)
-                return 0;
-        return (page_load(&s->page->active) & s->valid) | BIT(s->index);
+        return s ? shmem_page_active(s->page, s->max_peers, s->index) : 0;
 }
 
 uint64_t shmem_unconsumed(shmem_t *s) {
-        uint64_t others, ret = 0;
-
-        if (!s)
-                return 0;
-        others = shmem_active(s) & ~BIT(s->index);
-        for (unsigned k = 0; k < s->max_peers; k++)
-                if (others & BIT(k) && page_load(&s->page->slots[k].pending) & BIT(s->index))
-                        ret |= BIT(k);
-        return ret;
+        return s ? shmem_page_unconsumed(s->page, s->max_peers, s->index) : 0;
 }
 
 int shmem_notify(shmem_t *s, uint64_t mask) {
@@ -356,20 +336,18 @@ int shmem_notify(shmem_t *s, uint64_t mask) {
                 uint32_t id;
                 int r;
 
-                if (!(targets & BIT(k)) || page_load32(&s->page->slots[k].state) != SHMEM_SLOT_ACTIVE)
+                if (!(targets & BIT(k)) || shmem_page_load32(&s->page->slots[k].state) != SHMEM_SLOT_ACTIVE)
                         continue;
-                id = page_load32(&s->page->slots[k].doorbell_id);
+                id = shmem_page_load32(&s->page->slots[k].doorbell_id);
                 if (id > SHMEM_DOORBELL_ID_MAX)
                         continue;
                 /*
                  * The bit first, then the ring: a receiver woken by the ring
                  * finds it, and a ring QEMU drops (the receiver has no MSI-X
                  * yet, or my QEMU does not know the peer yet) leaves the bit
-                 * for its next look. A locked OR is a full barrier on x86; the
-                 * fence says so for the uncached doorbell store after it.
+                 * for its next look (control-page.h: why it is a full barrier).
                  */
-                __atomic_fetch_or(&s->page->slots[k].pending, BIT(s->index), __ATOMIC_SEQ_CST);
-                __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                shmem_page_set_pending(s->page, k, BIT(s->index));
                 /* Vector 0 of peer `id` is the one fd that means "I signaled k". */
                 r = ivshmem_dev_write_reg(&s->dev, IVSHMEM_REG_DOORBELL, id << 16);
                 if (r < 0 && ret == 0)
@@ -390,9 +368,8 @@ static bool shmem_look(shmem_t *s, struct shmem_event *ret) {
         uint64_t senders, epoch;
         bool membership;
 
-        senders = __atomic_exchange_n(&s->page->slots[s->index].pending, 0, __ATOMIC_ACQ_REL);
-        senders &= s->valid & ~BIT(s->index);
-        epoch = page_load(&s->page->epoch);
+        senders = shmem_page_take_pending(s->page, s->max_peers, s->index);
+        epoch = shmem_page_load(&s->page->epoch);
         membership = epoch != s->seen_epoch;
         if (!senders && !membership)
                 return false;

@@ -21,7 +21,7 @@
 
 #include "client.h"
 #include "clock.h"
-#include "region-layout.h"
+#include "control-page.h"
 #include "shmem.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -49,7 +49,6 @@ struct shmem {
         uint8_t *data;
         uint64_t data_size;
         unsigned index, max_peers, vectors;
-        uint64_t valid;             /* bits of indices 0..max_peers-1 */
         int vec[SHMEM_PEERS_MAX + 1]; /* ev[me][v]: own vectors */
         int peer[SHMEM_PEERS_MAX];  /* ev[k][me]: rings peer k; -1 unknown */
         int epfd;                   /* own vectors + control socket + recheck timer: shmem_fd() */
@@ -63,10 +62,6 @@ struct shmem {
 /* Public structs grow at the end; only what the caller's size covers is read. */
 #define OPT(o, field) \
         ((o) && (o)->size >= offsetof(struct shmem_attach_opts, field) + sizeof((o)->field) ? (o)->field : NULL)
-
-static uint64_t page_load(const uint64_t *p) {
-        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
 
 static shmem_t *shmem_free(shmem_t *s) {
         if (!s)
@@ -167,7 +162,6 @@ static int shmem_take_reply(shmem_t *s, ClientMsg *reply) {
         s->index = a->index;
         s->max_peers = a->max_peers;
         s->vectors = a->vectors;
-        s->valid = a->max_peers == 64 ? ~UINT64_C(0) : BIT(a->max_peers) - 1;
         s->data_size = a->data_size;
 
         memfd = fdmsg_steal_fd(reply->raw, 0);
@@ -209,7 +203,7 @@ static int shmem_take_reply(shmem_t *s, ClientMsg *reply) {
          * write the page. The page is used only for what it is for: pending
          * words, active and epoch.
          */
-        s->seen_epoch = s->event_epoch = page_load(&s->page->epoch);
+        s->seen_epoch = s->event_epoch = shmem_page_load(&s->page->epoch);
         return 0;
 }
 
@@ -347,21 +341,11 @@ EXPORT const char *shmem_name(shmem_t *s) {
 }
 
 EXPORT uint64_t shmem_active(shmem_t *s) {
-        if (!s)
-                return 0;
-        return (page_load(&s->page->active) & s->valid) | BIT(s->index);
+        return s ? shmem_page_active(s->page, s->max_peers, s->index) : 0;
 }
 
 EXPORT uint64_t shmem_unconsumed(shmem_t *s) {
-        uint64_t others, ret = 0;
-
-        if (!s)
-                return 0;
-        others = shmem_active(s) & ~BIT(s->index);
-        for (unsigned k = 0; k < s->max_peers; k++)
-                if (others & BIT(k) && page_load(&s->page->slots[k].pending) & BIT(s->index))
-                        ret |= BIT(k);
-        return ret;
+        return s ? shmem_page_unconsumed(s->page, s->max_peers, s->index) : 0;
 }
 
 EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
@@ -379,7 +363,7 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
          * may still have the leaver's. Both show as an epoch not yet seen in an
          * event; then read the events first (one recvmsg, no wait).
          */
-        if (page_load(&s->page->epoch) != s->event_epoch)
+        if (shmem_page_load(&s->page->epoch) != s->event_epoch)
                 shmem_process_events(s);
         else
                 for (unsigned k = 0; k < s->max_peers; k++)
@@ -391,7 +375,7 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
                 if (!(targets & BIT(k)))
                         continue;
                 /* The bit first, then the ring: a receiver woken by the ring finds it. */
-                __atomic_fetch_or(&s->page->slots[k].pending, BIT(s->index), __ATOMIC_RELEASE);
+                shmem_page_set_pending(s->page, k, BIT(s->index));
                 /*
                  * No fd yet: a peer so new that its Joined is still on the way.
                  * The bit stays; a new peer re-reads its pending word (see
@@ -465,9 +449,8 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                 }
                 if (socket)
                         shmem_process_events(s);
-                senders = __atomic_exchange_n(&s->page->slots[s->index].pending, 0, __ATOMIC_ACQ_REL);
-                senders &= s->valid & ~BIT(s->index);
-                epoch = page_load(&s->page->epoch);
+                senders = shmem_page_take_pending(s->page, s->max_peers, s->index);
+                epoch = shmem_page_load(&s->page->epoch);
 
                 if (senders || epoch != s->seen_epoch) {
                         *ret = (struct shmem_event) {
