@@ -276,7 +276,8 @@ int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
                 /*
                  * A ring that comes before MSI-X is on is lost by QEMU; its
                  * pending bit is not, and the first shmem_wait() takes the
-                 * pending word before it sleeps (qemu-lab.md).
+                 * pending word before it sleeps (docs/region-layout.md, "In
+                 * a guest").
                  */
                 r = ivshmem_dev_enable_irqs(&s->dev, s->vectors);
                 if (r < 0)
