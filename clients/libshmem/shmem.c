@@ -22,6 +22,7 @@
 #include "client.h"
 #include "clock.h"
 #include "control-page.h"
+#include "shmem-raw.h"
 #include "shmem.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -348,12 +349,15 @@ EXPORT uint64_t shmem_unconsumed(shmem_t *s) {
         return s ? shmem_page_unconsumed(s->page, s->max_peers, s->index) : 0;
 }
 
-EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
+/*
+ * Signals the attached peers in @mask but me: ORs @bits into each one's
+ * pending word (none if 0), then rings it. shmem_notify() sets my bit;
+ * shmem_raw_ring() sets none.
+ */
+static int shmem_signal(shmem_t *s, uint64_t mask, uint64_t bits) {
         uint64_t targets, one = 1;
         int ret = 0;
 
-        if (!s)
-                return -EINVAL;
         targets = mask & shmem_active(s) & ~BIT(s->index);
         if (!targets)
                 return 0;
@@ -375,7 +379,8 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
                 if (!(targets & BIT(k)))
                         continue;
                 /* The bit first, then the ring: a receiver woken by the ring finds it. */
-                shmem_page_set_pending(s->page, k, BIT(s->index));
+                if (bits)
+                        shmem_page_set_pending(s->page, k, bits);
                 /*
                  * No fd yet: a peer so new that its Joined is still on the way.
                  * The bit stays; a new peer re-reads its pending word (see
@@ -390,6 +395,18 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
         return ret;
 }
 
+EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
+        return s ? shmem_signal(s, mask, BIT(s->index)) : -EINVAL;
+}
+
+int shmem_raw_ring(shmem_t *s, uint64_t mask) {
+        return s ? shmem_signal(s, mask, 0) : -EINVAL;
+}
+
+struct shmem_control_page *shmem_raw_page(shmem_t *s) {
+        return s ? s->page : NULL;
+}
+
 EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
         int64_t deadline;
         bool first = true;
@@ -399,8 +416,8 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
         deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 
         for (;;) {
-                struct epoll_event evs[SHMEM_PEERS_MAX + 2];
-                uint64_t senders = 0, epoch;
+                struct epoll_event evs[SHMEM_PEERS_MAX + 3]; /* every fd of the set */
+                uint64_t senders = 0, rang = 0, epoch;
                 bool socket = false;
                 int n, wait_ms = 0;
 
@@ -432,32 +449,37 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                                 continue;
                         }
                         /*
-                         * Read clears the vector (a counting eventfd). Every
-                         * vector is only a wakeup: who signaled is the pending
-                         * word alone, and whether membership changed is the
-                         * epoch alone. A sender sets its bit before it rings
-                         * (the broker publishes the epoch before it rings the
-                         * control vector), so the state may be taken by an
-                         * earlier look than the one the ring wakes; reporting
-                         * the ring too would report one event twice
+                         * Read clears the vector (a counting eventfd): each
+                         * ring is reported once, in @rang, whatever the
+                         * pending word says. The pending word is the other
+                         * view, taken below, and membership is the epoch
+                         * alone. A sender sets its bit before it rings (the
+                         * broker publishes the epoch before it rings the
+                         * control vector), so the bit may be taken by an
+                         * earlier look than the one the ring wakes; folding
+                         * the ring into @senders would report one signal twice
                          * (docs/design.md).
                          */
                         if (read(s->vec[v], &count, sizeof(count)) != (ssize_t) sizeof(count))
                                 continue;
                         if (v >= s->max_peers)
                                 socket = true; /* Joined/Left come before the control ring */
+                        else if (v != s->index)
+                                rang |= BIT(v);
                 }
                 if (socket)
                         shmem_process_events(s);
                 senders = shmem_page_take_pending(s->page, s->max_peers, s->index);
                 epoch = shmem_page_load(&s->page->epoch);
 
-                if (senders || epoch != s->seen_epoch) {
+                /* Drained rings are reported now or never: one is reason enough to return. */
+                if (senders || rang || epoch != s->seen_epoch) {
                         *ret = (struct shmem_event) {
                                 .senders = senders,
                                 .membership_changed = epoch != s->seen_epoch,
                                 .active = shmem_active(s),
                                 .epoch = epoch,
+                                .rang = rang,
                         };
                         s->seen_epoch = epoch;
                         return 1;
