@@ -75,12 +75,12 @@ struct shmem_attach_opts {
  *      - A sender sets its bit, then rings. A wait between the two reports
  *        the bit in @senders and a later one (normally the next) the ring in
  *        @rang, so an event can have @rang without @senders.
- *      - A ring that never fired is not here: a ring to a guest before it
- *        enabled MSI-X, or from a guest whose QEMU has not been told of me
- *        yet, is dropped by QEMU, while its bit stays for @senders.
- *      - Whoever held index j before and kept a copy of that fd (a host
- *        process that dup()ed it before it detached) can still ring as j:
- *        my vectors are mine for as long as I am attached.
+ *      - A dropped ring is not here: QEMU drops a ring to a guest that has
+ *        not enabled MSI-X yet, and one from a guest whose QEMU has not been
+ *        told of me yet, while the bit stays for @senders.
+ *      - Whoever held index j before and kept a copy of that fd (e.g. a
+ *        host process that dup()ed it before it detached) can still ring as
+ *        j: my vectors are mine for as long as I am attached.
  *      - In a guest without MSI-X (no IOMMU, or SHMEM_GUEST_POLL=1) nothing
  *        rings: @rang is always 0. shmem_fd() returns -EOPNOTSUPP exactly
  *        then, which is how an application tells.
