@@ -7,6 +7,10 @@
  * a test can drive peers on both sides with the same words and grep the same
  * output.
  *
+ * Forgery commands (forge-pending, ring-only) do what any member of a region
+ * can do beyond the API (clients/libshmem/shmem-raw.h), for the tests of
+ * docs/security.md: set pending bits without ringing, ring without bits.
+ *
  * The guest build also has a raw mode (--raw): a plain ivshmem application,
  * as a guest written for QEMU's contrib/ivshmem-server is, on a compat region
  * (signal-mode = ivshmem). It uses the device alone (clients/guest/ivshmem-dev.h):
@@ -23,6 +27,8 @@
 #include <time.h>
 
 #include "clock.h"
+#include "control-page.h"
+#include "shmem-raw.h"
 #include "shmem.h"
 
 #ifdef SHMEM_TOOL_GUEST
@@ -49,7 +55,8 @@ enum {
 
 typedef struct Tool {
         shmem_t *shm;
-        uint64_t carry; /* senders seen by wait-active, counted by the next wait-from */
+        uint64_t carry;      /* senders seen by wait-active, counted by the next wait-from */
+        uint64_t carry_rang; /* rings seen by wait-active, counted by the next wait-rang */
         uint8_t *data;  /* what write/read/expect use: the region's data, or all of BAR2 */
         uint64_t size;
 #ifdef SHMEM_TOOL_GUEST
@@ -103,17 +110,29 @@ static void help(void) {
                "  expect OFF STRING MS      Fail unless the data at OFF equals STRING within MS\n"
                "  notify MASK|all           Signal peers (all: every peer but me)\n"
                "  wait MS                   Print the next event: \"event senders=0xHEX changed=0|1\n"
-               "                            active=0xHEX\"; fail if none comes within MS\n"
+               "                            active=0xHEX rang=0xHEX\"; fail if none comes within\n"
+               "                            MS. senders: the bits taken from my pending word;\n"
+               "                            rang: the peers whose own ring reached me (struct\n"
+               "                            shmem_event in shmem.h: only rang cannot be forged)\n"
                "  wait-from MASK MS         Print events until every peer in MASK has signaled\n"
                "                            (senders the last wait-active saw count); fail on\n"
                "                            timeout. Other senders are printed too\n"
+               "  wait-rang MASK MS         The same for rang: until every peer in MASK has rung\n"
                "  wait-active MASK MS       Print events until the active bitmap is exactly MASK\n"
                "                            (at least one look), then \"active 0xHEX\"; senders\n"
-               "                            seen meanwhile count for the next wait-from\n"
-               "  expect-no-signal MS       Print events for MS; fail if one has a sender\n"
+               "                            and rings seen meanwhile count for the next\n"
+               "                            wait-from and wait-rang\n"
+               "  expect-no-signal MS       Print events for MS; fail if one has a sender (a\n"
+               "                            ring alone does not count: it may be a late one)\n"
                "  unconsumed                Print \"unconsumed 0xHEX\": peers that have not\n"
                "                            consumed my last signal\n"
                "  sleep MS                  Sleep\n"
+               "\n"
+               "Forgery commands (what any member can do; docs/security.md):\n"
+               "  forge-pending SLOT MASK   OR MASK into the pending word of slot SLOT, any\n"
+               "                            bits, any slot (mine too), ringing nobody\n"
+               "  ring-only MASK|all        Ring the attached peers in MASK, each with my own\n"
+               "                            eventfd or doorbell to it, setting no pending bit\n"
 #ifdef SHMEM_TOOL_GUEST
                "\n"
                "Raw commands (--raw: what a guest written for contrib/ivshmem-server does;\n"
@@ -214,9 +233,10 @@ static int data_range(Tool *t, const char *s, uint64_t len, uint64_t *ret) {
         return 0;
 }
 
+/* Tests grep "event senders=0x..": new fields go at the end of the line. */
 static void print_event(const struct shmem_event *ev) {
-        out("event senders=0x%" PRIx64 " changed=%d active=0x%" PRIx64, ev->senders,
-            ev->membership_changed ? 1 : 0, ev->active);
+        out("event senders=0x%" PRIx64 " changed=%d active=0x%" PRIx64 " rang=0x%" PRIx64, ev->senders,
+            ev->membership_changed ? 1 : 0, ev->active, ev->rang);
 }
 
 /* Waits until @deadline (ms, monotonic); 0 on timeout, 1 with @ev, or -1 after a FAIL. */
@@ -304,17 +324,38 @@ static int cmd_expect(Tool *t, char **args) {
         }
 }
 
-static int cmd_notify(Tool *t, char **args) {
+/* notify and ring-only: MASK|all, then @fn on it. */
+static int signal_with(Tool *t, const char *what, int (*fn)(shmem_t *shm, uint64_t mask), const char *arg) {
         uint64_t mask;
         int r;
 
-        if (strcmp(args[0], "all") == 0)
+        if (strcmp(arg, "all") == 0)
                 mask = SHMEM_ALL_BUT_ME;
-        else if (parse_u64(args[0], &mask) < 0)
-                return fail("notify: bad mask '%s'", args[0]);
-        r = shmem_notify(t->shm, mask);
+        else if (parse_u64(arg, &mask) < 0)
+                return fail("%s: bad mask '%s'", what, arg);
+        r = fn(t->shm, mask);
         if (r < 0)
-                return fail("notify: %s", shmem_strstatus(r));
+                return fail("%s: %s", what, shmem_strstatus(r));
+        return 0;
+}
+
+static int cmd_notify(Tool *t, char **args) {
+        return signal_with(t, "notify", shmem_notify, args[0]);
+}
+
+static int cmd_ring_only(Tool *t, char **args) {
+        return signal_with(t, "ring-only", shmem_raw_ring, args[0]);
+}
+
+static int cmd_forge_pending(Tool *t, char **args) {
+        uint64_t slot, mask;
+
+        if (parse_u64(args[0], &slot) < 0 || slot >= shmem_max_peers(t->shm))
+                return fail("forge-pending: bad slot '%s' (0-%u)", args[0], shmem_max_peers(t->shm) - 1);
+        if (parse_u64(args[1], &mask) < 0)
+                return fail("forge-pending: bad mask '%s'", args[1]);
+        /* What shmem_notify() does first, with bits of my choosing. */
+        shmem_page_set_pending(shmem_raw_page(t->shm), (unsigned) slot, mask);
         return 0;
 }
 
@@ -330,30 +371,45 @@ static int cmd_wait(Tool *t, char **args) {
         return r < 0 ? -1 : 0;
 }
 
-static int cmd_wait_from(Tool *t, char **args) {
+/*
+ * wait-from (@rang false: the senders view) and wait-rang: prints events
+ * until every peer in MASK is in that view, counting what the last
+ * wait-active carried over.
+ */
+static int wait_for_view(Tool *t, char **args, bool rang) {
+        const char *what = rang ? "wait-rang" : "wait-from";
+        uint64_t *carry = rang ? &t->carry_rang : &t->carry;
         struct shmem_event ev;
-        uint64_t mask, got = 0;
+        uint64_t mask, got;
         int64_t deadline;
         int ms;
 
         if (parse_u64(args[0], &mask) < 0)
-                return fail("wait-from: bad mask '%s'", args[0]);
+                return fail("%s: bad mask '%s'", what, args[0]);
         if (parse_ms(args[1], &ms) < 0)
-                return fail("wait-from: bad timeout '%s'", args[1]);
+                return fail("%s: bad timeout '%s'", what, args[1]);
         deadline = now_ms() + ms;
-        got = t->carry;
-        t->carry = 0;
+        got = *carry;
+        *carry = 0;
         while ((got & mask) != mask) {
-                int r = wait_until(t, deadline, "wait-from", &ev);
+                int r = wait_until(t, deadline, what, &ev);
 
                 if (r < 0)
                         return -1;
                 if (r == 0)
-                        return fail("wait-from 0x%" PRIx64 ": only 0x%" PRIx64 " signaled within %d ms", mask,
-                                    got & mask, ms);
-                got |= ev.senders;
+                        return fail("%s 0x%" PRIx64 ": only 0x%" PRIx64 " %s within %d ms", what, mask, got & mask,
+                                    rang ? "rang" : "signaled", ms);
+                got |= rang ? ev.rang : ev.senders;
         }
         return 0;
+}
+
+static int cmd_wait_from(Tool *t, char **args) {
+        return wait_for_view(t, args, false);
+}
+
+static int cmd_wait_rang(Tool *t, char **args) {
+        return wait_for_view(t, args, true);
 }
 
 /*
@@ -378,8 +434,10 @@ static int cmd_wait_active(Tool *t, char **args) {
         for (;;) {
                 if (r < 0)
                         return -1;
-                if (r > 0)
+                if (r > 0) {
                         t->carry |= ev.senders;
+                        t->carry_rang |= ev.rang;
+                }
                 if (shmem_active(t->shm) == mask)
                         break;
                 if (now_ms() >= deadline)
@@ -589,10 +647,13 @@ static const Command commands[] = {
         { "notify", 1, cmd_notify, MODE_SHMEM },
         { "wait", 1, cmd_wait, MODE_SHMEM },
         { "wait-from", 2, cmd_wait_from, MODE_SHMEM },
+        { "wait-rang", 2, cmd_wait_rang, MODE_SHMEM },
         { "wait-active", 2, cmd_wait_active, MODE_SHMEM },
         { "expect-no-signal", 1, cmd_expect_no_signal, MODE_SHMEM },
         { "unconsumed", 0, cmd_unconsumed, MODE_SHMEM },
         { "sleep", 1, cmd_sleep, MODE_SHMEM | MODE_RAW },
+        { "forge-pending", 2, cmd_forge_pending, MODE_SHMEM },
+        { "ring-only", 1, cmd_ring_only, MODE_SHMEM },
 #ifdef SHMEM_TOOL_GUEST
         { "info", 0, cmd_raw_info, MODE_RAW },
         { "ring", 2, cmd_ring, MODE_RAW },

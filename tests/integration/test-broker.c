@@ -311,6 +311,66 @@ START_TEST(test_sigkill_frees_index) {
 }
 END_TEST
 
+/* Runs shmem-peer on region @name with @script as its commands; returns its exit status, its output in @out. */
+static int run_peer(const char *name, const char *script, char *out, size_t size) {
+        char cmd[1024];
+        size_t n;
+        FILE *p;
+
+        snprintf(cmd, sizeof(cmd), "%s --socket %s --label forger %s %s 2>&1", SHMEM_PEER_PATH, sockpath, name,
+                 script);
+        p = popen(cmd, "re");
+        ck_assert_ptr_nonnull(p);
+        n = fread(out, 1, size - 1, p);
+        out[n] = '\0';
+        return pclose(p);
+}
+
+/* Waits until @h's rung view holds @want; returns both views, summed over the waits. */
+static void wait_rang(shmem_t *h, uint64_t want, uint64_t *ret_senders, uint64_t *ret_rang) {
+        *ret_senders = *ret_rang = 0;
+        for (int t = 0; t < 3000 && (*ret_rang & want) != want; t += 50) {
+                struct shmem_event ev;
+                int r = shmem_wait(h, 50, &ev);
+
+                ck_assert_int_ge(r, 0);
+                if (r > 0) {
+                        *ret_senders |= ev.senders;
+                        *ret_rang |= ev.rang;
+                }
+        }
+}
+
+START_TEST(test_forged_signal_names_the_ringer) {
+        shmem_t *v = attach("forge", 4096), *a = attach("forge", 4096);
+        uint64_t senders, rang;
+        struct shmem_event ev;
+        char out[4096];
+
+        wait_active(v, 0x3);
+        while (shmem_wait(v, 0, &ev) > 0)
+                ; /* drain membership events */
+
+        /* F (index 2) sets A's bit in V's pending word without ringing, then
+         * rings V with its own eventfd without setting a bit. */
+        ck_assert_int_eq(run_peer("forge", "info forge-pending 0 0x2 ring-only 0x1", out, sizeof(out)), 0);
+        ck_assert_msg(strstr(out, "info index=2 "), "%s", out);
+        /* The pending view is forged: even A thinks V has not consumed its signal yet. */
+        ck_assert_uint_eq(shmem_unconsumed(a), 0x1);
+        wait_rang(v, 0x4, &senders, &rang);
+        ck_assert_uint_eq(senders, 0x2);
+        ck_assert_uint_eq(rang, 0x4); /* only the forger rang */
+
+        /* A real signal from A is in both views. */
+        ck_assert_int_eq(shmem_notify(a, 0x1), 0);
+        wait_rang(v, 0x2, &senders, &rang);
+        ck_assert_uint_eq(senders, 0x2);
+        ck_assert_uint_eq(rang, 0x2);
+        shmem_detach(a);
+        shmem_detach(v);
+}
+END_TEST
+
 START_TEST(test_bad_names_and_sizes) {
         static const char *const bad[] = { "", ".hidden", "a/b", "sp ace", "nul\x01",
                 "0123456789012345678901234567890123456789012345678901234567890123" };
@@ -1245,6 +1305,7 @@ static Suite *broker_suite(void) {
         tcase_add_test(tc, test_selective_signaling);
         tcase_add_test(tc, test_membership_events);
         tcase_add_test(tc, test_sigkill_frees_index);
+        tcase_add_test(tc, test_forged_signal_names_the_ringer);
 
         tc = broker_tcase(s, "misbehaving", setup, 60);
         tcase_add_test(tc, test_bad_input_dropped);

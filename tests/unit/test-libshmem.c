@@ -449,6 +449,7 @@ START_TEST(test_wait_senders) {
         ck_assert(readable(shmem_fd(s)));
         ck_assert_int_eq(shmem_wait(s, 1000, &ev), 1);
         ck_assert_uint_eq(ev.senders, BIT(2));
+        ck_assert_uint_eq(ev.rang, BIT(2));
         ck_assert(!ev.membership_changed);
         ck_assert_uint_eq(ev.active, 0x7);
         ck_assert_uint_eq(ev.epoch, 5);
@@ -463,25 +464,55 @@ START_TEST(test_wait_senders) {
         peer_signals_me(2, true, true);
         ck_assert_int_eq(shmem_wait(s, 0, &ev), 1);
         ck_assert_uint_eq(ev.senders, BIT(0) | BIT(2));
+        ck_assert_uint_eq(ev.rang, BIT(0) | BIT(2));
         ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
 
         /* A pending bit whose ring was lost (a guest before MSI-X) is still found. */
         peer_signals_me(0, true, false);
         ck_assert_int_eq(shmem_wait(s, 0, &ev), 1);
         ck_assert_uint_eq(ev.senders, BIT(0));
+        ck_assert_uint_eq(ev.rang, 0);
 
         /* The race that once reported one signal twice: the bit is taken by
-         * one look, the ring arrives for the next. The ring is only a wakeup. */
+         * one look, the ring arrives for the next. Each view reports it once:
+         * the bit in senders, then the ring alone in rang. */
         peer_signals_me(2, true, false);
         ck_assert_int_eq(shmem_wait(s, 0, &ev), 1);
         ck_assert_uint_eq(ev.senders, BIT(2));
+        ck_assert_uint_eq(ev.rang, 0);
         peer_signals_me(2, false, true);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 1);
+        ck_assert_uint_eq(ev.senders, 0);
+        ck_assert_uint_eq(ev.rang, BIT(2));
+        ck_assert(!ev.membership_changed);
         ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
         ck_assert(!readable(shmem_fd(s)));
 
         /* Garbage in my pending word: my own bit and bits beyond max_peers are dropped. */
         __atomic_fetch_or(&fake.page->slots[ME].pending, BIT(ME) | BIT(MAXP) | BIT(63), __ATOMIC_RELEASE);
         ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+        detach(s);
+}
+END_TEST
+
+START_TEST(test_wait_forged) {
+        shmem_t *s = attach();
+        struct shmem_event ev;
+
+        /* Peer 2 forges peer 0's bit and rings only its own fd: the pending
+         * view names 0, the rung view only 2. */
+        __atomic_fetch_or(&fake.page->slots[ME].pending, BIT(0), __ATOMIC_RELEASE);
+        peer_signals_me(2, false, true);
+        ck_assert_int_eq(shmem_wait(s, 1000, &ev), 1);
+        ck_assert_uint_eq(ev.senders, BIT(0));
+        ck_assert_uint_eq(ev.rang, BIT(2));
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+
+        /* My own vector and the membership vector are never a peer's ring. */
+        ck_assert_int_eq(write(fake.vec[ME], &(uint64_t) { 1 }, 8), 8);
+        ck_assert_int_eq(write(fake.vec[MAXP], &(uint64_t) { 1 }, 8), 8);
+        ck_assert_int_eq(shmem_wait(s, 0, &ev), 0);
+        ck_assert(!readable(shmem_fd(s)));
         detach(s);
 }
 END_TEST
@@ -617,6 +648,7 @@ static Suite *libshmem_suite(void) {
         tcase_add_checked_fixture(tc, fake_setup, fake_teardown);
         tcase_add_test(tc, test_notify);
         tcase_add_test(tc, test_wait_senders);
+        tcase_add_test(tc, test_wait_forged);
         tcase_add_test(tc, test_wait_timeout);
         tcase_add_test(tc, test_wait_blocks_until_signal);
         suite_add_tcase(s, tc);
