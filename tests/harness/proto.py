@@ -38,7 +38,7 @@ HELLO_REPLY_VERSION, HELLO_REPLY_BROKER, HELLO_REPLY_INSTANCE = 1, 2, 3
 # Protobuf wire types (groups, 3 and 4, are not in proto3).
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
-Reply = collections.namedtuple("Reply", "serial status error version broker instance body")
+Reply = collections.namedtuple("Reply", "serial status error version broker instance")
 
 
 def varint(n):
@@ -142,8 +142,12 @@ def decode_reply(data):
                  error=_last(reply, REPLY_ERROR, b"").decode(errors="replace"),
                  version=_last(hello, HELLO_REPLY_VERSION, 0),
                  broker=_last(hello, HELLO_REPLY_BROKER, b"").decode(errors="replace"),
-                 instance=_last(hello, HELLO_REPLY_INSTANCE, 0),
-                 body=reply)
+                 instance=_last(hello, HELLO_REPLY_INSTANCE, 0))
+
+
+def reply_fields(data):
+    """The fields of the Reply in the Message @data (its body among them)."""
+    return fields(_last(fields(data), MESSAGE_REPLY, b""))
 
 
 def hello(path, label="harness", timeout=2.0, version=PROTOCOL_VERSION):
@@ -207,13 +211,15 @@ class Session:
         return self.reply()
 
     def reply(self):
-        """The Reply to the last request; ConnectionResetError if the broker closed first."""
+        """The Reply to the last request (its datagram in self.last); ConnectionResetError
+        if the broker closed first."""
         while True:
             data = self.recv()
             if not data:
                 raise ConnectionResetError("the broker closed the connection")
             msg = fields(data)
             if _last(msg, MESSAGE_SERIAL, 0) == self.serial and _last(msg, MESSAGE_REPLY, None) is not None:
+                self.last = data
                 return decode_reply(data)
 
     def attach(self, name, size=0, mode=ATTACH_CREATE):
@@ -224,8 +230,8 @@ class Session:
     def inspect(self, name):
         """The Reply, and the RegionInfo's fields ({number: value}) when there is one."""
         reply = self.request(MESSAGE_INSPECT, field(1, name))
-        info = fields(_last(fields(_last(reply.body, REPLY_INSPECT, b"")), INSPECT_REPLY_REGION, b""))
-        return reply, dict(info)
+        inspect = _last(reply_fields(self.last), REPLY_INSPECT, b"")
+        return reply, dict(fields(_last(fields(inspect), INSPECT_REPLY_REGION, b"")))
 
     def closed(self, timeout=3.0):
         """Whether the broker closes the connection within @timeout (data that comes is skipped)."""
