@@ -146,7 +146,7 @@ def start_libvirtd(workdir):
 
 
 class Daemons:
-    """virtlogd and libvirtd: started if down (`NAME -d`, as libvirt-lab.md);
+    """virtlogd and libvirtd: started if down (`NAME -d`, as docs/libvirt.md section 2);
     stop() ends only those this object started."""
 
     def __init__(self, workdir):
