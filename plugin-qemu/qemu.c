@@ -515,7 +515,7 @@ static void qemu_settings_init(void *settings) {
 static const Option qemu_options[] = {
         { .section = "broker", .key = "qemu-socket-group", .long_name = "qemu-group", .type = OPTION_GROUP,
           .offset = offsetof(QemuSettings, socket_gid), .arg = "GROUP",
-          .help = "Group owning the QEMU sockets (default: libvirt-qemu if it exists, else kvm)" },
+          .help = "Group owning the QEMU sockets; unset: libvirt-qemu if this process may use it, else kvm" },
         { .section = "broker", .key = "qemu-socket-mode", .long_name = "qemu-socket-mode", .type = OPTION_MODE,
           .offset = offsetof(QemuSettings, socket_mode), .arg = "MODE", .help = "Mode of the QEMU sockets" },
         { .section = "broker", .key = "libvirt-run-directory", .type = OPTION_PATH_OR_EMPTY,
