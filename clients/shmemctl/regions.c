@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "escape.h"
 #include "events.h"
 #include "json.h"
 #include "region-layout.h"
@@ -77,6 +78,13 @@ static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
         json_bool(j, r->allocated);
         json_key(j, "qemu_socket");
         json_string(j, r->qemu_socket);
+        /* A declaration that waits for the memory to be freed (broker.conf(5)). */
+        if (r->declared_size || r->declared_max_peers) {
+                json_key(j, "declared_size");
+                json_uint(j, r->declared_size ? r->declared_size : r->data_size);
+                json_key(j, "declared_max_peers");
+                json_uint(j, r->declared_max_peers ? r->declared_max_peers : r->max_peers);
+        }
 }
 
 int cmd_list(Client *c, const char *path, const Args *a) {
@@ -204,12 +212,18 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
         printf("epoch:       %" PRIu64 "\n", ri->epoch);
         printf("active:      %s (0x%" PRIx64 ")\n", units_format_bits(bits, ri->active), ri->active);
         printf("qemu socket: %s\n", str_or(ri->qemu_socket, "-"));
+        if (ri->declared_size || ri->declared_max_peers)
+                printf("declared:    %s, %u peers max: applies once the memory is freed\n",
+                       units_format_size(size, ri->declared_size ? ri->declared_size : ri->data_size),
+                       ri->declared_max_peers ? ri->declared_max_peers : ri->max_peers);
         if (ri->n_peers == 0) {
                 printf("peers:       none\n");
                 return EXIT_OK;
         }
+        /* Labels are the peers' own choice: printed escaped, never raw (docs/security.md). */
         for (size_t i = 0; i < ri->n_peers; i++) {
-                int n = (int) strlen(str_or(ri->peers[i]->label, "-"));
+                char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
+                int n = (int) strlen(str_escape(label, sizeof(label), str_or(ri->peers[i]->label, "-")));
 
                 if (n > wlabel)
                         wlabel = n;
@@ -221,10 +235,11 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
                "PENDING FROM", "VM UUID");
         for (size_t i = 0; i < ri->n_peers; i++) {
                 const Shmem__PeerState *p = ri->peers[i];
+                char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
 
                 printf("%-5u %-4s %-*s %8u %6u %-*s %s\n", p->index, peer_kind_str(p->kind), wlabel,
-                       str_or(p->label, "-"), p->pid, p->uid, wpending, units_format_bits(bits, p->pending),
-                       vm_str(vm, p));
+                       str_escape(label, sizeof(label), str_or(p->label, "-")), p->pid, p->uid, wpending,
+                       units_format_bits(bits, p->pending), vm_str(vm, p));
         }
         return EXIT_OK;
 }

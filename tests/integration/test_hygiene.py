@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,6 +132,20 @@ class Hygiene(unittest.TestCase):
         for line in log.splitlines():
             self.assertRegex(line, r"^<[1-7]>", f"a log line that is not one record: {line!r}")
             self.assertNotIn("\x1b", line)
+
+    def test_shmemctl_escapes_peer_labels(self):
+        """A host peer's label with an escape sequence and a newline cleared the screen and added a
+        fake row to `shmemctl inspect`'s table."""
+        self.start(None, None, "--region", "shown:64K")
+        with proto.Session(self.sock, "ok\x1b[2J\n9     host fake") as s:
+            self.assertEqual(s.attach("shown").status, proto.STATUS_OK)
+            out = subprocess.run([os.path.join(BUILD, "clients", "shmemctl", "shmemctl"), "--socket", self.sock,
+                                  "inspect", "shown"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertNotIn("\x1b", out.stdout)
+        rows = [line for line in out.stdout.splitlines() if re.match(r"^\d+ ", line)]
+        self.assertEqual(len(rows), 1, out.stdout)
+        self.assertIn(r"ok\x1b[2J\x0a9     host fake", rows[0])
 
     # --- declarations after the fact ----------------------------------------
 
