@@ -167,6 +167,28 @@ class Limits(unittest.TestCase):
         # Root's create is not held to it.
         self.assertEqual(self.session("root").attach("mine", 8 << 20).status, proto.STATUS_OK)
 
+    def test_peers_per_uid(self):
+        """One user could take every index of an open region: now peers-per-uid of them,
+        and a VM (one QEMU process here) as many."""
+        self.start("--max-peers-per-uid=2", "--region", "open:64K")
+        replies = [self.session(nobody=True).attach("open") for _ in range(3)]
+        self.assertEqual([r.status for r in replies], [proto.STATUS_OK, proto.STATUS_OK, proto.STATUS_LIMIT])
+        self.assertIn("peers-per-uid", replies[2].error)
+        self.assertEqual(self.session("root").attach("open").status, proto.STATUS_OK)
+        qemu = os.path.join(self.rundir, "qemu", "open.sock")
+        socks = []
+        try:
+            for _ in range(3):
+                q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                q.settimeout(3)
+                q.connect(qemu)
+                socks.append(q)
+            first = [struct.unpack("<q", q.recv(8, socket.MSG_WAITALL))[0] for q in socks]
+        finally:
+            for q in socks:
+                q.close()
+        self.assertEqual(first, [0, 0, 1000 + proto.STATUS_LIMIT])
+
     def test_regions_per_uid(self):
         self.start("--max-regions-per-uid=2")
         for name, want in (("a", proto.STATUS_OK), ("b", proto.STATUS_OK), ("c", proto.STATUS_LIMIT)):
