@@ -43,6 +43,22 @@ def as_nobody():
         os.setegid(0)
 
 
+def qemu_first_messages(path, n):
+    """Connects @n times to the QEMU socket @path as one process (one VM: no -uuid, so counted
+    by its pid); returns the first message of each: 0, the version, or a refusal 1000 + status."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            s.settimeout(3)
+            s.connect(path)
+            socks.append(s)
+        return [struct.unpack("<q", s.recv(8, socket.MSG_WAITALL))[0] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def cpu_seconds(pid):
     """utime + stime of @pid, in seconds."""
     with open(f"/proc/{pid}/stat") as f:
@@ -140,19 +156,8 @@ class Limits(unittest.TestCase):
     def test_connections_per_vm(self):
         """A VM (here one process: no -uuid, so counted by its pid) gets connections-per-vm QEMU sockets."""
         self.start("--max-connections-per-vm=2", "--region", "r:64K")
-        qemu = os.path.join(self.rundir, "qemu", "r.sock")
-        socks = []
-        for _ in range(3):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            s.settimeout(3)
-            s.connect(qemu)
-            socks.append(s)
-        try:
-            first = [struct.unpack("<q", s.recv(8, socket.MSG_WAITALL))[0] for s in socks]
-        finally:
-            for s in socks:
-                s.close()
-        self.assertEqual(first, [0, 0, 1000 + proto.STATUS_LIMIT])
+        self.assertEqual(qemu_first_messages(os.path.join(self.rundir, "qemu", "r.sock"), 3),
+                         [0, 0, 1000 + proto.STATUS_LIMIT])
 
     # --- memory and regions -------------------------------------------------
 
@@ -175,19 +180,8 @@ class Limits(unittest.TestCase):
         self.assertEqual([r.status for r in replies], [proto.STATUS_OK, proto.STATUS_OK, proto.STATUS_LIMIT])
         self.assertIn("peers-per-uid", replies[2].error)
         self.assertEqual(self.session("root").attach("open").status, proto.STATUS_OK)
-        qemu = os.path.join(self.rundir, "qemu", "open.sock")
-        socks = []
-        try:
-            for _ in range(3):
-                q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-                q.settimeout(3)
-                q.connect(qemu)
-                socks.append(q)
-            first = [struct.unpack("<q", q.recv(8, socket.MSG_WAITALL))[0] for q in socks]
-        finally:
-            for q in socks:
-                q.close()
-        self.assertEqual(first, [0, 0, 1000 + proto.STATUS_LIMIT])
+        self.assertEqual(qemu_first_messages(os.path.join(self.rundir, "qemu", "open.sock"), 3),
+                         [0, 0, 1000 + proto.STATUS_LIMIT])
 
     def test_regions_per_uid(self):
         self.start("--max-regions-per-uid=2")
