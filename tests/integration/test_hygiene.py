@@ -86,6 +86,41 @@ class Hygiene(unittest.TestCase):
                              proto.STATUS_ILLEGAL_NAME)
             self.assertEqual(s.inspect(b"x\0y")[0].status, proto.STATUS_ILLEGAL_NAME)
 
+    def test_requests_out_of_place(self):
+        """What a well-behaved client never sends: refused, or the client dropped, others unharmed."""
+        self.start(None, None, "--region", "r:64K")
+        with proto.Session(self.sock, "bystander") as bystander:
+            self.assertEqual(bystander.attach("r").status, proto.STATUS_OK)
+            # Serial 0 is the broker's (events): a request with it drops the client.
+            with proto.Session(self.sock, "t") as s:
+                s.send(proto.encode_request(0, proto.MESSAGE_LIST))
+                self.assertTrue(s.closed())
+            # A second Hello drops the client.
+            with proto.Session(self.sock, "t") as s:
+                s.send(proto.encode_hello(7, "again"))
+                self.assertTrue(s.closed())
+            with proto.Session(self.sock, "t") as s:
+                # Two attachments on one connection: refused, the first stays.
+                self.assertEqual(s.attach("r").status, proto.STATUS_OK)
+                r = s.attach("r")
+                self.assertEqual(r.status, proto.STATUS_BAD_REQUEST)
+                self.assertIn("attached already", r.error)
+                # Detach of a region it is not attached to.
+                r = s.request(proto.MESSAGE_DETACH, proto.field(1, "other"))
+                self.assertEqual(r.status, proto.STATUS_BAD_REQUEST)
+                self.assertIn("not attached to that region", r.error)
+            with proto.Session(self.sock, "t") as s:
+                # An attach mode the protocol does not have.
+                r = s.attach("r", 0, 7)
+                self.assertEqual(r.status, proto.STATUS_BAD_REQUEST)
+                self.assertIn("unknown attach mode", r.error)
+                # Still served after each refusal.
+                self.assertEqual(s.request(proto.MESSAGE_LIST).status, proto.STATUS_OK)
+            # The bystander's attachment went through all of it.
+            _, info = bystander.inspect("r")
+            self.assertIn(13, info)
+            self.assertEqual(bystander.request(proto.MESSAGE_LIST).status, proto.STATUS_OK)
+
     def test_label_with_a_nul_byte_is_refused(self):
         self.start()
         s = proto.Session(self.sock, None)
