@@ -33,7 +33,10 @@
  *   one, never a later one.
  */
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "region-layout.h"
 
@@ -82,4 +85,28 @@ static inline uint64_t shmem_page_unconsumed(const struct shmem_control_page *pa
                 if (others & UINT64_C(1) << k && shmem_page_load(&page->slots[k].pending) & UINT64_C(1) << me)
                         ret |= UINT64_C(1) << k;
         return ret;
+}
+
+/*
+ * Checks a copy of the page's header against the mapping it came from (a
+ * guest's BAR2 of @map_size bytes): any peer can write the page, so nothing
+ * in it may lead to an access outside the mapping. The geometry of a header
+ * that passes can be used; its name is compared with shmem_page_header_names().
+ */
+static inline bool shmem_page_header_valid(const struct shmem_control_page *h, uint64_t map_size) {
+        if (h->magic != SHMEM_LAYOUT_MAGIC || h->version != SHMEM_LAYOUT_VERSION ||
+            h->header_size != offsetof(struct shmem_control_page, slots) ||
+            h->slot_size != sizeof(struct shmem_slot) || h->signal_mode != SHMEM_SIGNAL_MODE_SHMEM)
+                return false;
+        if (h->max_peers < 1 || h->max_peers > SHMEM_PEERS_MAX || h->vectors != h->max_peers + 1)
+                return false;
+        if (map_size < SHMEM_PAGE_SIZE || h->data_offset < SHMEM_PAGE_SIZE || h->data_offset % SHMEM_PAGE_SIZE != 0 ||
+            h->data_offset > map_size || h->data_size > map_size - h->data_offset)
+                return false;
+        return true;
+}
+
+/* Whether a header's name, NUL-terminated within its field, is @name. */
+static inline bool shmem_page_header_names(const struct shmem_control_page *h, const char *name) {
+        return strnlen(h->name, sizeof(h->name)) < sizeof(h->name) && strcmp(h->name, name) == 0;
 }

@@ -104,28 +104,6 @@ static bool name_valid(const char *name) {
 }
 
 /*
- * Checks a copy of the control page header against the BAR it came from. Any
- * guest can write the page, so nothing in it may lead to an access outside
- * the mapping.
- */
-static bool layout_valid(const struct shmem_control_page *h, size_t bar2_size) {
-        if (h->magic != SHMEM_LAYOUT_MAGIC || h->version != SHMEM_LAYOUT_VERSION ||
-            h->header_size != offsetof(struct shmem_control_page, slots) ||
-            h->slot_size != sizeof(struct shmem_slot) || h->signal_mode != SHMEM_SIGNAL_MODE_SHMEM)
-                return false;
-        if (h->max_peers < 1 || h->max_peers > SHMEM_PEERS_MAX || h->vectors != h->max_peers + 1)
-                return false;
-        if (h->data_offset < SHMEM_PAGE_SIZE || h->data_offset % SHMEM_PAGE_SIZE != 0 ||
-            h->data_offset > bar2_size || h->data_size > bar2_size - h->data_offset)
-                return false;
-        return true;
-}
-
-static bool layout_has_name(const struct shmem_control_page *h, const char *name) {
-        return strnlen(h->name, sizeof(h->name)) < sizeof(h->name) && strcmp(h->name, name) == 0;
-}
-
-/*
  * Whether the device at @bdf carries region @name: 1 yes, 0 no, -EBUSY if
  * its control page cannot be looked at, through sysfs: vfio holds the BAR of
  * a device another handle uses, and CONFIG_IO_STRICT_DEVMEM then refuses the
@@ -139,7 +117,7 @@ static int device_has_region(const char *bdf, const char *name) {
         r = ivshmem_dev_peek(bdf, &h, sizeof(h), &bar2_size);
         if (r == -EBUSY)
                 return r;
-        return r == 0 && layout_valid(&h, (size_t) bar2_size) && layout_has_name(&h, name);
+        return r == 0 && shmem_page_header_valid(&h, bar2_size) && shmem_page_header_names(&h, name);
 }
 
 /* --- attach ---------------------------------------------------------------- */
@@ -168,7 +146,7 @@ static int shmem_setup_layout(shmem_t *s) {
 
         /* A copy: the page can change under us, the checks must hold for what is used. */
         memcpy(&h, s->dev.bar2, sizeof(h));
-        if (!layout_valid(&h, s->dev.bar2_size) || !layout_has_name(&h, s->name))
+        if (!shmem_page_header_valid(&h, s->dev.bar2_size) || !shmem_page_header_names(&h, s->name))
                 return SHMEM_STATUS_DOES_NOT_EXIST;
         /* QEMU's `vectors=` must be max_peers + 1: without the control vector no membership wakeup. */
         if (s->dev.vfio && s->dev.msix_count < h.vectors)
