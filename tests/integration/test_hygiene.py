@@ -140,6 +140,17 @@ class Hygiene(unittest.TestCase):
         self.assertIn("names are 1-63", r.error)
         self.assertNotIn("subst", r.error)
 
+    def test_name_too_long_with_its_subst_prefix(self):
+        """A name that fits alone but not with the client's subst prefix: ILLEGAL_NAME saying so."""
+        self.start("[client prefixed]\nsubst = tenant-a-\n")
+        with proto.Session(self.sock, "prefixed") as s:
+            r = s.attach("n" * 60, 4096)
+            self.assertEqual(r.status, proto.STATUS_ILLEGAL_NAME)
+            self.assertIn("subst prefix", r.error)
+            self.assertEqual(s.attach("short", 4096).status, proto.STATUS_OK)
+            with proto.Session(self.sock, "root") as root:
+                self.assertEqual(root.inspect("tenant-a-short")[0].status, proto.STATUS_OK)
+
     def test_compat_region_checked_on_the_final_name(self):
         """The "compat regions are for QEMU guests" check ran before subst: a client with a
         subst prefix got a host peer into compat region p-legacy."""
