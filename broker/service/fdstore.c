@@ -198,8 +198,9 @@ void fdstore_remove(FdStore *s, const char *name) {
 
         if (!e)
                 return;
-        entry_free(s, e);
+        /* First: @name may be e->name (fdstore_release_unclaimed()). */
         manager_remove(s, name);
+        entry_free(s, e);
 }
 
 int fdstore_take(FdStore *s, const char *name) {
