@@ -60,114 +60,99 @@ static void save(const char *dir, const char *target, const char *name, const Se
 
 /* --- fuzz-dispatch: [flags] then [caller][u16 length][Message] ----------------- */
 
+/*
+ * A Message of @serial with @body as a record, behind what the target reads
+ * first. The body members share one pointer (a oneof), which protobuf-c
+ * reads at the field's offset whatever its type.
+ */
+static void put_body(Seed *s, uint64_t serial, Shmem__Message__BodyCase body, ProtobufCMessage *sub) {
+        Message m = SHMEM__MESSAGE__INIT;
+
+        m.serial = serial;
+        m.body_case = body;
+        memcpy(&m.hello, &sub, sizeof(sub));
+        put_msg(s, &m);
+}
+
+/* A request of fuzz-dispatch's @caller. */
+static void put_request(Seed *s, uint8_t caller, uint64_t serial, Shmem__Message__BodyCase body,
+                        ProtobufCMessage *sub) {
+        put_u8(s, caller);
+        put_body(s, serial, body, sub);
+}
+
 static void req_hello(Seed *s, uint8_t caller, uint64_t serial, const char *label) {
         Shmem__Hello h = SHMEM__HELLO__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         h.version = SHMEM_PROTOCOL_VERSION;
         h.label = (char *) label;
-        m.serial = serial;
-        m.body_case = SHMEM__MESSAGE__BODY_HELLO;
-        m.hello = &h;
-        put_u8(s, caller);
-        put_msg(s, &m);
+        put_request(s, caller, serial, SHMEM__MESSAGE__BODY_HELLO, &h.base);
 }
 
 static void req_attach(Seed *s, uint8_t caller, uint64_t serial, const char *name, uint64_t size,
                        Shmem__AttachMode mode) {
         Shmem__Attach a = SHMEM__ATTACH__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         a.name = (char *) name;
         a.size = size;
         a.mode = mode;
-        m.serial = serial;
-        m.body_case = SHMEM__MESSAGE__BODY_ATTACH;
-        m.attach = &a;
-        put_u8(s, caller);
-        put_msg(s, &m);
+        put_request(s, caller, serial, SHMEM__MESSAGE__BODY_ATTACH, &a.base);
 }
 
 static void req_detach(Seed *s, uint8_t caller, uint64_t serial, const char *name) {
         Shmem__Detach d = SHMEM__DETACH__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         d.name = (char *) name;
-        m.serial = serial;
-        m.body_case = SHMEM__MESSAGE__BODY_DETACH;
-        m.detach = &d;
-        put_u8(s, caller);
-        put_msg(s, &m);
+        put_request(s, caller, serial, SHMEM__MESSAGE__BODY_DETACH, &d.base);
 }
 
 static void req_inspect(Seed *s, uint8_t caller, uint64_t serial, const char *name) {
         Shmem__Inspect i = SHMEM__INSPECT__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         i.name = (char *) name;
-        m.serial = serial;
-        m.body_case = SHMEM__MESSAGE__BODY_INSPECT;
-        m.inspect = &i;
-        put_u8(s, caller);
-        put_msg(s, &m);
+        put_request(s, caller, serial, SHMEM__MESSAGE__BODY_INSPECT, &i.base);
 }
 
 static void req_create(Seed *s, uint8_t caller, uint64_t serial, const char *name, uint64_t size,
                        unsigned max_peers, bool persistent) {
         Shmem__Create c = SHMEM__CREATE__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         c.name = (char *) name;
         c.size = size;
         c.max_peers = max_peers;
         c.persistent = persistent;
-        m.serial = serial;
-        m.body_case = SHMEM__MESSAGE__BODY_CREATE;
-        m.create = &c;
-        put_u8(s, caller);
-        put_msg(s, &m);
+        put_request(s, caller, serial, SHMEM__MESSAGE__BODY_CREATE, &c.base);
 }
 
 static void req_destroy(Seed *s, uint8_t caller, uint64_t serial, const char *name, bool force) {
         Shmem__Destroy d = SHMEM__DESTROY__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         d.name = (char *) name;
         d.force = force;
-        m.serial = serial;
-        m.body_case = SHMEM__MESSAGE__BODY_DESTROY;
-        m.destroy = &d;
-        put_u8(s, caller);
-        put_msg(s, &m);
+        put_request(s, caller, serial, SHMEM__MESSAGE__BODY_DESTROY, &d.base);
 }
 
 /* The requests without fields: List, Watch, Reload, Upgrade. */
-static void req_empty(Seed *s, uint8_t caller, uint64_t serial, Shmem__Message__BodyCase body) {
-        Shmem__List list = SHMEM__LIST__INIT;
-        Shmem__Watch watch = SHMEM__WATCH__INIT;
-        Shmem__Reload reload = SHMEM__RELOAD__INIT;
-        Shmem__Upgrade upgrade = SHMEM__UPGRADE__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
+static void req_empty(Seed *s, uint8_t caller, uint64_t serial, Shmem__Message__BodyCase body,
+                      const ProtobufCMessageDescriptor *desc) {
+        ProtobufCMessage empty;
 
-        m.serial = serial;
-        m.body_case = body;
-        switch (body) {
-        case SHMEM__MESSAGE__BODY_LIST: m.list = &list; break;
-        case SHMEM__MESSAGE__BODY_WATCH: m.watch = &watch; break;
-        case SHMEM__MESSAGE__BODY_RELOAD: m.reload = &reload; break;
-        case SHMEM__MESSAGE__BODY_UPGRADE: m.upgrade = &upgrade; break;
-        default: abort();
-        }
-        put_u8(s, caller);
-        put_msg(s, &m);
+        if (desc->sizeof_message != sizeof(empty))
+                abort();
+        protobuf_c_message_init(desc, &empty);
+        put_request(s, caller, serial, body, &empty);
 }
 
 static void seeds_dispatch(const char *dir) {
-        static const struct { const char *name; Shmem__Message__BodyCase body; } empties[] = {
-                { "list", SHMEM__MESSAGE__BODY_LIST },
-                { "watch", SHMEM__MESSAGE__BODY_WATCH },
-                { "reload", SHMEM__MESSAGE__BODY_RELOAD },
-                { "upgrade", SHMEM__MESSAGE__BODY_UPGRADE },
+        static const struct {
+                const char *name;
+                Shmem__Message__BodyCase body;
+                const ProtobufCMessageDescriptor *desc;
+        } empties[] = {
+                { "list", SHMEM__MESSAGE__BODY_LIST, &shmem__list__descriptor },
+                { "watch", SHMEM__MESSAGE__BODY_WATCH, &shmem__watch__descriptor },
+                { "reload", SHMEM__MESSAGE__BODY_RELOAD, &shmem__reload__descriptor },
+                { "upgrade", SHMEM__MESSAGE__BODY_UPGRADE, &shmem__upgrade__descriptor },
         };
         Seed s;
 
@@ -197,7 +182,7 @@ static void seeds_dispatch(const char *dir) {
         for (size_t i = 0; i < ELEMENTSOF(empties); i++) {
                 s = (Seed) {};
                 put_u8(&s, 1);
-                req_empty(&s, 0, 1, empties[i].body);
+                req_empty(&s, 0, 1, empties[i].body, empties[i].desc);
                 save(dir, "dispatch", empties[i].name, &s);
         }
 
@@ -205,14 +190,14 @@ static void seeds_dispatch(const char *dir) {
         s = (Seed) {};
         put_u8(&s, 2);
         req_create(&s, 1, 1, "mine", 4096, 0, false);
-        req_empty(&s, 1, 2, SHMEM__MESSAGE__BODY_RELOAD);
+        req_empty(&s, 1, 2, SHMEM__MESSAGE__BODY_RELOAD, &shmem__reload__descriptor);
         save(dir, "dispatch", "refused", &s);
 
         /* Three connections: a watcher, two peers that meet, one leaves, root destroys by force. */
         s = (Seed) {};
         put_u8(&s, 0);
         req_hello(&s, 0, 1, "shmemctl");
-        req_empty(&s, 0, 2, SHMEM__MESSAGE__BODY_WATCH);
+        req_empty(&s, 0, 2, SHMEM__MESSAGE__BODY_WATCH, &shmem__watch__descriptor);
         req_hello(&s, 1, 1, "peer-a");
         req_attach(&s, 1, 2, "demo", 65536, SHMEM__ATTACH_MODE__CREATE);
         req_hello(&s, 2, 1, "peer-b");
@@ -224,7 +209,7 @@ static void seeds_dispatch(const char *dir) {
         put_u8(&s, 0);
         req_attach(&s, 1, 4, "demo", 0, SHMEM__ATTACH_MODE__FIND);
         req_destroy(&s, 0, 4, "demo", true);
-        req_empty(&s, 0, 5, SHMEM__MESSAGE__BODY_LIST);
+        req_empty(&s, 0, 5, SHMEM__MESSAGE__BODY_LIST, &shmem__list__descriptor);
         save(dir, "dispatch", "scenario", &s);
 }
 
@@ -233,7 +218,6 @@ static void seeds_dispatch(const char *dir) {
 static void reply_hello(Seed *s, uint64_t serial, Shmem__Status status) {
         Shmem__HelloReply hr = SHMEM__HELLO_REPLY__INIT;
         Shmem__Reply r = SHMEM__REPLY__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         hr.version = SHMEM_PROTOCOL_VERSION;
         hr.broker = "shmem-brokerd " SHMEM_VERSION;
@@ -242,12 +226,9 @@ static void reply_hello(Seed *s, uint64_t serial, Shmem__Status status) {
         r.error = status ? "this broker speaks protocol version 1" : "";
         r.body_case = SHMEM__REPLY__BODY_HELLO;
         r.hello = &hr;
-        m.serial = serial;
-        m.body_case = SHMEM__MESSAGE__BODY_REPLY;
-        m.reply = &r;
         put_u8(s, 0);
         put_u8(s, 0);
-        put_msg(s, &m);
+        put_body(s, serial, SHMEM__MESSAGE__BODY_REPLY, &r.base);
 }
 
 /* The attach reply of a region of @max_peers at index @index, with @n_peers others at 0, 1, ... */
@@ -255,7 +236,6 @@ static void reply_attach(Seed *s, uint64_t serial, unsigned index, unsigned max_
         Shmem__AttachReply a = SHMEM__ATTACH_REPLY__INIT;
         Shmem__PeerInfo infos[SHMEM_PEERS_MAX], *ptrs[SHMEM_PEERS_MAX];
         Shmem__Reply r = SHMEM__REPLY__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
         unsigned k = 0;
 
         a.index = index;
@@ -281,18 +261,14 @@ static void reply_attach(Seed *s, uint64_t serial, unsigned index, unsigned max_
         a.peers = ptrs;
         r.body_case = SHMEM__REPLY__BODY_ATTACH;
         r.attach = &a;
-        m.serial = serial;
-        m.body_case = SHMEM__MESSAGE__BODY_REPLY;
-        m.reply = &r;
         put_u8(s, (uint8_t) (1 + a.vectors + n_peers));
         put_u8(s, 13); /* the memfd: 2^13 = region_size */
-        put_msg(s, &m);
+        put_body(s, serial, SHMEM__MESSAGE__BODY_REPLY, &r.base);
 }
 
 static void event_joined(Seed *s, unsigned index, uint64_t epoch) {
         Shmem__Joined j = SHMEM__JOINED__INIT;
         Shmem__PeerInfo pi = SHMEM__PEER_INFO__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         pi.index = index;
         pi.kind = SHMEM__PEER_KIND__KIND_QEMU;
@@ -301,25 +277,20 @@ static void event_joined(Seed *s, unsigned index, uint64_t epoch) {
         j.name = "fuzz";
         j.epoch = epoch;
         j.peer = &pi;
-        m.body_case = SHMEM__MESSAGE__BODY_JOINED;
-        m.joined = &j;
         put_u8(s, 1);
         put_u8(s, 0x20); /* an eventfd, rung */
-        put_msg(s, &m);
+        put_body(s, 0, SHMEM__MESSAGE__BODY_JOINED, &j.base);
 }
 
 static void event_left(Seed *s, unsigned index, uint64_t epoch) {
         Shmem__Left l = SHMEM__LEFT__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
 
         l.name = "fuzz";
         l.epoch = epoch;
         l.index = index;
-        m.body_case = SHMEM__MESSAGE__BODY_LEFT;
-        m.left = &l;
         put_u8(s, 0);
         put_u8(s, 0);
-        put_msg(s, &m);
+        put_body(s, 0, SHMEM__MESSAGE__BODY_LEFT, &l.base);
 }
 
 static void seeds_libshmem(const char *dir) {
