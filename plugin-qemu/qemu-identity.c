@@ -22,17 +22,25 @@ void qemu_identity_parse_cmdline(const char *buf, size_t n, char label[SHMEM_LAB
 
                 if (v >= end)
                         break;
+                /* The last argument may lack its NUL (a command line cut at CMDLINE_MAX):
+                 * nothing below reads past vlen. */
                 vlen = strnlen(v, (size_t) (end - v));
                 if (len == 5 && memcmp(p, "-name", 5) == 0) {
+                        const char *comma;
+
                         if (vlen >= 6 && memcmp(v, "guest=", 6) == 0)
                                 v += 6, vlen -= 6;
                         /* QEMU's option syntax: the name ends at the first ',' */
-                        vlen = strcspn(v, ",") < vlen ? strcspn(v, ",") : vlen;
+                        comma = memchr(v, ',', vlen);
+                        vlen = comma ? (size_t) (comma - v) : vlen;
                         snprintf(label, SHMEM_LABEL_MAX + 1, "%.*s", (int) vlen, v);
-                } else if (len == 5 && memcmp(p, "-uuid", 5) == 0 && vlen == PEER_UUID_MAX &&
-                           strspn(v, "0123456789abcdefABCDEF-") == PEER_UUID_MAX) {
-                        memcpy(uuid, v, PEER_UUID_MAX);
-                        uuid[PEER_UUID_MAX] = 0;
+                } else if (len == 5 && memcmp(p, "-uuid", 5) == 0 && vlen == PEER_UUID_MAX) {
+                        char u[PEER_UUID_MAX + 1];
+
+                        memcpy(u, v, PEER_UUID_MAX);
+                        u[PEER_UUID_MAX] = 0;
+                        if (strspn(u, "0123456789abcdefABCDEF-") == PEER_UUID_MAX)
+                                memcpy(uuid, u, sizeof(u));
                 }
                 p += len + 1;
         }
@@ -50,7 +58,8 @@ bool qemu_identity_pidfile_matches(const char *buf, size_t n, pid_t pid) {
                 return false;
         errno = 0;
         v = strtol(copy, &endp, 10);
-        if (errno || (*endp && strcmp(endp, "\n") != 0))
+        /* All @n bytes: a NUL in the file must not end the number early. */
+        if (errno || (endp != copy + n && !(endp == copy + n - 1 && *endp == '\n')))
                 return false;
         return v == (long) pid;
 }

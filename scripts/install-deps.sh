@@ -2,11 +2,17 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Installs what building, running and testing shmem-broker needs on Debian 12.
 # Everything comes from Debian's archive; nothing else is downloaded.
+# Usage: install-deps.sh [fuzz]   fuzz: also clang and libFuzzer (scripts/fuzz.sh)
 set -eu
 
 packages="build-essential cmake pkg-config libevent-dev libprotobuf-c-dev protobuf-c-compiler
 check libinih-dev libvirt-dev python3 qemu-system-x86 busybox-static cpio xz-utils zstd kmod systemd
 libvirt-daemon-system libvirt-clients mmdebstrap"
+# libFuzzer and the sanitizers' runtimes are only recommended by clang-14;
+# llvm-14 has llvm-profdata and llvm-cov for the coverage figures.
+if [ "${1:-}" = fuzz ]; then
+        packages="$packages clang-14 libclang-rt-14-dev llvm-14"
+fi
 
 missing=
 for p in $packages; do

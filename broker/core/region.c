@@ -486,7 +486,8 @@ void region_detach_peer(Region *r, Peer *p) {
         for (unsigned i = 0; i < r->max_peers; i++) {
                 Peer *o = r->peers[i];
 
-                if (o)
+                /* No ops: restored, not yet rebound (a restore tells nobody anything). */
+                if (o && o->ops)
                         o->ops->left(o, p);
         }
         row_close(p->ev, r->vectors);

@@ -199,7 +199,7 @@ void fdstore_remove(FdStore *s, const char *name) {
 
         if (!e)
                 return;
-        /* First: @name may be the entry's own. */
+        /* First: @name may be e->name (fdstore_release_unclaimed()). */
         manager_remove(s, name);
         entry_free(s, e);
 }

@@ -24,6 +24,7 @@
 #include "control-page.h"
 #include "shmem-raw.h"
 #include "shmem.h"
+#include "shmem-internal.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -243,6 +244,29 @@ static void shmem_recheck_tick(shmem_t *s) {
         (void) clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec - s->attached.tv_sec >= RECHECK_PERIOD_S)
                 (void) timerfd_settime(s->timerfd, 0, &(struct itimerspec) {}, NULL);
+}
+
+int shmem_from_reply(shmem_t **ret, Client *client, ClientMsg *reply, const char *name) {
+        _cleanup_(shmem_freep) shmem_t *s = NULL;
+        int r = shmem_alloc(&s);
+
+        if (r < 0) {
+                client_free(client);
+                return r;
+        }
+        s->client = client;
+        s->name = strdup(name);
+        if (!s->name)
+                return -ENOMEM;
+        r = shmem_take_reply(s, reply);
+        if (r < 0)
+                return r;
+        r = shmem_setup_epoll(s);
+        if (r < 0)
+                return r;
+        shmem_process_events(s);
+        *ret = TAKE_PTR(s);
+        return 0;
 }
 
 static const char *default_label(void) {
