@@ -45,7 +45,7 @@ def main(source, build):
         for part in cites.split(";"):
             part = part.strip()
             name, _, funcs = part.partition(":")
-            name = name.strip()
+            name = name.strip().split(" ")[0]
             if name.startswith("fuzz-"):
                 # A fuzz target (docs/fuzzing.md): built only with -DSHMEM_FUZZ=ON, so by its source.
                 if not os.path.exists(os.path.join(source, "tests", "fuzz", name + ".c")):
