@@ -264,6 +264,7 @@ int shmem_from_reply(shmem_t **ret, Client *client, ClientMsg *reply, const char
         r = shmem_setup_epoll(s);
         if (r < 0)
                 return r;
+        /* Events queued during the call would not make the socket readable again. */
         shmem_process_events(s);
         *ret = TAKE_PTR(s);
         return 0;
@@ -277,10 +278,10 @@ static const char *default_label(void) {
 
 EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
                         const struct shmem_attach_opts *opts) {
-        _cleanup_(shmem_freep) shmem_t *s = NULL;
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Shmem__Attach at = SHMEM__ATTACH__INIT;
         Message m = SHMEM__MESSAGE__INIT;
+        Client *client = NULL;
         const char *label;
         int r;
 
@@ -289,12 +290,6 @@ EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned
                 return -EINVAL;
         label = OPT(opts, label) ? OPT(opts, label) : default_label();
 
-        r = shmem_alloc(&s);
-        if (r < 0)
-                return r;
-        s->name = strdup(name);
-        if (!s->name)
-                return -ENOMEM;
         at.name = (char *) name;
         at.size = size;
         at.mode = flags & SHMEM_FIND        ? SHMEM__ATTACH_MODE__FIND
@@ -302,23 +297,16 @@ EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned
                                             : SHMEM__ATTACH_MODE__CREATE;
         m.body_case = SHMEM__MESSAGE__BODY_ATTACH;
         m.attach = &at;
-        r = client_connect_with(&s->client, client_socket_path(OPT(opts, socket)), label, CLIENT_TIMEOUT_MS,
-                                &m, &reply);
+        r = client_connect_with(&client, client_socket_path(OPT(opts, socket)), label, CLIENT_TIMEOUT_MS, &m,
+                                &reply);
         if (r != 0)
                 return r;
         r = client_reply_status(reply, NULL);
-        if (r != SHMEM_STATUS_OK)
+        if (r != SHMEM_STATUS_OK) {
+                client_free(client);
                 return r > 0 ? r : SHMEM_STATUS_UNKNOWN_FAILURE;
-        r = shmem_take_reply(s, reply);
-        if (r < 0)
-                return r;
-        r = shmem_setup_epoll(s);
-        if (r < 0)
-                return r;
-        /* Events queued during the call would not make the socket readable again. */
-        shmem_process_events(s);
-        *ret = TAKE_PTR(s);
-        return 0;
+        }
+        return shmem_from_reply(ret, client, reply, name);
 }
 
 EXPORT int shmem_find(shmem_t **ret, const char *name, const struct shmem_attach_opts *opts) {
