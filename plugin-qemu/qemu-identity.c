@@ -99,10 +99,3 @@ void qemu_identity_read(PeerIdentity *id, const char *libvirt_run_dir) {
         n = read_file(path, buf, 31, O_NOFOLLOW);
         id->libvirt = n > 0 && qemu_identity_pidfile_matches(buf, (size_t) n, id->pid);
 }
-
-void qemu_identity_vm_key(const PeerIdentity *id, char *buf, size_t size) {
-        if (id->vm_uuid[0])
-                snprintf(buf, size, "uuid:%s", id->vm_uuid);
-        else
-                snprintf(buf, size, "pid:%d", (int) id->pid);
-}

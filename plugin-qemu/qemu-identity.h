@@ -38,6 +38,3 @@ bool qemu_identity_domain_name_ok(const char *label);
  * daemon (docs/libvirt.md).
  */
 void qemu_identity_read(PeerIdentity *id, const char *libvirt_run_dir);
-
-/* What the per-VM connection limit counts by: "uuid:U", else "pid:N". */
-void qemu_identity_vm_key(const PeerIdentity *id, char *buf, size_t size);

@@ -224,15 +224,14 @@ static void qemu_endpoint_on_accept(FrontListener *l, int fd, const PeerIdentity
         QemuEndpoint *ep = userdata;
         QemuPlugin *qp = ep->plugin;
         Registry *reg = qp->ctx.registry;
-        char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)], vm_key[FRONT_VM_KEY_MAX];
+        char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
         PeerIdentity id = *peer;
         const char *error = NULL;
         QemuClient *c;
         int r;
 
         qemu_identity_read(&id, qp->settings.libvirt_run_dir);
-        qemu_identity_vm_key(&id, vm_key, sizeof(vm_key));
-        r = frontends_admit(qp->ctx.table, &id, vm_key, &error);
+        r = frontends_admit(qp->ctx.table, &id, &error);
         if (r != 0) {
                 log_peer_warning("Refusing QEMU '%s' (pid %d) on '%s': %s (sent version %d)", qemu_label(&id, label),
                                  (int) id.pid, ep->name, error, qemu_refusal(r));
@@ -244,8 +243,7 @@ static void qemu_endpoint_on_accept(FrontListener *l, int fd, const PeerIdentity
                 qemu_refuse_now(fd, -ENOMEM);
                 return;
         }
-        if (front_conn_new(&c->conn, qp->ctx.table, fd, registry_new_conn_id(reg), &id, vm_key, &qemu_conn_ops, c) <
-            0) {
+        if (front_conn_new(&c->conn, qp->ctx.table, fd, registry_new_conn_id(reg), &id, &qemu_conn_ops, c) < 0) {
                 qemu_client_free(c);
                 return;
         }

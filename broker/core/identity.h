@@ -35,3 +35,13 @@ bool peer_identity_is(const PeerIdentity *id, const char *name);
 
 /* Whether the peer is in group @gid (primary or supplementary). */
 bool peer_identity_in_group(const PeerIdentity *id, gid_t gid);
+
+#define PEER_HOLDER_MAX 48 /* "vm:uuid:" and a UUID, "vm:pid:N", "uid:N" */
+
+/*
+ * peer_identity_holder() - who a peer's resources are counted for, as a key:
+ * "uid:N" for a host peer (the user), "vm:uuid:U" for a QEMU peer with a
+ * UUID, else "vm:pid:N" (one VM, whatever user runs its QEMU: libvirt runs
+ * every VM as libvirt-qemu). Returns @buf.
+ */
+const char *peer_identity_holder(const PeerIdentity *id, char buf[PEER_HOLDER_MAX]);

@@ -26,6 +26,16 @@ bool peer_identity_in_group(const PeerIdentity *id, gid_t gid) {
         return false;
 }
 
+const char *peer_identity_holder(const PeerIdentity *id, char buf[PEER_HOLDER_MAX]) {
+        if (id->kind != SHMEM_PEER_KIND_QEMU)
+                snprintf(buf, PEER_HOLDER_MAX, "uid:%u", (unsigned) id->uid);
+        else if (id->vm_uuid[0])
+                snprintf(buf, PEER_HOLDER_MAX, "vm:uuid:%s", id->vm_uuid);
+        else
+                snprintf(buf, PEER_HOLDER_MAX, "vm:pid:%d", (int) id->pid);
+        return buf;
+}
+
 bool region_may_attach(const Region *r, const PeerIdentity *id) {
         unsigned bits;
 
@@ -97,7 +107,7 @@ int region_new(Region **ret, const char *name, uint64_t data_size, unsigned max_
         strcpy(r->backend, "memfd");
         r->page_len = SHMEM_PAGE_SIZE;
         r->mode = 0666; /* declared regions: open unless configured (broker.conf(5)) */
-        r->creator = (uid_t) -1;
+
         *ret = r;
         return 0;
 }
@@ -263,8 +273,8 @@ int region_adopt_memory(Region *r, int memfd) {
         return 0;
 }
 
-int region_restore_peer(Region *r, unsigned index, uint32_t doorbell_id, const PeerIdentity *id, int *ev,
-                        Peer **ret) {
+int region_restore_peer(Region *r, unsigned index, uint32_t doorbell_id, const PeerIdentity *id, bool parked,
+                        int *ev, Peer **ret) {
         Peer *p;
 
         if (index >= r->max_peers || r->peers[index] || r->memfd < 0) {
@@ -286,9 +296,11 @@ int region_restore_peer(Region *r, unsigned index, uint32_t doorbell_id, const P
         p->index = index;
         p->doorbell_id = doorbell_id;
         p->id = *id;
+        p->parked = parked;
         r->peers[index] = p;
         r->n_peers++;
-        r->active |= BIT(index);
+        if (!parked)
+                r->active |= BIT(index);
         *ret = p;
         return 0;
 }
@@ -384,23 +396,48 @@ bool peer_identity_is(const PeerIdentity *id, const char *name) {
                (id->kind == SHMEM_PEER_KIND_QEMU && id->vm_uuid[0] && strcasecmp(id->vm_uuid, name) == 0);
 }
 
-int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, void *userdata,
-                       Peer **ret) {
-        struct shmem_slot *slot;
-        unsigned index;
-        Peer *p;
-        int k;
+/* The slot of index @i as a free one: what every reader of the page takes for "not attached". */
+static void slot_clear(Region *r, unsigned i) {
+        struct shmem_slot *slot = &r->page->slots[i];
 
+        __atomic_store_n(&slot->state, SHMEM_SLOT_FREE, __ATOMIC_RELEASE);
+        slot->kind = SHMEM_PEER_KIND_NONE;
+        slot->doorbell_id = 0;
+        memset(slot->label, 0, sizeof(slot->label));
+        __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
+}
+
+/* The slot of @p as an attached one; unconsumed signals to its index are not its. */
+static void slot_fill(Region *r, Peer *p) {
+        struct shmem_slot *slot = &r->page->slots[p->index];
+
+        for (unsigned i = 0; i < r->max_peers; i++)
+                __atomic_fetch_and(&r->page->slots[i].pending, ~BIT(p->index), __ATOMIC_ACQ_REL);
+        __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
+        slot->kind = p->id.kind;
+        slot->doorbell_id = p->doorbell_id;
+        snprintf(slot->label, sizeof(slot->label), "%s", p->id.label);
+        __atomic_store_n(&slot->state, SHMEM_SLOT_ACTIVE, __ATOMIC_RELEASE);
+}
+
+int region_pick_index(const Region *r, const PeerIdentity *id) {
         /* "Guest 0 is always vm-a": a pinned name gets its index, and the
          * others the lowest free index that is pinned to nobody. */
-        for (index = 0; index < r->max_peers; index++)
-                if (!r->peers[index] && region_pin(r, index) && peer_identity_is(id, region_pin(r, index)))
-                        break;
-        if (index >= r->max_peers)
-                for (index = 0; index < r->max_peers; index++)
-                        if (!r->peers[index] && !region_pin(r, index))
-                                break;
-        if (index >= r->max_peers)
+        for (unsigned i = 0; i < r->max_peers; i++)
+                if (!r->peers[i] && region_pin(r, i) && peer_identity_is(id, region_pin(r, i)))
+                        return (int) i;
+        for (unsigned i = 0; i < r->max_peers; i++)
+                if (!r->peers[i] && !region_pin(r, i))
+                        return (int) i;
+        return -1;
+}
+
+int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, void *userdata,
+                       Peer **ret) {
+        int index = region_pick_index(r, id), k;
+        Peer *p;
+
+        if (index < 0)
                 return CORE_E_CLIENT_MAX;
         k = region_allocate(r);
         if (k < 0)
@@ -415,24 +452,15 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
                 return k;
         }
         p->region = r;
-        p->index = index;
+        p->index = (unsigned) index;
         p->doorbell_id = region_next_doorbell_id(r);
         p->id = *id;
         p->ops = ops;
         p->userdata = userdata;
 
-        if (r->page) {
-                /* Unconsumed signals of the index's previous holder must not be
-                 * taken for the newcomer's. */
-                for (unsigned i = 0; i < r->max_peers; i++)
-                        __atomic_fetch_and(&r->page->slots[i].pending, ~BIT(index), __ATOMIC_ACQ_REL);
-                slot = &r->page->slots[index];
-                __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
-                slot->kind = id->kind;
-                slot->doorbell_id = p->doorbell_id;
-                snprintf(slot->label, sizeof(slot->label), "%s", id->label);
-                __atomic_store_n(&slot->state, SHMEM_SLOT_ACTIVE, __ATOMIC_RELEASE);
-        }
+        /* Unconsumed signals of the index's previous holder must not be taken for the newcomer's. */
+        if (r->page)
+                slot_fill(r, p);
 
         r->peers[index] = p;
         r->n_peers++;
@@ -442,7 +470,7 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
         for (unsigned i = 0; i < r->max_peers; i++) {
                 Peer *o = r->peers[i];
 
-                if (o && o != p)
+                if (o && o != p && o->ops)
                         o->ops->joined(o, p);
         }
         region_ring_control(r, p);
@@ -464,20 +492,47 @@ void region_resync(Region *r) {
         region_ring_control(r, NULL);
 }
 
+void region_park_peer(Region *r, Peer *p) {
+        if (p->parked)
+                return;
+        p->parked = true;
+        r->active &= ~BIT(p->index);
+        if (r->page)
+                slot_clear(r, p->index);
+        region_publish(r);
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *o = r->peers[i];
+
+                if (o && o != p && o->ops && o->ops->parked)
+                        o->ops->parked(o, p);
+        }
+        region_ring_control(r, p);
+}
+
+void region_unpark_peer(Region *r, Peer *p) {
+        if (!p->parked)
+                return;
+        p->parked = false;
+        if (r->page)
+                slot_fill(r, p);
+        r->active |= BIT(p->index);
+        region_publish(r);
+        for (unsigned i = 0; i < r->max_peers; i++) {
+                Peer *o = r->peers[i];
+
+                if (o && o != p && o->ops && o->ops->unparked)
+                        o->ops->unparked(o, p);
+        }
+        region_ring_control(r, p);
+}
+
 void region_detach_peer(Region *r, Peer *p) {
         r->peers[p->index] = NULL;
         r->n_peers--;
         r->active &= ~BIT(p->index);
 
-        if (r->page) {
-                struct shmem_slot *slot = &r->page->slots[p->index];
-
-                __atomic_store_n(&slot->state, SHMEM_SLOT_FREE, __ATOMIC_RELEASE);
-                slot->kind = SHMEM_PEER_KIND_NONE;
-                slot->doorbell_id = 0;
-                memset(slot->label, 0, sizeof(slot->label));
-                __atomic_store_n(&slot->pending, 0, __ATOMIC_RELEASE);
-        }
+        if (r->page)
+                slot_clear(r, p->index);
         /* Signals the leaver sent stay pending for their receivers: a peer
          * may signal and exit at once. region_attach_peer() clears them when
          * the index is given out again. */
@@ -486,8 +541,9 @@ void region_detach_peer(Region *r, Peer *p) {
         for (unsigned i = 0; i < r->max_peers; i++) {
                 Peer *o = r->peers[i];
 
-                /* No ops: restored, not yet rebound (a restore tells nobody anything). */
-                if (o && o->ops)
+                /* No ops: restored, not yet rebound (a restore tells nobody anything).
+                 * Those told of the parking were told of the departure then. */
+                if (o && o->ops && !(p->parked && o->ops->parked))
                         o->ops->left(o, p);
         }
         row_close(p->ev, r->vectors);

@@ -53,6 +53,19 @@ typedef struct PeerOps {
          */
         void (*evicted)(Peer *self);
         /*
+         * Optional: @other was parked (it left the membership, keeps its index
+         * and fds: region_park_peer()) / is back. A front end whose wire can
+         * take a departure back tells its peer that @other left / joined
+         * (the native protocol: Left, then Joined with the fd again); one
+         * that cannot (QEMU: an id announced again after its departure
+         * corrupts QEMU 7.2's heap) leaves these NULL and says nothing: its
+         * peer learns membership from the control page and its control
+         * vector. When a parked peer finally goes, left() is called only on
+         * front ends without parked().
+         */
+        void (*parked)(Peer *self, Peer *other);
+        void (*unparked)(Peer *self, Peer *other);
+        /*
          * Optional: departures of other peers this peer's VMM was told of
          * (QEMU 7.2 aborts when its device is unplugged after one, docs/libvirt.md),
          * for inspect. NULL: 0.
@@ -69,6 +82,7 @@ struct Peer {
         const PeerOps *ops; /* NULL only between a restore and its front end's rebind */
         void *userdata;     /* the front end's connection */
         uint64_t conn_id;   /* that connection's id: opaque to the core, names it in a stored state */
+        bool parked;        /* out of the membership, index and fds kept (region_park_peer()) */
 };
 
 struct Region {
@@ -87,12 +101,13 @@ struct Region {
          * freed (0: none): shown by inspect, so that a mismatch is visible. */
         uint64_t declared_data_size;
         unsigned declared_max_peers;
+        unsigned holds;       /* registry_prepare()s waiting for their attach: kept while > 0 */
         /* Who may attach as a host peer: rw bits of owner, group, others (QEMU peers
          * are admitted by their socket's mode and group). */
         uid_t owner;
         gid_t group;
         unsigned mode;
-        uid_t creator;        /* for the per-user limits; (uid_t) -1 for declared ones */
+        char creator[PEER_HOLDER_MAX]; /* whose limits it counts against (peer_identity_holder()); "": nobody's */
         /* Pinned indices: pin_name[i] (a VM or client name) always gets index i,
          * nobody else does; "" not pinned. NULL when nothing is pinned. */
         char (*pin_name)[REGION_PIN_NAME_MAX + 1];
@@ -142,6 +157,9 @@ int region_allocate(Region *r);
 /* Frees memory and control page; region must have no peers. */
 void region_release(Region *r);
 
+/* The index region_attach_peer() would give @id now, or -1: every index is taken. */
+int region_pick_index(const Region *r, const PeerIdentity *id);
+
 /*
  * region_attach_peer() - give @id the lowest free index of @r, with its row
  * of eventfds, and tell the other peers. The new peer's front end then sends
@@ -158,9 +176,20 @@ int region_attach_peer(Region *r, const PeerIdentity *id, const PeerOps *ops, vo
  */
 /* Takes @memfd (consumed, also on failure) as the region's memory. */
 int region_adopt_memory(Region *r, int memfd);
-/* Puts a peer back at @index with its row @ev (r->vectors fds, consumed, also on failure). */
-int region_restore_peer(Region *r, unsigned index, uint32_t doorbell_id, const PeerIdentity *id, int *ev,
-                        Peer **ret);
+/* Puts a peer back at @index with its row @ev (r->vectors fds, consumed, also on failure), parked or not. */
+int region_restore_peer(Region *r, unsigned index, uint32_t doorbell_id, const PeerIdentity *id, bool parked,
+                        int *ev, Peer **ret);
+
+/*
+ * region_park_peer() - @p leaves the membership as a detach would show it
+ * (the active bitmap, the epoch, its slot; the others' front ends told
+ * through PeerOps.parked; control vectors rung) but keeps its index, its row
+ * of eventfds and its doorbell id, so that its VMM, which holds them, need
+ * not be told anything it could not take back (QEMU 7.2: docs/factory.md).
+ * region_unpark_peer() brings it back as it was. No-ops if already so.
+ */
+void region_park_peer(Region *r, Peer *p);
+void region_unpark_peer(Region *r, Peer *p);
 
 /* After peers were lost in a restart: the control page shows who is really there. */
 void region_resync(Region *r);

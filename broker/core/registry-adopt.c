@@ -72,11 +72,11 @@ int registry_adopt_region(Registry *reg, RegionAdoption *a, Region **ret, const 
 }
 
 int registry_adopt_peer(Registry *reg, Region *r, unsigned index, uint32_t doorbell_id, const PeerIdentity *id,
-                        uint64_t conn_id, int *ev, Peer **ret) {
+                        bool parked, uint64_t conn_id, int *ev, Peer **ret) {
         Peer *p;
         int k;
 
-        k = region_restore_peer(r, index, doorbell_id, id, ev, &p);
+        k = region_restore_peer(r, index, doorbell_id, id, parked, ev, &p);
         if (k < 0)
                 return k;
         p->conn_id = conn_id;
@@ -96,7 +96,7 @@ static void orphan_left(Peer *self, Peer *other) {
 }
 static void orphan_evicted(Peer *self) {
 }
-static const PeerOps registry_orphan_ops = { orphan_joined, orphan_left, orphan_evicted, NULL };
+static const PeerOps registry_orphan_ops = { .joined = orphan_joined, .left = orphan_left, .evicted = orphan_evicted };
 
 void registry_adopt_finish(Registry *reg) {
         for (size_t i = 0; i < reg->n_regions; i++) {

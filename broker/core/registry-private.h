@@ -24,8 +24,8 @@ void registry_changed(Registry *reg);
 void account_settle(Registry *reg, Account *a);
 Account *region_account(Registry *reg, const Region *r);
 
-/* Creates a region object for @d, charged to @creator ((uid_t) -1: nobody), offered to the plugins. */
-int registry_add(Registry *reg, const RegionDecl *d, uid_t creator, Region **ret, const char **ret_error);
+/* Creates a region object for @d, charged to the holder @creator (NULL or "": nobody), offered to the plugins. */
+int registry_add(Registry *reg, const RegionDecl *d, const char *creator, Region **ret, const char **ret_error);
 /* Owner, group, mode and pins of a declaration. */
 int registry_set_access(Region *r, const RegionDecl *d);
 /* Allocates @r's memory within the byte limits. */

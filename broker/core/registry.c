@@ -41,19 +41,17 @@ void registry_unobserve(Registry *reg, void *userdata) {
 
 /* --- accounts --------------------------------------------------------------- */
 
-/* The account of @uid, created if needed; NULL on out of memory. */
-static Account *account_get(Registry *reg, uid_t uid) {
-        uint64_t key = uid;
-        Account *a = map_get(reg->accounts, &key);
+/* The account of @holder, created if needed; NULL on out of memory. */
+static Account *account_get(Registry *reg, const char *holder) {
+        Account *a = map_get(reg->accounts, holder);
 
         if (a)
                 return a;
         a = calloc(1, sizeof(*a));
         if (!a)
                 return NULL;
-        a->uid = uid;
-        a->key = key;
-        if (map_put(reg->accounts, &a->key, a) < 0)
+        snprintf(a->key, sizeof(a->key), "%s", holder);
+        if (map_put(reg->accounts, a->key, a) < 0)
                 return mfree(a);
         return a;
 }
@@ -61,19 +59,15 @@ static Account *account_get(Registry *reg, uid_t uid) {
 /* Drops an account that holds nothing any more. */
 void account_settle(Registry *reg, Account *a) {
         if (a && a->regions == 0 && a->bytes == 0)
-                free(map_remove(reg->accounts, &a->key));
+                free(map_remove(reg->accounts, a->key));
 }
 
 Account *region_account(Registry *reg, const Region *r) {
-        uint64_t key = r->creator;
-
-        return r->creator == (uid_t) -1 ? NULL : map_get(reg->accounts, &key);
+        return r->creator[0] ? map_get(reg->accounts, r->creator) : NULL;
 }
 
-const Account *registry_account(Registry *reg, uid_t uid) {
-        uint64_t key = uid;
-
-        return map_get(reg->accounts, &key);
+const Account *registry_account(Registry *reg, const char *holder) {
+        return map_get(reg->accounts, holder);
 }
 
 /* --- the table -------------------------------------------------------------- */
@@ -85,7 +79,7 @@ int registry_new(Registry **ret, const Limits *limits) {
                 return -ENOMEM;
         reg->limits = *limits;
         if (map_new(&reg->by_name, MAP_KEY_STRING) < 0 || map_new(&reg->by_conn, MAP_KEY_U64) < 0 ||
-            map_new(&reg->accounts, MAP_KEY_U64) < 0) {
+            map_new(&reg->accounts, MAP_KEY_STRING) < 0) {
                 registry_free(reg);
                 return -ENOMEM;
         }
@@ -260,7 +254,7 @@ static int registry_check_geometry(Registry *reg, const RegionDecl *d, unsigned 
 }
 
 /* Creates a region object for @d, charged to @creator, and offers it to the plugins. */
-int registry_add(Registry *reg, const RegionDecl *d, uid_t creator, Region **ret, const char **ret_error) {
+int registry_add(Registry *reg, const RegionDecl *d, const char *creator, Region **ret, const char **ret_error) {
         Account *a = NULL;
         unsigned max_peers;
         Region *r;
@@ -277,7 +271,7 @@ int registry_add(Registry *reg, const RegionDecl *d, uid_t creator, Region **ret
                 *ret_error = "the broker's region limit (regions) is reached";
                 return CORE_E_LIMIT;
         }
-        if (creator != (uid_t) -1) {
+        if (creator && creator[0]) {
                 a = account_get(reg, creator);
                 if (!a)
                         return -ENOMEM;
@@ -318,7 +312,7 @@ int registry_add(Registry *reg, const RegionDecl *d, uid_t creator, Region **ret
                 account_settle(reg, a);
                 return k;
         }
-        r->creator = creator;
+        snprintf(r->creator, sizeof(r->creator), "%s", creator ? creator : "");
         if (a)
                 a->regions++;
         r->slot = reg->n_regions;
@@ -361,7 +355,7 @@ int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const cha
                 *ret_error = "a region of that name exists";
                 return CORE_E_EXISTS;
         }
-        k = registry_add(reg, d, (uid_t) -1, &r, ret_error);
+        k = registry_add(reg, d, NULL, &r, ret_error);
         if (k != 0)
                 return k;
         r->declared = true;
@@ -401,7 +395,7 @@ void registry_apply_declared(Region *r) {
 
 /* An empty region: free its memory unless persistent, forget it unless declared. */
 void registry_settle(Registry *reg, Region *r) {
-        if (r->n_peers > 0 || r->persistent)
+        if (r->n_peers > 0 || r->persistent || r->holds > 0)
                 return;
         if (!r->declared) {
                 registry_forget(reg, r);
@@ -423,23 +417,16 @@ const char *registry_mode_refuses(Registry *reg, const Region *r, const PeerIden
         return reg->error_buf;
 }
 
-/* Whether @a and @b count as one for peers-per-uid: one user's host peers, one VM's QEMU peers. */
-static bool same_holder(const PeerIdentity *a, const PeerIdentity *b) {
-        if (a->kind != b->kind)
-                return false;
-        if (a->kind == SHMEM_PEER_KIND_QEMU)
-                return a->vm_uuid[0] ? strcasecmp(a->vm_uuid, b->vm_uuid) == 0 : a->pid == b->pid;
-        return a->uid == b->uid;
-}
-
 /* Why @id may not take one more index of @r (peers-per-uid), or NULL. */
 static const char *registry_holder_refuses(Registry *reg, const Region *r, const PeerIdentity *id) {
+        char mine[PEER_HOLDER_MAX], theirs[PEER_HOLDER_MAX];
         unsigned held = 0;
 
         if (id->kind == SHMEM_PEER_KIND_HOST && policy_is_admin(id))
                 return NULL;
+        peer_identity_holder(id, mine);
         for (unsigned i = 0; i < r->max_peers; i++)
-                held += r->peers[i] && same_holder(&r->peers[i]->id, id);
+                held += r->peers[i] && strcmp(peer_identity_holder(&r->peers[i]->id, theirs), mine) == 0;
         if (held < reg->limits.max_peers_per_uid)
                 return NULL;
         snprintf(reg->error_buf, sizeof(reg->error_buf),
@@ -448,13 +435,17 @@ static const char *registry_holder_refuses(Registry *reg, const Region *r, const
         return reg->error_buf;
 }
 
-int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *ret_created,
-                    const char **ret_error) {
+/*
+ * What registry_attach() and registry_prepare() share: the region @req
+ * attaches to, found or created, with its memory, every check passed but a
+ * free index. On failure a region this made is gone again.
+ */
+static int registry_resolve(Registry *reg, const AttachRequest *req, Region **ret, bool *ret_created,
+                            const char **ret_error) {
         const PeerIdentity *id = req->id;
-        char name[SHMEM_NAME_MAX + 1];
+        char name[SHMEM_NAME_MAX + 1], holder[PEER_HOLDER_MAX];
         bool created = false;
         Region *r;
-        Peer *p;
         int k;
 
         *ret_error = NULL;
@@ -470,13 +461,17 @@ int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *r
                 *ret_error = "unknown attach mode";
                 return CORE_E_INVALID;
         }
-        /* Client names are the client's own choice: these rules sort
-         * cooperating programs; owner/group/mode is what authenticates. */
-        if (!policy_rules_allow(&reg->policy, id, req->name, ret_error))
-                return CORE_E_NO_PERMISSION;
-        if (!policy_subst_name(&reg->policy, id, req->name, name)) {
-                *ret_error = "the name with this peer's subst prefix is longer than 63 characters";
-                return CORE_E_ILLEGAL_NAME;
+        if (req->prepared)
+                snprintf(name, sizeof(name), "%s", req->name);
+        else {
+                /* Client names are the client's own choice: these rules sort
+                 * cooperating programs; owner/group/mode is what authenticates. */
+                if (!policy_rules_allow(&reg->policy, id, req->name, ret_error))
+                        return CORE_E_NO_PERMISSION;
+                if (!policy_subst_name(&reg->policy, id, req->name, name)) {
+                        *ret_error = "the name with this peer's subst prefix is longer than 63 characters";
+                        return CORE_E_ILLEGAL_NAME;
+                }
         }
         r = registry_find(reg, name);
         /* On the final name: a subst prefix must not lead a host peer into a compat region. */
@@ -498,10 +493,12 @@ int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *r
                         return CORE_E_NOT_FOUND;
                 }
                 k = registry_add(reg, &(RegionDecl) { .name = name, .size = req->size },
-                                 policy_is_admin(id) ? (uid_t) -1 : id->uid, &r, ret_error);
+                                 id->kind == SHMEM_PEER_KIND_HOST && policy_is_admin(id) ? NULL
+                                                                                       : peer_identity_holder(id, holder),
+                                 &r, ret_error);
                 if (k != 0)
                         return k;
-                /* Made by a host peer: its own, shared with its group (QNX 8.0 mode/gid). */
+                /* Made by a peer: its own, shared with its group (QNX 8.0 mode/gid). */
                 r->owner = id->uid;
                 r->group = id->gid;
                 r->mode = 0660;
@@ -509,13 +506,30 @@ int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *r
         }
         created = created || r->memfd < 0;
         k = registry_allocate(reg, r, ret_error);
-        if (k == 0) {
-                k = region_attach_peer(r, id, req->ops, req->userdata, &p);
-                if (k == CORE_E_CLIENT_MAX)
-                        *ret_error = "every peer index of the region is taken";
-                else if (k < 0)
-                        *ret_error = "cannot create the peer's eventfds";
+        if (k != 0) {
+                registry_settle(reg, r);
+                return k;
         }
+        *ret = r;
+        *ret_created = created;
+        return 0;
+}
+
+int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *ret_created,
+                    const char **ret_error) {
+        bool created;
+        Region *r;
+        Peer *p;
+        int k;
+
+        k = registry_resolve(reg, req, &r, &created, ret_error);
+        if (k != 0)
+                return k;
+        k = region_attach_peer(r, req->id, req->ops, req->userdata, &p);
+        if (k == CORE_E_CLIENT_MAX)
+                *ret_error = "every peer index of the region is taken";
+        else if (k < 0)
+                *ret_error = "cannot create the peer's eventfds";
         if (k == 0 && req->conn_id) {
                 p->conn_id = req->conn_id;
                 k = map_put(reg->by_conn, &p->conn_id, p);
@@ -535,14 +549,56 @@ int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *r
         return 0;
 }
 
+int registry_prepare(Registry *reg, const AttachRequest *req, Region **ret, bool *ret_created, const char **ret_error) {
+        bool created;
+        Region *r;
+        int k;
+
+        k = registry_resolve(reg, req, &r, &created, ret_error);
+        if (k != 0)
+                return k;
+        if (region_pick_index(r, req->id) < 0) {
+                *ret_error = "every peer index of the region is taken";
+                registry_settle(reg, r);
+                return CORE_E_CLIENT_MAX;
+        }
+        r->holds++;
+        *ret = r;
+        if (ret_created)
+                *ret_created = created;
+        return 0;
+}
+
+void registry_unhold(Registry *reg, Region *r) {
+        if (r->holds > 0 && --r->holds == 0)
+                registry_settle(reg, r);
+}
+
+void registry_park(Registry *reg, Peer *p) {
+        if (p->parked)
+                return;
+        region_park_peer(p->region, p);
+        NOTIFY(reg, parked, p->region, p);
+        registry_changed(reg);
+}
+
+void registry_unpark(Registry *reg, Peer *p) {
+        if (!p->parked)
+                return;
+        region_unpark_peer(p->region, p);
+        NOTIFY(reg, unparked, p->region, p);
+        registry_changed(reg);
+}
+
 /* Detaches @p (freed), then tells the observers. */
 void registry_unlink_peer(Registry *reg, Region *r, Peer *p) {
         unsigned index = p->index;
+        bool parked = p->parked;
 
         if (map_get(reg->by_conn, &p->conn_id) == p)
                 (void) map_remove(reg->by_conn, &p->conn_id);
         region_detach_peer(r, p);
-        NOTIFY(reg, left, r, index);
+        NOTIFY(reg, left, r, index, parked);
 }
 
 void registry_detach(Registry *reg, Peer *p) {

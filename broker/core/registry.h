@@ -38,8 +38,12 @@ typedef enum RegionState {
 typedef struct RegistryObserver {
         void (*region)(void *userdata, Region *r, RegionState state);
         void (*joined)(void *userdata, Region *r, Peer *p);
-        /* The peer at @index left (its row is closed, the control page says so). */
-        void (*left)(void *userdata, Region *r, unsigned index);
+        /* The peer at @index left (its row is closed, the control page says so);
+         * @parked: it had been parked, and the observers were told then. */
+        void (*left)(void *userdata, Region *r, unsigned index, bool parked);
+        /* @p was parked (registry_park()) / is back. */
+        void (*parked)(void *userdata, Region *r, Peer *p);
+        void (*unparked)(void *userdata, Region *r, Peer *p);
         /* Something else a stored state holds changed (flags, access, geometry). */
         void (*changed)(void *userdata);
         void *userdata;
@@ -75,12 +79,14 @@ typedef struct AttachRequest {
         const PeerOps *ops;
         void *userdata;
         uint64_t conn_id;   /* the front end's connection (registry_new_conn_id()) */
+        /* @name is the final name of a region registry_prepare() held for this
+         * peer: the rules and the subst prefix were applied then. */
+        bool prepared;
 } AttachRequest;
 
-/* What one user (uid) has made the broker spend, for the per-user limits. */
+/* What one user (host peers) or one VM has made the broker spend, for the per-user limits. */
 typedef struct Account {
-        uid_t uid;
-        uint64_t key;       /* uid as the map's key */
+        char key[PEER_HOLDER_MAX]; /* peer_identity_holder() */
         unsigned regions;   /* regions it created that exist */
         uint64_t bytes;     /* allocated memory of those */
 } Account;
@@ -91,7 +97,7 @@ typedef struct Registry {
         size_t n_regions, n_regions_alloc;
         Map *by_name;       /* name -> Region */
         Map *by_conn;       /* conn_id -> Peer */
-        Map *accounts;      /* uid -> Account */
+        Map *accounts;      /* holder key -> Account */
         uint64_t allocated_bytes;
         Plugin *plugins[REGISTRY_PLUGINS_MAX]; /* borrowed */
         unsigned n_plugins;
@@ -139,6 +145,27 @@ int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *r
 /* The peer leaves; an empty region is freed or forgotten per its kind. */
 void registry_detach(Registry *reg, Peer *p);
 
+/*
+ * registry_prepare() - everything registry_attach() would decide for @req,
+ * short of attaching: the rules, the subst prefix, the region found or
+ * created (with its memory) under the limits, a free index for the peer. On
+ * success the region is held (it stays, even empty, until
+ * registry_unhold()) with its final name in *ret for the attach to come
+ * (AttachRequest.prepared). The guest factory prepares, plugs a device into
+ * the VM, and the VM's QEMU then attaches. Returns as registry_attach().
+ */
+int registry_prepare(Registry *reg, const AttachRequest *req, Region **ret, bool *ret_created, const char **ret_error);
+void registry_unhold(Registry *reg, Region *r);
+
+/*
+ * registry_park() - @p leaves the membership, keeping its index and fds
+ * (region_park_peer()); registry_unpark() brings it back. The guest factory
+ * parks a VM that detaches, because its QEMU cannot safely lose the device
+ * (docs/factory.md).
+ */
+void registry_park(Registry *reg, Peer *p);
+void registry_unpark(Registry *reg, Peer *p);
+
 /* Forgets @name; CORE_E_BUSY if peers are attached and !@force (then they are evicted). */
 int registry_destroy(Registry *reg, const char *name, bool force, const char **ret_error);
 
@@ -170,8 +197,8 @@ uint64_t registry_new_conn_id(Registry *reg);
 /* The attached peer whose front-end connection has @conn_id, or NULL. */
 Peer *registry_find_peer_by_conn(Registry *reg, uint64_t conn_id);
 
-/* The account of @uid, or NULL if it has nothing. */
-const Account *registry_account(Registry *reg, uid_t uid);
+/* The account of @holder (peer_identity_holder()), or NULL if it has nothing. */
+const Account *registry_account(Registry *reg, const char *holder);
 
 /*
  * Adopting a stored state after a restart (service/state.c): the memory and
@@ -184,7 +211,7 @@ typedef struct RegionAdoption {
         bool declared, from_config;
         uint64_t epoch, active;
         uint32_t next_doorbell_id;
-        uid_t creator;
+        const char *creator;  /* holder key, or "" */
         int memfd;            /* consumed; -1: no memory */
 } RegionAdoption;
 
@@ -193,7 +220,7 @@ int registry_adopt_region(Registry *reg, RegionAdoption *a, Region **ret, const 
 
 /* Puts a peer back with its row @ev (consumed, also on failure), without PeerOps until its front end rebinds it. */
 int registry_adopt_peer(Registry *reg, Region *r, unsigned index, uint32_t doorbell_id, const PeerIdentity *id,
-                        uint64_t conn_id, int *ev, Peer **ret);
+                        bool parked, uint64_t conn_id, int *ev, Peer **ret);
 
 /* Peers no front end rebound leave now, as if their connection had closed; stale control pages are fixed. */
 void registry_adopt_finish(Registry *reg);

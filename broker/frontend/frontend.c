@@ -18,8 +18,7 @@
 
 /* How many connections one user (host peers) or one VM (QEMU peers) holds. */
 typedef struct Count {
-        uint64_t uid;
-        char vm[FRONT_VM_KEY_MAX];
+        char holder[PEER_HOLDER_MAX];
         unsigned n;
 } Count;
 
@@ -29,8 +28,7 @@ struct Frontends {
         Keeper *keeper;
         FrontConn *conns;
         unsigned n_conns;
-        Map *per_uid; /* uid -> Count */
-        Map *per_vm;  /* vm key -> Count */
+        Map *counts; /* holder -> Count */
         ConnBudget budget;
         char why[192];
 };
@@ -73,7 +71,7 @@ int frontends_new(Frontends **ret, struct event_base *base, const Limits *limits
         t->keeper = keeper;
         t->budget.over = frontends_over_budget;
         frontends_set_limits(t, limits);
-        if (map_new(&t->per_uid, MAP_KEY_U64) < 0 || map_new(&t->per_vm, MAP_KEY_STRING) < 0) {
+        if (map_new(&t->counts, MAP_KEY_STRING) < 0) {
                 frontends_free(t);
                 return -ENOMEM;
         }
@@ -86,12 +84,9 @@ Frontends *frontends_free(Frontends *t) {
 
         if (!t)
                 return NULL;
-        for (size_t i = 0; map_next(t->per_uid, &i, &v);)
+        for (size_t i = 0; map_next(t->counts, &i, &v);)
                 free(v);
-        for (size_t i = 0; map_next(t->per_vm, &i, &v);)
-                free(v);
-        map_free(t->per_uid);
-        map_free(t->per_vm);
+        map_free(t->counts);
         free(t);
         return NULL;
 }
@@ -118,28 +113,26 @@ FrontConn *frontends_first(Frontends *t) {
         return t->conns;
 }
 
-/* The count @peer's connections are held to: per user for host peers, per VM for QEMU. */
-static Count *frontends_count_of(Frontends *t, const PeerIdentity *peer, const char *vm_key, bool create) {
-        bool vm = peer->kind == SHMEM_PEER_KIND_QEMU;
-        uint64_t uid = peer->uid;
-        Count *c = vm ? map_get(t->per_vm, vm_key) : map_get(t->per_uid, &uid);
+/* The count of @holder, created if @create. */
+static Count *frontends_count_of(Frontends *t, const char *holder, bool create) {
+        Count *c = map_get(t->counts, holder);
 
         if (c || !create)
                 return c;
         c = calloc(1, sizeof(*c));
         if (!c)
                 return NULL;
-        c->uid = uid;
-        snprintf(c->vm, sizeof(c->vm), "%s", vm ? vm_key : "");
-        if ((vm ? map_put(t->per_vm, c->vm, c) : map_put(t->per_uid, &c->uid, c)) < 0)
+        snprintf(c->holder, sizeof(c->holder), "%s", holder);
+        if (map_put(t->counts, c->holder, c) < 0)
                 return mfree(c);
         return c;
 }
 
-int frontends_admit(Frontends *t, const PeerIdentity *id, const char *vm_key, const char **ret_why) {
+int frontends_admit(Frontends *t, const PeerIdentity *id, const char **ret_why) {
         const Limits *l = &t->limits;
         bool admin = policy_is_admin(id);
-        Count *c = frontends_count_of(t, id, vm_key ? vm_key : "", false);
+        char holder[PEER_HOLDER_MAX];
+        Count *c = frontends_count_of(t, peer_identity_holder(id, holder), false);
 
         *ret_why = NULL;
         if (t->n_conns >= l->max_connections)
@@ -168,7 +161,7 @@ static void front_conn_on_drop(Conn *conn, int error, void *userdata) {
 }
 
 int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const PeerIdentity *peer,
-                   const char *vm_key, const FrontConnOps *ops, void *owner) {
+                   const FrontConnOps *ops, void *owner) {
         FrontConn *c = calloc(1, sizeof(*c));
         Count *count;
 
@@ -181,14 +174,14 @@ int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const Pee
         c->owner = owner;
         c->id = id;
         c->peer = *peer;
-        snprintf(c->vm_key, sizeof(c->vm_key), "%s", vm_key ? vm_key : "");
+        peer_identity_holder(peer, c->holder);
         if (conn_init(&c->conn, t->base, fd, t->limits.max_queued_bytes, front_conn_on_read, front_conn_on_drop,
                       c) < 0) {
                 free(c);
                 return -ENOMEM;
         }
         conn_set_budget(&c->conn, &t->budget);
-        count = frontends_count_of(t, peer, c->vm_key, true);
+        count = frontends_count_of(t, c->holder, true);
         if (count) {
                 count->n++;
                 c->counted = true;
@@ -208,15 +201,10 @@ FrontConn *front_conn_free(FrontConn *c) {
         t = c->table;
         keeper_drop(t->keeper, &(FdKey) { .kind = FD_CONN, .id = c->id });
         if (c->counted) {
-                Count *count = frontends_count_of(t, &c->peer, c->vm_key, false);
+                Count *count = frontends_count_of(t, c->holder, false);
 
-                if (count && --count->n == 0) {
-                        if (c->peer.kind == SHMEM_PEER_KIND_QEMU)
-                                map_remove(t->per_vm, count->vm);
-                        else
-                                map_remove(t->per_uid, &count->uid);
-                        free(count);
-                }
+                if (count && --count->n == 0)
+                        free(map_remove(t->counts, count->holder));
         }
         if (c->ev_deadline)
                 event_free(c->ev_deadline);
@@ -260,7 +248,6 @@ Shmem__State__Conn *front_conn_dump(FrontConn *c, Shmem__State__Frontend fronten
         sc->pid = (uint32_t) c->peer.pid;
         sc->uid = c->peer.uid;
         sc->gid = c->peer.gid;
-        sc->vm_key = c->vm_key;
         return sc;
 }
 
@@ -270,7 +257,7 @@ int front_conn_restore(FrontConn **ret, Frontends *t, const Shmem__State__Conn *
 
         if (fd < 0)
                 return -ENOENT;
-        return front_conn_new(ret, t, fd, sc->id, peer, sc->vm_key, ops, owner);
+        return front_conn_new(ret, t, fd, sc->id, peer, ops, owner);
 }
 
 int front_status(int core) {

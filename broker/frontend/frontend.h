@@ -28,8 +28,6 @@
 #include "map.h"
 #include "state-build.h"
 
-#define FRONT_VM_KEY_MAX 48 /* "uuid:" + 36, or "pid:" + a pid */
-
 typedef struct Frontends Frontends;
 typedef struct FrontConn FrontConn;
 typedef struct FrontListener FrontListener;
@@ -49,8 +47,8 @@ struct FrontConn {
         void *owner;      /* the front end's object for this connection */
         uint64_t id;      /* names it in the fd store and a stored state */
         PeerIdentity peer; /* the kernel's credentials; the front end completes the rest */
-        char vm_key[FRONT_VM_KEY_MAX]; /* QEMU peers: what the per-VM limit counts by */
-        bool counted;     /* holds a place in the per-user or per-VM count */
+        char holder[PEER_HOLDER_MAX]; /* whose connection it counts as: its user's, or its VM's */
+        bool counted;     /* holds a place in that count */
         Conn conn;
         struct event *ev_deadline;
 };
@@ -68,10 +66,10 @@ unsigned frontends_count(Frontends *t);
 /*
  * frontends_admit() - whether a new connection of @id may be added now: the
  * total (less the administrators' reserve for others), the per-user limit
- * for host peers, the per-VM limit for QEMU peers (@vm_key). Returns 0, or
- * CORE_E_LIMIT with a reason (valid until the next call).
+ * for host peers, the per-VM limit for QEMU peers (peer_identity_holder()).
+ * Returns 0, or CORE_E_LIMIT with a reason (valid until the next call).
  */
-int frontends_admit(Frontends *t, const PeerIdentity *id, const char *vm_key, const char **ret_why);
+int frontends_admit(Frontends *t, const PeerIdentity *id, const char **ret_why);
 
 /*
  * front_conn_new() - a connection on @fd (consumed, also on failure) with @id
@@ -79,7 +77,7 @@ int frontends_admit(Frontends *t, const PeerIdentity *id, const char *vm_key, co
  * the limits of @peer (admitted before, or restored) and kept by the Keeper.
  */
 int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const PeerIdentity *peer,
-                   const char *vm_key, const FrontConnOps *ops, void *owner);
+                   const FrontConnOps *ops, void *owner);
 /* Closes and frees; NULL-safe. */
 FrontConn *front_conn_free(FrontConn *c);
 

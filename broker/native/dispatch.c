@@ -140,6 +140,7 @@ static void region_info_fill(InfoBuf *b, Registry *reg, Region *r, bool with_pee
                 st->vm_uuid = p->id.vm_uuid;
                 st->libvirt = p->id.libvirt;
                 st->departures_told = p->ops && p->ops->departures_told ? p->ops->departures_told(p) : 0;
+                st->parked = p->parked;
                 /* Shown as found: the page is peer-writable and never trusted. */
                 if (r->page)
                         st->pending = __atomic_load_n(&r->page->slots[i].pending, __ATOMIC_ACQUIRE);

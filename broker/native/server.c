@@ -183,6 +183,9 @@ static const PeerOps client_peer_ops = {
         .joined = client_peer_joined,
         .left = client_peer_left,
         .evicted = client_peer_evicted,
+        /* The native protocol takes a departure back: a parked peer is one that left, then joined again. */
+        .parked = client_peer_left,
+        .unparked = client_peer_joined,
 };
 
 /* Sends what @build makes to every watcher (built once per watcher: each message is consumed). */
@@ -201,8 +204,13 @@ static void server_observe_joined(void *userdata, Region *r, Peer *p) {
         BROADCAST((Server *) userdata, native_event_watch_joined(r, p));
 }
 
-static void server_observe_left(void *userdata, Region *r, unsigned index) {
-        BROADCAST((Server *) userdata, native_event_watch_left(r, index));
+static void server_observe_left(void *userdata, Region *r, unsigned index, bool parked) {
+        if (!parked) /* watchers saw it leave when it was parked */
+                BROADCAST((Server *) userdata, native_event_watch_left(r, index));
+}
+
+static void server_observe_parked(void *userdata, Region *r, Peer *p) {
+        BROADCAST((Server *) userdata, native_event_watch_left(r, p->index));
 }
 
 /* --- accepting --- */
@@ -212,7 +220,7 @@ static void server_on_accept(FrontListener *l, int fd, const PeerIdentity *peer,
         const char *why;
         Client *c;
 
-        if (frontends_admit(s->table, peer, NULL, &why) != 0) {
+        if (frontends_admit(s->table, peer, &why) != 0) {
                 log_peer_warning("Refusing a control connection of pid %d (uid %u): %s", (int) peer->pid,
                                  (unsigned) peer->uid, why);
                 fd_close(fd);
@@ -226,7 +234,7 @@ static void server_on_accept(FrontListener *l, int fd, const PeerIdentity *peer,
         c->caller.id = *peer;
         snprintf(c->caller.id.label, sizeof(c->caller.id.label), "pid-%d", (int) peer->pid);
         c->caller.conn_id = registry_new_conn_id(s->registry);
-        if (front_conn_new(&c->conn, s->table, fd, c->caller.conn_id, &c->caller.id, NULL, &client_conn_ops, c) < 0) {
+        if (front_conn_new(&c->conn, s->table, fd, c->caller.conn_id, &c->caller.id, &client_conn_ops, c) < 0) {
                 client_free(c);
                 return;
         }
@@ -313,6 +321,8 @@ int server_new(Server **ret, Registry *reg, Frontends *table, const char *path, 
                 r = registry_observe(reg, &(RegistryObserver) { .region = server_observe_region,
                                                                 .joined = server_observe_joined,
                                                                 .left = server_observe_left,
+                                                                .parked = server_observe_parked,
+                                                                .unparked = server_observe_joined,
                                                                 .userdata = s });
         if (r < 0) {
                 server_free(s);

@@ -165,7 +165,7 @@ static void service_observe_joined(void *userdata, Region *r, Peer *p) {
         service_dirty(s);
 }
 
-static void service_observe_left(void *userdata, Region *r, unsigned index) {
+static void service_observe_left(void *userdata, Region *r, unsigned index, bool parked) {
         Service *s = userdata;
 
         for (unsigned v = 0; v < r->vectors; v++)
@@ -175,6 +175,11 @@ static void service_observe_left(void *userdata, Region *r, unsigned index) {
 }
 
 static void service_observe_changed(void *userdata) {
+        service_dirty(userdata);
+}
+
+/* Parked or back: its row stays stored; the state says which. */
+static void service_observe_parking(void *userdata, Region *r, Peer *p) {
         service_dirty(userdata);
 }
 
@@ -279,6 +284,8 @@ int service_new(Service **ret, struct event_base *base, Registry *reg) {
                 r = registry_observe(reg, &(RegistryObserver) { .region = service_observe_region,
                                                                 .joined = service_observe_joined,
                                                                 .left = service_observe_left,
+                                                                .parked = service_observe_parking,
+                                                                .unparked = service_observe_parking,
                                                                 .changed = service_observe_changed,
                                                                 .userdata = s });
         if (r < 0) {

@@ -37,7 +37,8 @@ int state_dump_registry(Registry *reg, State *s) {
                 sr->owner = r->owner;
                 sr->group = r->group;
                 sr->mode = r->mode;
-                sr->creator = r->creator;
+                sr->creator_key = r->creator;
+                sr->creator = UINT32_MAX; /* for images before 0.2: "nobody's", creator_key says whose */
                 sr->backend = r->backend;
                 for (unsigned k = 0; k < r->max_peers; k++) {
                         Peer *p = r->peers[k];
@@ -58,6 +59,7 @@ int state_dump_registry(Registry *reg, State *s) {
                         sp->uid = (uint32_t) p->id.uid;
                         sp->gid = (uint32_t) p->id.gid;
                         sp->conn = p->conn_id;
+                        sp->parked = p->parked;
                 }
         }
         return 0;
@@ -92,7 +94,7 @@ static int state_adopt_peers(Registry *reg, Region *r, const Shmem__State__Regio
                         fds_close(ev, r->vectors);
                         continue;
                 }
-                k = registry_adopt_peer(reg, r, sp->index, sp->doorbell_id, &id, sp->conn, ev, &p);
+                k = registry_adopt_peer(reg, r, sp->index, sp->doorbell_id, &id, sp->parked, sp->conn, ev, &p);
                 if (k == -ENOMEM)
                         return k;
                 if (k < 0)
@@ -105,7 +107,7 @@ int state_adopt_registry(Registry *reg, const State *s, Keeper *keeper) {
         reg->next_conn_id = s->next_conn_id;
         for (size_t i = 0; i < s->n_regions; i++) {
                 const Shmem__State__Region *sr = s->regions[i];
-                char name[STR_ESCAPE_SIZE(SHMEM_NAME_MAX)];
+                char name[STR_ESCAPE_SIZE(SHMEM_NAME_MAX)], creator[PEER_HOLDER_MAX] = "";
                 RegionAdoption a = {
                         .decl = { .name = sr->name, .size = sr->data_size, .max_peers = sr->max_peers,
                                   .persistent = sr->persistent, .signal_mode = sr->signal_mode,
@@ -114,12 +116,16 @@ int state_adopt_registry(Registry *reg, const State *s, Keeper *keeper) {
                                   .backend = sr->backend },
                         .data_size = sr->data_size, .region_size = sr->region_size, .declared = sr->declared,
                         .from_config = sr->from_config, .epoch = sr->epoch, .active = sr->active,
-                        .next_doorbell_id = sr->next_doorbell_id, .creator = sr->creator, .memfd = -1,
+                        .next_doorbell_id = sr->next_doorbell_id, .creator = creator, .memfd = -1,
                 };
                 const char *error = NULL;
                 Region *r;
                 int k;
 
+                if (sr->creator_key[0] && strlen(sr->creator_key) < sizeof(creator))
+                        snprintf(creator, sizeof(creator), "%s", sr->creator_key);
+                else if (!sr->creator_key[0] && sr->creator != UINT32_MAX)
+                        snprintf(creator, sizeof(creator), "uid:%u", sr->creator); /* stored by an image before 0.2 */
                 if (sr->allocated) {
                         a.memfd = keeper_take(keeper, &(FdKey) { .kind = FD_MEMORY, .region = sr->name });
                         if (a.memfd < 0) {

@@ -38,7 +38,7 @@ static bool is_pid_text(const uint8_t *p, size_t n, long pid) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char label[SHMEM_LABEL_MAX + 1] = "qemu-4242", uuid[PEER_UUID_MAX + 1] = "";
         PeerIdentity id = { .kind = SHMEM_PEER_KIND_QEMU, .pid = PID };
-        char key[64];
+        char key[PEER_HOLDER_MAX];
         bool matches;
 
         qemu_identity_parse_cmdline((const char *) data, size, label, uuid);
@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         memcpy(id.vm_uuid, uuid, sizeof(uuid));
         if (qemu_identity_domain_name_ok(id.label) && (id.label[0] == '.' || strchr(id.label, '/')))
                 abort();
-        qemu_identity_vm_key(&id, key, sizeof(key));
+        if (strnlen(peer_identity_holder(&id, key), sizeof(key)) >= sizeof(key))
+                abort();
 
         matches = qemu_identity_pidfile_matches((const char *) data, size, PID);
         if (matches != is_pid_text(data, size, PID) && (matches || size < 32))

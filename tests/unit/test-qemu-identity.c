@@ -96,15 +96,16 @@ START_TEST(test_domain_names) {
 }
 END_TEST
 
-START_TEST(test_vm_key) {
-        PeerIdentity id = { .kind = SHMEM_PEER_KIND_QEMU, .pid = 42 };
-        char key[64];
+START_TEST(test_holder) {
+        PeerIdentity id = { .kind = SHMEM_PEER_KIND_QEMU, .pid = 42, .uid = 64055 };
+        char key[PEER_HOLDER_MAX];
 
-        qemu_identity_vm_key(&id, key, sizeof(key));
-        ck_assert_str_eq(key, "pid:42");
+        /* A VM is counted by itself, whatever user runs its QEMU. */
+        ck_assert_str_eq(peer_identity_holder(&id, key), "vm:pid:42");
         strcpy(id.vm_uuid, "464cdf46-ca49-4757-aca9-81697d0283f7");
-        qemu_identity_vm_key(&id, key, sizeof(key));
-        ck_assert_str_eq(key, "uuid:464cdf46-ca49-4757-aca9-81697d0283f7");
+        ck_assert_str_eq(peer_identity_holder(&id, key), "vm:uuid:464cdf46-ca49-4757-aca9-81697d0283f7");
+        id.kind = SHMEM_PEER_KIND_HOST;
+        ck_assert_str_eq(peer_identity_holder(&id, key), "uid:64055");
 }
 END_TEST
 
@@ -117,7 +118,7 @@ int main(void) {
         tcase_add_test(tc, test_cmdline_hostile);
         tcase_add_test(tc, test_pidfile);
         tcase_add_test(tc, test_domain_names);
-        tcase_add_test(tc, test_vm_key);
+        tcase_add_test(tc, test_holder);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }

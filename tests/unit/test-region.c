@@ -13,7 +13,7 @@
 
 /* A front end that records what the core told it. */
 typedef struct Recorder {
-        unsigned joined, left, evicted;
+        unsigned joined, left, evicted, parked, unparked;
         int last_joined_fd;
 } Recorder;
 
@@ -34,7 +34,17 @@ static void rec_left(Peer *self, Peer *other) {
 static void rec_evicted(Peer *self) {
         ((Recorder *) self->userdata)->evicted++;
 }
-static const PeerOps rec_ops = { rec_joined, rec_left, rec_evicted, NULL };
+static const PeerOps rec_ops = { .joined = rec_joined, .left = rec_left, .evicted = rec_evicted };
+
+/* One whose wire takes departures back (the native protocol's shape). */
+static void rec_parked(Peer *self, Peer *other) {
+        ((Recorder *) self->userdata)->parked++;
+}
+static void rec_unparked(Peer *self, Peer *other) {
+        ((Recorder *) self->userdata)->unparked++;
+}
+static const PeerOps rec_parking_ops = { .joined = rec_joined, .left = rec_left, .evicted = rec_evicted,
+                                         .parked = rec_parked, .unparked = rec_unparked };
 
 static Registry *reg;
 static int fds_before;
@@ -250,18 +260,18 @@ START_TEST(test_accounts) {
 
         reg->limits.max_regions_per_uid = 1;
         a = attach_full(SHMEM_PEER_KIND_HOST, 1000, "mine", 4096, &rec, 0);
-        ck_assert_uint_eq(registry_account(reg, 1000)->regions, 1);
-        ck_assert_uint_eq(registry_account(reg, 1000)->bytes, 8192);
+        ck_assert_uint_eq(registry_account(reg, "uid:1000")->regions, 1);
+        ck_assert_uint_eq(registry_account(reg, "uid:1000")->bytes, 8192);
         attach_full(SHMEM_PEER_KIND_HOST, 1000, "more", 4096, &rec, CORE_E_LIMIT);
         /* Attaching to another's region costs nothing; root is charged nothing. */
         b = attach_full(SHMEM_PEER_KIND_HOST, 1000, "mine", 0, &rec, 0);
-        ck_assert_uint_eq(registry_account(reg, 1000)->regions, 1);
+        ck_assert_uint_eq(registry_account(reg, "uid:1000")->regions, 1);
         ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "decl", .size = 4096 }, NULL, &error), 0);
-        ck_assert_ptr_null(registry_account(reg, 0));
+        ck_assert_ptr_null(registry_account(reg, "uid:0"));
         registry_detach(reg, b);
         registry_detach(reg, a);
         /* The region went with its last peer, and the account with it. */
-        ck_assert_ptr_null(registry_account(reg, 1000));
+        ck_assert_ptr_null(registry_account(reg, "uid:1000"));
 }
 END_TEST
 
@@ -334,6 +344,105 @@ START_TEST(test_adopt_checks_the_stored_sizes) {
 }
 END_TEST
 
+START_TEST(test_park) {
+        Recorder rec[4] = {};
+        PeerIdentity id = { .kind = SHMEM_PEER_KIND_HOST, .label = "native" };
+        const char *error;
+        Peer *a = attach("p", 4096, &rec[0], 0), *b = attach_as(SHMEM_PEER_KIND_QEMU, "p", 0, &rec[1], 0), *n, *c;
+        struct shmem_control_page *pg = a->region->page;
+        uint64_t epoch = pg->epoch;
+        uint32_t id_b = b->doorbell_id;
+
+        ck_assert_int_eq(registry_attach(reg, &(AttachRequest) { .name = "p", .id = &id, .ops = &rec_parking_ops,
+                                                                 .userdata = &rec[2] },
+                                         &n, NULL, &error), 0);
+        /* Parked: out of the membership as a detach shows it, index and doorbell id kept. */
+        registry_park(reg, b);
+        ck_assert(b->parked);
+        ck_assert_uint_eq(pg->active, 0x5);
+        ck_assert_uint_gt(pg->epoch, epoch);
+        ck_assert_uint_eq(pg->slots[1].state, SHMEM_SLOT_FREE);
+        ck_assert_uint_eq(rec[0].left, 0);    /* a front end that cannot take it back is told nothing */
+        ck_assert_uint_eq(rec[2].parked, 1);  /* one that can is */
+        c = attach("p", 0, &rec[3], 0);
+        ck_assert_uint_eq(c->index, 3);       /* the parked index stays its own */
+        registry_detach(reg, c);
+        /* Back as it was. */
+        registry_unpark(reg, b);
+        ck_assert(!b->parked);
+        ck_assert_uint_eq(pg->active, 0x7);
+        ck_assert_uint_eq(pg->slots[1].state, SHMEM_SLOT_ACTIVE);
+        ck_assert_uint_eq(pg->slots[1].doorbell_id, id_b);
+        ck_assert_uint_eq(rec[2].unparked, 1);
+        /* Parked again and gone for good: left only where the parking was not told. */
+        registry_park(reg, b);
+        rec[0].left = rec[2].left = 0;
+        registry_detach(reg, b);
+        ck_assert_uint_eq(rec[0].left, 1);
+        ck_assert_uint_eq(rec[2].left, 0);
+        registry_detach(reg, n);
+        registry_detach(reg, a);
+}
+END_TEST
+
+START_TEST(test_prepare_holds) {
+        PeerIdentity vm = { .kind = SHMEM_PEER_KIND_QEMU, .label = "vm", .pid = 4242, .uid = 64055 };
+        Recorder rec = {};
+        const char *error;
+        bool created;
+        Region *r;
+        Peer *p;
+
+        /* Created for a VM, charged to it, and held while nobody is attached. */
+        ck_assert_int_eq(registry_prepare(reg, &(AttachRequest) { .name = "made", .size = 4096, .id = &vm },
+                                          &r, &created, &error), 0);
+        ck_assert(created);
+        ck_assert_int_ge(r->memfd, 0);
+        ck_assert_uint_eq(registry_account(reg, "vm:pid:4242")->regions, 1);
+        ck_assert_int_eq(registry_reconfigure(reg, &reg->limits, NULL, 0, NULL, 0), 0);
+        ck_assert_ptr_eq(registry_find(reg, "made"), r);
+        /* The VM's attach comes with the final name, checked already. */
+        ck_assert_int_eq(registry_attach(reg, &(AttachRequest) { .name = "made", .mode = ATTACH_FIND, .id = &vm,
+                                                                 .ops = &rec_ops, .userdata = &rec, .prepared = true },
+                                         &p, NULL, &error), 0);
+        registry_unhold(reg, r);
+        ck_assert_ptr_eq(registry_find(reg, "made"), r);
+        registry_detach(reg, p);
+        ck_assert_ptr_null(registry_find(reg, "made"));
+        ck_assert_ptr_null(registry_account(reg, "vm:pid:4242"));
+        /* A hold that ends without an attach lets the region go. */
+        ck_assert_int_eq(registry_prepare(reg, &(AttachRequest) { .name = "unused", .size = 4096, .id = &vm },
+                                          &r, &created, &error), 0);
+        registry_unhold(reg, r);
+        ck_assert_ptr_null(registry_find(reg, "unused"));
+        /* What an attach would refuse, a prepare refuses. */
+        ck_assert_int_eq(registry_prepare(reg, &(AttachRequest) { .name = "nosuch", .mode = ATTACH_FIND, .id = &vm },
+                                          &r, &created, &error), CORE_E_NOT_FOUND);
+        ck_assert_int_eq(registry_prepare(reg, &(AttachRequest) { .name = ".bad", .id = &vm }, &r, &created, &error),
+                         CORE_E_ILLEGAL_NAME);
+}
+END_TEST
+
+START_TEST(test_prepare_full_region) {
+        Recorder rec = {};
+        PeerIdentity vm = { .kind = SHMEM_PEER_KIND_QEMU, .label = "vm", .pid = 7 };
+        const char *error;
+        bool created;
+        Region *r;
+        Peer *p[2];
+
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "two", .size = 4096, .max_peers = 2 }, NULL,
+                                          &error), 0);
+        p[0] = attach("two", 0, &rec, 0);
+        p[1] = attach("two", 0, &rec, 0);
+        ck_assert_int_eq(registry_prepare(reg, &(AttachRequest) { .name = "two", .id = &vm }, &r, &created, &error),
+                         CORE_E_CLIENT_MAX);
+        ck_assert_uint_eq(registry_find(reg, "two")->holds, 0);
+        registry_detach(reg, p[1]);
+        registry_detach(reg, p[0]);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("region");
         TCase *tc = tcase_create("core");
@@ -350,6 +459,9 @@ int main(void) {
         tcase_add_test(tc, test_closed);
         tcase_add_test(tc, test_reconfigure_cuts_a_refused_peer);
         tcase_add_test(tc, test_adopt_checks_the_stored_sizes);
+        tcase_add_test(tc, test_park);
+        tcase_add_test(tc, test_prepare_holds);
+        tcase_add_test(tc, test_prepare_full_region);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }
