@@ -36,7 +36,7 @@ typedef struct Args {
         int argc;
         char **argv;
         DaemonSettings daemon;
-        unsigned char plugin_settings[N_PLUGINS][512];
+        unsigned char plugin_settings[N_PLUGINS][1024] __attribute__((aligned(8)));
         OptionTable tables[1 + N_PLUGINS];
         BrokerPlugin plugins[N_PLUGINS];
         Config file;

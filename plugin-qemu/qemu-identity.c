@@ -46,6 +46,31 @@ void qemu_identity_parse_cmdline(const char *buf, size_t n, char label[SHMEM_LAB
         }
 }
 
+bool qemu_identity_parse_monitor(const char *buf, size_t n, char *path, size_t size) {
+        const char *end = buf + n;
+
+        for (const char *p = buf; p < end;) {
+                size_t len = strnlen(p, (size_t) (end - p));
+                const char *v = p + len + 1;
+                size_t vlen, plen;
+
+                if (v >= end)
+                        break;
+                vlen = strnlen(v, (size_t) (end - v));
+                if (len == 4 && memcmp(p, "-qmp", 4) == 0 && vlen > 5 && memcmp(v, "unix:", 5) == 0) {
+                        v += 5, vlen -= 5;
+                        plen = memchr(v, ',', vlen) ? (size_t) ((const char *) memchr(v, ',', vlen) - v) : vlen;
+                        if (plen == 0 || plen >= size || v[0] != '/')
+                                return false;
+                        memcpy(path, v, plen);
+                        path[plen] = 0;
+                        return true;
+                }
+                p += len + 1;
+        }
+        return false;
+}
+
 bool qemu_identity_pidfile_matches(const char *buf, size_t n, pid_t pid) {
         char copy[32], *endp;
         long v;
@@ -98,4 +123,15 @@ void qemu_identity_read(PeerIdentity *id, const char *libvirt_run_dir) {
         snprintf(path, sizeof(path), "%s/%s.pid", libvirt_run_dir, id->label);
         n = read_file(path, buf, 31, O_NOFOLLOW);
         id->libvirt = n > 0 && qemu_identity_pidfile_matches(buf, (size_t) n, id->pid);
+}
+
+bool qemu_identity_read_monitor(pid_t pid, char *path, size_t size) {
+        char proc[64];
+        _cleanup_free_ char *buf = malloc(CMDLINE_MAX);
+        ssize_t n;
+
+        snprintf(proc, sizeof(proc), "/proc/%d/cmdline", (int) pid);
+        if (!buf || (n = read_file(proc, buf, CMDLINE_MAX, 0)) <= 0)
+                return false;
+        return qemu_identity_parse_monitor(buf, (size_t) n, path, size);
 }

@@ -23,6 +23,17 @@
 void qemu_identity_parse_cmdline(const char *buf, size_t n, char label[SHMEM_LABEL_MAX + 1],
                                  char uuid[PEER_UUID_MAX + 1]);
 
+/*
+ * The QMP monitor a QEMU command line names: the path of the first
+ * "-qmp unix:PATH[,server=on,wait=off...]" into @path (@size bytes). Returns
+ * false if there is none or it does not fit. This is how the broker reaches a
+ * QEMU that runs without libvirt, to plug devices into it (docs/factory.md).
+ */
+bool qemu_identity_parse_monitor(const char *buf, size_t n, char *path, size_t size);
+
+/* qemu_identity_parse_monitor() of the command line of @pid. */
+bool qemu_identity_read_monitor(pid_t pid, char *path, size_t size);
+
 /* Whether @n bytes of a pid file hold @pid (decimal, optionally a newline after). */
 bool qemu_identity_pidfile_matches(const char *buf, size_t n, pid_t pid);
 

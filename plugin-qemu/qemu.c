@@ -16,6 +16,8 @@
 #include "listen.h"
 #include "log.h"
 #include "qemu-identity.h"
+#include "factory.h"
+#include "qemu-wire.h"
 #include "qemu.h"
 
 typedef struct QemuPlugin QemuPlugin;
@@ -48,6 +50,7 @@ struct QemuPlugin {
         char dir[PATH_MAX];
         Map *endpoints; /* region name -> QemuEndpoint */
         QemuClient *clients;
+        Factory *factory;
 };
 
 static const PeerOps qemu_peer_ops;
@@ -69,23 +72,8 @@ static const char *qemu_label(const PeerIdentity *id, char buf[STR_ESCAPE_SIZE(S
 /* Queues one protocol message; @fd is borrowed and duplicated. */
 static void qemu_client_send(QemuClient *c, int64_t value, int fd) {
         char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
-        FdMsg *m;
-        int dup_fd = -1, r;
 
-        if (fd >= 0) {
-                dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-                if (dup_fd < 0) {
-                        conn_break(&c->conn->conn, -errno);
-                        return;
-                }
-        }
-        r = ivshmem_msg_new(&m, value, dup_fd);
-        if (r < 0) {
-                conn_break(&c->conn->conn, r);
-                return;
-        }
-        r = conn_queue(&c->conn->conn, m);
-        if (r == -ENOBUFS)
+        if (qemu_wire_send(c->conn, value, fd) == -ENOBUFS)
                 log_peer_warning("QEMU '%s' (pid %d) does not read its socket, dropping it", qemu_label(&c->id, label),
                                  (int) c->id.pid);
 }
@@ -247,10 +235,12 @@ static void qemu_endpoint_on_accept(FrontListener *l, int fd, const PeerIdentity
                 qemu_client_free(c);
                 return;
         }
-        /* With a subst prefix for this VM, the socket of "foo" attaches it to PREFIXfoo. */
+        /* With a subst prefix for this VM, the socket of "foo" attaches it to PREFIXfoo; a device
+         * the VM's factory is plugging comes to the socket of its final name, checked already. */
         r = registry_attach(reg,
                             &(AttachRequest) { .name = ep->name, .mode = ATTACH_FIND, .id = &c->id,
-                                               .ops = &qemu_peer_ops, .userdata = c, .conn_id = c->conn->id },
+                                               .ops = &qemu_peer_ops, .userdata = c, .conn_id = c->conn->id,
+                                               .prepared = factory_expects(qp->factory, c->id.pid, ep->name) },
                             &c->peer, NULL, &error);
         if (r != 0) {
                 log_warning("Refusing QEMU '%s' (pid %d) on '%s': %s%s%s (sent version %d)", qemu_label(&c->id, label),
@@ -345,6 +335,7 @@ static Plugin *qemu_plugin_free(Plugin *p) {
         if (!p)
                 return NULL;
         qp = qemu_plugin(p);
+        factory_free(qp->factory);
         while (qp->clients)
                 qemu_client_free(qp->clients);
         registry_remove_plugin(qp->ctx.registry, p);
@@ -382,6 +373,11 @@ static int qemu_plugin_new(Plugin **ret, const PluginContext *ctx, const void *s
         r = registry_add_plugin(ctx->registry, &qp->base);
         if (r < 0)
                 goto fail;
+        r = factory_new(&qp->factory, ctx, &qp->settings, qp->dir);
+        if (r < 0) {
+                registry_remove_plugin(ctx->registry, &qp->base);
+                goto fail;
+        }
         *ret = &qp->base;
         return 0;
 
@@ -477,7 +473,8 @@ static void qemu_settings_init(void *settings) {
         QemuSettings *s = settings;
 
         *s = (QemuSettings) { .socket_mode = 0660, .socket_gid = (gid_t) -1,
-                              .libvirt_run_dir = "/run/libvirt/qemu" };
+                              .libvirt_run_dir = "/run/libvirt/qemu",
+                              .hotplug_helper = SHMEM_LIBEXECDIR "/shmem-hotplug", .hotplug_timeout_ms = 10000 };
         for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
                 struct group *g = getgrnam(groups[i]);
 
@@ -497,6 +494,13 @@ static const Option qemu_options[] = {
         { .section = "broker", .key = "libvirt-run-directory", .type = OPTION_PATH_OR_EMPTY,
           .offset = offsetof(QemuSettings, libvirt_run_dir), .arg = "DIR",
           .help = "Where libvirt keeps its QEMU pid files (\"\": do not confirm domains)" },
+        { .section = "broker", .key = "hotplug-helper", .long_name = "hotplug-helper", .type = OPTION_PATH,
+          .offset = offsetof(QemuSettings, hotplug_helper), .arg = "FILE",
+          .help = "The program that plugs a factory's devices into running VMs (default: " SHMEM_LIBEXECDIR
+                  "/shmem-hotplug)" },
+        { .section = "broker", .key = "hotplug-timeout-ms", .long_name = "hotplug-timeout-ms", .type = OPTION_UINT,
+          .offset = offsetof(QemuSettings, hotplug_timeout_ms), .min = 100, .max = 600000, .arg = "MS",
+          .help = "How long plugging one device may take" },
 };
 
 const PluginModule qemu_plugin_module = {

@@ -24,6 +24,10 @@ typedef struct QemuSettings {
         /* Where libvirt keeps its QEMU pid files (NAME.pid), to confirm that a
          * VM is the libvirt domain it names; "" disables the check. */
         char libvirt_run_dir[OPTION_PATH_MAX];
+        /* The guest factory (factory.h): the helper that plugs devices into
+         * running VMs, and how long one plug may take. */
+        char hotplug_helper[OPTION_PATH_MAX];
+        unsigned hotplug_timeout_ms;
 } QemuSettings;
 
 extern const PluginModule qemu_plugin_module;
