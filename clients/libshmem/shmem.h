@@ -24,7 +24,11 @@ extern "C" {
 
 typedef struct shmem shmem_t;
 
-/* Status codes, equal to the wire's shmem.Status (QNX's 0..6 kept). */
+/*
+ * Status codes, equal to the wire's shmem.Status (QNX's 0..6 kept), then the
+ * factory's (proto/factory-page.h: what a guest's attach through its VM's
+ * factory device may also get).
+ */
 enum {
         SHMEM_STATUS_OK = 0,
         SHMEM_STATUS_UNKNOWN_FAILURE = 1,
@@ -39,6 +43,9 @@ enum {
         SHMEM_STATUS_BAD_REQUEST = 10,
         SHMEM_STATUS_VERSION = 11,
         SHMEM_STATUS_BUSY = 12,
+        SHMEM_STATUS_NO_SLOT = 13, /* guest: no free hot-pluggable slot fits the region's device */
+        SHMEM_STATUS_HOTPLUG = 14, /* guest: the region's device could not be plugged */
+        SHMEM_STATUS_UNSAFE = 15,  /* guest: serving the region could crash the VM's QEMU */
 };
 
 /* Attach flags: at most one of FIND / EXCLUSIVE; neither means create-or-attach. */
