@@ -14,7 +14,8 @@ socket of that region, as the broker's factory does
 half, independent of it). What it cannot do is park a device: its DETACH
 answers yes and the VM stays attached.
 
-    test_guest_factory.py          (paths from the environment, as ctest sets them)
+Run by ctest as `python3 test_guest_factory.py BUILD_DIR` (scenario.Lab's
+broker, tools and image).
 """
 
 import json
@@ -22,21 +23,19 @@ import mmap
 import os
 import re
 import select
-import shutil
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
-import harness  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scenario
+import scenario  # noqa: E402
 from harness import guestlab  # noqa: E402
 from harness.hostpeer import HostPeer  # noqa: E402
 
-ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
-                                          "SHMEM_E2E_IMAGE_DIR")}
+BUILD = None
 GUEST_TIMEOUT = 180
 MS = "30000"
 
@@ -175,44 +174,37 @@ def lines(log, what):
 
 class GuestFactoryTest(unittest.TestCase):
     def setUp(self):
-        for k, v in ENV.items():
-            if not v:
-                self.fail(f"{k} is not set (run through ctest)")
-        d = ENV["SHMEM_E2E_IMAGE_DIR"]
-        self.image = guestlab.Image(os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz"))
-        if not os.path.exists(self.image.initrd):
-            self.fail(f"no guest image in {d}: run test-guests.py --build-image")
-        self.dir = tempfile.mkdtemp(prefix="shmem-e2e-")
-        self.broker = self.factory = self.peer = None
+        self.lab = scenario.Lab(BUILD)
+        self.image = self.lab.image()
+        self.factory = self.peer = None
 
     def tearDown(self):
-        guestlab.kill_all()
-        for x in (self.peer, self.broker, self.factory):
+        self.lab.stop()
+        for x in (self.peer, self.factory):
             if x:
                 x.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.lab.cleanup()
 
     def start(self, regions, script, machine="q35", iommu=True, cold=()):
         """The broker with @regions (host names), the fake factory serving the guest's name
         of each (the host's without "vm1."), a host peer on the first, and the guest vm1
         with the factory device, two free hot-pluggable slots and the regions in @cold on
         its command line. Returns the guest's and the host peer's output."""
-        argv = [ENV["SHMEM_BROKERD"], "--no-config", "-v"]
-        for r in regions:
-            argv += ["--region", f"{r}:60K"]
-        self.broker = harness.Broker(argv, self.dir, os.path.join(self.dir, "broker.log"))
-        served = {r.split("vm1.", 1)[-1]: (r, self.broker.qemu_socket(r), 61440) for r in regions}
-        self.factory = FakeFactory(os.path.join(self.dir, "factory.sock"), served,
+        self.lab.extra_args = [a for r in regions for a in ("--region", f"{r}:60K")]
+        self.lab.start_broker()
+        served = {r.split("vm1.", 1)[-1]: (r, self.lab.qemu_socket(r), 61440) for r in regions}
+        self.factory = FakeFactory(os.path.join(self.lab.workdir, "factory.sock"), served,
                                    {"full": (NO_SLOT, "no free pcie-root-port")},
                                    (lambda n: f"rp{n}") if machine == "q35" else (lambda n: "pci.0"))
-        self.peer = HostPeer(ENV["SHMEM_PEER"], self.broker.socket, regions[0],
+        self.peer = HostPeer(self.lab.peer, self.lab.socket, regions[0],
                              f"info wait-active 0x3 {MS} wait-from 0x2 {MS} expect 0 from-guest {MS} "
                              f"write 100 from-host notify all wait-active 0x1 {MS}",
-                             "host", self.dir, options=("--find",))
+                             "host", self.lab.workdir, options=("--find",))
         self.peer.wait_output("info index=0")
         shmem = [guestlab.Shmem(self.factory.listener.getsockname(), 1)]
-        shmem += [guestlab.Shmem(self.broker.qemu_socket(r), 17) for r in cold]
-        g = guestlab.Guest(self.image, script, self.dir, shmem, name="vm1", timeout=GUEST_TIMEOUT, iommu=iommu)
+        shmem += [guestlab.Shmem(self.lab.qemu_socket(r), 17) for r in cold]
+        g = guestlab.Guest(self.image, script, self.lab.workdir, shmem, name="vm1", timeout=GUEST_TIMEOUT,
+                           iommu=iommu)
         if machine == "q35":
             # acpiphp (QEMU 7.2's default on q35) or pciehp in the guest sees a device come.
             g.argv += ["-device", "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1",
@@ -223,7 +215,10 @@ class GuestFactoryTest(unittest.TestCase):
         g.start()
         res = g.wait()
         out = self.peer.stop()
-        ctx = f"\n--- guest\n{res.log}\n--- host\n{out}\n--- factory {self.factory.requests} {self.factory.errors}"
+        with open(self.lab.broker_log, errors="replace") as f:
+            broker = f.read()
+        ctx = (f"\n--- guest\n{res.log}\n--- host\n{out}\n--- broker\n{broker}\n"
+               f"--- factory {self.factory.requests} {self.factory.errors}")
         self.assertFalse(res.timed_out, ctx)
         self.assertEqual(res.rc, 0, ctx)
         self.assertEqual(self.peer.returncode, 0, ctx)
@@ -298,4 +293,5 @@ exit 0
 
 
 if __name__ == "__main__":
+    BUILD = sys.argv.pop(1) if len(sys.argv) > 1 else "build"
     unittest.main(verbosity=2)

@@ -340,18 +340,27 @@ static int exchange(uint32_t op, const char *name, uint64_t size, FactoryAnswer 
         return factory_exchange(&b.view, &timing, ring, &b, op, name, size, ret);
 }
 
+/*
+ * A successful exchange of @op for "r" after a page whose last request and
+ * answer were @request_seq and @answer_seq; returns the seq the fake saw.
+ */
+static uint64_t exchange_after(uint64_t request_seq, uint64_t answer_seq, uint32_t op, uint64_t size,
+                               FactoryAnswer *ret) {
+        b.page->request.seq = request_seq;
+        b.page->answer = ok_answer(answer_seq);
+        ck_assert_int_eq(exchange(op, "r", size, ret), 0);
+        ck_assert_uint_eq(b.seen.op, op);
+        return b.seen.seq;
+}
+
 START_TEST(test_exchange_request_written) {
         FactoryAnswer r;
 
         /* What an earlier request left: a longer name, other fields. */
-        b.page->request.seq = 4;
         memset(b.page->request.name, 'z', sizeof(b.page->request.name) - 1);
         b.page->request.flags = 0xff;
-        b.page->answer = ok_answer(4);
         broker_start(ANSWER);
-        ck_assert_int_eq(exchange(SHMEM_FACTORY_OP_ATTACH, "r", 8192, &r), 0);
-        ck_assert_uint_eq(b.seen.seq, 5);
-        ck_assert_uint_eq(b.seen.op, SHMEM_FACTORY_OP_ATTACH);
+        ck_assert_uint_eq(exchange_after(4, 4, SHMEM_FACTORY_OP_ATTACH, 8192, &r), 5);
         ck_assert_uint_eq(b.seen.flags, 0);
         ck_assert_uint_eq(b.seen.size, 8192);
         ck_assert_str_eq(b.seen.name, "r");
@@ -372,17 +381,11 @@ END_TEST
 START_TEST(test_exchange_seq_past_an_unanswered_request) {
         FactoryAnswer r;
 
-        /* A process wrote request 7 and died before it rang: 7's answer must not be taken for mine. */
-        b.page->request.seq = 7;
-        b.page->answer = ok_answer(5);
         broker_start(ANSWER);
-        ck_assert_int_eq(exchange(SHMEM_FACTORY_OP_FIND, "r", 0, &r), 0);
-        ck_assert_uint_eq(b.seen.seq, 8);
-        ck_assert_uint_eq(b.seen.op, SHMEM_FACTORY_OP_FIND);
+        /* A process wrote request 7 and died before it rang: 7's answer must not be taken for mine. */
+        ck_assert_uint_eq(exchange_after(7, 5, SHMEM_FACTORY_OP_FIND, 0, &r), 8);
         /* And a page whose answer ran ahead of every request. */
-        b.page->answer.seq = 100;
-        ck_assert_int_eq(exchange(SHMEM_FACTORY_OP_FIND, "r", 0, &r), 0);
-        ck_assert_uint_eq(b.seen.seq, 101);
+        ck_assert_uint_eq(exchange_after(3, 100, SHMEM_FACTORY_OP_FIND, 0, &r), 101);
 }
 END_TEST
 
