@@ -109,7 +109,7 @@ static int ring_now(const FactoryTiming *t, int (*ring)(void *), void *userdata,
 
 int factory_exchange(const FactoryView *v, const FactoryTiming *t, int (*ring)(void *userdata), void *userdata,
                      uint32_t op, const char *name, uint64_t size, FactoryAnswer *ret) {
-        uint64_t last_request, last_answer, seq;
+        uint64_t last_request, last_answer, seq, busy_seq = 0;
         int64_t start = now_ns(), deadline, busy_until = 0, end;
         bool foreign_busy = false;
         int r;
@@ -137,9 +137,10 @@ int factory_exchange(const FactoryView *v, const FactoryTiming *t, int (*ring)(v
                         if (r != -EAGAIN)
                                 return r < 0 ? r : (int) ret->status;
                 } else if (state == SHMEM_FACTORY_BUSY) {
-                        /* Mine in progress, or another's, which ignores rings until it ends. */
-                        if (!busy_until)
+                        /* Mine in progress, or another's, which ignores rings until it ends. Each has its time. */
+                        if (!busy_until || aseq != busy_seq)
                                 busy_until = now + (int64_t) t->busy_ms * 1000000;
+                        busy_seq = aseq;
                         foreign_busy = aseq != seq;
                 } else if (aseq == seq && state != SHMEM_FACTORY_IDLE)
                         return -EPROTO;

@@ -212,6 +212,7 @@ enum {
         BUSY_FOREVER,
         SILENT,         /* reads the rings, answers nothing */
         FOREIGN_BUSY,   /* another request is BUSY at start, rings ignored until it ends */
+        FOREIGN_THEN_MINE, /* the same, then the broker takes the page's request itself, BUSY a while */
         BAD_STATE,      /* answers the seq with an unknown state */
 };
 
@@ -274,10 +275,19 @@ static void *broker_run(void *arg) {
                         answer(3, SHMEM_FACTORY_DONE, 0);
                         foreign_until = 0;
                 }
+                if (b.mode == FOREIGN_THEN_MINE && foreign_until && now_ms() >= foreign_until) {
+                        memcpy(&b.seen, b.view.request, sizeof(b.seen));
+                        answer(b.seen.seq, SHMEM_FACTORY_BUSY, 0);
+                        sleep_ms(b.busy_for_ms);
+                        answer(b.seen.seq, SHMEM_FACTORY_DONE, 0);
+                        __atomic_fetch_add(&b.answered, 1, __ATOMIC_ACQ_REL);
+                        foreign_until = 0;
+                        continue;
+                }
                 if (!ring_wait(5))
                         continue;
                 /* A ring during the other request's BUSY is ignored (factory-page.h). */
-                if (b.mode == FOREIGN_BUSY && foreign_until)
+                if ((b.mode == FOREIGN_BUSY || b.mode == FOREIGN_THEN_MINE) && (foreign_until || b.answered))
                         continue;
                 /* Copied out before it is looked at: the page is the guest's. */
                 memcpy(&b.seen, b.view.request, sizeof(b.seen));
@@ -460,6 +470,21 @@ START_TEST(test_exchange_rings_again_after_another_request) {
 }
 END_TEST
 
+START_TEST(test_exchange_each_busy_has_its_time) {
+        FactoryAnswer r;
+
+        /* Another request BUSY for 2/3 of busy_ms, then mine for as long: neither is over its time. */
+        b.page->request.seq = 3;
+        b.page->answer.seq = 3;
+        b.page->answer.state = SHMEM_FACTORY_BUSY;
+        b.busy_for_ms = 2 * timing.busy_ms / 3;
+        broker_start(FOREIGN_THEN_MINE);
+        ck_assert_int_eq(exchange(SHMEM_FACTORY_OP_ATTACH, "r", 4096, &r), 0);
+        ck_assert_uint_eq(b.seen.seq, 4);
+        ck_assert_int_eq(b.answered, 1);
+}
+END_TEST
+
 START_TEST(test_exchange_bad_state) {
         FactoryAnswer r;
 
@@ -503,6 +528,7 @@ int main(void) {
         tcase_add_test(tc, test_exchange_busy_bounded);
         tcase_add_test(tc, test_exchange_no_answer);
         tcase_add_test(tc, test_exchange_rings_again_after_another_request);
+        tcase_add_test(tc, test_exchange_each_busy_has_its_time);
         tcase_add_test(tc, test_exchange_bad_state);
         tcase_add_test(tc, test_exchange_ring_fails);
         suite_add_tcase(s, tc);
