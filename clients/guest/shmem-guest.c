@@ -350,7 +350,7 @@ int shmem_guest_attach(shmem_t **ret, const char *name, uint64_t size, unsigned 
                        FactoryAnswer *ret_answer) {
         _cleanup_(shmem_freep) shmem_t *s = NULL;
         FactoryAnswer answer = { .op = SHMEM_FACTORY_OP_NONE };
-        int r;
+        int r, factory_error;
 
         if (ret_answer)
                 *ret_answer = answer;
@@ -366,9 +366,8 @@ int shmem_guest_attach(shmem_t **ret, const char *name, uint64_t size, unsigned 
         s->name = strdup(name);
         if (!s->name)
                 return -ENOMEM;
-        r = factory_open(&s->factory);
-        if (r < 0)
-                return r;
+        /* A factory that cannot be used does not keep the VM's present devices from being. */
+        factory_error = factory_open(&s->factory);
         if (s->factory) {
                 r = factory_lock(s->factory, FACTORY_LOCK_MS);
                 if (r < 0)
@@ -377,6 +376,8 @@ int shmem_guest_attach(shmem_t **ret, const char *name, uint64_t size, unsigned 
         r = shmem_attach_locked(s, size, flags, &answer);
         if (s->factory)
                 factory_unlock(s->factory);
+        if (r == SHMEM_STATUS_DOES_NOT_EXIST && factory_error < 0)
+                r = factory_error;
         if (ret_answer)
                 *ret_answer = answer;
         if (r != 0)

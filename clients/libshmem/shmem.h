@@ -118,7 +118,9 @@ struct shmem_event {
  * (SHMEM_EXCLUSIVE gives SHMEM_STATUS_EXISTS; a device another handle of
  * the guest holds through vfio gives SHMEM_STATUS_BUSY). Otherwise:
  * - Without a factory device, a guest cannot create or attach: @size is
- *   ignored, a missing name gives SHMEM_STATUS_DOES_NOT_EXIST.
+ *   ignored, a missing name gives SHMEM_STATUS_DOES_NOT_EXIST. A factory
+ *   device that cannot be used (mapped by another driver, a malformed page)
+ *   counts as none, but its -errno replaces DOES_NOT_EXIST.
  * - With the VM's factory device (docs/region-layout.md, "The factory, from
  *   a guest"), the library asks it, as QNX's guest factory does: FIND for
  *   SHMEM_FIND, EXCLUSIVE for SHMEM_EXCLUSIVE, else ATTACH with @size. A
