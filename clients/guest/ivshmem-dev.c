@@ -187,6 +187,32 @@ int ivshmem_dev_peek(const char *bdf, void *buf, size_t len, uint64_t *ret_bar2_
         return 0;
 }
 
+int ivshmem_dev_peek_reg(const char *bdf, unsigned reg, uint32_t *ret) {
+        void *p;
+        size_t size;
+        int r;
+
+        if (reg > REGS_SIZE - 4 || reg % 4 != 0)
+                return -EINVAL;
+        sysfs_enable(bdf);
+        r = sysfs_map_bar(bdf, 0, PAGE, PROT_READ, &p, &size);
+        if (r < 0)
+                return r == -ENOENT ? r : -EBUSY;
+        /* The device knows 32-bit accesses only. */
+        *ret = ((volatile uint32_t *) p)[reg / 4];
+        munmap(p, size);
+        return 0;
+}
+
+int ivshmem_dev_open_dir(const char *bdf) {
+        char path[PATH_MAX];
+        int fd;
+
+        snprintf(path, sizeof(path), PCI_DEVICES "/%s", bdf);
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
 static int sysfs_open(IvshmemDev *d) {
         void *p;
         size_t size;

@@ -65,6 +65,20 @@ bool ivshmem_dev_is_ivshmem(const char *bdf);
  */
 int ivshmem_dev_peek(const char *bdf, void *buf, size_t len, uint64_t *ret_bar2_size);
 
+/*
+ * Reads BAR0 register @reg of @bdf through sysfs, without opening the device
+ * (IVPosition: which peer this VM is on the region's wire). -EBUSY as for
+ * ivshmem_dev_peek().
+ */
+int ivshmem_dev_peek_reg(const char *bdf, unsigned reg, uint32_t *ret);
+
+/*
+ * Opens the sysfs directory of @bdf (O_RDONLY, O_CLOEXEC): one inode for
+ * every process of the guest, so flock() on it serializes them per device.
+ * Returns the fd, or -errno.
+ */
+int ivshmem_dev_open_dir(const char *bdf);
+
 /* Whether @bdf can be opened with vfio: vfio-pci present, an IOMMU group, no other driver. */
 bool ivshmem_dev_vfio_usable(const char *bdf);
 

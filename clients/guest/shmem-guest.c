@@ -5,8 +5,10 @@
  * (docs/region-layout.md; QEMU docs/specs/ivshmem-spec.txt for the device).
  *
  * - The region: BAR2 is the broker's memfd; page 0 is the control page.
- *   A guest cannot create a region: it finds the device whose control page
- *   carries the name.
+ *   The library finds the device whose control page carries the name and
+ *   this VM's IVPosition in an active slot. Failing that, if the VM has a
+ *   factory device (factory.h), it asks the factory, which creates the
+ *   region or plugs a device for it, and waits for that device to appear.
  * - Signals out: set my bit in the target's pending word, then ring the
  *   target's doorbell id through BAR0 Doorbell.
  * - Signals in: MSI-X vectors as eventfds from vfio-pci (no kernel module of
@@ -20,23 +22,31 @@
  * The device's driver is left bound to vfio-pci at detach: rebinding gains
  * nothing. vfio allows one opener per IOMMU group, so one handle per device
  * per guest with vfio (another attach gets SHMEM_STATUS_BUSY); polling handles
- * can share a device. A guest's index stays attached while its QEMU runs,
- * whatever the handle does: the broker's peer is the QEMU, not this process,
- * so detach and attach again keep the index and the signals sent meanwhile.
+ * can share a device. The broker's peer is the QEMU, not this process.
+ * Without a factory the guest's index stays attached while its QEMU runs,
+ * whatever the handle does, so detach and attach again keep the index and
+ * the signals sent meanwhile. With one, the last handle of the guest on a
+ * device sends DETACH at detach (the others hold flock(LOCK_SH) on the
+ * device's sysfs directory; every attach and detach runs under the factory's
+ * lock, so none sees a device between a last holder's check and its DETACH):
+ * the broker parks the device, and the next attach asks the factory again.
  * Needs root (sysfs, /dev/vfio).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "control-page.h"
+#include "factory.h"
 #include "ivshmem-dev.h"
 #include "macro.h"
+#include "shmem-guest.h"
 #include "shmem-raw.h"
 #include "shmem.h"
 
@@ -58,10 +68,24 @@
  */
 #define RELOOK_WINDOW_MS 10000
 #define TAG_TIMER UINT32_MAX /* epoll data of the timer; vectors use their number */
+/*
+ * With a factory: how long an attach or detach waits for the other users of
+ * the factory in this guest (one request takes at most the factory's answer
+ * and busy times, factory.c, and DEVICE_WAIT_MS), and how long an attach
+ * waits for the device of a region the factory said yes to: a hot-plugged
+ * device appears when the guest's pciehp (q35) or acpiphp (pc) has seen it,
+ * which takes seconds under TCG.
+ */
+#define FACTORY_LOCK_MS 60000
+#define DEVICE_WAIT_MS 20000
+#define DEVICE_LOOK_MS 20
 
 struct shmem {
-        char *name;
+        char *name;                   /* as the caller named it */
+        char *region;                 /* as the device's control page names it */
         IvshmemDev dev;               /* dev.vfio: MSI-X; else the pending word is polled */
+        Factory *factory;             /* the VM's factory device; NULL without one */
+        int hold;                     /* with a factory: the device's sysfs directory, LOCK_SH */
         struct shmem_control_page *page;
         uint8_t *data;
         uint64_t data_size;
@@ -75,7 +99,10 @@ static shmem_t *shmem_free(shmem_t *s) {
         if (!s)
                 return NULL;
         fd_close(s->timer);
+        fd_close(s->hold);
         ivshmem_dev_close(&s->dev);
+        factory_free(s->factory);
+        free(s->region);
         free(s->name);
         free(s);
         return NULL;
@@ -89,35 +116,39 @@ static int shmem_alloc(shmem_t **ret) {
                 return -ENOMEM;
         ivshmem_dev_init(&s->dev);
         s->timer = -1;
+        s->hold = -1;
         *ret = s;
         return 0;
 }
 
 /* --- the control page ------------------------------------------------------ */
 
-static bool name_valid(const char *name) {
-        size_t n = strlen(name);
-
-        if (n < 1 || n > SHMEM_NAME_MAX || name[0] == '.')
-                return false;
-        return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
 /*
  * Whether the device at @bdf carries region @name: 1 yes, 0 no, -EBUSY if
  * its control page cannot be looked at, through sysfs: vfio holds the BAR of
  * a device another handle uses, and CONFIG_IO_STRICT_DEVMEM then refuses the
- * mapping.
+ * mapping. On 1, @ret_active says whether this VM is attached to it there: an
+ * active slot carries the device's IVPosition (not so for a device the
+ * broker parked at a DETACH, or one whose region is gone).
  */
-static int device_has_region(const char *bdf, const char *name) {
-        struct shmem_control_page h;
+static int device_has_region(const char *bdf, const char *name, bool *ret_active) {
+        struct shmem_control_page page;
         uint64_t bar2_size;
+        uint32_t ivposition;
         int r;
 
-        r = ivshmem_dev_peek(bdf, &h, sizeof(h), &bar2_size);
+        r = ivshmem_dev_peek(bdf, &page, sizeof(page), &bar2_size);
         if (r == -EBUSY)
                 return r;
-        return r == 0 && shmem_page_header_valid(&h, bar2_size) && shmem_page_header_names(&h, name);
+        if (r < 0 || !shmem_page_header_valid(&page, bar2_size) || !shmem_page_header_names(&page, name))
+                return 0;
+        *ret_active = false;
+        if (ivshmem_dev_peek_reg(bdf, IVSHMEM_REG_IV_POSITION, &ivposition) < 0)
+                return 1;
+        for (unsigned i = 0; i < page.max_peers; i++)
+                if (page.slots[i].state == SHMEM_SLOT_ACTIVE && page.slots[i].doorbell_id == ivposition)
+                        *ret_active = true;
+        return 1;
 }
 
 /* --- attach ---------------------------------------------------------------- */
@@ -146,7 +177,7 @@ static int shmem_setup_layout(shmem_t *s) {
 
         /* A copy: the page can change under us, the checks must hold for what is used. */
         memcpy(&h, s->dev.bar2, sizeof(h));
-        if (!shmem_page_header_valid(&h, s->dev.bar2_size) || !shmem_page_header_names(&h, s->name))
+        if (!shmem_page_header_valid(&h, s->dev.bar2_size) || !shmem_page_header_names(&h, s->region))
                 return SHMEM_STATUS_DOES_NOT_EXIST;
         /* QEMU's `vectors=` must be max_peers + 1: without the control vector no membership wakeup. */
         if (s->dev.vfio && s->dev.msix_count < h.vectors)
@@ -176,72 +207,60 @@ static int shmem_setup_layout(shmem_t *s) {
         return -EPROTO;
 }
 
+/* What a scan of the ivshmem devices found for a region. */
 typedef struct FindDevice {
         const char *name;
-        char *ret;
-        size_t size;
-        bool busy;
+        char bdf[sizeof(((IvshmemDev *) NULL)->bdf)];
+        bool found;  /* bdf carries the region */
+        bool active; /* ... and this VM is attached to it there */
+        bool busy;   /* a device could not be looked at */
 } FindDevice;
 
 static int find_device_one(const char *bdf, void *userdata) {
         FindDevice *f = userdata;
+        bool active = false;
         int has;
 
-        if (strlen(bdf) >= f->size)
+        if (strlen(bdf) >= sizeof(f->bdf))
                 return 0;
-        has = device_has_region(bdf, f->name);
+        has = device_has_region(bdf, f->name, &active);
         if (has < 0)
                 f->busy = true;
-        if (has <= 0)
+        if (has <= 0 || (f->found && !active))
                 return 0;
-        memcpy(f->ret, bdf, strlen(bdf) + 1);
-        return 1;
+        memcpy(f->bdf, bdf, strlen(bdf) + 1);
+        f->found = true;
+        f->active = active;
+        return active; /* an active one ends the scan; else the first that carries it is kept */
 }
 
 /*
  * The first ivshmem device (in PCI address order) whose control page names
- * @name. None, but one could not be looked at: SHMEM_STATUS_BUSY, since it may
- * be the one, in use by another handle in this guest.
+ * @name and has this VM attached, else the first that names it. None, but
+ * one could not be looked at: SHMEM_STATUS_BUSY, since it may be the one, in
+ * use by another handle in this guest.
  */
-static int shmem_find_device(const char *name, char *ret, size_t size) {
-        FindDevice f = { .name = name, .ret = ret, .size = size };
+static int shmem_find_device(const char *name, FindDevice *f) {
         int r;
 
-        r = ivshmem_dev_scan(find_device_one, &f);
+        *f = (FindDevice) { .name = name };
+        r = ivshmem_dev_scan(find_device_one, f);
         if (r < 0)
                 return r;
-        if (r == 0)
-                return f.busy ? SHMEM_STATUS_BUSY : SHMEM_STATUS_DOES_NOT_EXIST;
+        if (!f->found)
+                return f->busy ? SHMEM_STATUS_BUSY : SHMEM_STATUS_DOES_NOT_EXIST;
         return 0;
 }
 
-int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
-                 const struct shmem_attach_opts *opts) {
-        _cleanup_(shmem_freep) shmem_t *s = NULL;
+/* Opens the device at @bdf as the handle's, for region @region (its control page's name). */
+static int shmem_open_device(shmem_t *s, const char *bdf, const char *region) {
         const char *force_poll;
-        char bdf[sizeof(s->dev.bdf)];
         bool vfio;
         int r;
 
-        if (!ret || !name || (flags & ~(unsigned) (SHMEM_FIND | SHMEM_EXCLUSIVE)) ||
-            (flags & SHMEM_FIND && flags & SHMEM_EXCLUSIVE))
-                return -EINVAL;
-        if (!name_valid(name))
-                return SHMEM_STATUS_ILLEGAL_NAME;
-
-        r = shmem_alloc(&s);
-        if (r < 0)
-                return r;
-        s->name = strdup(name);
-        if (!s->name)
+        s->region = strdup(region);
+        if (!s->region)
                 return -ENOMEM;
-        /* A guest cannot create: create-or-attach finds, exclusive create always fails. */
-        r = shmem_find_device(name, bdf, sizeof(bdf));
-        if (r != 0)
-                return r;
-        if (flags & SHMEM_EXCLUSIVE)
-                return SHMEM_STATUS_EXISTS;
-
         force_poll = getenv("SHMEM_GUEST_POLL");
         vfio = !(force_poll && *force_poll && strcmp(force_poll, "0") != 0) && ivshmem_dev_vfio_usable(bdf);
         r = ivshmem_dev_open(&s->dev, bdf, vfio);
@@ -252,6 +271,14 @@ int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
         r = shmem_setup_layout(s);
         if (r != 0)
                 return r;
+        if (s->factory) {
+                /* A holder: while it is, another handle's detach does not make the VM leave. */
+                s->hold = ivshmem_dev_open_dir(bdf);
+                if (s->hold < 0)
+                        return s->hold;
+                if (flock(s->hold, LOCK_SH | LOCK_NB) < 0)
+                        return -errno;
+        }
         if (s->dev.vfio) {
                 /*
                  * A ring that comes before MSI-X is on is lost by QEMU; its
@@ -266,16 +293,144 @@ int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
                 if (r < 0)
                         return r;
         }
+        return 0;
+}
+
+/*
+ * After the factory's yes: waits up to DEVICE_WAIT_MS for the device of
+ * @region with this VM attached (a hot-plugged one appears when the guest
+ * has seen the plug; a parked one is active again once the broker has
+ * answered), and opens it. Timed out: SHMEM_STATUS_BUSY if a device could
+ * not be looked at (it may be that one, held by another handle), else
+ * -ETIMEDOUT.
+ */
+static int shmem_open_region(shmem_t *s, const char *region) {
+        int64_t deadline = now_ms() + DEVICE_WAIT_MS;
+        FindDevice f;
+        int r;
+
+        for (;;) {
+                r = shmem_find_device(region, &f);
+                if (r < 0)
+                        return r;
+                if (f.active)
+                        return shmem_open_device(s, f.bdf, region);
+                if (now_ms() >= deadline)
+                        return f.busy ? SHMEM_STATUS_BUSY : -ETIMEDOUT;
+                sleep_ms(DEVICE_LOOK_MS);
+        }
+}
+
+/* shmem_attach() once the handle has its name and, with a factory, the factory's lock. */
+static int shmem_attach_locked(shmem_t *s, uint64_t size, unsigned flags, FactoryAnswer *answer) {
+        FindDevice f;
+        uint32_t op;
+        int r;
+
+        r = shmem_find_device(s->name, &f);
+        if (r < 0)
+                return r;
+        /* Without a factory, a guest cannot create: create-or-attach finds, exclusive create always fails. */
+        if (!s->factory || f.active) {
+                if (r != 0)
+                        return r;
+                if (flags & SHMEM_EXCLUSIVE)
+                        return SHMEM_STATUS_EXISTS;
+                return shmem_open_device(s, f.bdf, s->name);
+        }
+        op = flags & SHMEM_FIND ? SHMEM_FACTORY_OP_FIND :
+             flags & SHMEM_EXCLUSIVE ? SHMEM_FACTORY_OP_EXCLUSIVE : SHMEM_FACTORY_OP_ATTACH;
+        r = factory_request(s->factory, op, s->name, op == SHMEM_FACTORY_OP_FIND ? 0 : size, answer);
+        if (r != 0)
+                return r;
+        return shmem_open_region(s, answer->region);
+}
+
+int shmem_guest_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
+                       FactoryAnswer *ret_answer) {
+        _cleanup_(shmem_freep) shmem_t *s = NULL;
+        FactoryAnswer answer = { .op = SHMEM_FACTORY_OP_NONE };
+        int r, factory_error;
+
+        if (ret_answer)
+                *ret_answer = answer;
+        if (!ret || !name || (flags & ~(unsigned) (SHMEM_FIND | SHMEM_EXCLUSIVE)) ||
+            (flags & SHMEM_FIND && flags & SHMEM_EXCLUSIVE))
+                return -EINVAL;
+        if (!factory_name_valid(name))
+                return SHMEM_STATUS_ILLEGAL_NAME;
+
+        r = shmem_alloc(&s);
+        if (r < 0)
+                return r;
+        s->name = strdup(name);
+        if (!s->name)
+                return -ENOMEM;
+        /* A factory that cannot be used does not keep the VM's present devices from being. */
+        factory_error = factory_open(&s->factory);
+        if (s->factory) {
+                r = factory_lock(s->factory, FACTORY_LOCK_MS);
+                if (r < 0)
+                        return r;
+        }
+        r = shmem_attach_locked(s, size, flags, &answer);
+        if (s->factory)
+                factory_unlock(s->factory);
+        if (r == SHMEM_STATUS_DOES_NOT_EXIST && factory_error < 0)
+                r = factory_error;
+        if (ret_answer)
+                *ret_answer = answer;
+        if (r != 0)
+                return r;
         *ret = TAKE_PTR(s);
         return 0;
+}
+
+int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
+                 const struct shmem_attach_opts *opts) {
+        return shmem_guest_attach(ret, name, size, flags, NULL);
 }
 
 int shmem_find(shmem_t **ret, const char *name, const struct shmem_attach_opts *opts) {
         return shmem_attach(ret, name, 0, SHMEM_FIND, opts);
 }
 
+int shmem_guest_detach(shmem_t *s, FactoryAnswer *ret_answer) {
+        FactoryAnswer answer = { .op = SHMEM_FACTORY_OP_NONE };
+        int r = 0;
+
+        if (s && s->factory) {
+                r = factory_lock(s->factory, FACTORY_LOCK_MS);
+                if (r == 0) {
+                        /* The guest's last handle on the device (a failed upgrade drops the lock: fine here). */
+                        bool last = flock(s->hold, LOCK_EX | LOCK_NB) == 0;
+
+                        /* Done with the device before the others see the VM leave. */
+                        ivshmem_dev_close(&s->dev);
+                        if (last)
+                                r = factory_request(s->factory, SHMEM_FACTORY_OP_DETACH, s->name, 0, &answer);
+                        /* Unheld before the next attach may look: its LOCK_SH must not meet my LOCK_EX. */
+                        s->hold = fd_close(s->hold);
+                        factory_unlock(s->factory);
+                }
+        }
+        if (ret_answer)
+                *ret_answer = answer;
+        shmem_free(s);
+        return r;
+}
+
 shmem_t *shmem_detach(shmem_t *s) {
-        return shmem_free(s);
+        (void) shmem_guest_detach(s, NULL);
+        return NULL;
+}
+
+const char *shmem_guest_region(shmem_t *s) {
+        return s ? s->region : NULL;
+}
+
+const char *shmem_guest_device(shmem_t *s) {
+        return s ? s->dev.bdf : NULL;
 }
 
 void *shmem_data(shmem_t *s) {

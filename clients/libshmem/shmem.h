@@ -24,7 +24,11 @@ extern "C" {
 
 typedef struct shmem shmem_t;
 
-/* Status codes, equal to the wire's shmem.Status (QNX's 0..6 kept). */
+/*
+ * Status codes, equal to the wire's shmem.Status (QNX's 0..6 kept), then the
+ * factory's (proto/factory-page.h: what a guest's attach through its VM's
+ * factory device may also get).
+ */
 enum {
         SHMEM_STATUS_OK = 0,
         SHMEM_STATUS_UNKNOWN_FAILURE = 1,
@@ -39,6 +43,9 @@ enum {
         SHMEM_STATUS_BAD_REQUEST = 10,
         SHMEM_STATUS_VERSION = 11,
         SHMEM_STATUS_BUSY = 12,
+        SHMEM_STATUS_NO_SLOT = 13, /* guest: no free hot-pluggable slot fits the region's device */
+        SHMEM_STATUS_HOTPLUG = 14, /* guest: the region's device could not be plugged */
+        SHMEM_STATUS_UNSAFE = 15,  /* guest: serving the region could crash the VM's QEMU */
 };
 
 /* Attach flags: at most one of FIND / EXCLUSIVE; neither means create-or-attach. */
@@ -106,10 +113,26 @@ struct shmem_event {
  * @flags: SHMEM_FIND, SHMEM_EXCLUSIVE or 0
  * @opts: NULL for defaults
  *
- * In a guest, the region must be one of the VM's ivshmem devices: @size and
- * @opts are ignored, a missing name gives SHMEM_STATUS_DOES_NOT_EXIST,
- * SHMEM_EXCLUSIVE gives SHMEM_STATUS_EXISTS, and a device another handle of
- * the guest holds gives SHMEM_STATUS_BUSY.
+ * In a guest, @opts is ignored. An ivshmem device of the VM whose control
+ * page carries @name, with the VM attached to it, is used at once
+ * (SHMEM_EXCLUSIVE gives SHMEM_STATUS_EXISTS; a device another handle of
+ * the guest holds through vfio gives SHMEM_STATUS_BUSY). Otherwise:
+ * - Without a factory device, a guest cannot create or attach: @size is
+ *   ignored, a missing name gives SHMEM_STATUS_DOES_NOT_EXIST. A factory
+ *   device that cannot be used (mapped by another driver, a malformed page)
+ *   counts as none, but its -errno replaces DOES_NOT_EXIST.
+ * - With the VM's factory device (docs/region-layout.md, "The factory, from
+ *   a guest"), the library asks it, as QNX's guest factory does: FIND for
+ *   SHMEM_FIND, EXCLUSIVE for SHMEM_EXCLUSIVE, else ATTACH with @size. A
+ *   refusal is returned as its status (SHMEM_STATUS_NO_SLOT, _HOTPLUG and
+ *   _UNSAFE are the factory's own). On yes the broker has plugged a device
+ *   for the region into the running VM, or made the parked one active again,
+ *   and the library waits for it: at most 5 s for the broker to take the
+ *   request, 30 s while it plugs (twice that behind another request), then
+ *   20 s for the device to appear in sysfs (-ETIMEDOUT past either). The
+ *   region's name on the device may carry the VM's subst prefix;
+ *   shmem_name() stays @name. Requests of all processes of the guest are
+ *   serialized (flock on the factory device), for at most 60 s each.
  *
  * Return: 0, a positive SHMEM_STATUS_*, or a negative errno.
  */
@@ -119,7 +142,18 @@ int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
 /** shmem_find() - shmem_attach() with SHMEM_FIND. */
 int shmem_find(shmem_t **ret, const char *name, const struct shmem_attach_opts *opts);
 
-/** shmem_detach() - detach and free the handle; NULL-safe. Return: NULL. */
+/**
+ * shmem_detach() - detach and free the handle; NULL-safe. Return: NULL.
+ *
+ * In a guest without a factory device the VM stays attached (its QEMU is the
+ * broker's peer): the index and the signals sent meanwhile are there at the
+ * next attach. With one, the guest's last handle on the region's device
+ * sends the factory DETACH: the broker parks the device (it stays plugged,
+ * since unplugging can crash QEMU 7.2, docs/libvirt.md section 8), the other
+ * peers see this VM leave, and the next attach asks the factory again, which
+ * answers at once and the same device is found again. The answer is not
+ * reported: the handle is freed whatever it is.
+ */
 shmem_t *shmem_detach(shmem_t *shm);
 
 void *shmem_data(shmem_t *shm);          /* start of the data area */

@@ -68,19 +68,6 @@ static int cmd_write(Tool *t, char **args) {
         return 0;
 }
 
-/* Formats up to @len bytes at @p, stopping at a NUL, non-printables escaped. */
-static void format_bytes(const unsigned char *p, uint64_t len, char *buf, size_t size) {
-        size_t n = 0;
-
-        for (uint64_t i = 0; i < len && p[i] && n + 5 < size; i++) {
-                if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
-                        buf[n++] = (char) p[i];
-                else
-                        n += (size_t) snprintf(buf + n, size - n, "\\x%02x", p[i]);
-        }
-        buf[n] = '\0';
-}
-
 static int cmd_read(Tool *t, char **args) {
         char buf[4096 * 4 + 1];
         uint64_t off, len;
@@ -285,19 +272,19 @@ static int cmd_sleep(Tool *t, char **args) {
 }
 
 const Command commands[] = {
-        { "info", 0, cmd_info, MODE_SHMEM },
-        { "write", 2, cmd_write, MODE_SHMEM | MODE_RAW },
-        { "read", 2, cmd_read, MODE_SHMEM | MODE_RAW },
-        { "expect", 3, cmd_expect, MODE_SHMEM | MODE_RAW },
-        { "notify", 1, cmd_notify, MODE_SHMEM },
-        { "wait", 1, cmd_wait, MODE_SHMEM },
-        { "wait-from", 2, cmd_wait_from, MODE_SHMEM },
-        { "wait-rang", 2, cmd_wait_rang, MODE_SHMEM },
-        { "wait-active", 2, cmd_wait_active, MODE_SHMEM },
-        { "expect-no-signal", 1, cmd_expect_no_signal, MODE_SHMEM },
-        { "unconsumed", 0, cmd_unconsumed, MODE_SHMEM },
-        { "sleep", 1, cmd_sleep, MODE_SHMEM | MODE_RAW },
-        { "forge-pending", 2, cmd_forge_pending, MODE_SHMEM },
-        { "ring-only", 1, cmd_ring_only, MODE_SHMEM },
+        { "info", 0, cmd_info, MODE_SHMEM, 0 },
+        { "write", 2, cmd_write, MODE_SHMEM | MODE_RAW, 0 },
+        { "read", 2, cmd_read, MODE_SHMEM | MODE_RAW, 0 },
+        { "expect", 3, cmd_expect, MODE_SHMEM | MODE_RAW, 0 },
+        { "notify", 1, cmd_notify, MODE_SHMEM, 0 },
+        { "wait", 1, cmd_wait, MODE_SHMEM, 0 },
+        { "wait-from", 2, cmd_wait_from, MODE_SHMEM, 0 },
+        { "wait-rang", 2, cmd_wait_rang, MODE_SHMEM, 0 },
+        { "wait-active", 2, cmd_wait_active, MODE_SHMEM, 0 },
+        { "expect-no-signal", 1, cmd_expect_no_signal, MODE_SHMEM, 0 },
+        { "unconsumed", 0, cmd_unconsumed, MODE_SHMEM, 0 },
+        { "sleep", 1, cmd_sleep, MODE_SHMEM | MODE_RAW | MODE_DETACHED, 0 },
+        { "forge-pending", 2, cmd_forge_pending, MODE_SHMEM, 0 },
+        { "ring-only", 1, cmd_ring_only, MODE_SHMEM, 0 },
         {},
 };

@@ -166,9 +166,9 @@ static int cmd_expect_no_vector(Tool *t, char **args) {
 }
 
 const Command raw_commands[] = {
-        { "info", 0, cmd_raw_info, MODE_RAW },
-        { "ring", 2, cmd_ring, MODE_RAW },
-        { "wait-vector", 2, cmd_wait_vector, MODE_RAW },
-        { "expect-no-vector", 1, cmd_expect_no_vector, MODE_RAW },
+        { "info", 0, cmd_raw_info, MODE_RAW, 0 },
+        { "ring", 2, cmd_ring, MODE_RAW, 0 },
+        { "wait-vector", 2, cmd_wait_vector, MODE_RAW, 0 },
+        { "expect-no-vector", 1, cmd_expect_no_vector, MODE_RAW, 0 },
         {},
 };

@@ -15,13 +15,19 @@
  * as a guest written for QEMU's contrib/ivshmem-server is, on a compat region
  * (signal-mode = ivshmem), using the device alone.
  *
+ * A run may also attach and detach as it goes (attach, find, create, detach;
+ * --detached starts with no region): in a guest with a factory device, that
+ * is how a test hot-plugs a region, uses it, parks it and gets it back.
+ *
  * Here: the options, the help, the script's check and its run. The commands
- * are in commands.c, the raw ones in raw.c; tool.h is what they share.
+ * are in commands.c, the attach ones in attach.c, the raw ones in raw.c;
+ * tool.h is what they share.
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "attach.h"
 #include "commands.h"
 #include "shmem.h"
 #include "tool.h"
@@ -37,21 +43,28 @@
 
 static void help(void) {
         printf("Usage: " PROGRAM " [OPTIONS] NAME COMMAND...\n"
+               "       " PROGRAM " [OPTIONS] --detached COMMAND...\n"
 #ifdef SHMEM_TOOL_GUEST
                "       " PROGRAM " --raw [--device=BDF] COMMAND...\n"
 #endif
                "\n"
                "Attach to region NAME, run the commands in order, detach. Every output\n"
                "line starts with \"shmem-tool: \". Exit 0 if every command succeeded, else\n"
-               "print \"shmem-tool: FAIL <reason>\" and exit 1 at the first failure.\n"
+               "print \"shmem-tool: FAIL <reason>\" and exit 1 at the first failure; a\n"
+               "refused attach, find, create or detach command exits with its status\n"
+               "(UNKNOWN_FAILURE is 1 too: its line tells it from a FAIL).\n"
                "\n"
                "Options:\n"
                "  -h --help           Show this help\n"
+               "     --detached       Start with no region (no NAME): the script attaches\n"
+               "                      with attach, find or create (Region commands below)\n"
 #ifdef SHMEM_TOOL_GUEST
-               "  Inside a guest the region is found on an ivshmem-doorbell device; a guest\n"
-               "  cannot create one. --socket, --label and --size are accepted and ignored;\n"
-               "  --exclusive always fails (EXISTS or DOES_NOT_EXIST). SHMEM_GUEST_POLL=1 in\n"
-               "  the environment polls instead of using vfio-pci MSI-X.\n"
+               "  Inside a guest the region is found on an ivshmem-doorbell device. If none\n"
+               "  carries it and the VM has a factory device, the factory is asked (it may\n"
+               "  create the region and plug a device for it); without one a guest cannot\n"
+               "  create, --size is ignored and --exclusive always fails (EXISTS or\n"
+               "  DOES_NOT_EXIST). --socket and --label are accepted and ignored.\n"
+               "  SHMEM_GUEST_POLL=1 in the environment polls instead of using vfio-pci MSI-X.\n"
                "     --raw            Raw ivshmem mode, for a compat region (signal-mode =\n"
                "                      ivshmem, no control page): no NAME, the raw commands\n"
                "                      below; the other options are ignored\n"
@@ -61,9 +74,28 @@ static void help(void) {
                "     --socket=PATH    Broker socket (default: $SHMEM_BROKER_SOCKET, else the\n"
                "                      system broker's)\n"
                "     --label=LABEL    Label shown to other peers (default: the program name)\n"
-               "     --size=BYTES     Data size if this attach creates the region (K, M, G)\n"
-               "     --find           Attach only if the region exists\n"
-               "     --exclusive      Create only; fail if the region exists\n"
+               "     --size=BYTES     Data size if NAME's attach creates the region (K, M, G)\n"
+               "     --find           Attach NAME only if the region exists\n"
+               "     --exclusive      Create NAME only; fail if the region exists\n"
+               "\n"
+               "Region commands (at most one region at a time; they print one line each):\n"
+               "  attach NAME SIZE          Attach, creating the region with SIZE data bytes\n"
+               "                            (K, M, G) if it does not exist\n"
+               "  find NAME                 Attach only if the region exists\n"
+               "  create NAME SIZE          Create only: EXISTS if the region exists\n"
+               "  detach NAME               Detach from NAME, the region attached\n"
+               "    Each prints \"attach NAME status=N (TEXT)\" (find, create, detach alike),\n"
+               "    on success followed by \" size=BYTES region=HOST\": HOST is the name the\n"
+               "    region's control page carries"
+#ifdef SHMEM_TOOL_GUEST
+               " (with the VM's subst prefix), then\n"
+               "    \" device=BDF\" (its ivshmem device). In a guest every line then has\n"
+               "    \" factory=0|1\" (whether the VM's factory was asked; a detach asks it\n"
+               "    when this is the guest's last handle on the device, which the broker then\n"
+               "    parks: the next attach gets the same device back) and, for a refusal\n"
+               "    with a reason, \" detail=REASON\" to the end of the line"
+#endif
+               ".\n"
                "\n"
                "Commands (numbers decimal or 0x-hex; MASK bit i = peer index i):\n"
                "  info                      Print \"info index=I size=S max_peers=M active=0xHEX\"\n"
@@ -118,6 +150,7 @@ static void help(void) {
 /* Where command_find() looks: a name may stand in several, for other modes (info). */
 static const Command *const command_tables[] = {
         commands,
+        attach_commands,
 #ifdef SHMEM_TOOL_GUEST
         raw_commands,
 #endif
@@ -131,23 +164,37 @@ static const Command *command_find(const char *name, unsigned mode) {
         return NULL;
 }
 
-/* Checks the whole script before attaching: a typo must not cost a region attach. */
-static int script_check(int argc, char **argv, unsigned mode) {
+/*
+ * Checks the whole script before attaching: a typo must not cost a region
+ * attach. It follows the run's mode from @mode, with @region attached (NULL
+ * if none): a failed command ends the run, so every command runs in the mode
+ * the check gives it.
+ */
+static int script_check(int argc, char **argv, unsigned mode, const char *region) {
         for (int i = 0; i < argc;) {
                 const Command *c = command_find(argv[i], mode);
 
+                if (!c && mode != MODE_RAW && command_find(argv[i], MODE_SHMEM | MODE_DETACHED))
+                        return mode == MODE_SHMEM ? fail("%s: %s is attached (detach it first)", argv[i], region)
+                                                  : fail("%s: no region is attached here", argv[i]);
                 if (!c)
                         return fail("unknown command '%s'%s (see --help)", argv[i],
                                     mode == MODE_RAW ? " in raw mode" : "");
                 if (argc - i - 1 < c->nargs)
                         return fail("%s needs %d argument(s)", c->name, c->nargs);
+                if (c->then == MODE_DETACHED && strcmp(argv[i + 1], region) != 0)
+                        return fail("%s %s: the region attached is %s", c->name, argv[i + 1], region);
+                if (c->then) {
+                        mode = c->then;
+                        region = mode == MODE_SHMEM ? argv[i + 1] : NULL;
+                }
                 i += 1 + c->nargs;
         }
         return 0;
 }
 
 int main(int argc, char **argv) {
-        enum { ARG_SOCKET = 0x100, ARG_LABEL, ARG_SIZE, ARG_FIND, ARG_EXCLUSIVE, ARG_RAW, ARG_DEVICE };
+        enum { ARG_SOCKET = 0x100, ARG_LABEL, ARG_SIZE, ARG_FIND, ARG_EXCLUSIVE, ARG_DETACHED, ARG_RAW, ARG_DEVICE };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "socket", required_argument, NULL, ARG_SOCKET },
@@ -155,6 +202,7 @@ int main(int argc, char **argv) {
                 { "size", required_argument, NULL, ARG_SIZE },
                 { "find", no_argument, NULL, ARG_FIND },
                 { "exclusive", no_argument, NULL, ARG_EXCLUSIVE },
+                { "detached", no_argument, NULL, ARG_DETACHED },
 #ifdef SHMEM_TOOL_GUEST
                 { "raw", no_argument, NULL, ARG_RAW },
                 { "device", required_argument, NULL, ARG_DEVICE },
@@ -162,9 +210,10 @@ int main(int argc, char **argv) {
                 {},
         };
         struct shmem_attach_opts opts = { .size = sizeof(opts) };
-        Tool t = {};
+        Tool t = { .opts = &opts };
         uint64_t size = 0;
         unsigned flags = 0, mode = MODE_SHMEM;
+        bool detached = false;
         const char *name = NULL;
 #ifdef SHMEM_TOOL_GUEST
         const char *device = NULL;
@@ -198,6 +247,9 @@ int main(int argc, char **argv) {
                 case ARG_EXCLUSIVE:
                         flags |= SHMEM_EXCLUSIVE;
                         break;
+                case ARG_DETACHED:
+                        detached = true;
+                        break;
 #ifdef SHMEM_TOOL_GUEST
                 case ARG_RAW:
                         mode = MODE_RAW;
@@ -214,6 +266,12 @@ int main(int argc, char **argv) {
                 fail("--find and --exclusive exclude each other");
                 return 1;
         }
+        if (detached && mode == MODE_RAW) {
+                fail("--detached and --raw exclude each other");
+                return 1;
+        }
+        if (detached)
+                mode = MODE_DETACHED;
         if (mode == MODE_SHMEM) {
                 if (optind >= argc) {
                         fail("no region name (see --help)");
@@ -221,7 +279,7 @@ int main(int argc, char **argv) {
                 }
                 name = argv[optind++];
         }
-        if (script_check(argc - optind, argv + optind, mode) < 0)
+        if (script_check(argc - optind, argv + optind, mode, name) < 0)
                 return 1;
 
 #ifdef SHMEM_TOOL_GUEST
@@ -233,7 +291,7 @@ int main(int argc, char **argv) {
                 }
         } else
 #endif
-        {
+        if (mode == MODE_SHMEM) {
                 r = shmem_attach(&t.shm, name, size, flags, &opts);
                 if (r != 0) {
                         fail("attach %s: %s (%d)", name, shmem_strstatus(r), r);
@@ -247,11 +305,13 @@ int main(int argc, char **argv) {
                 const Command *cmd = command_find(argv[i], mode);
 
                 r = cmd->fn(&t, argv + i + 1);
+                if (r == 0 && cmd->then)
+                        mode = cmd->then;
                 i += 1 + cmd->nargs;
         }
         shmem_detach(t.shm);
 #ifdef SHMEM_TOOL_GUEST
         ivshmem_dev_close(&t.dev);
 #endif
-        return r == 0 ? 0 : 1;
+        return r < 0 ? 1 : r;
 }

@@ -31,6 +31,18 @@ int fail(const char *fmt, ...) {
         return -1;
 }
 
+void format_bytes(const unsigned char *p, uint64_t len, char *buf, size_t size) {
+        size_t n = 0;
+
+        for (uint64_t i = 0; i < len && p[i] && n + 5 < size; i++) {
+                if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
+                        buf[n++] = (char) p[i];
+                else
+                        n += (size_t) snprintf(buf + n, size - n, "\\x%02x", p[i]);
+        }
+        buf[n] = '\0';
+}
+
 int parse_u64(const char *s, uint64_t *ret) {
         char *end;
         unsigned long long v;

@@ -2,9 +2,9 @@
 #pragma once
 
 /*
- * What shmem-tool's modules share (shmem-tool.c, commands.c, raw.c): the
- * state of a run, the type of a command table, the output lines and the
- * parsing of numbers.
+ * What shmem-tool's modules share (shmem-tool.c, commands.c, attach.c,
+ * raw.c): the state of a run, the type of a command table, the output lines
+ * and the parsing of numbers.
  */
 
 #include <stdint.h>
@@ -15,14 +15,16 @@
 #include "ivshmem-dev.h"
 #endif
 
-/* Which commands a run knows: Command.modes is a mask of these. */
+/* Which commands a run knows at a point of its script: Command.modes is a mask of these. */
 enum {
-        MODE_SHMEM = 1 << 0, /* a region through libshmem(-guest) */
-        MODE_RAW = 1 << 1,   /* shmem-guest --raw: the ivshmem device alone */
+        MODE_SHMEM = 1 << 0,    /* a region attached through libshmem(-guest) */
+        MODE_RAW = 1 << 1,      /* shmem-guest --raw: the ivshmem device alone */
+        MODE_DETACHED = 1 << 2, /* no region attached: before an attach command, after a detach */
 };
 
 typedef struct Tool {
-        shmem_t *shm;
+        shmem_t *shm;        /* NULL while detached */
+        const struct shmem_attach_opts *opts; /* of the command line, for every attach */
         uint64_t carry;      /* senders seen by wait-active, counted by the next wait-from */
         uint64_t carry_rang; /* rings seen by wait-active, counted by the next wait-rang */
         uint8_t *data;  /* what write/read/expect use: the region's data, or all of BAR2 */
@@ -34,11 +36,17 @@ typedef struct Tool {
 
 typedef int (*command_fn)(Tool *t, char **args);
 
+/*
+ * A command: @fn returns 0, -1 after a FAIL line, or a status that ends the
+ * run as its exit code (a refused attach). @then: the mode the run is in
+ * after it (0: the same); a command that has one takes a region name first.
+ */
 typedef struct Command {
         const char *name;
         int nargs;
         command_fn fn;
         unsigned modes;
+        unsigned then;
 } Command;
 
 /* Prints "shmem-tool: " and the line. */
@@ -48,6 +56,9 @@ void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Numbers are decimal or 0x-hex, never signed; sizes may end in K, M or G. 0, or -EINVAL. */
+/* Formats up to @len bytes at @p into @buf, stopping at a NUL; non-printables and '\' become \xHH. */
+void format_bytes(const unsigned char *p, uint64_t len, char *buf, size_t size);
+
 int parse_u64(const char *s, uint64_t *ret);
 int parse_ms(const char *s, int *ret);
 int parse_size(const char *s, uint64_t *ret);
