@@ -45,17 +45,22 @@ static int wait_fd(Qmp *q, short events) {
         }
 }
 
+/* After a send() or recv() that failed with errno: 0 once it may be tried again, or the error. */
+static int wait_again(Qmp *q, short events) {
+        if (errno == EPIPE)
+                return -ECONNRESET;
+        if (errno != EAGAIN && errno != EINTR)
+                return -errno;
+        return wait_fd(q, events);
+}
+
 static int send_all(Qmp *q, const char *data, size_t n) {
         while (n > 0) {
                 ssize_t k = send(q->fd, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
                 int r;
 
                 if (k < 0) {
-                        if (errno == EPIPE)
-                                return -ECONNRESET;
-                        if (errno != EAGAIN && errno != EINTR)
-                                return -errno;
-                        r = wait_fd(q, POLLOUT);
+                        r = wait_again(q, POLLOUT);
                         if (r < 0)
                                 return r;
                         continue;
@@ -118,9 +123,7 @@ static int read_message(Qmp *q, struct json_object **ret) {
                 if (k == 0)
                         return -ECONNRESET;
                 if (k < 0) {
-                        if (errno != EAGAIN && errno != EINTR)
-                                return -errno;
-                        r = wait_fd(q, POLLIN);
+                        r = wait_again(q, POLLIN);
                         if (r < 0)
                                 return r;
                         continue;

@@ -179,9 +179,9 @@ def guest_devices(log):
 class HotplugTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        for k, v in ENV.items():
-            if not v:
-                raise AssertionError(f"${k} is not set (tests/e2e/CMakeLists.txt sets it)")
+        unset = [k for k, v in ENV.items() if not v]
+        if unset:
+            raise AssertionError(f"not set: {', '.join(unset)} (tests/e2e/CMakeLists.txt sets them)")
         d = ENV["SHMEM_E2E_IMAGE_DIR"]
         cls.image = guestlab.Image(os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz"))
         if not os.path.exists(cls.image.initrd):

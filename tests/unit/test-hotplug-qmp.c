@@ -154,6 +154,29 @@ START_TEST(test_commands_and_events) {
 }
 END_TEST
 
+/*
+ * @call on a client of a fake QEMU running @steps, made with @timeout_ms
+ * for the whole connection; qmp_new()'s error if it fails, else @call's
+ * result (NULL @call: 0).
+ */
+static int with_fake_qemu(const Step *steps, int timeout_ms, int (*call)(Qmp *q)) {
+        Qmp *q = NULL;
+        pid_t pid;
+        int fd, r;
+
+        pid = fake_qemu(&fd, steps);
+        r = qmp_new(&q, fd, in_ms(timeout_ms));
+        if (r == 0 && call)
+                r = call(q);
+        qmp_free(q);
+        fake_qemu_check(pid);
+        return r;
+}
+
+static int capabilities(Qmp *q) {
+        return qmp_execute(q, "qmp_capabilities", NULL, NULL);
+}
+
 START_TEST(test_reply_to_another_command) {
         static const Step steps[] = {
                 SEND(GREETING),
@@ -161,48 +184,23 @@ START_TEST(test_reply_to_another_command) {
                 SEND("{\"return\": {}, \"id\": 7}\r\n"),
                 END,
         };
-        Qmp *q = NULL;
-        pid_t pid;
-        int fd;
 
-        pid = fake_qemu(&fd, steps);
-        ck_assert_int_eq(qmp_new(&q, fd, in_ms(5000)), 0);
-        ck_assert_int_eq(qmp_execute(q, "qmp_capabilities", NULL, NULL), -EPROTO);
-        qmp_free(q);
-        fake_qemu_check(pid);
+        ck_assert_int_eq(with_fake_qemu(steps, 5000, capabilities), -EPROTO);
 }
 END_TEST
 
 START_TEST(test_read_event_gets_a_reply) {
-        static const Step steps[] = {
-                SEND(GREETING "{\"return\": {}}\r\n"),
-                END,
-        };
-        Qmp *q = NULL;
-        pid_t pid;
-        int fd;
+        static const Step steps[] = { SEND(GREETING "{\"return\": {}}\r\n"), END };
 
-        pid = fake_qemu(&fd, steps);
-        ck_assert_int_eq(qmp_new(&q, fd, in_ms(5000)), 0);
-        ck_assert_int_eq(qmp_read_event(q), -EPROTO);
-        qmp_free(q);
-        fake_qemu_check(pid);
+        ck_assert_int_eq(with_fake_qemu(steps, 5000, qmp_read_event), -EPROTO);
 }
 END_TEST
 
 /* qmp_new() against a fake QEMU that sends @text and then nothing. */
 static int greeting(const char *text, int timeout_ms) {
         const Step steps[] = { SEND(text), END };
-        Qmp *q = NULL;
-        pid_t pid;
-        int fd, r;
 
-        pid = fake_qemu(&fd, steps);
-        r = qmp_new(&q, fd, in_ms(timeout_ms));
-        ck_assert(r < 0 || q);
-        qmp_free(q);
-        fake_qemu_check(pid);
-        return r;
+        return with_fake_qemu(steps, timeout_ms, NULL);
 }
 
 START_TEST(test_not_a_monitor) {

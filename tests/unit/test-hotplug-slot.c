@@ -6,6 +6,7 @@
  * and from hand-made ones for the shapes no capture has.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
@@ -118,79 +119,72 @@ START_TEST(test_window_edges) {
 }
 END_TEST
 
-START_TEST(test_capture_two_ports) {
+/* A capture, the ports in it, and the port chosen for BARs of some sizes. */
+static const struct {
+        const char *name;
+        const char *why;
+        size_t n_ports;
+        HotplugPort ports[3];
+        struct {
+                uint64_t bar_size;
+                const char *port; /* "": none */
+        } choices[6];
+} captures[] = {
+        {
+                "q35-two-ports",
+                "-device pcie-root-port,id=rp0,...,pref64-reserve=512M -device pcie-root-port,id=rp1,...; "
+                "the smallest window that holds the BAR, not the first free port; "
+                "512 MiB reserved, but not 512 MiB aligned",
+                2,
+                { { "rp0", false, 0xdea00000, 0xfe9fffff }, { "rp1", false, 0xfea00000, 0xfebfffff } },
+                { { 2 * MIB, "rp1" }, { 4 * MIB, "rp0" }, { 256 * MIB, "rp0" }, { 512 * MIB, "" } },
+        },
+        {
+                "q35-big-plugged",
+                "the same machine with a 128 MiB region's device (BAR2 256 MiB) on rp0",
+                2,
+                { { "rp0", true, 0xdea00000, 0xfe9fffff }, { "rp1", false, 0xfea00000, 0xfebfffff } },
+                { { 256 * MIB, "" }, { 4 * MIB, "" }, { 2 * MIB, "rp1" } },
+        },
+        {
+                "q35-above-4g",
+                "a third port with pref64-reserve=4G: the firmware moved every 64-bit window above 4 GiB; "
+                "512 MiB fits rp0 exactly (and its window is smaller than rp2's), 4 GiB rp2 exactly",
+                3,
+                { { "rp0", false, 0x200000000, 0x21fffffff },
+                  { "rp1", false, 0x220000000, 0x2201fffff },
+                  { "rp2", false, 0x100000000, 0x1ffffffff } },
+                { { 2 * MIB, "rp1" }, { 512 * MIB, "rp0" }, { GIB, "rp2" }, { 4 * GIB, "rp2" }, { 8 * GIB, "" } },
+        },
+        {
+                "q35-before-firmware",
+                "QEMU started with -S: the ports' windows are not set up yet",
+                2,
+                { { "rp0", false, 0xfff00000, 0xfffff }, { "rp1", false, 0xfff00000, 0xfffff } },
+                { { 4096, "" }, { MIB, "" } },
+        },
+        {
+                "pc",
+                "i440fx with one ivshmem on pci.0: its PIIX bridges are no PCI-to-PCI bridges",
+                0,
+                {},
+                { { MIB, "" } },
+        },
+};
+
+START_TEST(test_capture) {
+        __typeof__(captures[0]) *c = &captures[_i];
         Parsed p;
 
-        /* -device pcie-root-port,id=rp0,...,pref64-reserve=512M -device pcie-root-port,id=rp1,... */
-        parse_capture("q35-two-ports", &p);
-        ck_assert_uint_eq(p.n, 2);
-        check_port(&p.ports[0], "rp0", false, 0xdea00000, 0xfe9fffff);
-        check_port(&p.ports[1], "rp1", false, 0xfea00000, 0xfebfffff);
-        /* The smallest window that holds the BAR, not the first free port. */
-        ck_assert_str_eq(choose(&p, 2 * MIB), "rp1");
-        ck_assert_str_eq(choose(&p, 4 * MIB), "rp0");
-        ck_assert_str_eq(choose(&p, 256 * MIB), "rp0");
-        /* 512 MiB reserved, but not 512 MiB aligned. */
-        ck_assert_str_eq(choose(&p, 512 * MIB), "");
-        parsed_free(&p);
-}
-END_TEST
-
-START_TEST(test_capture_port_in_use) {
-        Parsed p;
-
-        /* The same machine with a 128 MiB region's device (BAR2 256 MiB) on rp0. */
-        parse_capture("q35-big-plugged", &p);
-        ck_assert_uint_eq(p.n, 2);
-        check_port(&p.ports[0], "rp0", true, 0xdea00000, 0xfe9fffff);
-        check_port(&p.ports[1], "rp1", false, 0xfea00000, 0xfebfffff);
-        ck_assert_str_eq(choose(&p, 256 * MIB), "");
-        ck_assert_str_eq(choose(&p, 4 * MIB), "");
-        ck_assert_str_eq(choose(&p, 2 * MIB), "rp1");
-        parsed_free(&p);
-}
-END_TEST
-
-START_TEST(test_capture_above_4g) {
-        Parsed p;
-
-        /* A third port with pref64-reserve=4G: the firmware moved every
-         * 64-bit window above 4 GiB. */
-        parse_capture("q35-above-4g", &p);
-        ck_assert_uint_eq(p.n, 3);
-        check_port(&p.ports[0], "rp0", false, 0x200000000, 0x21fffffff);
-        check_port(&p.ports[1], "rp1", false, 0x220000000, 0x2201fffff);
-        check_port(&p.ports[2], "rp2", false, 0x100000000, 0x1ffffffff);
-        ck_assert_str_eq(choose(&p, 2 * MIB), "rp1");
-        ck_assert_str_eq(choose(&p, 512 * MIB), "rp0"); /* exactly, and smaller than rp2's */
-        ck_assert_str_eq(choose(&p, GIB), "rp2");
-        ck_assert_str_eq(choose(&p, 4 * GIB), "rp2"); /* exactly */
-        ck_assert_str_eq(choose(&p, 8 * GIB), "");
-        parsed_free(&p);
-}
-END_TEST
-
-START_TEST(test_capture_before_firmware) {
-        Parsed p;
-
-        /* QEMU started with -S: the ports' windows are not set up yet. */
-        parse_capture("q35-before-firmware", &p);
-        ck_assert_uint_eq(p.n, 2);
-        check_port(&p.ports[0], "rp0", false, 0xfff00000, 0xfffff);
-        check_port(&p.ports[1], "rp1", false, 0xfff00000, 0xfffff);
-        ck_assert_str_eq(choose(&p, 4096), "");
-        ck_assert_str_eq(choose(&p, MIB), "");
-        parsed_free(&p);
-}
-END_TEST
-
-START_TEST(test_capture_pc) {
-        Parsed p;
-
-        /* i440fx with one ivshmem on pci.0: its PIIX bridges are no PCI-to-PCI bridges. */
-        parse_capture("pc", &p);
-        ck_assert_uint_eq(p.n, 0);
-        ck_assert_str_eq(choose(&p, MIB), "");
+        parse_capture(c->name, &p);
+        ck_assert_msg(p.n == c->n_ports, "%s (%s): %zu ports", c->name, c->why, p.n);
+        for (size_t i = 0; i < p.n; i++)
+                check_port(&p.ports[i], c->ports[i].id, c->ports[i].occupied, c->ports[i].pref_base,
+                           c->ports[i].pref_limit);
+        for (size_t i = 0; i < ELEMENTSOF(c->choices) && c->choices[i].bar_size; i++)
+                ck_assert_msg(strcmp(choose(&p, c->choices[i].bar_size), c->choices[i].port) == 0,
+                              "%s (%s): a BAR of %" PRIu64 " bytes went to '%s', not '%s'", c->name, c->why,
+                              c->choices[i].bar_size, choose(&p, c->choices[i].bar_size), c->choices[i].port);
         parsed_free(&p);
 }
 END_TEST
@@ -310,11 +304,7 @@ int main(void) {
         suite_add_tcase(s, tc);
 
         tc = tcase_new("qemu-7.2-captures");
-        tcase_add_test(tc, test_capture_two_ports);
-        tcase_add_test(tc, test_capture_port_in_use);
-        tcase_add_test(tc, test_capture_above_4g);
-        tcase_add_test(tc, test_capture_before_firmware);
-        tcase_add_test(tc, test_capture_pc);
+        tcase_add_loop_test(tc, test_capture, 0, ELEMENTSOF(captures));
         suite_add_tcase(s, tc);
 
         tc = tcase_new("shapes");
