@@ -89,7 +89,7 @@ static int parse_line(Qmp *q, const char *s, size_t n, struct json_object **ret)
 /* The next message, reading as needed. */
 static int read_message(Qmp *q, struct json_object **ret) {
         for (;;) {
-                char *nl = memchr(q->buf, '\n', q->len);
+                char *nl = q->len > 0 ? memchr(q->buf, '\n', q->len) : NULL; /* buf is NULL at first */
                 ssize_t k;
                 int r;
 
