@@ -114,7 +114,7 @@ typedef struct Args {
 static bool verbose;
 static int64_t started_ns;
 
-static void debug(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static void debug(const char *fmt, ...) {
         va_list ap;
 
         if (!verbose)
@@ -127,22 +127,35 @@ static void debug(const char *fmt, ...) {
 }
 
 /* The one line of the answer: "WORD DETAIL", DETAIL escaped; returns @status. */
-static int answer(int status, const char *word, const char *fmt, ...) {
+__attribute__((format(printf, 3, 0))) static int answerv(int status, const char *word, const char *fmt, va_list ap) {
         char detail[DETAIL_MAX], escaped[STR_ESCAPE_SIZE(DETAIL_MAX)];
-        va_list ap;
 
-        va_start(ap, fmt);
         vsnprintf(detail, sizeof(detail), fmt, ap);
-        va_end(ap);
         str_escape(escaped, sizeof(escaped), detail);
         printf("%s%s%s\n", word, *escaped ? " " : "", escaped);
         fflush(stdout);
         return status;
 }
 
-static int usage_error(const char *fmt, const char *what) {
+__attribute__((format(printf, 3, 4))) static int answer(int status, const char *word, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = answerv(status, word, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
+        va_list ap;
+        int r;
+
         fprintf(stderr, "shmem-hotplug: see --help\n");
-        return answer(EXIT_USAGE, "error usage", fmt, what);
+        va_start(ap, fmt);
+        r = answerv(EXIT_USAGE, "error usage", fmt, ap);
+        va_end(ap);
+        return r;
 }
 
 /* Why talking to QEMU failed (a negative errno of qmp.h), during @step. */
@@ -432,7 +445,7 @@ static int cmd_unplug(const Args *a, Qmp *q) {
                 if (r > 0)
                         return r;
         }
-        return answer(EXIT_OK, "ok", "");
+        return answer(EXIT_OK, "ok", "%s", "");
 }
 
 /* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'. */
@@ -481,7 +494,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
                 return -1;
         if (argc < 2 || (strcmp(argv[1], "qmp") != 0 && strcmp(argv[1], "qmp-unplug") != 0))
-                return usage_error("a command first: qmp or qmp-unplug%s", "");
+                return usage_error("a command first: qmp or qmp-unplug");
         a->unplug = strcmp(argv[1], "qmp-unplug") == 0;
         opterr = 0;
         optind = 2;
@@ -525,15 +538,15 @@ static int parse_args(int argc, char **argv, Args *a) {
         if (optind < argc)
                 return usage_error("unexpected argument %s", argv[optind]);
         if (!a->monitor || !a->id)
-                return usage_error("--monitor and --id are needed%s", "");
+                return usage_error("--monitor and --id are needed");
         if (!id_ok(a->id))
                 return usage_error("--id %s: a letter, then letters, digits, '-', '.' or '_' (127 at most)", a->id);
         if (strlen(a->monitor) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
                 return usage_error("--monitor %s: too long for a Unix socket", a->monitor);
         if (a->unplug && (a->server || have_vectors || have_bar))
-                return usage_error("qmp-unplug takes --monitor, --id and --timeout-ms only%s", "");
+                return usage_error("qmp-unplug takes --monitor, --id and --timeout-ms only");
         if (!a->unplug && (!a->server || !have_vectors || !have_bar))
-                return usage_error("qmp needs --server, --vectors and --bar-size%s", "");
+                return usage_error("qmp needs --server, --vectors and --bar-size");
         if (a->server && strlen(a->server) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
                 return usage_error("--server %s: too long for a Unix socket", a->server);
         return 0;
