@@ -288,8 +288,9 @@ static int qemu_plugin_region_added(Plugin *p, Region *r) {
                 /* The name is ours: the registry just declared it, so a file there is stale. */
                 n = socket_listen(ep->path, SOCK_STREAM, qp->settings.socket_mode, qp->settings.socket_gid, false, &fd);
                 if (n < 0) {
+                        log_error_errno(n, "Cannot listen on '%s': %m", ep->path);
                         free(ep);
-                        return log_error_errno(n, "Cannot listen on '%s': %m", ep->path);
+                        return n;
                 }
         }
         keeper_keep(keeper, &key, fd);
