@@ -138,18 +138,24 @@ int cmd_list(Client *c, const char *path, const Args *a) {
         return EXIT_OK;
 }
 
-/* "UUID (libvirt)" for a VM, "-" for others. */
-static const char *vm_str(char buf[64], const Shmem__PeerState *p) {
-        if (p->kind != SHMEM__PEER_KIND__KIND_QEMU || !p->vm_uuid || !p->vm_uuid[0])
+/* "UUID (libvirt, parked)" for a VM (what applies in parentheses), "-" for others. */
+static const char *vm_str(char buf[80], const Shmem__PeerState *p) {
+        const char *uuid = p->vm_uuid && p->vm_uuid[0] ? p->vm_uuid : "-";
+
+        if (p->kind != SHMEM__PEER_KIND__KIND_QEMU)
                 return "-";
-        snprintf(buf, 64, "%s%s", p->vm_uuid, p->libvirt ? " (libvirt)" : "");
+        if (p->libvirt || p->parked)
+                snprintf(buf, 80, "%s (%s%s%s)", uuid, p->libvirt ? "libvirt" : "",
+                         p->libvirt && p->parked ? ", " : "", p->parked ? "parked" : "");
+        else
+                snprintf(buf, 80, "%s", uuid);
         return buf;
 }
 
 int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         const Shmem__RegionInfo *ri;
-        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64], vm[64];
+        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64], vm[80];
         int wlabel = 5, wpending = 12, r;
 
         r = inspect_region(c, path, name, &reply, &ri);
@@ -192,6 +198,8 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
                                 json_bool(&j, p->libvirt);
                                 json_key(&j, "departures_told");
                                 json_uint(&j, p->departures_told);
+                                json_key(&j, "parked");
+                                json_bool(&j, p->parked);
                         }
                         json_object_end(&j);
                 }

@@ -84,9 +84,10 @@ static void help(void) {
                "  find NAME                 Attach only if the region exists\n"
                "  create NAME SIZE          Create only: EXISTS if the region exists\n"
                "  detach NAME               Detach from NAME, the region attached\n"
-               "    Each prints \"attach NAME status=N (TEXT)\" (find, create, detach alike),\n"
-               "    on success followed by \" size=BYTES region=HOST\": HOST is the name the\n"
-               "    region's control page carries"
+               "    Each prints \"COMMAND NAME status=N (TEXT)\" (COMMAND: attach, find,\n"
+               "    create or detach); a successful attach, find or create follows it with\n"
+               "    \" size=BYTES region=HOST\": HOST is the name the region's control page\n"
+               "    carries"
 #ifdef SHMEM_TOOL_GUEST
                " (with the VM's subst prefix), then\n"
                "    \" device=BDF\" (its ivshmem device). In a guest every line then has\n"

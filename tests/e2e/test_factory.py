@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""e2e: guests create regions at run time through the real broker's factory.
+
+The whole path of docs/factory.md with nothing played: shmem-brokerd with its
+factory socket and its hotplug helper (shmem-hotplug), two TCG guests that
+start with the factory device alone, libshmem-guest's factory client in them
+(shmem-guest --detached), and a host peer. QNX's Figure 1, with the VMs in no
+set order:
+
+- vma (q35, intel-iommu, a root port with pref64-reserve=512M and a plain
+  one) is told no for a find of a region nobody made (DOES_NOT_EXIST) and for
+  a name its domain's rules deny (NO_PERMISSION), then attaches "demo" with
+  128 MiB: the broker creates fig1.demo (its domain's subst prefix) and plugs
+  a device on the big port.
+- vmb (pc: pci.0) finds "demo" as soon as it exists (DOES_NOT_EXIST until
+  then), then attaches "demo" asking 4 MiB and learns 128 MiB.
+- a host peer attaches fig1.demo; the three exchange data and signals.
+- vma detaches (its peer is parked: the others see it leave, its device stays)
+  and attaches again: the same device, nothing plugged, the data written
+  meanwhile there. Then EXISTS for a create of "demo", a second region on
+  the plain port, and NO_SLOT for a third.
+
+Both QEMUs exit 0 (no device is ever unplugged: plugin-qemu/hotplug/README.md).
+
+Run: python3 test_factory.py  (paths from the environment: tests/e2e/CMakeLists.txt)
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
+from harness import guestlab  # noqa: E402
+from harness.hostpeer import HostPeer  # noqa: E402
+
+ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_SHMEMCTL", "SHMEM_HOTPLUG",
+                                          "SHMEM_E2E_IMAGE_DIR")}
+GUEST_TIMEOUT = 300   # s, QEMU start to power off; two TCG guests on a loaded 2-core machine
+MS = "60000"          # every wait inside a script
+MIB = 1 << 20
+CONFIG = """\
+[domain vma]
+deny = secret*
+subst = fig1.
+
+[domain vmb]
+subst = fig1.
+"""
+
+# Peer indices: vma creates the region (0), vmb attaches next (1), the host last (2).
+VMA_SCRIPT = f"""
+shmem-guest --detached find demo; echo "rc=$?"
+shmem-guest --detached attach secret1 4K; echo "rc=$?"
+shmem-guest --detached attach demo 128M info write 0 from-vma wait-active 0x7 {MS} notify 0x6 \\
+    expect 100 from-host {MS} detach demo sleep 5000 \\
+    attach demo 4K info expect 200 while-parked {MS} wait-active 0x7 {MS} notify 0x4 detach demo || exit 1
+shmem-guest --detached create demo 4K; echo "rc=$?"
+shmem-guest --detached attach two 4K info detach two || exit 1
+shmem-guest --detached attach three 4K; echo "rc=$?"
+echo "devices=$(grep -l 0x1110 /sys/bus/pci/devices/*/device | wc -l)"
+"""
+
+VMB_SCRIPT = f"""
+n=0
+until shmem-guest --detached find demo >/tmp/find 2>&1; do
+        n=$((n + 1)); [ $n -lt 240 ] || {{ cat /tmp/find; exit 1; }}
+        sleep 0.5
+done
+echo "finds refused=$n"; cat /tmp/find
+shmem-guest --detached attach demo 4M info expect 0 from-vma {MS} wait-from 0x1 {MS} write 50 from-vmb \\
+    notify 0x4 expect 300 done {MS} detach demo || exit 1
+"""
+
+HOST_SCRIPT = (f"info wait-active 0x7 {MS} wait-from 0x3 {MS} expect 0 from-vma {MS} expect 50 from-vmb {MS} "
+               f"write 100 from-host wait-active 0x6 {MS} write 200 while-parked wait-active 0x7 {MS} "
+               f"wait-from 0x1 {MS} write 300 done")
+
+
+def answers(log):
+    """[(command, name, {field: value})] of shmem-guest's answer lines, in order:
+    status (an int), size, region, device, factory; detail is left out."""
+    out = []
+    for m in re.finditer(r"shmem-tool: (attach|find|create|detach) (\S+) status=(\d+) \([^)]*\)(.*)", log):
+        fields = dict(f.split("=", 1) for f in m.group(4).split(" detail=")[0].split() if "=" in f)
+        fields["status"] = int(m.group(3))
+        out.append((m.group(1), m.group(2), fields))
+    return out
+
+
+def answer(log, command, name, nth=0):
+    """The fields of the @nth answer line of @command on @name."""
+    found = [f for c, n, f in answers(log) if (c, n) == (command, name)]
+    if len(found) <= nth:
+        raise AssertionError(f"no {command} {name} #{nth} in:\n{log}")
+    return found[nth]
+
+
+class FactoryTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        unset = [k for k, v in ENV.items() if not v]
+        if unset:
+            raise AssertionError(f"not set: {', '.join(unset)} (tests/e2e/CMakeLists.txt sets them)")
+        d = ENV["SHMEM_E2E_IMAGE_DIR"]
+        cls.image = guestlab.Image(os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz"))
+        if not os.path.exists(cls.image.initrd):
+            raise AssertionError(f"no guest image in {d}: run test-guests.py --build-image")
+        cls.dir = tempfile.mkdtemp(prefix="shmem-e2e-fac-")  # short: Unix socket paths have 108 bytes
+        cls.broker = None
+        cls.host = None
+        try:
+            cls.run_scenario()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def run_scenario(cls):
+        conf = os.path.join(cls.dir, "broker.conf")
+        with open(conf, "w") as f:
+            f.write(CONFIG)
+        run = os.path.join(cls.dir, "run")
+        cls.broker = harness.Broker([ENV["SHMEM_BROKERD"], "-c", conf, "-v", "--hotplug-helper",
+                                     ENV["SHMEM_HOTPLUG"]], run, os.path.join(cls.dir, "broker.log"))
+        factory = [guestlab.Shmem(os.path.join(run, "qemu", "factory.sock"), 1)]
+        vma = guestlab.Guest(cls.image, VMA_SCRIPT, cls.dir, factory, name="vma", timeout=GUEST_TIMEOUT)
+        vma.argv += ["-device", "pcie-root-port,id=rp0,chassis=1,slot=1,pref64-reserve=512M",
+                     "-device", "pcie-root-port,id=rp1,chassis=2,slot=2"]
+        vmb = guestlab.Guest(cls.image, VMB_SCRIPT, cls.dir, factory, name="vmb", timeout=GUEST_TIMEOUT,
+                             iommu=False)
+        vmb.argv[vmb.argv.index("q35")] = "pc"
+        cls.vma, cls.vmb = vma, vmb
+        vma.start()
+        vmb.start()
+
+        # The host joins once both guests are attached.
+        vma.wait_log(rb"attach demo status=0", timeout=GUEST_TIMEOUT)
+        vmb.wait_log(rb"attach demo status=0", timeout=GUEST_TIMEOUT)
+        cls.host = HostPeer(ENV["SHMEM_PEER"], cls.broker.socket, "fig1.demo", HOST_SCRIPT, "host", cls.dir,
+                            options=("--find",))
+        # vma is parked for 5 s: the host saw it leave, then writes.
+        cls.host.wait_output("active 0x6", timeout=GUEST_TIMEOUT)
+        cls.parked = cls.inspect("fig1.demo")
+        cls.vma_res, cls.vmb_res = vma.wait(), vmb.wait()
+        cls.host_out = cls.host.stop()
+        cls.vma_rc, cls.vmb_rc = vma.proc.returncode, vmb.proc.returncode
+        cls.log = cls.broker.log()
+
+    @classmethod
+    def inspect(cls, region):
+        return json.loads(subprocess.run([ENV["SHMEM_SHMEMCTL"], "--socket", cls.broker.socket, "--json",
+                                          "inspect", region], check=True, capture_output=True, text=True,
+                                         timeout=30).stdout)
+
+    @classmethod
+    def tearDownClass(cls):
+        guestlab.kill_all()
+        if cls.host:
+            cls.host.close()
+        if cls.broker:
+            cls.broker.close()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def ran(self, res, guest):
+        self.assertFalse(res.timed_out, f"{guest.name} hit its time limit:\n{res.log}\n--- broker:\n{self.log}")
+        self.assertEqual(res.rc, 0, f"{guest.name}:\n{res.log}\n--- broker:\n{self.log}")
+        return res.log.replace("\r", "")
+
+    def test_refusals_before_the_region_exists(self):
+        log = self.ran(self.vma_res, self.vma)
+        self.assertEqual(answer(log, "find", "demo")["status"], 6)      # DOES_NOT_EXIST
+        self.assertEqual(answer(log, "attach", "secret1")["status"], 5)  # deny = secret*: NO_PERMISSION
+        self.assertRegex(self.log, r"refusing '(fig1\.)?secret1'")
+
+    def test_first_attach_creates_with_the_subst_prefix(self):
+        a = answer(self.ran(self.vma_res, self.vma), "attach", "demo")
+        self.assertEqual((a["status"], a["size"], a["region"], a["factory"]),
+                         (0, str(128 * MIB), "fig1.demo", "1"), a)
+
+    def test_find_waits_for_the_creator_then_attach_learns_its_size(self):
+        log = self.ran(self.vmb_res, self.vmb)
+        self.assertRegex(log, r"finds refused=\d+")
+        found, attached = answer(log, "find", "demo"), answer(log, "attach", "demo")
+        self.assertEqual((found["status"], found["size"], found["region"]), (0, str(128 * MIB), "fig1.demo"))
+        self.assertEqual((attached["status"], attached["size"]), (0, str(128 * MIB)))  # asked 4M
+        self.assertEqual(attached["device"], found["device"])
+        self.assertEqual(answer(log, "detach", "demo")["status"], 0)
+
+    def test_three_peers_exchange_data_and_signals(self):
+        self.ran(self.vma_res, self.vma)
+        self.ran(self.vmb_res, self.vmb)
+        self.assertEqual(self.host.returncode, 0, f"{self.host_out}\n--- broker:\n{self.log}")
+        self.assertRegex(self.host_out, r"info index=2 size=134217728 ")
+
+    def test_detach_parks_and_attach_again_reuses_the_device(self):
+        log = self.ran(self.vma_res, self.vma)
+        first, again = answer(log, "attach", "demo"), answer(log, "attach", "demo", 1)
+        self.assertEqual((answer(log, "detach", "demo")["factory"], again["status"]), ("1", 0))
+        self.assertEqual(again["device"], first["device"])
+        self.assertRegex(log, r"info index=0 size=134217728 ")  # its index back
+        # Plugged once for vma and once for vmb, never again.
+        self.assertEqual(len(re.findall(r"region 'fig1\.demo' plugged", self.log)), 2, self.log)
+        self.assertIn("detached from 'fig1.demo' (its device is kept", self.log)
+        parked = [(p["index"], p["vm_name"]) for p in self.parked["peers"] if p.get("parked")]
+        self.assertEqual(parked, [(0, "vma")], self.parked)
+        self.assertEqual(self.parked["active"], [1, 2], self.parked)
+
+    def test_exists_second_region_and_no_slot(self):
+        log = self.ran(self.vma_res, self.vma)
+        self.assertEqual(answer(log, "create", "demo")["status"], 7)  # EXISTS
+        two = answer(log, "attach", "two")
+        self.assertEqual((two["status"], two["region"]), (0, "fig1.two"))
+        self.assertNotEqual(two["device"], answer(log, "attach", "demo")["device"])
+        self.assertEqual(answer(log, "attach", "three")["status"], 13)  # NO_SLOT: both root ports taken
+        self.assertIn("devices=3", log)  # the factory, demo, two: nothing was plugged for three
+
+    def test_qemu_exits_cleanly(self):
+        self.ran(self.vma_res, self.vma)
+        self.ran(self.vmb_res, self.vmb)
+        self.assertEqual((self.vma_rc, self.vmb_rc), (0, 0))
+        self.assertNotRegex(self.log, r"(?i)assert|segfault|double free")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
