@@ -46,6 +46,13 @@ GUEST_TIMEOUT = 300   # s, QEMU start to power off; two TCG guests on a loaded 2
 MS = "60000"          # every wait inside a script
 MIB = 1 << 20
 CONFIG = """\
+[limits]
+region-bytes = 256M
+
+[region fig1.full]
+size = 64K
+max-peers = 1
+
 [domain vma]
 deny = secret*
 subst = fig1.
@@ -55,11 +62,18 @@ subst = fig1.
 """
 
 # Peer indices: vma creates the region (0), vmb attaches next (1), the host last (2).
-VMA_SCRIPT = f"""
+# vma's attach of demo runs under run_with_irqs: the vfio MSI-X counts of its
+# device, logged once the host's data is read, show that vmb's and the host's
+# signals came as interrupts on their vectors.
+VMA_SCRIPT = guestlab.GUEST_HELPERS + f"""
 shmem-guest --detached find demo; echo "rc=$?"
 shmem-guest --detached attach secret1 4K; echo "rc=$?"
-shmem-guest --detached attach demo 128M info write 0 from-vma wait-active 0x7 {MS} notify 0x6 \\
-    expect 100 from-host {MS} detach demo sleep 5000 \\
+shmem-guest --detached attach bad/name 4K; echo "rc=$?"
+shmem-guest --detached attach full 4K; echo "rc=$?"
+shmem-guest --detached attach huge 1G; echo "rc=$?"
+run_with_irqs "read 100 from-host" \\
+    shmem-guest --detached attach demo 128M info write 0 from-vma wait-active 0x7 {MS} notify 0x6 \\
+    wait-from 0x6 {MS} expect 100 from-host {MS} read 100 9 sleep 1500 detach demo sleep 5000 \\
     attach demo 4K info expect 200 while-parked {MS} wait-active 0x7 {MS} notify 0x4 detach demo || exit 1
 shmem-guest --detached create demo 4K; echo "rc=$?"
 shmem-guest --detached attach two 4K info detach two || exit 1
@@ -75,12 +89,14 @@ until shmem-guest --detached find demo >/tmp/find 2>&1; do
 done
 echo "finds refused=$n"; cat /tmp/find
 shmem-guest --detached attach demo 4M info expect 0 from-vma {MS} wait-from 0x1 {MS} write 50 from-vmb \\
-    notify 0x4 expect 300 done {MS} detach demo || exit 1
+    notify 0x5 expect 300 done {MS} detach demo || exit 1
 """
 
 HOST_SCRIPT = (f"info wait-active 0x7 {MS} wait-from 0x3 {MS} expect 0 from-vma {MS} expect 50 from-vmb {MS} "
-               f"write 100 from-host wait-active 0x6 {MS} write 200 while-parked wait-active 0x7 {MS} "
-               f"wait-from 0x1 {MS} write 300 done")
+               f"write 100 from-host notify 0x1 wait-active 0x6 {MS} write 200 while-parked "
+               f"wait-active 0x7 {MS} wait-from 0x1 {MS} write 300 done")
+# Holds fig1.full (max-peers 1) while the guests run.
+FULL_SCRIPT = f"info expect 0 release {GUEST_TIMEOUT * 1000}"
 
 
 def answers(log):
@@ -114,10 +130,15 @@ class FactoryTest(unittest.TestCase):
             raise AssertionError(f"no guest image in {d}: run test-guests.py --build-image")
         cls.dir = tempfile.mkdtemp(prefix="shmem-e2e-fac-")  # short: Unix socket paths have 108 bytes
         cls.broker = None
-        cls.host = None
+        cls.host = cls.full = None
         try:
             cls.run_scenario()
         except BaseException:
+            for g in (getattr(cls, "vma", None), getattr(cls, "vmb", None)):
+                if g:
+                    print(f"--- {g.name}:\n{g.log().decode(errors='replace')}", file=sys.stderr)
+            if cls.broker:
+                print(f"--- broker:\n{cls.broker.log()}", file=sys.stderr)
             cls.tearDownClass()
             raise
 
@@ -129,6 +150,8 @@ class FactoryTest(unittest.TestCase):
         run = os.path.join(cls.dir, "run")
         cls.broker = harness.Broker([ENV["SHMEM_BROKERD"], "-c", conf, "-v", "--hotplug-helper",
                                      ENV["SHMEM_HOTPLUG"]], run, os.path.join(cls.dir, "broker.log"))
+        cls.full = HostPeer(ENV["SHMEM_PEER"], cls.broker.socket, "fig1.full", FULL_SCRIPT, "full", cls.dir)
+        cls.full.wait_output("info index=0 ")
         factory = [guestlab.Shmem(os.path.join(run, "qemu", "factory.sock"), 1)]
         vma = guestlab.Guest(cls.image, VMA_SCRIPT, cls.dir, factory, name="vma", timeout=GUEST_TIMEOUT)
         vma.argv += ["-device", "pcie-root-port,id=rp0,chassis=1,slot=1,pref64-reserve=512M",
@@ -140,8 +163,8 @@ class FactoryTest(unittest.TestCase):
         vma.start()
         vmb.start()
 
-        # The host joins once both guests are attached.
-        vma.wait_log(rb"attach demo status=0", timeout=GUEST_TIMEOUT)
+        # The host joins once both guests are attached: vmb's attach comes
+        # after vma's (vmb only finds), and vma's output waits in run_with_irqs.
         vmb.wait_log(rb"attach demo status=0", timeout=GUEST_TIMEOUT)
         cls.host = HostPeer(ENV["SHMEM_PEER"], cls.broker.socket, "fig1.demo", HOST_SCRIPT, "host", cls.dir,
                             options=("--find",))
@@ -150,6 +173,7 @@ class FactoryTest(unittest.TestCase):
         cls.parked = cls.inspect("fig1.demo")
         cls.vma_res, cls.vmb_res = vma.wait(), vmb.wait()
         cls.host_out = cls.host.stop()
+        cls.full.close()
         cls.vma_rc, cls.vmb_rc = vma.proc.returncode, vmb.proc.returncode
         cls.log = cls.broker.log()
 
@@ -162,8 +186,9 @@ class FactoryTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         guestlab.kill_all()
-        if cls.host:
-            cls.host.close()
+        for peer in (cls.host, cls.full):
+            if peer:
+                peer.close()
         if cls.broker:
             cls.broker.close()
         shutil.rmtree(cls.dir, ignore_errors=True)
@@ -173,11 +198,18 @@ class FactoryTest(unittest.TestCase):
         self.assertEqual(res.rc, 0, f"{guest.name}:\n{res.log}\n--- broker:\n{self.log}")
         return res.log.replace("\r", "")
 
-    def test_refusals_before_the_region_exists(self):
+    def test_refusals_are_printed_and_exited_with(self):
         log = self.ran(self.vma_res, self.vma)
-        self.assertEqual(answer(log, "find", "demo")["status"], 6)      # DOES_NOT_EXIST
-        self.assertEqual(answer(log, "attach", "secret1")["status"], 5)  # deny = secret*: NO_PERMISSION
+        for command, name, status in (("find", "demo", 6),       # DOES_NOT_EXIST: nobody made it yet
+                                      ("attach", "secret1", 5),  # deny = secret*: NO_PERMISSION
+                                      ("attach", "bad/name", 4),  # ILLEGAL_NAME
+                                      ("attach", "full", 3),     # CLIENT_MAX: fig1.full has max-peers 1
+                                      ("attach", "huge", 8)):    # BAD_SIZE: over region-bytes
+            with self.subTest(name=name):
+                self.assertEqual(answer(log, command, name)["status"], status)
+                self.assertRegex(log, rf"{command} {name} status={status} .*\nrc={status}\n")
         self.assertRegex(self.log, r"refusing '(fig1\.)?secret1'")
+        self.assertNotRegex(self.log, r"plugged.*'fig1\.(full|huge|secret1)'")
 
     def test_first_attach_creates_with_the_subst_prefix(self):
         a = answer(self.ran(self.vma_res, self.vma), "attach", "demo")
@@ -194,10 +226,15 @@ class FactoryTest(unittest.TestCase):
         self.assertEqual(answer(log, "detach", "demo")["status"], 0)
 
     def test_three_peers_exchange_data_and_signals(self):
-        self.ran(self.vma_res, self.vma)
+        log = self.ran(self.vma_res, self.vma)
         self.ran(self.vmb_res, self.vmb)
         self.assertEqual(self.host.returncode, 0, f"{self.host_out}\n--- broker:\n{self.log}")
         self.assertRegex(self.host_out, r"info index=2 size=134217728 ")
+        # On q35 + intel-iommu, vmb's and the host's signals reached vma as
+        # MSI-X interrupts of its region device, on their senders' vectors.
+        irqs = guestlab.irq_counts(log, answer(log, "attach", "demo")["device"])
+        self.assertEqual(len(irqs), 17, log)
+        self.assertTrue(irqs[1] > 0 and irqs[2] > 0, irqs)
 
     def test_detach_parks_and_attach_again_reuses_the_device(self):
         log = self.ran(self.vma_res, self.vma)

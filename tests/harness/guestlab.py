@@ -136,11 +136,14 @@ run_with_irqs() {
 """
 
 
-def irq_counts(log):
-    """{vector: count} from the "irq:" lines of run_with_irqs."""
+def irq_counts(log, device=None):
+    """{vector: count} from the "irq:" lines of run_with_irqs; of the device
+    at PCI address @device (e.g. "0000:01:00.0") alone if given, as a process
+    holding several (the factory's and a region's) has vectors of each."""
     counts = {}
-    for m in re.finditer(r"^irq:\s+\d+:\s+(\d+)\s.*vfio-msix\[(\d+)\]", log, re.M):
-        counts[int(m.group(2))] = int(m.group(1))
+    for m in re.finditer(r"^irq:\s+\d+:\s+(\d+)\s.*vfio-msix\[(\d+)\]\(([^)]*)\)", log, re.M):
+        if device is None or m.group(3) == device:
+            counts[int(m.group(2))] = int(m.group(1))
     return counts
 
 
