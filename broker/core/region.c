@@ -492,38 +492,41 @@ void region_resync(Region *r) {
         region_ring_control(r, NULL);
 }
 
-void region_park_peer(Region *r, Peer *p) {
-        if (p->parked)
+/* Parks or unparks @p: its bit and its slot leave or come back, the other
+ * peers' front ends are told (PeerOps.parked/unparked), the control vectors ring. */
+static void region_set_parked(Region *r, Peer *p, bool parked) {
+        if (p->parked == parked)
                 return;
-        p->parked = true;
-        r->active &= ~BIT(p->index);
-        if (r->page)
-                slot_clear(r, p->index);
+        p->parked = parked;
+        if (parked) {
+                r->active &= ~BIT(p->index);
+                if (r->page)
+                        slot_clear(r, p->index);
+        } else {
+                if (r->page)
+                        slot_fill(r, p);
+                r->active |= BIT(p->index);
+        }
         region_publish(r);
         for (unsigned i = 0; i < r->max_peers; i++) {
                 Peer *o = r->peers[i];
+                void (*tell)(Peer *self, Peer *other);
 
-                if (o && o != p && o->ops && o->ops->parked)
-                        o->ops->parked(o, p);
+                if (!o || o == p || !o->ops)
+                        continue;
+                tell = parked ? o->ops->parked : o->ops->unparked;
+                if (tell)
+                        tell(o, p);
         }
         region_ring_control(r, p);
 }
 
-void region_unpark_peer(Region *r, Peer *p) {
-        if (!p->parked)
-                return;
-        p->parked = false;
-        if (r->page)
-                slot_fill(r, p);
-        r->active |= BIT(p->index);
-        region_publish(r);
-        for (unsigned i = 0; i < r->max_peers; i++) {
-                Peer *o = r->peers[i];
+void region_park_peer(Region *r, Peer *p) {
+        region_set_parked(r, p, true);
+}
 
-                if (o && o != p && o->ops && o->ops->unparked)
-                        o->ops->unparked(o, p);
-        }
-        region_ring_control(r, p);
+void region_unpark_peer(Region *r, Peer *p) {
+        region_set_parked(r, p, false);
 }
 
 void region_detach_peer(Region *r, Peer *p) {

@@ -40,8 +40,9 @@ import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
 from harness.hostpeer import HostPeer  # noqa: E402
 
-ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_SHMEMCTL", "SHMEM_HOTPLUG",
-                                          "SHMEM_E2E_IMAGE_DIR")}
+ENV = guestlab.Environment("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_SHMEMCTL",
+                            "SHMEM_HOTPLUG", "SHMEM_E2E_IMAGE_DIR")
+
 GUEST_TIMEOUT = 300   # s, QEMU start to power off; two TCG guests on a loaded 2-core machine
 MS = "60000"          # every wait inside a script
 MIB = 1 << 20
@@ -121,13 +122,8 @@ def answer(log, command, name, nth=0):
 class FactoryTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        unset = [k for k, v in ENV.items() if not v]
-        if unset:
-            raise AssertionError(f"not set: {', '.join(unset)} (tests/e2e/CMakeLists.txt sets them)")
-        d = ENV["SHMEM_E2E_IMAGE_DIR"]
-        cls.image = guestlab.Image(os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz"))
-        if not os.path.exists(cls.image.initrd):
-            raise AssertionError(f"no guest image in {d}: run test-guests.py --build-image")
+        ENV.require()
+        cls.image = guestlab.Image.from_dir(ENV["SHMEM_E2E_IMAGE_DIR"])
         cls.dir = tempfile.mkdtemp(prefix="shmem-e2e-fac-")  # short: Unix socket paths have 108 bytes
         cls.broker = None
         cls.host = cls.full = None

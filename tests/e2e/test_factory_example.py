@@ -22,15 +22,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
 
-ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_HOTPLUG", "SHMEM_GUEST_EXAMPLE",
-                                          "SHMEM_E2E_IMAGE_DIR")}
+ENV = guestlab.Environment("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_HOTPLUG",
+                            "SHMEM_GUEST_EXAMPLE", "SHMEM_E2E_IMAGE_DIR")
 
 
 class FactoryExampleTest(unittest.TestCase):
     def setUp(self):
-        unset = [k for k, v in ENV.items() if not v]
-        if unset:
-            raise AssertionError(f"not set: {', '.join(unset)} (tests/e2e/CMakeLists.txt sets them)")
+        ENV.require()
         self.dir = tempfile.mkdtemp(prefix="shmem-e2e-ex-")
         self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.addCleanup(guestlab.kill_all)
@@ -41,8 +39,7 @@ class FactoryExampleTest(unittest.TestCase):
         self.factory = guestlab.Shmem(os.path.join(run, "qemu", "factory.sock"), 1)
 
     def test_the_documented_program_creates_and_talks(self):
-        d = ENV["SHMEM_E2E_IMAGE_DIR"]
-        image = guestlab.Image(os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz"))
+        image = guestlab.Image.from_dir(ENV["SHMEM_E2E_IMAGE_DIR"])
         with open(ENV["SHMEM_GUEST_EXAMPLE"], "rb") as f:
             program = f.read()
         g = guestlab.Guest(image, "/usr/bin/example-creator", self.dir, [self.factory], name="vm-a",

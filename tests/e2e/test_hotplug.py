@@ -45,8 +45,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
 
-ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST", "SHMEM_SHMEMCTL",
-                                          "SHMEM_HOTPLUG", "SHMEM_E2E_IMAGE_DIR")}
+ENV = guestlab.Environment("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
+                            "SHMEM_SHMEMCTL", "SHMEM_HOTPLUG", "SHMEM_E2E_IMAGE_DIR")
+
 GUEST_TIMEOUT = 240   # s, QEMU start to power off; TCG on a loaded 2-core machine
 VECTORS = "17"        # max_peers 16 + 1
 MIB = 1 << 20
@@ -179,13 +180,8 @@ def guest_devices(log):
 class HotplugTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        unset = [k for k, v in ENV.items() if not v]
-        if unset:
-            raise AssertionError(f"not set: {', '.join(unset)} (tests/e2e/CMakeLists.txt sets them)")
-        d = ENV["SHMEM_E2E_IMAGE_DIR"]
-        cls.image = guestlab.Image(os.path.join(d, "vmlinux"), os.path.join(d, "initramfs.cpio.gz"))
-        if not os.path.exists(cls.image.initrd):
-            raise AssertionError(f"no guest image in {d}: run test-guests.py --build-image")
+        ENV.require()
+        cls.image = guestlab.Image.from_dir(ENV["SHMEM_E2E_IMAGE_DIR"])
         # Short: Unix socket paths have 108 bytes.
         cls.dir = tempfile.mkdtemp(prefix="shmem-e2e-hp-")
         cls.broker = None

@@ -50,6 +50,15 @@ class Image:
         self.initrd = initrd
 
     @classmethod
+    def from_dir(cls, outdir):
+        """The image build() made in @outdir (the e2e-guest-image fixture's);
+        AssertionError if there is none."""
+        img = cls(os.path.join(outdir, "vmlinux"), os.path.join(outdir, "initramfs.cpio.gz"))
+        if not os.path.exists(img.initrd):
+            raise AssertionError(f"no guest image in {outdir}: run tests/e2e/test-guests.py --build-image")
+        return img
+
+    @classmethod
     def build(cls, outdir, guest_binary):
         """Runs build-guest-image.sh (fast when its cache is warm)."""
         subprocess.run([os.path.join(E2E, "build-guest-image.sh"), outdir, guest_binary],
@@ -284,6 +293,21 @@ class Guest:
         if self.proc.returncode not in (0, -signal.SIGKILL):
             log += f"\n[qemu exit {self.proc.returncode}] {self.qemu_stderr()}"
         return Result(int(m.group(1)) if m else None, log, timed_out, seconds)
+
+
+class Environment(dict):
+    """The environment variables an e2e test's registration (tests/e2e/
+    CMakeLists.txt) sets, read at import: ENV = Environment("SHMEM_BROKERD", ...),
+    then ENV.require() where the test starts."""
+
+    def __init__(self, *names):
+        super().__init__((k, os.environ.get(k, "")) for k in names)
+
+    def require(self):
+        """AssertionError naming every variable that is unset or empty."""
+        unset = [k for k, v in self.items() if not v]
+        if unset:
+            raise AssertionError(f"not set: {', '.join(unset)} (tests/e2e/CMakeLists.txt sets them)")
 
 
 def kill_all():
