@@ -25,6 +25,8 @@ const Option daemon_options[] = {
               "One region's memory at most"),
         LIMIT("peers", "max-peers", OPTION_UINT, default_max_peers, 1, SHMEM_PEERS_MAX, "N",
               "Default peers per region, 1-64"),
+        LIMIT("peers-per-uid", "max-peers-per-uid", OPTION_UINT, max_peers_per_uid, 1, SHMEM_PEERS_MAX, "N",
+              "Indices of one region one user (or one VM) may hold"),
         LIMIT("connections", "max-connections", OPTION_UINT, max_connections, 1, 1u << 20, "N",
               "Connections of all front ends together"),
         LIMIT("connections-per-uid", "max-connections-per-uid", OPTION_UINT, max_connections_per_uid, 1, 1u << 20,

@@ -88,6 +88,35 @@ static void args_build_longopts(Args *a) {
         a->longopts[n] = (struct option) {};
 }
 
+/* "  --name=ARG   text", the text wrapped at 80 columns in a column of its own. */
+static void help_item(const char *lhs, const char *text) {
+        enum { COLUMN = 28, WIDTH = 80 };
+        int col = printf("%s", lhs);
+        const char *p = text;
+
+        if (col >= COLUMN) {
+                putchar('\n');
+                col = 0;
+        }
+        while (*p) {
+                size_t word = strcspn(p, " ");
+
+                if (col > COLUMN && col + 1 + (int) word > WIDTH) {
+                        putchar('\n');
+                        col = 0;
+                }
+                if (col < COLUMN)
+                        col += printf("%*s", COLUMN - col, "");
+                else
+                        col += printf(" ");
+                col += printf("%.*s", (int) word, p);
+                p += word;
+                while (*p == ' ')
+                        p++;
+        }
+        putchar('\n');
+}
+
 static void help(Args *a) {
         printf("Usage: shmem-brokerd [OPTIONS]\n"
                "\n"
@@ -111,15 +140,18 @@ static void help(Args *a) {
         for (size_t t = 0; t < ELEMENTSOF(a->tables); t++)
                 for (size_t i = 0; i < a->tables[t].n_options; i++) {
                         const Option *o = &a->tables[t].options[i];
-                        char lhs[64], def[64];
+                        char lhs[64], text[320], def[64];
 
                         if (!o->long_name)
                                 continue;
                         snprintf(lhs, sizeof(lhs), "%s%c --%s=%s", o->short_name ? "  -" : "   ",
                                  o->short_name ? o->short_name : ' ', o->long_name, o->arg);
-                        option_format(o, a->tables[t].settings, def, sizeof(def));
-                        printf("%-27s %s%s%s%s\n", lhs, o->help, o->type == OPTION_PATH ? "" : " (default: ",
-                               o->type == OPTION_PATH ? "" : def, o->type == OPTION_PATH ? "" : ")");
+                        if (o->type == OPTION_PATH)
+                                snprintf(text, sizeof(text), "%s", o->help);
+                        else
+                                snprintf(text, sizeof(text), "%s (default: %s)", o->help,
+                                         option_format(o, a->tables[t].settings, def, sizeof(def)));
+                        help_item(lhs, text);
                 }
         printf("\nEach is also a key of the configuration file (broker.conf(5)).\n"
                "SIGHUP re-reads the configuration; SIGUSR2 re-executes the binary in place,\n"

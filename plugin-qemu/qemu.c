@@ -12,11 +12,11 @@
 
 #include "escape.h"
 #include "ivshmem-wire.h"
+#include "list.h"
 #include "listen.h"
 #include "log.h"
 #include "qemu-identity.h"
 #include "qemu.h"
-#include "shmem.pb-c.h"
 
 typedef struct QemuPlugin QemuPlugin;
 typedef struct QemuClient QemuClient;
@@ -57,23 +57,9 @@ static QemuPlugin *qemu_plugin(Plugin *p) {
         return (QemuPlugin *) ((char *) p - offsetof(QemuPlugin, base));
 }
 
-/* The refusal QEMU understands (it exits with "server sent version N"): core result -> wire number. */
+/* The refusal QEMU understands (it exits with "server sent version N"): the one place core results meet this wire. */
 static int qemu_refusal(int core) {
-        static const int status[CORE_E_MAX] = {
-                [CORE_E_CLIENT_MAX] = SHMEM__STATUS__CLIENT_MAX,
-                [CORE_E_ILLEGAL_NAME] = SHMEM__STATUS__ILLEGAL_NAME,
-                [CORE_E_NO_PERMISSION] = SHMEM__STATUS__NO_PERMISSION,
-                [CORE_E_NOT_FOUND] = SHMEM__STATUS__DOES_NOT_EXIST,
-                [CORE_E_EXISTS] = SHMEM__STATUS__EXISTS,
-                [CORE_E_BAD_SIZE] = SHMEM__STATUS__BAD_SIZE,
-                [CORE_E_LIMIT] = SHMEM__STATUS__LIMIT,
-                [CORE_E_BUSY] = SHMEM__STATUS__BUSY,
-                [CORE_E_INVALID] = SHMEM__STATUS__BAD_REQUEST,
-                [CORE_E_NOMEM] = SHMEM__STATUS__NOMEM,
-        };
-
-        return IVSHMEM_REFUSE_VERSION_BASE +
-               (core > 0 && core < CORE_E_MAX ? status[core] : SHMEM__STATUS__UNKNOWN_FAILURE);
+        return IVSHMEM_REFUSE_VERSION_BASE + front_status(core);
 }
 
 static const char *qemu_label(const PeerIdentity *id, char buf[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)]) {
@@ -146,10 +132,7 @@ static QemuClient *qemu_client_new(QemuPlugin *qp, const char *region, const Pee
         c->plugin = qp;
         c->id = *id;
         snprintf(c->region, sizeof(c->region), "%s", region);
-        c->next = qp->clients;
-        if (qp->clients)
-                qp->clients->prev = c;
-        qp->clients = c;
+        LIST_PREPEND(qp->clients, c);
         return c;
 }
 
@@ -160,12 +143,7 @@ static void qemu_client_free(QemuClient *c) {
                 registry_detach(qp->ctx.registry, c->peer);
         front_conn_free(c->conn);
         keeper_changed(frontends_keeper(qp->ctx.table));
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                qp->clients = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        LIST_REMOVE(qp->clients, c);
         free(c);
 }
 
@@ -515,7 +493,7 @@ static void qemu_settings_init(void *settings) {
 static const Option qemu_options[] = {
         { .section = "broker", .key = "qemu-socket-group", .long_name = "qemu-group", .type = OPTION_GROUP,
           .offset = offsetof(QemuSettings, socket_gid), .arg = "GROUP",
-          .help = "Group owning the QEMU sockets (default: libvirt-qemu if it exists, else kvm)" },
+          .help = "Group owning the QEMU sockets; unset: libvirt-qemu if this process may use it, else kvm" },
         { .section = "broker", .key = "qemu-socket-mode", .long_name = "qemu-socket-mode", .type = OPTION_MODE,
           .offset = offsetof(QemuSettings, socket_mode), .arg = "MODE", .help = "Mode of the QEMU sockets" },
         { .section = "broker", .key = "libvirt-run-directory", .type = OPTION_PATH_OR_EMPTY,

@@ -5,6 +5,8 @@
 # data and signals, and ends with `shmemctl inspect e2e`.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/scripts/root.sh"
+as_root "$0" "$@"
 "$top/scripts/install-deps.sh"
 "$top/scripts/build.sh"
 exec python3 "$top/tests/e2e/demo.py" "${BUILD_DIR:-$top/build}"

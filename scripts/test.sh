@@ -4,6 +4,8 @@
 # (unit, integration, e2e with real QEMU guests under TCG).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/scripts/root.sh"
+as_root "$0" "$@"
 "$top/scripts/install-deps.sh"
 "$top/scripts/build.sh"
 cd "${BUILD_DIR:-$top/build}"

@@ -62,7 +62,7 @@ bool region_size_for(unsigned signal_mode, uint64_t data_size, uint64_t limit, u
         if (data_size == 0 || data_size > (UINT64_C(1) << 62))
                 return false;
         data = (data_size + SHMEM_PAGE_SIZE - 1) & ~(uint64_t) (SHMEM_PAGE_SIZE - 1);
-        /* QEMU asserts is_power_of_2() on every BAR: see research/qemu-lab.md. */
+        /* QEMU asserts is_power_of_2() on every BAR (docs/region-layout.md, Memory). */
         while (total < data + page)
                 total <<= 1;
         if (total > limit)
@@ -202,7 +202,7 @@ static int region_open_memory(Region *r) {
                 return -errno;
         if (ftruncate(fd, (off_t) r->region_size) < 0)
                 return -errno;
-        /* Never F_SEAL_WRITE: QEMU maps the region writable (qemu-lab.md). Size
+        /* Never F_SEAL_WRITE: QEMU maps the region writable (docs/region-layout.md). Size
          * seals keep a peer from shrinking the file under the others (SIGBUS). */
         if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
                 return -errno;

@@ -174,7 +174,7 @@ void region_detach_peer(Region *r, Peer *p);
 
 /*
  * The fds (borrowed) @me holds to signal @other: in shmem mode exactly one,
- * ev[other][me], so that @other sees "@me signaled" (DESIGN.md §5); in compat
+ * ev[other][me], so that @other sees "@me signaled" (docs/region-layout.md, Signals); in compat
  * mode all of @other's vectors, as contrib/ivshmem-server hands them out.
  */
 static inline unsigned region_fds_to(Region *r, Peer *other, Peer *me, const int **ret) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "escape.h"
 #include "log.h"
@@ -422,6 +423,31 @@ const char *registry_mode_refuses(Registry *reg, const Region *r, const PeerIden
         return reg->error_buf;
 }
 
+/* Whether @a and @b count as one for peers-per-uid: one user's host peers, one VM's QEMU peers. */
+static bool same_holder(const PeerIdentity *a, const PeerIdentity *b) {
+        if (a->kind != b->kind)
+                return false;
+        if (a->kind == SHMEM_PEER_KIND_QEMU)
+                return a->vm_uuid[0] ? strcasecmp(a->vm_uuid, b->vm_uuid) == 0 : a->pid == b->pid;
+        return a->uid == b->uid;
+}
+
+/* Why @id may not take one more index of @r (peers-per-uid), or NULL. */
+static const char *registry_holder_refuses(Registry *reg, const Region *r, const PeerIdentity *id) {
+        unsigned held = 0;
+
+        if (id->kind == SHMEM_PEER_KIND_HOST && policy_is_admin(id))
+                return NULL;
+        for (unsigned i = 0; i < r->max_peers; i++)
+                held += r->peers[i] && same_holder(&r->peers[i]->id, id);
+        if (held < reg->limits.max_peers_per_uid)
+                return NULL;
+        snprintf(reg->error_buf, sizeof(reg->error_buf),
+                 "this %s holds %u of the region's indices already (peers-per-uid)",
+                 id->kind == SHMEM_PEER_KIND_QEMU ? "VM" : "user", held);
+        return reg->error_buf;
+}
+
 int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *ret_created,
                     const char **ret_error) {
         const PeerIdentity *id = req->id;
@@ -464,6 +490,8 @@ int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *r
         }
         if (r && (*ret_error = registry_mode_refuses(reg, r, id)))
                 return CORE_E_NO_PERMISSION;
+        if (r && (*ret_error = registry_holder_refuses(reg, r, id)))
+                return CORE_E_LIMIT;
         if (!r) {
                 if (req->mode == ATTACH_FIND) {
                         *ret_error = "no region of that name";

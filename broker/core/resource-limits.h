@@ -24,6 +24,7 @@ typedef struct Limits {
         uint64_t max_bytes_per_uid;   /* sum of the sizes of the regions one user created */
         uint64_t max_region_bytes;    /* one region's memfd size */
         unsigned default_max_peers;
+        unsigned max_peers_per_uid;   /* indices of one region one user (host) or one VM (QEMU) holds */
         /* The front ends (frontend/frontend.h). */
         unsigned max_connections;         /* of all front ends together */
         unsigned max_connections_per_uid; /* native connections of one user */
@@ -43,6 +44,7 @@ typedef struct Limits {
                 .max_bytes_per_uid = UINT64_C(4) << 30,                                            \
                 .max_region_bytes = UINT64_C(1) << 30,                                             \
                 .default_max_peers = SHMEM_PEERS_DEFAULT,                                          \
+                .max_peers_per_uid = 8,                                                            \
                 .max_connections = 1024,                                                           \
                 .max_connections_per_uid = 128,                                                    \
                 .max_connections_per_vm = 64,                                                      \

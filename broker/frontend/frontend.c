@@ -8,8 +8,10 @@
 #include "error.h"
 #include "escape.h"
 #include "frontend.h"
+#include "list.h"
 #include "log.h"
 #include "policy.h"
+#include "shmem.pb-c.h"
 
 #define ACCEPTS_PER_WAKEUP 32  /* fairness: one busy listener cannot starve the loop */
 #define ACCEPT_BACKOFF_MS 100  /* out of fds: wait this long before accepting again */
@@ -191,10 +193,7 @@ int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const Pee
                 count->n++;
                 c->counted = true;
         }
-        c->next = t->conns;
-        if (t->conns)
-                t->conns->prev = c;
-        t->conns = c;
+        LIST_PREPEND(t->conns, c);
         t->n_conns++;
         keeper_keep(t->keeper, &(FdKey) { .kind = FD_CONN, .id = id }, fd);
         *ret = c;
@@ -222,12 +221,7 @@ FrontConn *front_conn_free(FrontConn *c) {
         if (c->ev_deadline)
                 event_free(c->ev_deadline);
         conn_deinit(&c->conn);
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                t->conns = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        LIST_REMOVE(t->conns, c);
         t->n_conns--;
         free(c);
         return NULL;
@@ -277,6 +271,24 @@ int front_conn_restore(FrontConn **ret, Frontends *t, const Shmem__State__Conn *
         if (fd < 0)
                 return -ENOENT;
         return front_conn_new(ret, t, fd, sc->id, peer, sc->vm_key, ops, owner);
+}
+
+int front_status(int core) {
+        static const int status[CORE_E_MAX] = {
+                [0] = SHMEM__STATUS__OK,
+                [CORE_E_CLIENT_MAX] = SHMEM__STATUS__CLIENT_MAX,
+                [CORE_E_ILLEGAL_NAME] = SHMEM__STATUS__ILLEGAL_NAME,
+                [CORE_E_NO_PERMISSION] = SHMEM__STATUS__NO_PERMISSION,
+                [CORE_E_NOT_FOUND] = SHMEM__STATUS__DOES_NOT_EXIST,
+                [CORE_E_EXISTS] = SHMEM__STATUS__EXISTS,
+                [CORE_E_BAD_SIZE] = SHMEM__STATUS__BAD_SIZE,
+                [CORE_E_LIMIT] = SHMEM__STATUS__LIMIT,
+                [CORE_E_BUSY] = SHMEM__STATUS__BUSY,
+                [CORE_E_INVALID] = SHMEM__STATUS__BAD_REQUEST,
+                [CORE_E_NOMEM] = SHMEM__STATUS__NOMEM,
+        };
+
+        return core >= 0 && core < CORE_E_MAX ? status[core] : SHMEM__STATUS__UNKNOWN_FAILURE;
 }
 
 /* --- listening ------------------------------------------------------------ */

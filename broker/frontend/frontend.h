@@ -110,6 +110,14 @@ int front_conn_restore(FrontConn **ret, Frontends *t, const Shmem__State__Conn *
 /* Iterates the table's connections (every front end's). */
 FrontConn *frontends_first(Frontends *t);
 
+/*
+ * front_status() - the wire status of a core result (core/error.h): the
+ * shmem.Status numbers, QNX's first, that both front ends' wires speak (the
+ * native Reply.status; QEMU's refusal version 1000 + status). -errno values
+ * are UNKNOWN_FAILURE.
+ */
+int front_status(int core);
+
 /* Accepted: @fd (consumed) with the kernel's credentials in @peer (kind set from the listener). */
 typedef void (*FrontAcceptFn)(FrontListener *l, int fd, const PeerIdentity *peer, void *userdata);
 

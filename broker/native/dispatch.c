@@ -10,6 +10,7 @@
 
 #include "dispatch.h"
 #include "escape.h"
+#include "frontend.h"
 #include "log.h"
 
 /* The core's attach modes are the wire's. */
@@ -18,23 +19,7 @@ _Static_assert(ATTACH_FIND == (int) SHMEM__ATTACH_MODE__FIND, "attach mode");
 _Static_assert(ATTACH_EXCLUSIVE == (int) SHMEM__ATTACH_MODE__EXCLUSIVE, "attach mode");
 
 Shmem__Status native_status(int core) {
-        static const Shmem__Status map[CORE_E_MAX] = {
-                [0] = SHMEM__STATUS__OK,
-                [CORE_E_CLIENT_MAX] = SHMEM__STATUS__CLIENT_MAX,
-                [CORE_E_ILLEGAL_NAME] = SHMEM__STATUS__ILLEGAL_NAME,
-                [CORE_E_NO_PERMISSION] = SHMEM__STATUS__NO_PERMISSION,
-                [CORE_E_NOT_FOUND] = SHMEM__STATUS__DOES_NOT_EXIST,
-                [CORE_E_EXISTS] = SHMEM__STATUS__EXISTS,
-                [CORE_E_BAD_SIZE] = SHMEM__STATUS__BAD_SIZE,
-                [CORE_E_LIMIT] = SHMEM__STATUS__LIMIT,
-                [CORE_E_BUSY] = SHMEM__STATUS__BUSY,
-                [CORE_E_INVALID] = SHMEM__STATUS__BAD_REQUEST,
-                [CORE_E_NOMEM] = SHMEM__STATUS__NOMEM,
-        };
-
-        if (core >= 0 && core < CORE_E_MAX)
-                return map[core];
-        return SHMEM__STATUS__UNKNOWN_FAILURE;
+        return (Shmem__Status) front_status(core);
 }
 
 void native_init(Native *n, Registry *registry, const PeerOps *peer_ops, const NativeHooks *hooks) {

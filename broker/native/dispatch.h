@@ -9,7 +9,8 @@
  * fuzzer drives it with bytes alone (tests/fuzz/fuzz-dispatch.c).
  * native/server.c is the socket server around it.
  *
- * Core results become wire statuses in one place: native_status().
+ * Core results become wire statuses in one place: native_status() (over
+ * front_status(), the table both front ends' wires share).
  */
 
 #include <stdbool.h>

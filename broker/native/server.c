@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "escape.h"
+#include "list.h"
 #include "listen.h"
 #include "log.h"
 #include "server.h"
@@ -59,12 +60,7 @@ static void client_free(Client *c) {
                 registry_detach(s->registry, c->caller.peer);
         front_conn_free(c->conn);
         keeper_changed(frontends_keeper(s->table));
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                s->clients = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        LIST_REMOVE(s->clients, c);
         s->n_clients--;
         free(c);
 }
@@ -76,10 +72,7 @@ static Client *client_new(Server *s) {
                 return NULL;
         c->server = s;
         c->caller.userdata = c;
-        c->next = s->clients;
-        if (s->clients)
-                s->clients->prev = c;
-        s->clients = c;
+        LIST_PREPEND(s->clients, c);
         s->n_clients++;
         return c;
 }

@@ -132,15 +132,16 @@ int fdstore_new(FdStore **ret, Notify *notify) {
 }
 
 FdStore *fdstore_free(FdStore *s) {
-        void *e;
+        void *v;
 
         if (!s)
                 return NULL;
-        while (map_size(s->entries) > 0) {
-                size_t i = 0;
+        /* The map goes as a whole: no removal per entry. */
+        for (size_t i = 0; map_next(s->entries, &i, &v);) {
+                Entry *e = v;
 
-                if (map_next(s->entries, &i, &e))
-                        entry_free(s, e);
+                fd_close(e->fd);
+                free(e);
         }
         map_free(s->entries);
         free(s);
@@ -226,25 +227,23 @@ void fdstore_foreach_adopted(FdStore *s, const char *prefix, void (*fn)(void *us
 }
 
 void fdstore_release_unclaimed(FdStore *s) {
-        bool found = true;
+        _cleanup_free_ Entry **unclaimed = calloc(map_size(s->entries) + 1, sizeof(Entry *));
+        size_t n = 0;
+        void *v;
 
-        /* Restart after each removal: it moves entries of the map. */
-        while (found) {
-                void *v;
-
-                found = false;
-                for (size_t i = 0; map_next(s->entries, &i, &v);) {
-                        Entry *e = v;
-
-                        if (!e->adopted || e->taken)
-                                continue;
-                        /* Old states are expected; anything else was not rebuilt. */
-                        if (strncmp(e->name, FDSTORE_STATE_PREFIX, strlen(FDSTORE_STATE_PREFIX)) != 0)
-                                log_notice("Closing stored fd '%s': nothing of the state uses it", e->name);
-                        fdstore_remove(s, e->name);
-                        found = true;
-                        break;
-                }
+        if (!unclaimed) {
+                log_error("Cannot release the stored fds nobody took: out of memory");
+                return;
+        }
+        /* Collected first: a removal moves entries of the map. */
+        for (size_t i = 0; map_next(s->entries, &i, &v);)
+                if (((Entry *) v)->adopted && !((Entry *) v)->taken)
+                        unclaimed[n++] = v;
+        for (size_t i = 0; i < n; i++) {
+                /* Old states are expected; anything else was not rebuilt. */
+                if (strncmp(unclaimed[i]->name, FDSTORE_STATE_PREFIX, strlen(FDSTORE_STATE_PREFIX)) != 0)
+                        log_notice("Closing stored fd '%s': nothing of the state uses it", unclaimed[i]->name);
+                fdstore_remove(s, unclaimed[i]->name);
         }
 }
 

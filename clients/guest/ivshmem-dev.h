@@ -5,9 +5,9 @@
  * ivshmem-dev: QEMU's ivshmem PCI device (1af4:1110) from Linux guest user
  * space, and nothing of shmem-broker's: BAR0 registers, BAR2 memory, and the
  * MSI-X vectors as one eventfd each through vfio-pci (QEMU
- * docs/specs/ivshmem-spec.rst; research/qemu-lab.md). Without vfio (no IOMMU
- * in the guest: Debian's kernel has no vfio no-IOMMU mode) the BARs are
- * mapped through sysfs and there are no interrupts.
+ * docs/specs/ivshmem-spec.rst; docs/region-layout.md, "In a guest").
+ * Without vfio (no IOMMU in the guest: Debian's kernel has no vfio no-IOMMU
+ * mode) the BARs are mapped through sysfs and there are no interrupts.
  *
  * libshmem-guest puts the control page's semantics on top; `shmem-guest
  * --raw` is a plain ivshmem application on it, as a guest written for QEMU's
@@ -77,7 +77,7 @@ int ivshmem_dev_open(IvshmemDev *d, const char *bdf, bool vfio);
 
 /*
  * Gives vectors 0..@n-1 an eventfd each, in d->epfd, and enables MSI-X. A
- * doorbell rung at this device before this is lost by QEMU (qemu-lab.md).
+ * doorbell rung at this device before this is lost by QEMU (docs/region-layout.md).
  * vfio only; @n at most d->msix_count.
  */
 int ivshmem_dev_enable_irqs(IvshmemDev *d, unsigned n);

@@ -10,8 +10,9 @@
  * - Signals out: set my bit in the target's pending word, then ring the
  *   target's doorbell id through BAR0 Doorbell.
  * - Signals in: MSI-X vectors as eventfds from vfio-pci (no kernel module of
- *   our own). vfio-pci needs an IOMMU (Debian's kernel has no vfio no-IOMMU
- *   mode): q35 + intel-iommu,intremap=on and `intel_iommu=on` in the guest.
+ *   our own); vector j firing is peer j's ring (shmem_event.rang). vfio-pci
+ *   needs an IOMMU (Debian's kernel has no vfio no-IOMMU mode): q35 +
+ *   intel-iommu,intremap=on and `intel_iommu=on` in the guest.
  *   Without one (or with SHMEM_GUEST_POLL=1 in the environment) the library
  *   maps the BARs through sysfs and polls the pending word and the epoch every
  *   millisecond; shmem_fd() is then -EOPNOTSUPP.
@@ -33,9 +34,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "control-page.h"
 #include "ivshmem-dev.h"
 #include "macro.h"
-#include "region-layout.h"
+#include "shmem-raw.h"
 #include "shmem.h"
 
 #define POLL_INTERVAL_NS 1000000L
@@ -64,19 +66,10 @@ struct shmem {
         uint8_t *data;
         uint64_t data_size;
         unsigned index, max_peers, vectors;
-        uint64_t valid;               /* bits of indices 0..max_peers-1 */
         int timer;                    /* relook timer, RELOOK_WINDOW_MS after attach */
         int64_t relook_until;         /* CLOCK_MONOTONIC ns */
         uint64_t seen_epoch;
 };
-
-static uint64_t page_load(const uint64_t *p) {
-        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-
-static uint32_t page_load32(const uint32_t *p) {
-        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
 
 static shmem_t *shmem_free(shmem_t *s) {
         if (!s)
@@ -111,28 +104,6 @@ static bool name_valid(const char *name) {
 }
 
 /*
- * Checks a copy of the control page header against the BAR it came from. Any
- * guest can write the page, so nothing in it may lead to an access outside
- * the mapping.
- */
-static bool layout_valid(const struct shmem_control_page *h, size_t bar2_size) {
-        if (h->magic != SHMEM_LAYOUT_MAGIC || h->version != SHMEM_LAYOUT_VERSION ||
-            h->header_size != offsetof(struct shmem_control_page, slots) ||
-            h->slot_size != sizeof(struct shmem_slot) || h->signal_mode != SHMEM_SIGNAL_MODE_SHMEM)
-                return false;
-        if (h->max_peers < 1 || h->max_peers > SHMEM_PEERS_MAX || h->vectors != h->max_peers + 1)
-                return false;
-        if (h->data_offset < SHMEM_PAGE_SIZE || h->data_offset % SHMEM_PAGE_SIZE != 0 ||
-            h->data_offset > bar2_size || h->data_size > bar2_size - h->data_offset)
-                return false;
-        return true;
-}
-
-static bool layout_has_name(const struct shmem_control_page *h, const char *name) {
-        return strnlen(h->name, sizeof(h->name)) < sizeof(h->name) && strcmp(h->name, name) == 0;
-}
-
-/*
  * Whether the device at @bdf carries region @name: 1 yes, 0 no, -EBUSY if
  * its control page cannot be looked at, through sysfs: vfio holds the BAR of
  * a device another handle uses, and CONFIG_IO_STRICT_DEVMEM then refuses the
@@ -146,7 +117,7 @@ static int device_has_region(const char *bdf, const char *name) {
         r = ivshmem_dev_peek(bdf, &h, sizeof(h), &bar2_size);
         if (r == -EBUSY)
                 return r;
-        return r == 0 && layout_valid(&h, (size_t) bar2_size) && layout_has_name(&h, name);
+        return r == 0 && shmem_page_header_valid(&h, bar2_size) && shmem_page_header_names(&h, name);
 }
 
 /* --- attach ---------------------------------------------------------------- */
@@ -175,7 +146,7 @@ static int shmem_setup_layout(shmem_t *s) {
 
         /* A copy: the page can change under us, the checks must hold for what is used. */
         memcpy(&h, s->dev.bar2, sizeof(h));
-        if (!layout_valid(&h, s->dev.bar2_size) || !layout_has_name(&h, s->name))
+        if (!shmem_page_header_valid(&h, s->dev.bar2_size) || !shmem_page_header_names(&h, s->name))
                 return SHMEM_STATUS_DOES_NOT_EXIST;
         /* QEMU's `vectors=` must be max_peers + 1: without the control vector no membership wakeup. */
         if (s->dev.vfio && s->dev.msix_count < h.vectors)
@@ -183,7 +154,6 @@ static int shmem_setup_layout(shmem_t *s) {
         s->page = s->dev.bar2;
         s->max_peers = h.max_peers;
         s->vectors = h.vectors;
-        s->valid = h.max_peers == 64 ? ~UINT64_C(0) : BIT(h.max_peers) - 1;
         s->data = (uint8_t *) s->dev.bar2 + h.data_offset;
         s->data_size = h.data_size;
 
@@ -197,10 +167,10 @@ static int shmem_setup_layout(shmem_t *s) {
         if (r < 0)
                 return r;
         for (unsigned i = 0; i < s->max_peers; i++)
-                if (page_load32(&s->page->slots[i].state) == SHMEM_SLOT_ACTIVE &&
-                    page_load32(&s->page->slots[i].doorbell_id) == ivposition) {
+                if (shmem_page_load32(&s->page->slots[i].state) == SHMEM_SLOT_ACTIVE &&
+                    shmem_page_load32(&s->page->slots[i].doorbell_id) == ivposition) {
                         s->index = i;
-                        s->seen_epoch = page_load(&s->page->epoch);
+                        s->seen_epoch = shmem_page_load(&s->page->epoch);
                         return 0;
                 }
         return -EPROTO;
@@ -286,7 +256,8 @@ int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
                 /*
                  * A ring that comes before MSI-X is on is lost by QEMU; its
                  * pending bit is not, and the first shmem_wait() takes the
-                 * pending word before it sleeps (qemu-lab.md).
+                 * pending word before it sleeps (docs/region-layout.md, "In
+                 * a guest").
                  */
                 r = ivshmem_dev_enable_irqs(&s->dev, s->vectors);
                 if (r < 0)
@@ -328,48 +299,40 @@ const char *shmem_name(shmem_t *s) {
 }
 
 uint64_t shmem_active(shmem_t *s) {
-        if (!s)
-                return 0;
-        return (page_load(&s->page->active) & s->valid) | BIT(s->index);
+        return s ? shmem_page_active(s->page, s->max_peers, s->index) : 0;
 }
 
 uint64_t shmem_unconsumed(shmem_t *s) {
-        uint64_t others, ret = 0;
-
-        if (!s)
-                return 0;
-        others = shmem_active(s) & ~BIT(s->index);
-        for (unsigned k = 0; k < s->max_peers; k++)
-                if (others & BIT(k) && page_load(&s->page->slots[k].pending) & BIT(s->index))
-                        ret |= BIT(k);
-        return ret;
+        return s ? shmem_page_unconsumed(s->page, s->max_peers, s->index) : 0;
 }
 
-int shmem_notify(shmem_t *s, uint64_t mask) {
+/*
+ * Signals the attached peers in @mask but me: ORs @bits into each one's
+ * pending word (none if 0), then rings its doorbell id. shmem_notify() sets
+ * my bit; shmem_raw_ring() sets none.
+ */
+static int shmem_signal(shmem_t *s, uint64_t mask, uint64_t bits) {
         uint64_t targets;
         int ret = 0;
 
-        if (!s)
-                return -EINVAL;
         targets = mask & shmem_active(s) & ~BIT(s->index);
         for (unsigned k = 0; k < s->max_peers; k++) {
                 uint32_t id;
                 int r;
 
-                if (!(targets & BIT(k)) || page_load32(&s->page->slots[k].state) != SHMEM_SLOT_ACTIVE)
+                if (!(targets & BIT(k)) || shmem_page_load32(&s->page->slots[k].state) != SHMEM_SLOT_ACTIVE)
                         continue;
-                id = page_load32(&s->page->slots[k].doorbell_id);
+                id = shmem_page_load32(&s->page->slots[k].doorbell_id);
                 if (id > SHMEM_DOORBELL_ID_MAX)
                         continue;
                 /*
                  * The bit first, then the ring: a receiver woken by the ring
                  * finds it, and a ring QEMU drops (the receiver has no MSI-X
                  * yet, or my QEMU does not know the peer yet) leaves the bit
-                 * for its next look. A locked OR is a full barrier on x86; the
-                 * fence says so for the uncached doorbell store after it.
+                 * for its next look (control-page.h: why it is a full barrier).
                  */
-                __atomic_fetch_or(&s->page->slots[k].pending, BIT(s->index), __ATOMIC_SEQ_CST);
-                __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                if (bits)
+                        shmem_page_set_pending(s->page, k, bits);
                 /* Vector 0 of peer `id` is the one fd that means "I signaled k". */
                 r = ivshmem_dev_write_reg(&s->dev, IVSHMEM_REG_DOORBELL, id << 16);
                 if (r < 0 && ret == 0)
@@ -378,44 +341,64 @@ int shmem_notify(shmem_t *s, uint64_t mask) {
         return ret;
 }
 
+int shmem_notify(shmem_t *s, uint64_t mask) {
+        return s ? shmem_signal(s, mask, BIT(s->index)) : -EINVAL;
+}
+
+int shmem_raw_ring(shmem_t *s, uint64_t mask) {
+        return s ? shmem_signal(s, mask, 0) : -EINVAL;
+}
+
+struct shmem_control_page *shmem_raw_page(shmem_t *s) {
+        return s ? s->page : NULL;
+}
+
 /*
- * One look at the page; fills @ret and returns true if there is something to
- * report. Who signaled is the pending word alone, and whether membership
- * changed is the epoch alone: vectors, the control vector included, only wake
- * (docs/design.md). The broker bumps the epoch before it rings the control
- * vector, so a look after that ring sees the change; counting the ring too
- * would report one change twice when an earlier look already saw the epoch.
+ * One look at the page, after the vectors in @rang were drained; fills @ret
+ * and returns true if there is something to report. The pending word and the
+ * rings are two views, each reported once: a sender sets its bit before it
+ * rings, so the bit may be taken by an earlier look than the one its ring
+ * wakes, and folding the ring into senders would report one signal twice
+ * (docs/design.md). Whether membership changed is the epoch alone: the broker
+ * bumps it before it rings the control vector, so a look after that ring sees
+ * the change, and counting the ring too would report one change twice.
  */
-static bool shmem_look(shmem_t *s, struct shmem_event *ret) {
+static bool shmem_look(shmem_t *s, uint64_t rang, struct shmem_event *ret) {
         uint64_t senders, epoch;
         bool membership;
 
-        senders = __atomic_exchange_n(&s->page->slots[s->index].pending, 0, __ATOMIC_ACQ_REL);
-        senders &= s->valid & ~BIT(s->index);
-        epoch = page_load(&s->page->epoch);
+        senders = shmem_page_take_pending(s->page, s->max_peers, s->index);
+        epoch = shmem_page_load(&s->page->epoch);
         membership = epoch != s->seen_epoch;
-        if (!senders && !membership)
+        if (!senders && !rang && !membership)
                 return false;
         *ret = (struct shmem_event) {
                 .senders = senders,
                 .membership_changed = membership,
                 .active = shmem_active(s),
                 .epoch = epoch,
+                .rang = rang,
         };
         s->seen_epoch = epoch;
         return true;
 }
 
-/* Reads an eventfd or timerfd to zero, so that it can fire again. */
-static void fd_drain(int fd) {
+/* Reads an eventfd or timerfd to zero, so that it can fire again; whether it had fired. */
+static bool fd_drain(int fd) {
         uint64_t count;
-        ssize_t n = read(fd, &count, sizeof(count));
 
-        (void) n; /* EAGAIN: already zero; nothing else can fail here */
+        /* EAGAIN: already zero; nothing else can fail here */
+        return read(fd, &count, sizeof(count)) == (ssize_t) sizeof(count);
 }
 
-/* Drains the vectors and the relook timer that fired; ends the relook window when it is over. */
-static void shmem_drain(shmem_t *s, const struct epoll_event *evs, int n) {
+/*
+ * Drains the vectors and the relook timer that fired; ends the relook window
+ * when it is over. Returns the peers whose vector fired: each MSI-X vector j
+ * is the eventfd that only peer j's doorbell writes.
+ */
+static uint64_t shmem_drain(shmem_t *s, const struct epoll_event *evs, int n) {
+        uint64_t rang = 0;
+
         for (int i = 0; i < n; i++) {
                 uint32_t v = evs[i].data.u32;
 
@@ -425,9 +408,10 @@ static void shmem_drain(shmem_t *s, const struct epoll_event *evs, int n) {
                         fd_drain(s->timer);
                         if (now_ns() >= s->relook_until)
                                 timerfd_settime(s->timer, 0, &off, NULL);
-                } else if (v < s->vectors)
-                        fd_drain(s->dev.vec[v]);
+                } else if (v < s->vectors && fd_drain(s->dev.vec[v]) && v < s->max_peers && v != s->index)
+                        rang |= BIT(v);
         }
+        return rang;
 }
 
 int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
@@ -440,6 +424,7 @@ int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
 
         for (;;) {
                 int64_t left = deadline < 0 ? INT64_MAX : deadline - now_ns();
+                uint64_t rang = 0; /* drained rings are reported now or never */
 
                 if (s->dev.vfio) {
                         struct epoll_event evs[SHMEM_PEERS_MAX + 2];
@@ -456,14 +441,14 @@ int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                         if (n < 0 && errno != EINTR)
                                 return -errno;
                         if (n > 0)
-                                shmem_drain(s, evs, n);
+                                rang = shmem_drain(s, evs, n);
                 } else if (!first) {
                         struct timespec ts = { .tv_nsec = left < POLL_INTERVAL_NS ? left : POLL_INTERVAL_NS };
 
                         if (ts.tv_nsec > 0)
                                 (void) nanosleep(&ts, NULL);
                 }
-                if (shmem_look(s, ret))
+                if (shmem_look(s, rang, ret))
                         return 1;
                 if (deadline >= 0 && now_ns() >= deadline)
                         return 0;

@@ -21,7 +21,8 @@
 
 #include "client.h"
 #include "clock.h"
-#include "region-layout.h"
+#include "control-page.h"
+#include "shmem-raw.h"
 #include "shmem.h"
 #include "shmem-internal.h"
 
@@ -50,7 +51,6 @@ struct shmem {
         uint8_t *data;
         uint64_t data_size;
         unsigned index, max_peers, vectors;
-        uint64_t valid;             /* bits of indices 0..max_peers-1 */
         int vec[SHMEM_PEERS_MAX + 1]; /* ev[me][v]: own vectors */
         int peer[SHMEM_PEERS_MAX];  /* ev[k][me]: rings peer k; -1 unknown */
         int epfd;                   /* own vectors + control socket + recheck timer: shmem_fd() */
@@ -64,10 +64,6 @@ struct shmem {
 /* Public structs grow at the end; only what the caller's size covers is read. */
 #define OPT(o, field) \
         ((o) && (o)->size >= offsetof(struct shmem_attach_opts, field) + sizeof((o)->field) ? (o)->field : NULL)
-
-static uint64_t page_load(const uint64_t *p) {
-        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
 
 static shmem_t *shmem_free(shmem_t *s) {
         if (!s)
@@ -168,7 +164,6 @@ static int shmem_take_reply(shmem_t *s, ClientMsg *reply) {
         s->index = a->index;
         s->max_peers = a->max_peers;
         s->vectors = a->vectors;
-        s->valid = a->max_peers == 64 ? ~UINT64_C(0) : BIT(a->max_peers) - 1;
         s->data_size = a->data_size;
 
         memfd = fdmsg_steal_fd(reply->raw, 0);
@@ -210,7 +205,7 @@ static int shmem_take_reply(shmem_t *s, ClientMsg *reply) {
          * write the page. The page is used only for what it is for: pending
          * words, active and epoch.
          */
-        s->seen_epoch = s->event_epoch = page_load(&s->page->epoch);
+        s->seen_epoch = s->event_epoch = shmem_page_load(&s->page->epoch);
         return 0;
 }
 
@@ -269,6 +264,7 @@ int shmem_from_reply(shmem_t **ret, Client *client, ClientMsg *reply, const char
         r = shmem_setup_epoll(s);
         if (r < 0)
                 return r;
+        /* Events queued during the call would not make the socket readable again. */
         shmem_process_events(s);
         *ret = TAKE_PTR(s);
         return 0;
@@ -282,10 +278,10 @@ static const char *default_label(void) {
 
 EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned flags,
                         const struct shmem_attach_opts *opts) {
-        _cleanup_(shmem_freep) shmem_t *s = NULL;
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Shmem__Attach at = SHMEM__ATTACH__INIT;
         Message m = SHMEM__MESSAGE__INIT;
+        Client *client = NULL;
         const char *label;
         int r;
 
@@ -294,12 +290,6 @@ EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned
                 return -EINVAL;
         label = OPT(opts, label) ? OPT(opts, label) : default_label();
 
-        r = shmem_alloc(&s);
-        if (r < 0)
-                return r;
-        s->name = strdup(name);
-        if (!s->name)
-                return -ENOMEM;
         at.name = (char *) name;
         at.size = size;
         at.mode = flags & SHMEM_FIND        ? SHMEM__ATTACH_MODE__FIND
@@ -307,23 +297,16 @@ EXPORT int shmem_attach(shmem_t **ret, const char *name, uint64_t size, unsigned
                                             : SHMEM__ATTACH_MODE__CREATE;
         m.body_case = SHMEM__MESSAGE__BODY_ATTACH;
         m.attach = &at;
-        r = client_connect_with(&s->client, client_socket_path(OPT(opts, socket)), label, CLIENT_TIMEOUT_MS,
-                                &m, &reply);
+        r = client_connect_with(&client, client_socket_path(OPT(opts, socket)), label, CLIENT_TIMEOUT_MS, &m,
+                                &reply);
         if (r != 0)
                 return r;
         r = client_reply_status(reply, NULL);
-        if (r != SHMEM_STATUS_OK)
+        if (r != SHMEM_STATUS_OK) {
+                client_free(client);
                 return r > 0 ? r : SHMEM_STATUS_UNKNOWN_FAILURE;
-        r = shmem_take_reply(s, reply);
-        if (r < 0)
-                return r;
-        r = shmem_setup_epoll(s);
-        if (r < 0)
-                return r;
-        /* Events queued during the call would not make the socket readable again. */
-        shmem_process_events(s);
-        *ret = TAKE_PTR(s);
-        return 0;
+        }
+        return shmem_from_reply(ret, client, reply, name);
 }
 
 EXPORT int shmem_find(shmem_t **ret, const char *name, const struct shmem_attach_opts *opts) {
@@ -371,29 +354,22 @@ EXPORT const char *shmem_name(shmem_t *s) {
 }
 
 EXPORT uint64_t shmem_active(shmem_t *s) {
-        if (!s)
-                return 0;
-        return (page_load(&s->page->active) & s->valid) | BIT(s->index);
+        return s ? shmem_page_active(s->page, s->max_peers, s->index) : 0;
 }
 
 EXPORT uint64_t shmem_unconsumed(shmem_t *s) {
-        uint64_t others, ret = 0;
-
-        if (!s)
-                return 0;
-        others = shmem_active(s) & ~BIT(s->index);
-        for (unsigned k = 0; k < s->max_peers; k++)
-                if (others & BIT(k) && page_load(&s->page->slots[k].pending) & BIT(s->index))
-                        ret |= BIT(k);
-        return ret;
+        return s ? shmem_page_unconsumed(s->page, s->max_peers, s->index) : 0;
 }
 
-EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
+/*
+ * Signals the attached peers in @mask but me: ORs @bits into each one's
+ * pending word (none if 0), then rings it. shmem_notify() sets my bit;
+ * shmem_raw_ring() sets none.
+ */
+static int shmem_signal(shmem_t *s, uint64_t mask, uint64_t bits) {
         uint64_t targets, one = 1;
         int ret = 0;
 
-        if (!s)
-                return -EINVAL;
         targets = mask & shmem_active(s) & ~BIT(s->index);
         if (!targets)
                 return 0;
@@ -403,7 +379,7 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
          * may still have the leaver's. Both show as an epoch not yet seen in an
          * event; then read the events first (one recvmsg, no wait).
          */
-        if (page_load(&s->page->epoch) != s->event_epoch)
+        if (shmem_page_load(&s->page->epoch) != s->event_epoch)
                 shmem_process_events(s);
         else
                 for (unsigned k = 0; k < s->max_peers; k++)
@@ -415,7 +391,8 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
                 if (!(targets & BIT(k)))
                         continue;
                 /* The bit first, then the ring: a receiver woken by the ring finds it. */
-                __atomic_fetch_or(&s->page->slots[k].pending, BIT(s->index), __ATOMIC_RELEASE);
+                if (bits)
+                        shmem_page_set_pending(s->page, k, bits);
                 /*
                  * No fd yet: a peer so new that its Joined is still on the way.
                  * The bit stays; a new peer re-reads its pending word (see
@@ -430,6 +407,18 @@ EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
         return ret;
 }
 
+EXPORT int shmem_notify(shmem_t *s, uint64_t mask) {
+        return s ? shmem_signal(s, mask, BIT(s->index)) : -EINVAL;
+}
+
+int shmem_raw_ring(shmem_t *s, uint64_t mask) {
+        return s ? shmem_signal(s, mask, 0) : -EINVAL;
+}
+
+struct shmem_control_page *shmem_raw_page(shmem_t *s) {
+        return s ? s->page : NULL;
+}
+
 EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
         int64_t deadline;
         bool first = true;
@@ -439,8 +428,8 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
         deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 
         for (;;) {
-                struct epoll_event evs[SHMEM_PEERS_MAX + 2];
-                uint64_t senders = 0, epoch;
+                struct epoll_event evs[SHMEM_PEERS_MAX + 3]; /* every fd of the set */
+                uint64_t senders = 0, rang = 0, epoch;
                 bool socket = false;
                 int n, wait_ms = 0;
 
@@ -472,33 +461,37 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                                 continue;
                         }
                         /*
-                         * Read clears the vector (a counting eventfd). Every
-                         * vector is only a wakeup: who signaled is the pending
-                         * word alone, and whether membership changed is the
-                         * epoch alone. A sender sets its bit before it rings
-                         * (the broker publishes the epoch before it rings the
-                         * control vector), so the state may be taken by an
-                         * earlier look than the one the ring wakes; reporting
-                         * the ring too would report one event twice
+                         * Read clears the vector (a counting eventfd): each
+                         * ring is reported once, in @rang, whatever the
+                         * pending word says. The pending word is the other
+                         * view, taken below, and membership is the epoch
+                         * alone. A sender sets its bit before it rings (the
+                         * broker publishes the epoch before it rings the
+                         * control vector), so the bit may be taken by an
+                         * earlier look than the one the ring wakes; folding
+                         * the ring into @senders would report one signal twice
                          * (docs/design.md).
                          */
                         if (read(s->vec[v], &count, sizeof(count)) != (ssize_t) sizeof(count))
                                 continue;
                         if (v >= s->max_peers)
                                 socket = true; /* Joined/Left come before the control ring */
+                        else if (v != s->index)
+                                rang |= BIT(v);
                 }
                 if (socket)
                         shmem_process_events(s);
-                senders = __atomic_exchange_n(&s->page->slots[s->index].pending, 0, __ATOMIC_ACQ_REL);
-                senders &= s->valid & ~BIT(s->index);
-                epoch = page_load(&s->page->epoch);
+                senders = shmem_page_take_pending(s->page, s->max_peers, s->index);
+                epoch = shmem_page_load(&s->page->epoch);
 
-                if (senders || epoch != s->seen_epoch) {
+                /* Drained rings are reported now or never: one is reason enough to return. */
+                if (senders || rang || epoch != s->seen_epoch) {
                         *ret = (struct shmem_event) {
                                 .senders = senders,
                                 .membership_changed = epoch != s->seen_epoch,
                                 .active = shmem_active(s),
                                 .epoch = epoch,
+                                .rang = rang,
                         };
                         s->seen_epoch = epoch;
                         return 1;

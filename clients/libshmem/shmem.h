@@ -56,11 +56,45 @@ struct shmem_attach_opts {
         const char *label;  /* shown to other peers; NULL: the program name */
 };
 
+/**
+ * struct shmem_event - what happened since the last shmem_wait()
+ * @senders: the pending-word view, QNX's status bits: bit j set means bit j
+ *      was found in my pending word (which the wait then cleared). A sender
+ *      sets its own bit there before it rings, but any member of the region
+ *      can set any bit in any peer's pending word: @senders says "bit j was
+ *      set", not "peer j signaled". Each bit set is reported once.
+ * @membership_changed: a peer attached or detached since the last wait
+ * @active: attached peers now, me included
+ * @epoch: membership epoch now
+ * @rang: the rung view: bit j set means my vector j fired, that is, the fd
+ *      that only peer j was given for me (host: its eventfd to me; guest: the
+ *      Doorbell its QEMU turns into a write to it) was written. No other
+ *      member holds that fd, so a bit here cannot be forged by one. Each ring
+ *      is reported once; several rings of j between two waits are one bit.
+ *      It differs from @senders:
+ *      - A sender sets its bit, then rings. A wait between the two reports
+ *        the bit in @senders and a later one (normally the next) the ring in
+ *        @rang, so an event can have @rang without @senders.
+ *      - A dropped ring is not here: QEMU drops a ring to a guest that has
+ *        not enabled MSI-X yet, and one from a guest whose QEMU has not been
+ *        told of me yet, while the bit stays for @senders.
+ *      - Whoever held index j before and kept a copy of that fd (e.g. a
+ *        host process that dup()ed it before it detached) can still ring as
+ *        j: my vectors are mine for as long as I am attached.
+ *      - In a guest without MSI-X (no IOMMU, or SHMEM_GUEST_POLL=1) nothing
+ *        rings: @rang is always 0. shmem_fd() returns -EOPNOTSUPP exactly
+ *        then, which is how an application tells.
+ *      My own bit and the membership vector are never in @rang.
+ *
+ * An application that must not act on a forged signal acts on @rang; one
+ * that must see every signal, dropped rings included, on @senders.
+ */
 struct shmem_event {
-        uint64_t senders;        /* bit j: peer j signaled me since the last wait */
-        bool membership_changed; /* a peer attached or detached since the last wait */
-        uint64_t active;         /* attached peers now, me included */
-        uint64_t epoch;          /* membership epoch now */
+        uint64_t senders;
+        bool membership_changed;
+        uint64_t active;
+        uint64_t epoch;
+        uint64_t rang;
 };
 
 /**
@@ -106,9 +140,11 @@ int shmem_notify(shmem_t *shm, uint64_t mask);
 /**
  * shmem_wait() - wait for signals or a membership change
  * @timeout_ms: -1 waits for ever, 0 polls
- * @ret: what happened since the last wait (senders are consumed: read-clears)
+ * @ret: what happened since the last wait (struct shmem_event: senders and
+ *       rings are consumed, read-clears)
  *
- * Return: 1 if something happened, 0 on timeout, a negative errno on failure.
+ * Return: 1 if something happened (a pending bit, a ring, a membership
+ * change), 0 on timeout, a negative errno on failure.
  */
 int shmem_wait(shmem_t *shm, int timeout_ms, struct shmem_event *ret);
 

@@ -18,9 +18,9 @@
 #include "events.h"
 #include "hexdump.h"
 #include "json.h"
+#include "ops.h"
 #include "region-layout.h"
 #include "shmem.h"
-#include "shmemctl.h"
 #include "units.h"
 
 /* What dump shows without --length: enough to see a header, not a screenful of a 1 GiB region. */

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * shmemctl: list, inspect, create and destroy the regions of shmem-brokerd
- * over its native protocol (docs/protocol.md §2); the operations commands
- * (watch, signal, dump, reload, upgrade) are in ops.c; attach, detach and
- * xml for libvirt domains in virt.c.
+ * shmemctl: the command line of shmem-brokerd's control tool. Parses the
+ * options and arguments, connects to the broker and dispatches: the region
+ * commands are in regions.c, the operations commands (watch, signal, dump,
+ * reload, upgrade) in ops.c, the libvirt side of attach, detach and xml in
+ * virt.c; what they share in common.c.
  *
  * Exit codes: 0 ok, 1 refused (by the broker or libvirt, or by shmemctl for
  * the broker's state: a signal to a peer that is not attached), 2 usage, 3 the
@@ -12,17 +13,14 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
-#include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include "events.h"
-#include "json.h"
+#include "common.h"
+#include "ops.h"
 #include "region-layout.h"
-#include "shmemctl.h"
+#include "regions.h"
 #include "units.h"
 
 static const char *const usage_text =
@@ -74,376 +72,6 @@ static const char *const usage_text =
         "on SIGINT or SIGTERM, with 3 if the broker goes away.\n"
         "Exit status: 0 ok, 1 refused (by the broker or libvirt, or a signal to a peer\n"
         "that is not attached), 2 usage error, 3 broker or libvirt unreachable.\n";
-
-int usage_error(const char *fmt, ...) {
-        va_list ap;
-
-        fputs("shmemctl: ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputs("\nTry 'shmemctl --help'.\n", stderr);
-        return EXIT_USAGE;
-}
-
-int report_unreachable(const char *path, int error, bool connecting) {
-        if (connecting)
-                fprintf(stderr,
-                        "shmemctl: cannot connect to the broker at %s: %s\n"
-                        "shmemctl: is shmem-brokerd running? (choose the socket with --socket or "
-                        "$SHMEM_BROKER_SOCKET)\n",
-                        path, strerror(-error));
-        else
-                fprintf(stderr, "shmemctl: broker at %s: %s\n", path, strerror(-error));
-        return EXIT_UNREACHABLE;
-}
-
-int report_refused(const char *what, int status, const char *detail) {
-        fprintf(stderr, "shmemctl: %s: %s", what, status_text(status));
-        if (detail && *detail)
-                fprintf(stderr, ": %s", detail);
-        fputc('\n', stderr);
-        return EXIT_REFUSED;
-}
-
-int call(Client *c, const char *path, const char *what, Message *req, ClientMsg **ret) {
-        ClientMsg *reply = NULL;
-        const char *detail;
-        int r;
-
-        r = client_call(c, req, CLIENT_TIMEOUT_MS, &reply);
-        if (r < 0)
-                return report_unreachable(path, r, false);
-        r = client_reply_status(reply, &detail);
-        if (r != SHMEM__STATUS__OK) {
-                r = report_refused(what, r, detail);
-                client_msg_free(reply);
-                return r;
-        }
-        *ret = reply;
-        return EXIT_OK;
-}
-
-static const char *signal_mode_str(unsigned mode) {
-        switch (mode) {
-        case SHMEM_SIGNAL_MODE_SHMEM:
-                return "shmem";
-        case SHMEM_SIGNAL_MODE_IVSHMEM:
-                return "ivshmem";
-        default:
-                return "unknown";
-        }
-}
-
-static const char *str_or(const char *s, const char *dflt) {
-        return s && *s ? s : dflt;
-}
-
-/* "persistent,declared": what is not the common case; "-" for none. */
-static char *region_flags(char buf[64], const Shmem__RegionInfo *r) {
-        buf[0] = '\0';
-        if (r->persistent)
-                strcat(buf, "persistent,");
-        if (!r->allocated)
-                strcat(buf, "no-memory,");
-        if (r->signal_mode != SHMEM_SIGNAL_MODE_SHMEM)
-                strcat(buf, "compat,");
-        if (buf[0])
-                buf[strlen(buf) - 1] = '\0';
-        else
-                strcpy(buf, "-");
-        return buf;
-}
-
-/* The fields list and inspect share in --json. */
-static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
-        json_key(j, "name");
-        json_string(j, r->name);
-        json_key(j, "data_size");
-        json_uint(j, r->data_size);
-        json_key(j, "region_size");
-        json_uint(j, r->region_size);
-        json_key(j, "backend");
-        json_string(j, r->backend);
-        json_key(j, "signal_mode");
-        json_string(j, signal_mode_str(r->signal_mode));
-        json_key(j, "max_peers");
-        json_uint(j, r->max_peers);
-        json_key(j, "vectors");
-        json_uint(j, r->vectors);
-        json_key(j, "attached");
-        json_uint(j, (uint64_t) __builtin_popcountll(r->active));
-        json_key(j, "active");
-        json_bits(j, r->active);
-        json_key(j, "epoch");
-        json_uint(j, r->epoch);
-        json_key(j, "persistent");
-        json_bool(j, r->persistent);
-        json_key(j, "allocated");
-        json_bool(j, r->allocated);
-        json_key(j, "qemu_socket");
-        json_string(j, r->qemu_socket);
-}
-
-static int cmd_list(Client *c, const char *path, const Args *a) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Message m = SHMEM__MESSAGE__INIT;
-        const Shmem__ListReply *l;
-        int wname = 4, r;
-
-        m.body_case = SHMEM__MESSAGE__BODY_LIST;
-        m.list = &(Shmem__List) SHMEM__LIST__INIT;
-        r = call(c, path, "list", &m, &reply);
-        if (r != EXIT_OK)
-                return r;
-        l = reply->msg->reply->list;
-        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_LIST || !l)
-                return report_unreachable(path, -EPROTO, false);
-
-        if (a->json) {
-                Json j;
-
-                json_init(&j, stdout);
-                json_object_begin(&j);
-                json_key(&j, "regions");
-                json_array_begin(&j);
-                for (size_t i = 0; i < l->n_regions; i++) {
-                        json_object_begin(&j);
-                        json_region_fields(&j, l->regions[i]);
-                        json_object_end(&j);
-                }
-                json_array_end(&j);
-                json_object_end(&j);
-                return EXIT_OK;
-        }
-
-        for (size_t i = 0; i < l->n_regions; i++) {
-                int n = (int) strlen(str_or(l->regions[i]->name, "?"));
-
-                if (n > wname)
-                        wname = n;
-        }
-        printf("%-*s %8s %-9s %-8s %s\n", wname, "NAME", "SIZE", "PEERS/MAX", "BACKEND", "FLAGS");
-        for (size_t i = 0; i < l->n_regions; i++) {
-                const Shmem__RegionInfo *ri = l->regions[i];
-                char size[UNITS_SIZE_STR_MAX], peers[32], flags[64];
-
-                snprintf(peers, sizeof(peers), "%d/%u", __builtin_popcountll(ri->active), ri->max_peers);
-                printf("%-*s %8s %-9s %-8s %s\n", wname, str_or(ri->name, "?"),
-                       units_format_size(size, ri->data_size), peers, str_or(ri->backend, "-"),
-                       region_flags(flags, ri));
-        }
-        return EXIT_OK;
-}
-
-int inspect_region(Client *c, const char *path, const char *name, ClientMsg **ret_reply,
-                   const Shmem__RegionInfo **ret_info) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Shmem__Inspect in = SHMEM__INSPECT__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
-        int r;
-
-        in.name = (char *) name;
-        m.body_case = SHMEM__MESSAGE__BODY_INSPECT;
-        m.inspect = &in;
-        r = call(c, path, name, &m, &reply);
-        if (r != EXIT_OK)
-                return r;
-        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_INSPECT || !reply->msg->reply->inspect ||
-            !reply->msg->reply->inspect->region)
-                return report_unreachable(path, -EPROTO, false);
-        *ret_info = reply->msg->reply->inspect->region;
-        *ret_reply = TAKE_PTR(reply);
-        return EXIT_OK;
-}
-
-/* "UUID (libvirt)" for a VM, "-" for others. */
-static const char *vm_str(char buf[64], const Shmem__PeerState *p) {
-        if (p->kind != SHMEM__PEER_KIND__KIND_QEMU || !p->vm_uuid || !p->vm_uuid[0])
-                return "-";
-        snprintf(buf, 64, "%s%s", p->vm_uuid, p->libvirt ? " (libvirt)" : "");
-        return buf;
-}
-
-static int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        const Shmem__RegionInfo *ri;
-        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64], vm[64];
-        int wlabel = 5, wpending = 12, r;
-
-        r = inspect_region(c, path, name, &reply, &ri);
-        if (r != EXIT_OK)
-                return r;
-
-        if (a->json) {
-                Json j;
-
-                json_init(&j, stdout);
-                json_object_begin(&j);
-                json_region_fields(&j, ri);
-                json_key(&j, "peers");
-                json_array_begin(&j);
-                for (size_t i = 0; i < ri->n_peers; i++) {
-                        const Shmem__PeerState *p = ri->peers[i];
-
-                        json_object_begin(&j);
-                        json_key(&j, "index");
-                        json_uint(&j, p->index);
-                        json_key(&j, "kind");
-                        json_string(&j, peer_kind_str(p->kind));
-                        json_key(&j, "label");
-                        json_string(&j, p->label);
-                        json_key(&j, "pid");
-                        json_uint(&j, p->pid);
-                        json_key(&j, "uid");
-                        json_uint(&j, p->uid);
-                        json_key(&j, "doorbell_id");
-                        json_uint(&j, p->doorbell_id);
-                        json_key(&j, "pending");
-                        json_bits(&j, p->pending);
-                        if (p->kind == SHMEM__PEER_KIND__KIND_QEMU) {
-                                /* The label of a VM is its -name: libvirt's domain name. */
-                                json_key(&j, "vm_name");
-                                json_string(&j, p->label);
-                                json_key(&j, "vm_uuid");
-                                json_string(&j, p->vm_uuid);
-                                json_key(&j, "libvirt");
-                                json_bool(&j, p->libvirt);
-                                json_key(&j, "departures_told");
-                                json_uint(&j, p->departures_told);
-                        }
-                        json_object_end(&j);
-                }
-                json_array_end(&j);
-                json_object_end(&j);
-                return EXIT_OK;
-        }
-
-        printf("name:        %s\n", str_or(ri->name, "?"));
-        printf("size:        %s (%" PRIu64 " bytes)\n", units_format_size(size, ri->region_size),
-               ri->region_size);
-        printf("data size:   %s (%" PRIu64 " bytes)\n", units_format_size(size, ri->data_size),
-               ri->data_size);
-        printf("backend:     %s\n", str_or(ri->backend, "-"));
-        printf("mode:        %s, %u peers max, %u vectors\n", signal_mode_str(ri->signal_mode),
-               ri->max_peers, ri->vectors);
-        printf("flags:       %s\n", region_flags(flags, ri));
-        printf("epoch:       %" PRIu64 "\n", ri->epoch);
-        printf("active:      %s (0x%" PRIx64 ")\n", units_format_bits(bits, ri->active), ri->active);
-        printf("qemu socket: %s\n", str_or(ri->qemu_socket, "-"));
-        if (ri->n_peers == 0) {
-                printf("peers:       none\n");
-                return EXIT_OK;
-        }
-        for (size_t i = 0; i < ri->n_peers; i++) {
-                int n = (int) strlen(str_or(ri->peers[i]->label, "-"));
-
-                if (n > wlabel)
-                        wlabel = n;
-                n = (int) strlen(units_format_bits(bits, ri->peers[i]->pending));
-                if (n > wpending)
-                        wpending = n;
-        }
-        printf("\n%-5s %-4s %-*s %8s %6s %-*s %s\n", "INDEX", "KIND", wlabel, "LABEL", "PID", "UID", wpending,
-               "PENDING FROM", "VM UUID");
-        for (size_t i = 0; i < ri->n_peers; i++) {
-                const Shmem__PeerState *p = ri->peers[i];
-
-                printf("%-5u %-4s %-*s %8u %6u %-*s %s\n", p->index, peer_kind_str(p->kind), wlabel,
-                       str_or(p->label, "-"), p->pid, p->uid, wpending, units_format_bits(bits, p->pending),
-                       vm_str(vm, p));
-        }
-        return EXIT_OK;
-}
-
-static int cmd_create(Client *c, const char *path, const Args *a, const char *name, uint64_t size) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Shmem__Create cr = SHMEM__CREATE__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
-
-        cr.name = (char *) name;
-        cr.size = size;
-        cr.max_peers = a->max_peers;
-        cr.persistent = a->persistent;
-        m.body_case = SHMEM__MESSAGE__BODY_CREATE;
-        m.create = &cr;
-        return call(c, path, name, &m, &reply);
-}
-
-static int cmd_destroy(Client *c, const char *path, const Args *a, const char *name) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Shmem__Destroy d = SHMEM__DESTROY__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
-
-        d.name = (char *) name;
-        d.force = a->force;
-        m.body_case = SHMEM__MESSAGE__BODY_DESTROY;
-        m.destroy = &d;
-        return call(c, path, name, &m, &reply);
-}
-
-/* detach's guard (virt.h): asks the broker, printing nothing. */
-static int departures_told(void *userdata, const char *region, const char *uuid) {
-        const Args *a = userdata;
-        _cleanup_(client_freep) Client *c = NULL;
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Shmem__Inspect in = SHMEM__INSPECT__INIT;
-        Message m = SHMEM__MESSAGE__INIT;
-        const Shmem__RegionInfo *ri;
-        const char *detail;
-        int r;
-
-        r = client_connect(&c, client_socket_path(a->socket), "shmemctl", CLIENT_TIMEOUT_MS);
-        if (r != 0)
-                return r < 0 ? r : -ECONNREFUSED;
-        in.name = (char *) region;
-        m.body_case = SHMEM__MESSAGE__BODY_INSPECT;
-        m.inspect = &in;
-        r = client_call(c, &m, CLIENT_TIMEOUT_MS, &reply);
-        if (r < 0)
-                return r;
-        r = client_reply_status(reply, &detail);
-        if (r == SHMEM__STATUS__DOES_NOT_EXIST)
-                return 0;
-        if (r != SHMEM__STATUS__OK || reply->msg->reply->body_case != SHMEM__REPLY__BODY_INSPECT ||
-            !reply->msg->reply->inspect || !reply->msg->reply->inspect->region)
-                return -EPROTO;
-        ri = reply->msg->reply->inspect->region;
-        for (size_t i = 0; i < ri->n_peers; i++)
-                if (ri->peers[i]->kind == SHMEM__PEER_KIND__KIND_QEMU && ri->peers[i]->vm_uuid &&
-                    strcasecmp(ri->peers[i]->vm_uuid, uuid) == 0)
-                        return (int) ri->peers[i]->departures_told;
-        return 0;
-}
-
-/* xml, attach: the device of region @name as the broker describes it. */
-static int cmd_virt(Client *c, const char *path, const Args *a, const char *cmd, const char *domain,
-                    const char *name) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        const Shmem__RegionInfo *ri;
-        VirtRegion vr;
-        char *xml;
-        int r;
-
-        r = inspect_region(c, path, name, &reply, &ri);
-        if (r != EXIT_OK)
-                return r;
-        if (!ri->qemu_socket || !ri->qemu_socket[0]) {
-                fprintf(stderr, "shmemctl: region '%s' has no QEMU socket\n", name);
-                return EXIT_REFUSED;
-        }
-        vr = (VirtRegion) { .name = name, .socket = ri->qemu_socket, .vectors = ri->vectors };
-        if (strcmp(cmd, "attach") == 0)
-                return virt_attach(&a->virt, domain, &vr);
-        xml = virt_shmem_xml(&vr);
-        if (!xml) {
-                fputs("shmemctl: out of memory\n", stderr);
-                return EXIT_REFUSED;
-        }
-        fputs(xml, stdout);
-        free(xml);
-        return EXIT_OK;
-}
 
 static int parse_max_peers(const char *s, unsigned *ret) {
         unsigned long v;
@@ -634,12 +262,9 @@ int main(int argc, char **argv) {
         if (a.timeout_set && strcmp(cmd, "detach") != 0)
                 return usage_error("%s", "--timeout goes with detach");
 
-        /* detach needs libvirt only: the device names its region. */
-        if (strcmp(cmd, "detach") == 0) {
-                VirtGuard guard = { .departures_told = departures_told, .userdata = &a, .force = a.force };
-
-                return virt_detach(&a.virt, argv[optind], argv[optind + 1], &guard);
-        }
+        /* detach needs no broker connection: the device names its region. */
+        if (strcmp(cmd, "detach") == 0)
+                return cmd_detach(&a, argv[optind], argv[optind + 1]);
 
         path = client_socket_path(a.socket);
         r = client_connect(&c, path, "shmemctl", CLIENT_TIMEOUT_MS);

@@ -4,7 +4,7 @@
  *
  * The device is QEMU's ivshmem-doorbell on the region's server socket, with
  * as many MSI vectors as the region has (QEMU drops surplus vector fds with a
- * warning, shared research libvirt-lab.md) and ioeventfd on (a doorbell write
+ * warning, docs/libvirt.md section 12) and ioeventfd on (a doorbell write
  * then costs no exit to QEMU's main loop). libvirt does not relabel the
  * server socket, so before attaching we check that QEMU's user can reach it,
  * and say which permission is missing rather than letting QEMU fail later.

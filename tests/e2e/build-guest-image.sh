@@ -3,8 +3,7 @@
 #
 # build-guest-image.sh OUTDIR SHMEM_GUEST_BINARY
 #
-# Builds the e2e test guest from Debian packages only (docs: shared research
-# qemu-lab.md, "Guest image"):
+# Builds the e2e test guest from Debian packages only (tests/e2e/README.md):
 #   OUTDIR/vmlinux          the Debian kernel's ELF image, booted with -kernel
 #                           through its PVH entry (2-3x faster under TCG than
 #                           the bzImage)

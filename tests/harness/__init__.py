@@ -8,12 +8,13 @@
     harness.FakeSystemd(workdir)        # fakesystemd.py: ready = READY=1 arrived
     harness.HostPeer(...)               # hostpeer.py: a scripted shmem-peer
     harness.guestlab.Guest(...)         # guestlab.py: a QEMU TCG guest
+    harness.libvirt.Domain(...)         # libvirt.py: a libvirt domain; libvirtd, virtlogd
     harness.proto.hello(sock)           # proto.py: the native Hello by hand
 
 Nothing here takes a socket file for a server that listens.
 """
 
-from . import guestlab, proto  # noqa: F401
+from . import guestlab, libvirt, proto  # noqa: F401
 from .broker import Broker  # noqa: F401
 from .fakesystemd import FakeSystemd  # noqa: F401
 from .hostpeer import HostPeer  # noqa: F401

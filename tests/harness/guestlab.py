@@ -12,7 +12,7 @@
 Guests run concurrently (start several, then wait on each). Every guest has a
 hard time limit: past it QEMU is killed and the result says timed_out, so a
 test fails instead of hanging (QEMU blocks for ever in its ivshmem handshake if
-its server misbehaves, shared research qemu-lab.md).
+its server misbehaves: docs/design.md, "Refusing a QEMU").
 
 The script reaches the guest as /test.sh in an overlay cpio appended to the
 base initramfs (the kernel unpacks concatenated archives in order); the

@@ -16,11 +16,12 @@ import time
 
 
 class HostPeer(subprocess.Popen):
-    def __init__(self, peer_bin, sock, region, script, label, workdir, options=()):
+    def __init__(self, peer_bin, sock, region, script, label, workdir, options=(), **popen):
+        """@popen: more of Popen's arguments (user=65534, group=65534 to run as nobody)."""
         self.label = label
         self.out = open(os.path.join(workdir, f"{label}.out"), "w+")
         super().__init__([peer_bin, "--socket", sock, "--label", label, *options, region] + script.split(),
-                         stdout=self.out, stderr=subprocess.STDOUT)
+                         stdout=self.out, stderr=subprocess.STDOUT, **popen)
 
     def output(self):
         self.out.seek(0)

@@ -1,24 +1,36 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""proto: the native protocol's Hello, encoded by hand (proto/shmem.proto).
+"""proto: the native protocol, encoded by hand (proto/shmem.proto).
 
 One protobuf Message per SOCK_SEQPACKET datagram on RUNDIR/broker.sock
 (docs/protocol.md section 2). To know that a broker serves, the harness needs
-a Hello and the status of its Reply and nothing else, so it writes and reads
-those few fields itself: python3-protobuf is not needed.
+a Hello and the status of its Reply; the tests of hostile input need requests
+a well-behaved client would never send (a name with a NUL byte). So it writes
+and reads those few fields itself: python3-protobuf is not needed.
 
     reply = proto.hello(sock, "harness")   # OSError while nobody listens
     assert reply.status == proto.STATUS_OK, reply.error
+
+    with proto.Session(sock, "me") as s:   # a raw connection, Hello said
+        r = s.attach(b"a\0b")             # whatever bytes the name is
+        assert r.status == proto.STATUS_ILLEGAL_NAME
 """
 
 import collections
+import os
 import socket
 
 PROTOCOL_VERSION = 1  # SHMEM_PROTOCOL_VERSION, proto/msg.h
 MSG_MAX = 65536       # SHMEM_MSG_MAX: bytes of one serialized Message
 STATUS_OK, STATUS_VERSION = 0, 11
+(STATUS_UNKNOWN_FAILURE, STATUS_NOMEM, STATUS_CLIENT_MAX, STATUS_ILLEGAL_NAME, STATUS_NO_PERMISSION,
+ STATUS_DOES_NOT_EXIST, STATUS_EXISTS, STATUS_BAD_SIZE, STATUS_LIMIT, STATUS_BAD_REQUEST) = range(1, 11)
+ATTACH_CREATE, ATTACH_FIND, ATTACH_EXCLUSIVE = 0, 1, 2
 
 # Field numbers of proto/shmem.proto.
 MESSAGE_SERIAL, MESSAGE_HELLO, MESSAGE_UPGRADE, MESSAGE_REPLY = 1, 10, 19, 30
+MESSAGE_ATTACH, MESSAGE_DETACH, MESSAGE_LIST, MESSAGE_INSPECT, MESSAGE_CREATE = 11, 12, 13, 14, 15
+ATTACH_NAME, ATTACH_SIZE, ATTACH_MODE = 1, 2, 3
+REPLY_INSPECT, INSPECT_REPLY_REGION = 13, 1
 HELLO_VERSION, HELLO_LABEL = 1, 2
 REPLY_STATUS, REPLY_ERROR, REPLY_HELLO = 1, 2, 10
 HELLO_REPLY_VERSION, HELLO_REPLY_BROKER, HELLO_REPLY_INSTANCE = 1, 2, 3
@@ -59,7 +71,19 @@ def encode_hello(serial=1, label="", version=PROTOCOL_VERSION):
 
 def encode_upgrade(serial):
     """Message{serial, upgrade{}}: an empty sub-message is a field of length 0."""
-    return field(MESSAGE_SERIAL, serial) + field(MESSAGE_UPGRADE, b"")
+    return encode_request(serial, MESSAGE_UPGRADE)
+
+
+def encode_request(serial, body_number, body=b""):
+    """Message{serial, <body_number>{body}}: @body the bytes of the request's fields."""
+    return field(MESSAGE_SERIAL, serial) + field(body_number, body)
+
+
+def encode_attach(serial, name, size=0, mode=ATTACH_CREATE):
+    """Message{serial, attach{name, size, mode}}; @name str or any bytes."""
+    body = field(ATTACH_NAME, name) + (field(ATTACH_SIZE, size) if size else b"") + \
+        (field(ATTACH_MODE, mode) if mode else b"")
+    return encode_request(serial, MESSAGE_ATTACH, body)
 
 
 def _varint_at(data, pos):
@@ -121,6 +145,11 @@ def decode_reply(data):
                  instance=_last(hello, HELLO_REPLY_INSTANCE, 0))
 
 
+def reply_fields(data):
+    """The fields of the Reply in the Message @data (its body among them)."""
+    return fields(_last(fields(data), MESSAGE_REPLY, b""))
+
+
 def hello(path, label="harness", timeout=2.0, version=PROTOCOL_VERSION):
     """Says Hello on the broker socket @path; returns the decoded Reply.
 
@@ -138,3 +167,80 @@ def hello(path, label="harness", timeout=2.0, version=PROTOCOL_VERSION):
     if reply.serial != 1:
         raise ValueError(f"a Reply to serial {reply.serial}, not to the Hello's 1")
     return reply
+
+
+class Session:
+    """A raw connection to the broker: the test says what is sent, nothing is
+    checked for it. Hello is said unless @label is None. Replies come back as
+    Reply; events in between are skipped; fds that come with a reply are
+    closed (an attachment lives as long as the connection)."""
+
+    def __init__(self, path, label="harness", timeout=5.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.serial = 0
+        if label is not None:
+            reply = self.request(MESSAGE_HELLO, field(HELLO_VERSION, PROTOCOL_VERSION) +
+                                 (field(HELLO_LABEL, label) if label else b""))
+            if reply.status != STATUS_OK:
+                raise ValueError(f"Hello refused: {reply}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, data):
+        self.sock.send(data)
+
+    def recv(self):
+        """One datagram (its fds closed); b"" once the broker closed the connection."""
+        data, fds, _, _ = socket.recv_fds(self.sock, MSG_MAX, 253)
+        for fd in fds:
+            os.close(fd)
+        return data
+
+    def request(self, body_number, body=b""):
+        self.serial += 1
+        self.send(encode_request(self.serial, body_number, body))
+        return self.reply()
+
+    def reply(self):
+        """The Reply to the last request (its datagram in self.last); ConnectionResetError
+        if the broker closed first."""
+        while True:
+            data = self.recv()
+            if not data:
+                raise ConnectionResetError("the broker closed the connection")
+            msg = fields(data)
+            if _last(msg, MESSAGE_SERIAL, 0) == self.serial and _last(msg, MESSAGE_REPLY, None) is not None:
+                self.last = data
+                return decode_reply(data)
+
+    def attach(self, name, size=0, mode=ATTACH_CREATE):
+        self.serial += 1
+        self.send(encode_attach(self.serial, name, size, mode))
+        return self.reply()
+
+    def inspect(self, name):
+        """The Reply, and the RegionInfo's fields ({number: value}) when there is one."""
+        reply = self.request(MESSAGE_INSPECT, field(1, name))
+        inspect = _last(reply_fields(self.last), REPLY_INSPECT, b"")
+        return reply, dict(fields(_last(fields(inspect), INSPECT_REPLY_REGION, b"")))
+
+    def closed(self, timeout=3.0):
+        """Whether the broker closes the connection within @timeout (data that comes is skipped)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.recv():
+                pass
+            return True
+        except (TimeoutError, socket.timeout):
+            return False
+        except ConnectionResetError:
+            return True

@@ -439,7 +439,7 @@ class ShmemctlOps(unittest.TestCase):
 
     def test_reload_and_upgrade_refused_to_other_users(self):
         """Neither root nor the broker's user: NO_PERMISSION, and the broker does nothing."""
-        self.assertEqual(os.geteuid(), 0, "run the tests as root (sudo ./scripts/test.sh): this one runs "
+        self.assertEqual(os.geteuid(), 0, "run the tests as root (./scripts/test.sh does, through sudo for a user): this one runs "
                                           "shmemctl as another uid than the broker's")
         conf = os.path.join(self.dir, "broker.conf")
         with open(conf, "w") as f:

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,8 +53,8 @@ static void teardown(void) {
         ck_assert_int_eq(count_fds(), fds_before);
 }
 
-static Peer *attach_as(unsigned kind, const char *name, uint64_t size, Recorder *rec, int expect) {
-        PeerIdentity id = { .kind = kind, .label = "unit" };
+static Peer *attach_full(unsigned kind, uid_t uid, const char *name, uint64_t size, Recorder *rec, int expect) {
+        PeerIdentity id = { .kind = kind, .label = "unit", .uid = uid, .gid = uid };
         const char *error;
         Peer *p = NULL;
         int r = registry_attach(reg,
@@ -63,6 +64,10 @@ static Peer *attach_as(unsigned kind, const char *name, uint64_t size, Recorder 
 
         ck_assert_int_eq(r, expect);
         return r == 0 ? p : NULL;
+}
+
+static Peer *attach_as(unsigned kind, const char *name, uint64_t size, Recorder *rec, int expect) {
+        return attach_full(kind, 0, name, size, rec, expect);
 }
 
 static Peer *attach(const char *name, uint64_t size, Recorder *rec, int expect) {
@@ -237,6 +242,98 @@ START_TEST(test_persistent_and_destroy) {
 }
 END_TEST
 
+
+START_TEST(test_accounts) {
+        Recorder rec = {};
+        const char *error;
+        Peer *a, *b;
+
+        reg->limits.max_regions_per_uid = 1;
+        a = attach_full(SHMEM_PEER_KIND_HOST, 1000, "mine", 4096, &rec, 0);
+        ck_assert_uint_eq(registry_account(reg, 1000)->regions, 1);
+        ck_assert_uint_eq(registry_account(reg, 1000)->bytes, 8192);
+        attach_full(SHMEM_PEER_KIND_HOST, 1000, "more", 4096, &rec, CORE_E_LIMIT);
+        /* Attaching to another's region costs nothing; root is charged nothing. */
+        b = attach_full(SHMEM_PEER_KIND_HOST, 1000, "mine", 0, &rec, 0);
+        ck_assert_uint_eq(registry_account(reg, 1000)->regions, 1);
+        ck_assert_int_eq(registry_declare(reg, &(RegionDecl) { .name = "decl", .size = 4096 }, NULL, &error), 0);
+        ck_assert_ptr_null(registry_account(reg, 0));
+        registry_detach(reg, b);
+        registry_detach(reg, a);
+        /* The region went with its last peer, and the account with it. */
+        ck_assert_ptr_null(registry_account(reg, 1000));
+}
+END_TEST
+
+START_TEST(test_closed) {
+        Recorder rec = {};
+        Peer *p;
+
+        ck_assert_int_eq(registry_set_closed(reg, "refusing"), 0);
+        attach("r", 4096, &rec, CORE_E_NO_PERMISSION);
+        ck_assert_int_eq(registry_set_closed(reg, NULL), 0);
+        p = attach("r", 4096, &rec, 0);
+        registry_detach(reg, p);
+}
+END_TEST
+
+START_TEST(test_reconfigure_cuts_a_refused_peer) {
+        RegionDecl open = { .name = "later", .size = 4096, .mode = 0666 };
+        RegionDecl root_only = { .name = "later", .size = 4096, .owner = 0, .mode = 0600 };
+        Recorder rec[2] = {};
+        Region *r;
+        int memfd_before;
+
+        ck_assert_int_eq(registry_reconfigure(reg, &reg->limits, NULL, 0, &open, 1), 0);
+        attach_full(SHMEM_PEER_KIND_HOST, 1000, "later", 0, &rec[0], 0);
+        attach("later", 0, &rec[1], 0);
+        r = registry_find(reg, "later");
+        memfd_before = r->memfd;
+        ck_assert_int_ge(memfd_before, 0);
+        /* uid 1000 may no longer attach: everybody goes, and the memory with them. */
+        ck_assert_int_eq(registry_reconfigure(reg, &reg->limits, NULL, 0, &root_only, 1), 0);
+        ck_assert_uint_eq(rec[0].evicted, 1);
+        ck_assert_uint_eq(rec[1].evicted, 1);
+        ck_assert_uint_eq(r->n_peers, 0);
+        ck_assert_int_eq(r->memfd, -1);
+        ck_assert_uint_eq(reg->allocated_bytes, 0);
+        /* A reload that admits everybody attached cuts nothing. */
+        attach("later", 0, &rec[1], 0);
+        ck_assert_int_eq(registry_reconfigure(reg, &reg->limits, NULL, 0, &root_only, 1), 0);
+        ck_assert_uint_eq(rec[1].evicted, 1);
+        ck_assert_uint_eq(r->n_peers, 1);
+        registry_clear(reg);
+}
+END_TEST
+
+START_TEST(test_adopt_checks_the_stored_sizes) {
+        RegionAdoption a = { .decl = { .name = "adopted", .size = 4096 }, .data_size = 4096,
+                             .region_size = 3 * 4096, .declared = true };
+        const char *error;
+        Region *r;
+
+        /* Not a power of two: QEMU would abort on it, and it is not what any broker made. */
+        a.memfd = memfd_create("test", MFD_CLOEXEC);
+        ck_assert_int_eq(ftruncate(a.memfd, 3 * 4096), 0);
+        ck_assert_int_eq(registry_adopt_region(reg, &a, &r, &error), CORE_E_INVALID);
+        ck_assert_int_eq(a.memfd, -1);
+        ck_assert_ptr_null(registry_find(reg, "adopted"));
+        /* A memfd whose size is not the stored one. */
+        a.region_size = 8192;
+        a.memfd = memfd_create("test", MFD_CLOEXEC);
+        ck_assert_int_eq(ftruncate(a.memfd, 4096), 0);
+        ck_assert_int_lt(registry_adopt_region(reg, &a, &r, &error), 0);
+        ck_assert_ptr_null(registry_find(reg, "adopted"));
+        /* The right one comes back, with no peer. */
+        a.memfd = memfd_create("test", MFD_CLOEXEC);
+        ck_assert_int_eq(ftruncate(a.memfd, 8192), 0);
+        ck_assert_int_eq(registry_adopt_region(reg, &a, &r, &error), 0);
+        ck_assert_int_ge(r->memfd, 0);
+        registry_adopt_finish(reg);
+        ck_assert_ptr_nonnull(registry_find(reg, "adopted"));
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("region");
         TCase *tc = tcase_create("core");
@@ -249,6 +346,10 @@ int main(void) {
         tcase_add_test(tc, test_client_max);
         tcase_add_test(tc, test_limits);
         tcase_add_test(tc, test_persistent_and_destroy);
+        tcase_add_test(tc, test_accounts);
+        tcase_add_test(tc, test_closed);
+        tcase_add_test(tc, test_reconfigure_cuts_a_refused_peer);
+        tcase_add_test(tc, test_adopt_checks_the_stored_sizes);
         suite_add_tcase(s, tc);
         return run_suite(s);
 }

@@ -6,6 +6,8 @@
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -33,6 +35,13 @@ static inline int fd_is_cloexec(int fd) {
         int flags = fcntl(fd, F_GETFD);
 
         return flags >= 0 && (flags & FD_CLOEXEC);
+}
+
+/* Whether @fd has something to read now. */
+static inline bool fd_readable(int fd) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+
+        return poll(&p, 1, 0) == 1;
 }
 
 /*

@@ -2,12 +2,15 @@
 #pragma once
 
 /*
- * What shmemctl's command files share: shmemctl.c (options, list, inspect,
- * create, destroy, and the broker's side of xml and attach), ops.c (watch,
- * signal, dump, reload, upgrade); virt.h is the libvirt side.
+ * common: what shmemctl's command modules share, and nothing else: the exit
+ * codes, the parsed options, the broker connection's calls and the messages
+ * of their failures. shmemctl.c (options, dispatch) uses the command modules,
+ * regions.h (list, inspect, create, destroy; the broker's side of xml, attach
+ * and detach) and ops.h (watch, signal, dump, reload, upgrade); both use this
+ * and no other; virt.h is the libvirt side.
  *
- * Every cmd_*() and helper here returns the exit code, having printed why
- * when it is not EXIT_OK.
+ * Every cmd_*() and helper returns the exit code, having printed why when it
+ * is not EXIT_OK.
  */
 
 #include <stdbool.h>
@@ -49,27 +52,3 @@ int call(Client *c, const char *path, const char *what, Message *req, ClientMsg 
 /* Inspect @name: EXIT_OK with the reply in *ret_reply (free it) and its region in *ret_info. */
 int inspect_region(Client *c, const char *path, const char *name, ClientMsg **ret_reply,
                    const Shmem__RegionInfo **ret_info);
-
-/* ops.c */
-
-/* Prints the broker's events (events.h), of region @name only if not NULL, until SIGINT or SIGTERM. */
-int cmd_watch(Client *c, const char *path, const Args *a, const char *name);
-
-/*
- * Attaches to @name (FIND) as peer "shmemctl", signals the peers in @mask
- * (every other attached one if @all), detaches. Refuses a mask with a peer
- * that is not attached.
- */
-int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uint64_t mask, bool all);
-
-/*
- * Attaches to @name as peer "shmemctl" and prints its data from a->offset
- * as hexdump -C does (a->raw: the bytes themselves).
- */
-int cmd_dump(Client *c, const char *path, const Args *a, const char *name);
-
-/* Asks the broker to re-read its configuration; prints the file:line reason if it refuses. */
-int cmd_reload(Client *c, const char *path, const Args *a);
-
-/* Asks the broker to re-execute in place and waits until the new image answers; prints its version. */
-int cmd_upgrade(Client *c, const char *path, const Args *a);
