@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "escape.h"
 #include "macro.h"
 #include "qemu-identity.h"
 
@@ -33,7 +34,9 @@ void qemu_identity_parse_cmdline(const char *buf, size_t n, char label[SHMEM_LAB
                         /* QEMU's option syntax: the name ends at the first ',' */
                         comma = memchr(v, ',', vlen);
                         vlen = comma ? (size_t) (comma - v) : vlen;
-                        snprintf(label, SHMEM_LABEL_MAX + 1, "%.*s", (int) vlen, v);
+                        /* A long name (libvirt's are UTF-8) is cut between characters. */
+                        snprintf(label, SHMEM_LABEL_MAX + 1, "%.*s", (int) str_utf8_cut(v, vlen, SHMEM_LABEL_MAX),
+                                 v);
                 } else if (len == 5 && memcmp(p, "-uuid", 5) == 0 && vlen == PEER_UUID_MAX) {
                         char u[PEER_UUID_MAX + 1];
 

@@ -54,6 +54,15 @@ int str_is_utf8(const char *s, size_t n) {
         return 1;
 }
 
+size_t str_utf8_cut(const char *s, size_t n, size_t max) {
+        if (n <= max)
+                return n;
+        /* s[max] is the first byte left out: back off the sequence it continues. */
+        while (max > 0 && ((unsigned char) s[max] & 0xc0) == 0x80)
+                max--;
+        return max;
+}
+
 char *str_escape_n(char *buf, size_t size, const char *s, size_t n) {
         static const char hex[] = "0123456789abcdef";
         const unsigned char *p = (const unsigned char *) s;

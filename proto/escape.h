@@ -29,3 +29,10 @@ char *str_escape_n(char *buf, size_t size, const char *s, size_t n);
 
 /* Whether @s (@n bytes) is well-formed UTF-8 without NUL bytes. */
 int str_is_utf8(const char *s, size_t n);
+
+/*
+ * str_utf8_cut() - how many of the @n bytes at @s to keep to fit @max: @n if
+ * it fits, else at most @max, not ending inside a UTF-8 sequence (labels cut
+ * to fit stay UTF-8 where they were).
+ */
+size_t str_utf8_cut(const char *s, size_t n, size_t max);

@@ -183,17 +183,10 @@ static int handle_hello(Native *n, NativeCaller *c, const Message *m, NativeOut 
                 out->close = true;
                 return 0;
         }
-        if (h->label && h->label[0]) {
-                size_t len = strlen(h->label);
-
-                /* Cut long labels between characters: what inspect and Joined send must stay UTF-8. */
-                if (len > SHMEM_LABEL_MAX) {
-                        len = SHMEM_LABEL_MAX;
-                        while (len > 0 && ((unsigned char) h->label[len] & 0xc0) == 0x80)
-                                len--;
-                }
-                snprintf(c->id.label, sizeof(c->id.label), "%.*s", (int) len, h->label);
-        }
+        /* Cut between characters: what inspect and Joined send must stay UTF-8. */
+        if (h->label && h->label[0])
+                snprintf(c->id.label, sizeof(c->id.label), "%.*s",
+                         (int) str_utf8_cut(h->label, strlen(h->label), SHMEM_LABEL_MAX), h->label);
         c->greeted = true;
         out->changed = true;
         out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);
