@@ -117,6 +117,10 @@ class FakeSystemd:
         end = time.monotonic() + timeout
         while True:
             with self.lock:
+                # What the service sent before now is counted: an FDSTORE=1
+                # still queued on the socket (the reader thread had not come
+                # to it) made a count of @count pass with one fd more to come.
+                self.pump()
                 names = [n for n, _ in self.store if n.startswith(prefix)]
             if len(names) == count:
                 return

@@ -6,8 +6,10 @@ does not come up (with its log) instead of hanging.
 Run: python3 test_harness.py BUILD_DIR   (ctest: integration-harness)
 """
 
+import array
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -122,6 +124,37 @@ class Launcher(unittest.TestCase):
     def test_rundir_is_the_launchers(self):
         with self.assertRaises(ValueError):
             harness.Broker([self.brokerd, "--rundir", "/elsewhere"], self.rundir, self.log)
+
+
+class FakeSystemdStore(unittest.TestCase):
+    """The fd store of tests/harness/fakesystemd.py."""
+
+    def setUp(self):
+        from harness.fakesystemd import FakeSystemd
+        self.dir = tempfile.mkdtemp(prefix="shmem-harness-")
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+        self.sd = FakeSystemd(self.dir)
+        self.addCleanup(self.sd.close)
+
+    def send(self, text, fds=()):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            s.sendmsg([text.encode()], anc, 0, self.sd.path)
+
+    def test_wait_stored_counts_what_is_queued(self):
+        # e2e-restart killed the broker with an FDSTORE=1 still on the socket:
+        # wait_stored saw the count it wanted, the restart got one fd more.
+        # With the reader thread held off, the datagram is only queued.
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        with self.sd.lock:
+            self.send("FDSTORE=1\nFDNAME=c/1", [r])
+            with self.assertRaises(TimeoutError):
+                self.sd.wait_stored("c/", 0, timeout=0.2)
+            self.sd.wait_stored("c/", 1, timeout=0.2)
+        self.send("FDSTOREREMOVE=1\nFDNAME=c/1")
+        self.sd.wait_stored("c/", 0)
 
 
 if __name__ == "__main__":
