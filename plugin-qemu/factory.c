@@ -79,6 +79,8 @@ static const char *vm_label(const FactoryVm *vm, char buf[STR_ESCAPE_SIZE(SHMEM_
 }
 
 /* The factory's answer to the request @seq: the fields, then state, then seq, each published; then a ring. */
+static void vm_answer(FactoryVm *vm, uint64_t seq, uint32_t state, int status, const Region *r, const char *fmt, ...)
+        __attribute__((format(printf, 6, 7)));
 static void vm_answer(FactoryVm *vm, uint64_t seq, uint32_t state, int status, const Region *r, const char *fmt, ...) {
         struct shmem_factory_answer *a = &vm->page->answer;
         char detail[SHMEM_FACTORY_DETAIL_MAX + 1] = "";

@@ -50,7 +50,7 @@ static void peer_left(Peer *self, Peer *other) {
 static void peer_evicted(Peer *self) {
         *(Peer **) self->userdata = NULL;
 }
-static const PeerOps peer_ops = { peer_joined, peer_left, peer_evicted, NULL };
+static const PeerOps peer_ops = { .joined = peer_joined, .left = peer_left, .evicted = peer_evicted };
 
 /* What a reload does with the text: declarations and rules in force, then two peers try each region. */
 static void config_apply(const Config *c) {

@@ -44,7 +44,7 @@ static void peer_evicted(Peer *self) {
         c->peer = NULL;
 }
 
-static const PeerOps peer_ops = { peer_joined, peer_left, peer_evicted, NULL };
+static const PeerOps peer_ops = { .joined = peer_joined, .left = peer_left, .evicted = peer_evicted };
 
 /* The watchers' events, built for each watching caller. */
 static void watch_region(void *userdata, Region *r, RegionState state) {
@@ -63,8 +63,11 @@ static void watch_joined(void *userdata, Region *r, Peer *p) {
                         fdmsg_free(native_event_watch_joined(r, p));
 }
 
-static void watch_left(void *userdata, Region *r, unsigned index) {
+static void watch_left(void *userdata, Region *r, unsigned index, bool parked) {
         Fuzz *f = userdata;
+
+        if (parked) /* as server.c: the watchers were told when it was parked */
+                return;
 
         for (unsigned i = 0; i < N_CALLERS; i++)
                 if (f->callers[i].watching)

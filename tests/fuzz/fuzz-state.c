@@ -76,7 +76,7 @@ static void peer_left(Peer *self, Peer *other) {
 }
 static void peer_evicted(Peer *self) {
 }
-static const PeerOps peer_ops = { peer_joined, peer_left, peer_evicted, NULL };
+static const PeerOps peer_ops = { .joined = peer_joined, .left = peer_left, .evicted = peer_evicted };
 
 /* The native front end's part of a restore: its connections take their peers back. */
 static void rebind(Registry *reg, const State *s) {

@@ -327,7 +327,7 @@ static void peer_left(Peer *self, Peer *other) {
 }
 static void peer_evicted(Peer *self) {
 }
-static const PeerOps peer_ops = { peer_joined, peer_left, peer_evicted, NULL };
+static const PeerOps peer_ops = { .joined = peer_joined, .left = peer_left, .evicted = peer_evicted };
 
 static Peer *attach(Registry *reg, const char *name, const PeerIdentity *id) {
         const char *error;
