@@ -276,6 +276,19 @@ fail:
         return r;
 }
 
+int broker_check_config(const BrokerConfig *config) {
+        Registry *reg = NULL;
+        int r;
+
+        r = registry_new(&reg, &config->limits);
+        if (r < 0)
+                return r;
+        r = registry_reconfigure(reg, &config->limits, config->rules, config->n_rules, config->regions,
+                                 config->n_regions);
+        registry_free(reg);
+        return r;
+}
+
 Broker *broker_free(Broker *b) {
         if (!b)
                 return NULL;

@@ -49,5 +49,13 @@ Broker *broker_free(Broker *b);
 void broker_set_argv(Broker *b, char *const *argv);
 
 int broker_reload(Broker *b, const char **ret_error);
+
+/*
+ * broker_check_config() - what broker_new() would make of @config's regions
+ * and rules, in a registry of its own: nothing listens, nothing is stored,
+ * persistent regions' memory is allocated (sparse) and freed again. Each
+ * refusal is logged. Returns the number of refusals, or a negative errno.
+ */
+int broker_check_config(const BrokerConfig *config);
 /* Runs until SIGTERM or SIGINT. */
 int broker_run(Broker *b);

@@ -47,12 +47,15 @@ typedef struct Args {
         char dropins[PATH_MAX];
         struct option longopts[64];
         bool inherited;    /* started with the fds of a broker before (restart, upgrade) */
+        bool check;        /* --check-config */
+        const char *config_file; /* the file read, NULL with --no-config */
         char refused[512]; /* why the configuration was refused at such a start */
 } Args;
 
 enum {
         ARG_VERSION = 0x100,
         ARG_NO_CONFIG,
+        ARG_CHECK_CONFIG,
         ARG_TABLE = 0x200, /* + table * 64 + option */
 };
 
@@ -74,6 +77,7 @@ static void args_build_longopts(Args *a) {
                 { "help", no_argument, NULL, 'h' },     { "version", no_argument, NULL, ARG_VERSION },
                 { "config", required_argument, NULL, 'c' }, { "no-config", no_argument, NULL, ARG_NO_CONFIG },
                 { "region", required_argument, NULL, 'R' }, { "verbose", no_argument, NULL, 'v' },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
         };
         size_t n = 0;
 
@@ -128,6 +132,10 @@ static void help(Args *a) {
                "                            (default: %s, then %s/*.conf);\n"
                "                            options given here override it\n"
                "     --no-config            Read no configuration file\n"
+               "     --check-config         Check the configuration (files and options) as a\n"
+               "                            start would, print a summary and exit: 0 if it\n"
+               "                            is valid, 1 if not; no root needed, nothing is\n"
+               "                            started or changed\n"
                "  -R --region=NAME:SIZE[:persistent][:peers=N][:ivshmem[:vectors=N]]\n"
                "                            Declare a region ahead of any attach (repeatable);\n"
                "                            ivshmem: compat mode, no control page, N vectors\n"
@@ -276,6 +284,7 @@ static int args_load(Args *a) {
         }
         opterr = 1;
         a->refused[0] = 0;
+        a->config_file = config_file;
         if (config_file && config_load(&a->file, config_file, config_dropins, config_explicit) < 0) {
                 log_error("%s", a->file.error);
                 if (!a->inherited)
@@ -310,6 +319,9 @@ static int args_load(Args *a) {
                 case 'c':
                 case ARG_NO_CONFIG:
                         break; /* first pass */
+                case ARG_CHECK_CONFIG:
+                        a->check = true;
+                        break;
                 case 'R': {
                         char *copy;
 
@@ -345,6 +357,33 @@ static int args_load(Args *a) {
         return -1;
 }
 
+/* --check-config: the files and options loaded already; the regions and rules as a start takes them. */
+static int check_config(const Args *a) {
+        uint64_t persistent_bytes = 0;
+        unsigned persistent = 0;
+        int r;
+
+        for (size_t i = 0; i < a->config.n_regions; i++)
+                if (a->config.regions[i].persistent) {
+                        persistent++;
+                        persistent_bytes += a->config.regions[i].size;
+                }
+        r = broker_check_config(&a->config);
+        if (r != 0) {
+                if (r < 0)
+                        log_error_errno(r, "Cannot check the configuration: %m");
+                fprintf(stderr, "shmem-brokerd: the configuration is not valid%s%s\n",
+                        a->config_file ? ": " : "", a->config_file ? a->config_file : "");
+                return 1;
+        }
+        printf("%s%s: valid; %zu regions declared (%u persistent, %" PRIu64 " bytes), %zu access rules, "
+               "run directory %s\n",
+               a->config_file ? a->config_file : "--no-config",
+               a->config_file && access(a->config_file, F_OK) < 0 ? " (absent: the defaults)" : "",
+               a->config.n_regions, persistent, persistent_bytes, a->config.n_rules, a->config.rundir);
+        return 0;
+}
+
 static int args_reload(void *userdata, BrokerConfig *ret, const char **ret_error) {
         Args *a = userdata;
 
@@ -367,6 +406,11 @@ int main(int argc, char **argv) {
         r = args_load(&args);
         if (r >= 0)
                 return r;
+        if (args.check) {
+                r = check_config(&args);
+                args_done(&args);
+                return r;
+        }
 
         (void) signal(SIGPIPE, SIG_IGN);
         raise_fd_limit(&args.config.limits);
