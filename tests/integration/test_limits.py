@@ -145,9 +145,15 @@ class Limits(unittest.TestCase):
         """The last admin-reserve connections are for root and the broker's user."""
         self.start("--max-connections=10", "--admin-reserve=3", "--max-connections-per-uid=100",
                    "--hello-timeout-ms=60000")
+        # The launcher's Hello closed its connection, but the broker may not
+        # have seen the hangup yet (users got 6 on a loaded machine). A round
+        # trip on a root session settles that: the hangup was ready before the
+        # session's accept. The session stays open and is counted.
+        root = self.session("root")
+        self.assertEqual(root.request(proto.MESSAGE_LIST).status, proto.STATUS_OK)
         users = [self.raw() for _ in range(10)]
         open_ = [s for s in users if not s.closed(0.3)]
-        self.assertEqual(len(open_), 7, "a user got more than max-connections - admin-reserve")
+        self.assertEqual(len(open_), 6, "a user got more than max-connections - admin-reserve - root's one")
         admins = [self.session("root") for _ in range(3)]
         for s in admins:
             self.assertEqual(s.request(proto.MESSAGE_LIST).status, proto.STATUS_OK)
