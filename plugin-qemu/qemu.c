@@ -401,7 +401,7 @@ static int qemu_plugin_dump(Plugin *p, State *st) {
                 sc->region = c->region;
                 sc->departures_told = c->departures_told;
         }
-        return 0;
+        return factory_dump(qemu_plugin(p)->factory, st);
 }
 
 /* What an image before 0.2 stored with the peer rather than the connection. */
@@ -444,6 +444,7 @@ static void qemu_plugin_restore(Plugin *p, const State *st) {
                 peer->ops = &qemu_peer_ops;
                 peer->userdata = c;
         }
+        factory_restore(qp->factory, st);
 }
 
 /* --- options ------------------------------------------------------------- */

@@ -33,6 +33,31 @@ Shmem__State__Conn *state_add_conn(State *s) {
                           (void (*)(void *)) shmem__state__conn__init);
 }
 
+/* A factory's part and its job, allocated together: freed with the Conn. */
+typedef struct FactoryBlock {
+        Shmem__State__FactoryVm vm; /* first: the block's address */
+        Shmem__State__FactoryJob job;
+} FactoryBlock;
+
+Shmem__State__FactoryVm *state_add_factory(Shmem__State__Conn *c) {
+        FactoryBlock *b = calloc(1, sizeof(*b));
+
+        if (!b)
+                return NULL;
+        shmem__state__factory_vm__init(&b->vm);
+        shmem__state__factory_job__init(&b->job);
+        free(c->factory);
+        c->factory = &b->vm;
+        return &b->vm;
+}
+
+Shmem__State__FactoryJob *state_add_factory_job(Shmem__State__FactoryVm *f) {
+        FactoryBlock *b = (FactoryBlock *) f;
+
+        f->job = &b->job;
+        return &b->job;
+}
+
 void state_build_done(State *s) {
         for (size_t i = 0; i < s->n_regions; i++) {
                 for (size_t k = 0; k < s->regions[i]->n_peers; k++)
@@ -41,8 +66,10 @@ void state_build_done(State *s) {
                 free(s->regions[i]);
         }
         free(s->regions);
-        for (size_t i = 0; i < s->n_conns; i++)
+        for (size_t i = 0; i < s->n_conns; i++) {
+                free(s->conns[i]->factory);
                 free(s->conns[i]);
+        }
         free(s->conns);
         s->regions = NULL;
         s->conns = NULL;

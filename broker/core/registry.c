@@ -569,6 +569,10 @@ int registry_prepare(Registry *reg, const AttachRequest *req, Region **ret, bool
         return 0;
 }
 
+void registry_hold(Registry *reg, Region *r) {
+        r->holds++;
+}
+
 void registry_unhold(Registry *reg, Region *r) {
         if (r->holds > 0 && --r->holds == 0)
                 registry_settle(reg, r);
