@@ -5,7 +5,7 @@
  * page and eventfds, its counts and the request in flight with its hotplug
  * helper go to the fd store and the stored state, as the QEMU region peers'
  * do, and a restarted broker takes them back: QEMU never reconnects its
- * factory device either.
+ * factory device either. And what `shmemctl factory` shows of them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -300,4 +300,27 @@ void factory_restore(Factory *f, const State *st) {
         for (size_t i = 0; f && i < st->n_conns; i++)
                 if (st->conns[i]->frontend == SHMEM__STATE__FRONTEND__FACTORY)
                         (void) restore_vm(f, st->conns[i]);
+}
+
+/* --- shmemctl factory --------------------------------------------------------------- */
+
+void factory_foreach_vm(Factory *f, PluginFactoryFn fn, void *userdata) {
+        int64_t now = now_ns();
+
+        for (FactoryVm *vm = f ? f->vms : NULL; vm; vm = vm->next) {
+                const Job *j = &vm->job;
+                PluginFactoryVm info = { .id = &vm->id, .monitor = vm->monitor, .conn = vm->conn ? vm->conn->id : 0,
+                                         .served = vm->served, .refused = vm->refused };
+
+                if (!vm->conn || front_conn_leaving(vm->conn))
+                        continue;
+                if (j->running) {
+                        info.op = j->op;
+                        info.seq = j->seq;
+                        info.region = j->region;
+                        info.since_ms = now > j->started_ns ? (uint64_t) (now - j->started_ns) / 1000000 : 0;
+                        info.restarted = j->adopted;
+                }
+                fn(userdata, &info);
+        }
 }

@@ -37,3 +37,6 @@ bool factory_expects(Factory *f, pid_t pid, const char *name);
  */
 int factory_dump(Factory *f, State *st);
 void factory_restore(Factory *f, const State *st);
+
+/* @fn for each VM connected (PluginOps.factory_vms: `shmemctl factory`). */
+void factory_foreach_vm(Factory *f, PluginFactoryFn fn, void *userdata);

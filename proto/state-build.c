@@ -28,6 +28,17 @@ Shmem__State__Peer *state_add_peer(Shmem__State__Region *r) {
                           (void (*)(void *)) shmem__state__peer__init);
 }
 
+Shmem__State__Creator *state_add_creator(Shmem__State__Region *r) {
+        Shmem__State__Creator *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return NULL;
+        shmem__state__creator__init(c);
+        free(r->created_by);
+        r->created_by = c;
+        return c;
+}
+
 Shmem__State__Conn *state_add_conn(State *s) {
         return array_grow((void ***) &s->conns, &s->n_conns, sizeof(Shmem__State__Conn),
                           (void (*)(void *)) shmem__state__conn__init);
@@ -63,6 +74,7 @@ void state_build_done(State *s) {
                 for (size_t k = 0; k < s->regions[i]->n_peers; k++)
                         free(s->regions[i]->peers[k]);
                 free(s->regions[i]->peers);
+                free(s->regions[i]->created_by);
                 free(s->regions[i]);
         }
         free(s->regions);

@@ -499,6 +499,11 @@ static int registry_resolve(Registry *reg, const AttachRequest *req, Region **re
                 if (k != 0)
                         return k;
                 /* Made by a peer: its own, shared with its group (QNX 8.0 mode/gid). */
+                r->created_by.kind = id->kind;
+                snprintf(r->created_by.label, sizeof(r->created_by.label), "%s", id->label);
+                snprintf(r->created_by.vm_uuid, sizeof(r->created_by.vm_uuid), "%s", id->vm_uuid);
+                r->created_by.pid = id->pid;
+                r->created_by.uid = id->uid;
                 r->owner = id->uid;
                 r->group = id->gid;
                 r->mode = 0660;

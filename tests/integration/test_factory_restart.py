@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The guest factory across kill -9 and live upgrade (docs/factory.md, docs/persistence.md).
+"""The guest factory across kill -9 and live upgrade, and shmemctl factory (docs/factory.md).
 
 The broker runs under the fake service manager (tests/harness/fakesystemd.py),
 which keeps its fd store and restarts it with LISTEN_FDS as systemd does. A
@@ -17,7 +17,10 @@ handling, its stored state.
 - a request in flight (the helper held at a gate): after the restart it
   completes when its helper survived; is answered HOTPLUG ("the broker
   restarted ...") when the helper died with the broker; completes (DONE 0)
-  when the helper died but the VM's QEMU had connected meanwhile.
+  when the helper died but the VM's QEMU had connected meanwhile;
+- shmemctl factory (text, --json): each VM's connection, counts, request in
+  flight and devices (plugged, parked, index) before and after a kill;
+  inspect and list show who created a region; a hostile VM name is escaped.
 
 Run: python3 test_factory_restart.py BUILD_DIR
 """
@@ -39,6 +42,7 @@ from harness.fakefactory import FakeFactoryVm, wait_file, write_helper  # noqa: 
 BUILD = None
 U1 = "11111111-2222-3333-4444-555555555555"
 U2 = "66666666-2222-3333-4444-555555555555"
+HOSTILE = "evil\x1b[2J\x07name\\x"
 HOTPLUG = 14
 
 
@@ -229,6 +233,104 @@ class FactoryRestart(unittest.TestCase):
         self.done(vm, seq)
         self.done(vm, vm.request("attach", "next", 4096))
         self.assertIn("restored: 0 requests served, 0 refused, one in flight", self.sd.log())
+
+    # --- what shmemctl shows: factory, and who created a region ------------------------
+    def factory(self):
+        return sorted(json.loads(self.ctl("--json", "factory").stdout)["vms"], key=lambda v: v["pid"])
+
+    def devices(self, vm):
+        return [(d["region"], d["index"], d["parked"]) for d in vm["devices"]]
+
+    def test_shmemctl_factory_lists_vms_and_devices_across_a_kill(self):
+        self.start()
+        self.assertEqual(self.ctl("factory").stdout, "No VM is connected to the guest factory.\n")
+        self.assertEqual(self.factory(), [])
+        a, b = self.vm("vm-a"), self.vm("vm-b", uuid=U2)
+        self.done(a, a.request("attach", "one", 4096))
+        self.done(a, a.request("attach", "two", 4096))
+        self.done(a, a.request("detach", "two"))
+        self.done(b, b.request("attach", "one", 4096))
+        self.done(b, b.request("find", "nothing"), status=6)
+        self.ctl("create", "declared", "4K")
+        for when in ("before", "after"):
+            with self.subTest(when=when):
+                va, vb = self.factory()
+                self.assertEqual((va["name"], va["uuid"], va["pid"], va["served"], va["refused"], va["in_flight"]),
+                                 ("vm-a", U1, a.pid, 3, 0, None))
+                self.assertEqual((vb["name"], vb["uuid"], vb["pid"], vb["served"], vb["refused"]),
+                                 ("vm-b", U2, b.pid, 1, 1))
+                self.assertEqual(self.devices(va), [("one", 0, False), ("two", 0, True)])
+                self.assertEqual(self.devices(vb), [("one", 1, False)])
+                self.assertTrue(va["monitor"].endswith("mon-0.sock"), va)
+                self.assertGreater(va["connection"], 0)
+                self.assertIn(f"c/{va['connection']}", self.sd.names())
+                text = self.ctl("factory").stdout
+                self.assertIn(f"vm:          'vm-a' (UUID {U1}, pid {a.pid})\n"
+                              f"connection:  {va['connection']}\n"
+                              f"monitor:     {va['monitor']}\n"
+                              "requests:    3 served, 0 refused\n"
+                              "in flight:   none\n\n"
+                              "REGION INDEX STATE   DOORBELL\n"
+                              f"one        0 plugged {va['devices'][0]['doorbell_id']}\n"
+                              f"two        0 parked  {va['devices'][1]['doorbell_id']}\n", text)
+                self.assertIn(f"vm:          'vm-b' (UUID {U2}, pid {b.pid})\n", text)
+                # Who created each region: vm-a's factory, or nobody (declared).
+                one = json.loads(self.ctl("--json", "inspect", "one").stdout)["created_by"]
+                self.assertEqual((one["kind"], one["label"], one["vm_uuid"], one["pid"], one["key"]),
+                                 ("qemu", "vm-a", U1, a.pid, f"vm:uuid:{U1}"))
+                self.assertIsNone(json.loads(self.ctl("--json", "inspect", "declared").stdout)["created_by"])
+                self.assertIn(f"created by:  VM 'vm-a' (UUID {U1}, pid {a.pid}) through its guest factory\n",
+                              self.ctl("inspect", "one").stdout)
+                self.assertIn("created by:  -\n", self.ctl("inspect", "declared").stdout)
+                listing = self.ctl("list").stdout
+                self.assertRegex(listing, r"^NAME +SIZE +PEERS/MAX +BACKEND +FLAGS +CREATED BY\n")
+                self.assertRegex(listing, r"\none +4K +2/16 +memfd +- +vm 'vm-a'\n")
+                self.assertRegex(listing, r"\ndeclared +4K +0/16 +memfd +no-memory +-\n")
+                self.assertEqual({r["name"]: (r["created_by"] or {}).get("label") for r in
+                                  json.loads(self.ctl("--json", "list").stdout)["regions"]},
+                                 {"one": "vm-a", "two": "vm-a", "declared": None})
+            if when == "before":
+                self.sd.wait_stored("cp/", 6)
+                self.restart()
+
+    def test_shmemctl_factory_shows_a_request_in_flight(self):
+        self.start()
+        vm = self.vm("vm-a")
+        seq, _ = self.in_flight(vm, "slow")
+        flight = self.factory()[0]["in_flight"]
+        self.assertEqual((flight["op"], flight["region"], flight["seq"], flight["restarted"]),
+                         ("attach", "slow", seq, False), flight)
+        self.sd.wait_stored("cp/", 5)
+        self.restart()
+        flight = self.factory()[0]["in_flight"]
+        self.assertEqual((flight["op"], flight["region"], flight["seq"], flight["restarted"]),
+                         ("attach", "slow", seq, True), flight)
+        self.assertRegex(self.ctl("factory").stdout,
+                         rf"\nin flight:   attach 'slow' \(seq {seq}, for \d+\.\d s, begun before a restart\)\n")
+        self.release()
+        self.done(vm, seq)
+        self.assertIsNone(self.factory()[0]["in_flight"])
+        self.assertEqual(self.devices(self.factory()[0]), [("slow", 0, False)])
+
+    def test_hostile_vm_name_is_escaped(self):
+        self.start()
+        vm = self.vm(HOSTILE, uuid=None)
+        self.done(vm, vm.request("attach", "mine", 4096))
+        self.restart()  # and the name survives the state round trip
+        escaped = "evil\\x1b[2J\\x07name\\\\x"
+        for args in (("factory",), ("inspect", "mine"), ("list",)):
+            with self.subTest(args=args):
+                text = self.ctl(*args).stdout
+                self.assertNotIn("\x1b", text)
+                self.assertNotIn("\x07", text)
+                self.assertIn(escaped, text)
+        self.assertIn(f"vm:          '{escaped}' (UUID -, pid {vm.pid})\n", self.ctl("factory").stdout)
+        self.assertIn(f"created by:  VM '{escaped}' (UUID -, pid {vm.pid}) through its guest factory\n",
+                      self.ctl("inspect", "mine").stdout)
+        # JSON: the name itself, escaped as JSON.
+        self.assertEqual(self.factory()[0]["name"], HOSTILE)
+        self.assertIn('"name":"evil\\u001b[2J\\u0007name\\\\x"', self.ctl("--json", "factory").stdout)
+        self.assertEqual(json.loads(self.ctl("--json", "inspect", "mine").stdout)["created_by"]["label"], HOSTILE)
 
     def peers(self, region):
         """(index, pid, parked) of each peer of @region, from shmemctl inspect."""
