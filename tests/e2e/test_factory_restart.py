@@ -10,8 +10,10 @@ factory device alone:
 - the guest creates "one" through the factory: a device is plugged;
 - the broker is killed -9 and restarted; the harness then writes "restarted"
   into the region (the stored memfd), which the guest is waiting for;
+- shmemctl factory and inspect show the VM, its device and who made "one";
 - the guest detaches "one" (parked) and attaches it again: the same device,
-  the same index, nothing plugged; then creates "two": a second device.
+  the same index, nothing plugged; then creates "two": a second device;
+- QEMU's exit closes the restored factory connection.
 
 Without the factory's state in the store the restarted broker has no
 factory connection: the guest's detach is never answered.
@@ -28,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
@@ -79,6 +82,12 @@ class FactoryRestartTest(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         return json.loads(out.stdout)
 
+    def factory(self):
+        out = subprocess.run([ENV["SHMEM_SHMEMCTL"], "--socket", self.sock, "--json", "factory"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return json.loads(out.stdout)["vms"]
+
     @staticmethod
     def peers(region):
         return [(p["index"], p.get("vm_name"), p["kind"], p.get("parked", False)) for p in region["peers"]]
@@ -98,6 +107,14 @@ class FactoryRestartTest(unittest.TestCase):
             self.sd.start(self.argv)
             self.assertEqual(self.peers(self.inspect("one")), self.peers(before))
             self.assertEqual(self.peers(before), [(0, "vmf", "qemu", False)])
+            # What shmemctl shows came back too: the VM's factory, its device, who made the region.
+            after = self.inspect("one")["created_by"]
+            self.assertEqual((after["kind"], after["label"], after["pid"]), ("qemu", "vmf", vm.proc.pid))
+            vms = self.factory()
+            self.assertEqual([(v["name"], v["pid"], v["served"], v["in_flight"]) for v in vms],
+                             [("vmf", vm.proc.pid, 1, None)], vms)
+            self.assertEqual([(d["region"], d["index"], d["parked"]) for d in vms[0]["devices"]],
+                             [("one", 0, False)])
             with mmap.mmap(self.sd.fd("m/one"), DATA + 4096) as m:
                 m[DATA + 100:DATA + 110] = b"restarted\0"
             res = vm.wait()
@@ -122,6 +139,13 @@ class FactoryRestartTest(unittest.TestCase):
         self.assertNotEqual(two[0]["device"], one[0]["device"])
         self.assertEqual(len(re.findall(r"region 'two' plugged", blog)), 1, blog)
         self.assertIn("devices=3", log)  # the factory, one, two
+        # QEMU's exit is the final detach: the restored factory connection goes with it.
+        end = time.monotonic() + 30
+        while self.factory() and time.monotonic() < end:
+            time.sleep(0.1)
+        self.assertEqual(self.factory(), [], blog)
+        self.assertIn("Factory of 'vmf' (pid %d) closed: 6 requests served, 0 refused" % vm.proc.pid,
+                      self.sd.log())
         self.assertEqual(vm.proc.returncode, 0)
         self.assertNotRegex(blog, r"(?i)assert|segfault|double free")
 
