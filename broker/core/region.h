@@ -161,6 +161,9 @@ Region *region_free(Region *r);
  */
 int region_set_backend(Region *r, const char *backend);
 
+/* Records @id as the peer whose attach made @r (r->created_by). */
+void region_set_created_by(Region *r, const PeerIdentity *id);
+
 /* Allocates the memfd and control page if not yet there. */
 int region_allocate(Region *r);
 /* Frees memory and control page; region must have no peers. */

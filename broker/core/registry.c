@@ -499,11 +499,7 @@ static int registry_resolve(Registry *reg, const AttachRequest *req, Region **re
                 if (k != 0)
                         return k;
                 /* Made by a peer: its own, shared with its group (QNX 8.0 mode/gid). */
-                r->created_by.kind = id->kind;
-                snprintf(r->created_by.label, sizeof(r->created_by.label), "%s", id->label);
-                snprintf(r->created_by.vm_uuid, sizeof(r->created_by.vm_uuid), "%s", id->vm_uuid);
-                r->created_by.pid = id->pid;
-                r->created_by.uid = id->uid;
+                region_set_created_by(r, id);
                 r->owner = id->uid;
                 r->group = id->gid;
                 r->mode = 0660;
@@ -572,10 +568,6 @@ int registry_prepare(Registry *reg, const AttachRequest *req, Region **ret, bool
         if (ret_created)
                 *ret_created = created;
         return 0;
-}
-
-void registry_hold(Registry *reg, Region *r) {
-        r->holds++;
 }
 
 void registry_unhold(Registry *reg, Region *r) {
