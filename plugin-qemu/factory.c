@@ -15,9 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "escape.h"
-#include "factory-page.h"
-#include "factory.h"
+#include "factory-private.h"
 #include "ivshmem-wire.h"
 #include "list.h"
 #include "listen.h"
@@ -26,62 +26,17 @@
 #include "qemu-wire.h"
 #include "shmem.pb-c.h"
 
-#define FACTORY_BROKER_ID 0 /* the broker's id on the factory device's wire */
-#define FACTORY_VM_ID 1     /* the VM's */
 #define FACTORY_KEY ".factory" /* its socket's name in the fd store: no region is called so */
-#define HELPER_GRACE_MS 2000 /* past the helper's own deadline, it is killed */
 
 extern char **environ;
 
-typedef struct FactoryVm FactoryVm;
-
-/* The request a VM's factory is serving: at most one. */
-typedef struct Job {
-        bool running;
-        uint64_t seq;
-        uint32_t op;
-        char region[SHMEM_NAME_MAX + 1]; /* the final name */
-        Region *held;                    /* registry_prepare()'s, until the job ends */
-        pid_t pid;                       /* the hotplug helper */
-        int pidfd, out;                  /* its exit, its stdout */
-        struct event *ev_exit, *ev_out, *ev_timeout;
-        bool timed_out;
-        char output[512];
-        size_t n_output;
-} Job;
-
-struct FactoryVm {
-        Factory *factory;
-        FactoryVm *prev, *next;
-        FrontConn *conn;
-        PeerIdentity id;
-        char monitor[108];          /* its QMP socket, from its command line; "" none */
-        int memfd, ev_broker, ev_vm; /* the page; the VM rings the broker; the broker rings the VM */
-        struct shmem_factory_page *page;
-        struct event *ev_ring;
-        uint64_t answered;          /* the seq of the last request answered */
-        Job job;
-        unsigned served, refused;
-};
-
-struct Factory {
-        PluginContext ctx;
-        QemuSettings settings;
-        char path[108];
-        FrontListener *listener;
-        FactoryVm *vms;
-};
-
-static const FrontConnOps factory_conn_ops;
 
 static const char *vm_label(const FactoryVm *vm, char buf[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)]) {
         return str_escape(buf, STR_ESCAPE_SIZE(SHMEM_LABEL_MAX), vm->id.label);
 }
 
 /* The factory's answer to the request @seq: the fields, then state, then seq, each published; then a ring. */
-static void vm_answer(FactoryVm *vm, uint64_t seq, uint32_t state, int status, const Region *r, const char *fmt, ...)
-        __attribute__((format(printf, 6, 7)));
-static void vm_answer(FactoryVm *vm, uint64_t seq, uint32_t state, int status, const Region *r, const char *fmt, ...) {
+void vm_answer(FactoryVm *vm, uint64_t seq, uint32_t state, int status, const Region *r, const char *fmt, ...) {
         struct shmem_factory_answer *a = &vm->page->answer;
         char detail[SHMEM_FACTORY_DETAIL_MAX + 1] = "";
         uint64_t one = 1;
@@ -108,10 +63,11 @@ static void vm_answer(FactoryVm *vm, uint64_t seq, uint32_t state, int status, c
                         vm->refused++;
         }
         (void) !write(vm->ev_vm, &one, sizeof(one));
+        keeper_changed(frontends_keeper(vm->factory->ctx.table));
 }
 
 /* This VM's peer in @r, parked or not: its QEMU's. */
-static Peer *vm_peer(FactoryVm *vm, Region *r) {
+Peer *vm_peer(FactoryVm *vm, Region *r) {
         for (unsigned i = 0; r && i < r->max_peers; i++)
                 if (r->peers[i] && r->peers[i]->id.kind == SHMEM_PEER_KIND_QEMU && r->peers[i]->id.pid == vm->id.pid)
                         return r->peers[i];
@@ -120,10 +76,15 @@ static Peer *vm_peer(FactoryVm *vm, Region *r) {
 
 /* --- the hotplug helper ------------------------------------------------------ */
 
-static void job_end(FactoryVm *vm) {
+void job_end(FactoryVm *vm) {
         Job *j = &vm->job;
 
-        if (j->pid > 0) {
+        /* By its pidfd: one taken over after a restart may be no child of this process, its pid reused. */
+        if (j->pid > 0 && j->pidfd >= 0) {
+                (void) pidfd_send_signal(j->pidfd, SIGKILL, NULL, 0);
+                (void) waitid(P_PIDFD, (id_t) j->pidfd, &(siginfo_t) {}, WEXITED);
+        } else if (j->pid > 0 && !j->adopted) {
+                /* Spawned here but no pidfd (pidfd_open() failed): its pid is still this process's child. */
                 (void) kill(j->pid, SIGKILL);
                 (void) waitpid(j->pid, NULL, 0);
         }
@@ -133,11 +94,16 @@ static void job_end(FactoryVm *vm) {
                 event_free(j->ev_out);
         if (j->ev_timeout)
                 event_free(j->ev_timeout);
+        if (j->ev_settle)
+                event_free(j->ev_settle);
+        if (j->running)
+                factory_drop_job(vm);
         fd_close(j->pidfd);
         fd_close(j->out);
         if (j->held)
                 registry_unhold(vm->factory->ctx.registry, j->held);
         *j = (Job) { .pidfd = -1, .out = -1 };
+        keeper_changed(frontends_keeper(vm->factory->ctx.table));
 }
 
 static void job_read(FactoryVm *vm) {
@@ -163,6 +129,12 @@ static void job_finish(FactoryVm *vm, int wstatus) {
         const char *code, *detail;
 
         job_read(vm);
+        if (j->adopted && !j->n_output && !j->timed_out) {
+                /* Taken over from the image before a restart, and its helper said nothing: the old
+                 * image's service manager stopped it, or it died. What the VM's QEMU did decides. */
+                factory_job_orphaned(vm);
+                return;
+        }
         j->output[strcspn(j->output, "\n")] = 0;
         str_escape(line, sizeof(line), j->output);
         code = strncmp(j->output, "ok", 2) == 0 ? "ok" : strncmp(j->output, "error ", 6) == 0 ? j->output + 6 : "";
@@ -197,17 +169,24 @@ static void job_finish(FactoryVm *vm, int wstatus) {
         job_end(vm);
 }
 
-static void job_on_exit(evutil_socket_t fd, short what, void *userdata) {
+void job_on_exit(evutil_socket_t fd, short what, void *userdata) {
         FactoryVm *vm = userdata;
+        siginfo_t si = {};
         int wstatus = 0;
 
-        if (waitpid(vm->job.pid, &wstatus, WNOHANG) <= 0)
+        /* Its pidfd is readable: it exited. Reaped here if this process is its parent; a helper
+         * taken over after a kill -9 is not its child (its exit status is lost, its line is not). */
+        if (waitid(P_PIDFD, (id_t) vm->job.pidfd, &si, WEXITED | WNOHANG) == 0) {
+                if (si.si_pid == 0)
+                        return;
+                wstatus = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : (si.si_status & 0x7f);
+        } else if (errno != ECHILD)
                 return;
         vm->job.pid = 0;
         job_finish(vm, wstatus);
 }
 
-static void job_on_output(evutil_socket_t fd, short what, void *userdata) {
+void job_on_output(evutil_socket_t fd, short what, void *userdata) {
         FactoryVm *vm = userdata;
 
         job_read(vm);
@@ -215,11 +194,12 @@ static void job_on_output(evutil_socket_t fd, short what, void *userdata) {
                 event_del(vm->job.ev_out); /* enough to know what it says */
 }
 
-static void job_on_timeout(evutil_socket_t fd, short what, void *userdata) {
+void job_on_timeout(evutil_socket_t fd, short what, void *userdata) {
         FactoryVm *vm = userdata;
 
         vm->job.timed_out = true;
-        (void) kill(vm->job.pid, SIGKILL);
+        (void) pidfd_send_signal(vm->job.pidfd, SIGKILL, NULL, 0);
+        keeper_changed(frontends_keeper(vm->factory->ctx.table));
 }
 
 /* Runs the helper that plugs @r's device into the VM; its end comes back to the loop. */
@@ -332,7 +312,8 @@ static void vm_serve(FactoryVm *vm, const struct shmem_factory_request *req) {
                           error ? error : k < 0 ? strerror(-k) : "");
                 return;
         }
-        vm->job = (Job) { .running = true, .seq = req->seq, .op = req->op, .held = r, .pidfd = -1, .out = -1 };
+        vm->job = (Job) { .running = true, .seq = req->seq, .op = req->op, .held = r, .pidfd = -1, .out = -1,
+                          .started_ns = now_ns() };
         snprintf(vm->job.region, sizeof(vm->job.region), "%s", r->name);
         if (!vm->monitor[0]) {
                 vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, SHMEM_FACTORY_HOTPLUG, NULL,
@@ -350,11 +331,12 @@ static void vm_serve(FactoryVm *vm, const struct shmem_factory_request *req) {
                 job_end(vm);
                 return;
         }
+        factory_keep_job(vm);
         vm_answer(vm, req->seq, SHMEM_FACTORY_BUSY, 0, NULL, NULL);
 }
 
 /* The VM rang: a new request, if its seq is one not answered yet. */
-static void vm_on_ring(evutil_socket_t fd, short what, void *userdata) {
+void vm_on_ring(evutil_socket_t fd, short what, void *userdata) {
         FactoryVm *vm = userdata;
         struct shmem_factory_request req;
         uint64_t count;
@@ -375,12 +357,13 @@ static void vm_on_ring(evutil_socket_t fd, short what, void *userdata) {
 
 /* --- VMs ---------------------------------------------------------------------------- */
 
-static void vm_free(FactoryVm *vm) {
+void vm_free(FactoryVm *vm) {
         Factory *f = vm->factory;
 
         job_end(vm);
         if (vm->ev_ring)
                 event_free(vm->ev_ring);
+        factory_drop_vm(vm);
         front_conn_free(vm->conn);
         if (vm->page)
                 munmap(vm->page, SHMEM_FACTORY_PAGE_SIZE);
@@ -409,7 +392,7 @@ static void vm_on_read(FrontConn *conn) {
                 conn_break(&conn->conn, -ECONNRESET);
 }
 
-static const FrontConnOps factory_conn_ops = {
+const FrontConnOps factory_conn_ops = {
         .read = vm_on_read,
         .drop = vm_on_drop,
 };
@@ -489,6 +472,7 @@ static void factory_on_accept(FrontListener *l, int fd, const PeerIdentity *peer
         }
         log_info("Factory device of '%s' (pid %d) connected%s", vm_label(vm, label), (int) vm->id.pid,
                  vm->monitor[0] ? "" : ": its QEMU names no -qmp unix: socket, so nothing can be plugged into it");
+        factory_keep_vm(vm);
         vm_handshake(vm);
 }
 

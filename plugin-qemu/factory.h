@@ -27,3 +27,16 @@ Factory *factory_free(Factory *f);
 
 /* Whether the QEMU of @pid is being given a device for region @name: its attach comes prepared. */
 bool factory_expects(Factory *f, pid_t pid, const char *name);
+
+/*
+ * Across restarts and upgrades (factory-state.c): factory_dump() adds every VM's
+ * factory device to a state being dumped (its connection, counts, the request in
+ * flight); factory_restore() rebuilds them from a restored state, their fds taken
+ * back through the Keeper, before registry_adopt_finish() (a request in flight
+ * holds its region again).
+ */
+int factory_dump(Factory *f, State *st);
+void factory_restore(Factory *f, const State *st);
+
+/* @fn for each VM connected (PluginOps.factory_vms: `shmemctl factory`). */
+void factory_foreach_vm(Factory *f, PluginFactoryFn fn, void *userdata);

@@ -321,11 +321,16 @@ static int qemu_plugin_endpoint(Plugin *p, const Region *r, char *buf, size_t si
         return 0;
 }
 
+static void qemu_plugin_factory_vms(Plugin *p, PluginFactoryFn fn, void *userdata) {
+        factory_foreach_vm(qemu_plugin(p)->factory, fn, userdata);
+}
+
 static const PluginOps qemu_plugin_ops = {
         .name = "qemu",
         .region_added = qemu_plugin_region_added,
         .region_removed = qemu_plugin_region_removed,
         .endpoint = qemu_plugin_endpoint,
+        .factory_vms = qemu_plugin_factory_vms,
 };
 
 /* --- the module ---------------------------------------------------------- */
@@ -401,7 +406,7 @@ static int qemu_plugin_dump(Plugin *p, State *st) {
                 sc->region = c->region;
                 sc->departures_told = c->departures_told;
         }
-        return 0;
+        return factory_dump(qemu_plugin(p)->factory, st);
 }
 
 /* What an image before 0.2 stored with the peer rather than the connection. */
@@ -444,6 +449,7 @@ static void qemu_plugin_restore(Plugin *p, const State *st) {
                 peer->ops = &qemu_peer_ops;
                 peer->userdata = c;
         }
+        factory_restore(qp->factory, st);
 }
 
 /* --- options ------------------------------------------------------------- */

@@ -74,7 +74,8 @@ char *str_escape_n(char *buf, size_t size, const char *s, size_t n) {
                 return buf;
         }
         for (size_t i = 0; i < n;) {
-                uint32_t cp;
+                /* No code point when there is no sequence: not the previous one's (a backslash's). */
+                uint32_t cp = 0;
                 size_t len = utf8_sequence(p + i, n - i, &cp), need;
                 bool plain = len > 0 && cp >= 0x20 && cp != 0x7f && !(cp >= 0x80 && cp <= 0x9f) && cp != '\\';
 

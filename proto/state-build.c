@@ -28,9 +28,45 @@ Shmem__State__Peer *state_add_peer(Shmem__State__Region *r) {
                           (void (*)(void *)) shmem__state__peer__init);
 }
 
+Shmem__State__Creator *state_add_creator(Shmem__State__Region *r) {
+        Shmem__State__Creator *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return NULL;
+        shmem__state__creator__init(c);
+        free(r->created_by);
+        r->created_by = c;
+        return c;
+}
+
 Shmem__State__Conn *state_add_conn(State *s) {
         return array_grow((void ***) &s->conns, &s->n_conns, sizeof(Shmem__State__Conn),
                           (void (*)(void *)) shmem__state__conn__init);
+}
+
+/* A factory's part and its job, allocated together: freed with the Conn. */
+typedef struct FactoryBlock {
+        Shmem__State__FactoryVm vm; /* first: the block's address */
+        Shmem__State__FactoryJob job;
+} FactoryBlock;
+
+Shmem__State__FactoryVm *state_add_factory(Shmem__State__Conn *c) {
+        FactoryBlock *b = calloc(1, sizeof(*b));
+
+        if (!b)
+                return NULL;
+        shmem__state__factory_vm__init(&b->vm);
+        shmem__state__factory_job__init(&b->job);
+        free(c->factory);
+        c->factory = &b->vm;
+        return &b->vm;
+}
+
+Shmem__State__FactoryJob *state_add_factory_job(Shmem__State__FactoryVm *f) {
+        FactoryBlock *b = (FactoryBlock *) f;
+
+        f->job = &b->job;
+        return &b->job;
 }
 
 void state_build_done(State *s) {
@@ -38,11 +74,14 @@ void state_build_done(State *s) {
                 for (size_t k = 0; k < s->regions[i]->n_peers; k++)
                         free(s->regions[i]->peers[k]);
                 free(s->regions[i]->peers);
+                free(s->regions[i]->created_by);
                 free(s->regions[i]);
         }
         free(s->regions);
-        for (size_t i = 0; i < s->n_conns; i++)
+        for (size_t i = 0; i < s->n_conns; i++) {
+                free(s->conns[i]->factory);
                 free(s->conns[i]);
+        }
         free(s->conns);
         s->regions = NULL;
         s->conns = NULL;

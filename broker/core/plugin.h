@@ -12,10 +12,30 @@
  * (docs/architecture.md).
  */
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "identity.h"
 
 typedef struct Plugin Plugin;
 typedef struct Region Region;
+
+/* A VM connected to a plugin's run-time factory (docs/factory.md), as `shmemctl factory` shows it. */
+typedef struct PluginFactoryVm {
+        const PeerIdentity *id; /* what the broker learned of its VMM process */
+        const char *monitor;    /* the socket the broker plugs devices through; "" none */
+        uint64_t conn;          /* its connection's id (fd store "c/ID") */
+        unsigned served, refused;
+        /* The request in flight; op 0: none. */
+        uint32_t op;            /* SHMEM_FACTORY_OP_* */
+        uint64_t seq;
+        const char *region;
+        uint64_t since_ms;      /* how long it has been served */
+        bool restarted;         /* taken over from an image before a restart or an upgrade */
+} PluginFactoryVm;
+
+typedef void (*PluginFactoryFn)(void *userdata, const PluginFactoryVm *vm);
 
 typedef struct PluginOps {
         const char *name; /* "qemu": names the endpoint in inspect and its fd in the store */
@@ -26,6 +46,8 @@ typedef struct PluginOps {
         void (*region_removed)(Plugin *p, Region *r);
         /* Where a VMM finds @r's endpoint (QEMU: the socket's path), into @buf; 0 or -ENOENT. */
         int (*endpoint)(Plugin *p, const Region *r, char *buf, size_t size);
+        /* Optional: @fn for each VM connected to its factory (a VM's devices are its peers). */
+        void (*factory_vms)(Plugin *p, PluginFactoryFn fn, void *userdata);
 } PluginOps;
 
 struct Plugin {

@@ -149,6 +149,14 @@ static const char *region_pin(const Region *r, unsigned i) {
         return r->pin_name && r->pin_name[i][0] ? r->pin_name[i] : NULL;
 }
 
+void region_set_created_by(Region *r, const PeerIdentity *id) {
+        r->created_by.kind = id->kind;
+        snprintf(r->created_by.label, sizeof(r->created_by.label), "%s", id->label);
+        snprintf(r->created_by.vm_uuid, sizeof(r->created_by.vm_uuid), "%s", id->vm_uuid);
+        r->created_by.pid = id->pid;
+        r->created_by.uid = id->uid;
+}
+
 int region_set_backend(Region *r, const char *backend) {
         uint64_t unit = SHMEM_PAGE_SIZE;
 

@@ -108,6 +108,15 @@ struct Region {
         gid_t group;
         unsigned mode;
         char creator[PEER_HOLDER_MAX]; /* whose limits it counts against (peer_identity_holder()); "": nobody's */
+        /* Who made it by attaching (a host peer, or a VM through its guest factory), as the
+         * broker knew that peer then: shown by inspect and list. Kind NONE: declared. */
+        struct {
+                unsigned kind; /* SHMEM_PEER_KIND_* */
+                char label[SHMEM_LABEL_MAX + 1]; /* unescaped: print with str_escape() */
+                char vm_uuid[PEER_UUID_MAX + 1];
+                pid_t pid;
+                uid_t uid;
+        } created_by;
         /* Pinned indices: pin_name[i] (a VM or client name) always gets index i,
          * nobody else does; "" not pinned. NULL when nothing is pinned. */
         char (*pin_name)[REGION_PIN_NAME_MAX + 1];
@@ -151,6 +160,9 @@ Region *region_free(Region *r);
  * Returns 0, -EINVAL for an unknown backend, or -errno of the directory.
  */
 int region_set_backend(Region *r, const char *backend);
+
+/* Records @id as the peer whose attach made @r (r->created_by). */
+void region_set_created_by(Region *r, const PeerIdentity *id);
 
 /* Allocates the memfd and control page if not yet there. */
 int region_allocate(Region *r);

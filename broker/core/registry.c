@@ -499,6 +499,7 @@ static int registry_resolve(Registry *reg, const AttachRequest *req, Region **re
                 if (k != 0)
                         return k;
                 /* Made by a peer: its own, shared with its group (QNX 8.0 mode/gid). */
+                region_set_created_by(r, id);
                 r->owner = id->uid;
                 r->group = id->gid;
                 r->mode = 0660;

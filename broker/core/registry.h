@@ -156,6 +156,8 @@ void registry_detach(Registry *reg, Peer *p);
  */
 int registry_prepare(Registry *reg, const AttachRequest *req, Region **ret, bool *ret_created, const char **ret_error);
 void registry_unhold(Registry *reg, Region *r);
+/* Holds @r again for a prepared attach that a restarted broker takes over (service/state.h). */
+void registry_hold(Registry *reg, Region *r);
 
 /*
  * registry_park() - @p leaves the membership, keeping its index and fds

@@ -20,6 +20,7 @@ typedef enum FdKind {
         FD_CONN,     /* a front end's connected socket: .id (registry_new_conn_id()) */
         FD_ENDPOINT, /* a plugin's listening socket for a region: .plugin, .region */
         FD_CONTROL,  /* the native control socket */
+        FD_CONN_PART, /* another fd a front end keeps with one of its connections: .id, .part (its name) */
 } FdKind;
 
 typedef struct FdKey {
@@ -28,6 +29,7 @@ typedef struct FdKey {
         const char *plugin;
         uint64_t id;
         unsigned index, vector;
+        const char *part; /* FD_CONN_PART: [a-z-]+, the front end's name for it */
 } FdKey;
 
 typedef struct Keeper Keeper;

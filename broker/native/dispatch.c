@@ -10,6 +10,7 @@
 
 #include "dispatch.h"
 #include "escape.h"
+#include "factory-info.h"
 #include "frontend.h"
 #include "log.h"
 
@@ -96,6 +97,7 @@ static void log_refusal(const NativeCaller *c, const char *what, const char *nam
 
 typedef struct InfoBuf {
         Shmem__RegionInfo info;
+        Shmem__Creator creator;
         Shmem__PeerState states[SHMEM_PEERS_MAX];
         Shmem__PeerState *state_ptrs[SHMEM_PEERS_MAX];
         char socket[256];
@@ -122,6 +124,16 @@ static void region_info_fill(InfoBuf *b, Registry *reg, Region *r, bool with_pee
         info->declared_size = r->declared_data_size;
         info->declared_max_peers = r->declared_max_peers;
         info->qemu_socket = registry_endpoint(reg, r, "qemu", b->socket, sizeof(b->socket)) == 0 ? b->socket : "";
+        if (r->created_by.kind != SHMEM_PEER_KIND_NONE) {
+                shmem__creator__init(&b->creator);
+                b->creator.kind = (Shmem__PeerKind) r->created_by.kind;
+                b->creator.label = r->created_by.label;
+                b->creator.vm_uuid = r->created_by.vm_uuid;
+                b->creator.pid = (uint32_t) r->created_by.pid;
+                b->creator.uid = (uint32_t) r->created_by.uid;
+                b->creator.key = r->creator;
+                info->created_by = &b->creator;
+        }
         if (!with_peers)
                 return;
         for (unsigned i = 0; i < r->max_peers; i++) {
@@ -236,6 +248,21 @@ static int handle_inspect(Native *n, NativeCaller *c, const Message *m, NativeOu
         reply.body_case = SHMEM__REPLY__BODY_INSPECT;
         reply.inspect = &inspect;
         out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);
+        return 0;
+}
+
+static int handle_factory(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        FactoryInfo *f = NULL;
+
+        if (factory_info_new(&f, n->registry) < 0) {
+                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                return 0;
+        }
+        reply.body_case = SHMEM__REPLY__BODY_FACTORY;
+        reply.factory = factory_info_reply(f);
+        out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);
+        factory_info_free(f);
         return 0;
 }
 
@@ -412,6 +439,7 @@ static const struct {
         [SHMEM__MESSAGE__BODY_WATCH] = { handle_watch, false, false },
         [SHMEM__MESSAGE__BODY_RELOAD] = { handle_reload, true, false },
         [SHMEM__MESSAGE__BODY_UPGRADE] = { handle_upgrade, true, false },
+        [SHMEM__MESSAGE__BODY_FACTORY] = { handle_factory, false, false },
 };
 
 int native_dispatch(Native *n, NativeCaller *c, const Message *m, int decoded, NativeOut *out) {

@@ -46,6 +46,9 @@ const char *fdstore_key(char buf[FDSTORE_NAME_MAX + 1], const FdKey *key) {
         case FD_CONTROL:
                 snprintf(buf, FDSTORE_NAME_MAX + 1, "ctl");
                 break;
+        case FD_CONN_PART:
+                snprintf(buf, FDSTORE_NAME_MAX + 1, "cp/%" PRIu64 "/%s", key->id, key->part);
+                break;
         }
         return buf;
 }

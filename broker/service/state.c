@@ -40,6 +40,17 @@ int state_dump_registry(Registry *reg, State *s) {
                 sr->creator_key = r->creator;
                 sr->creator = UINT32_MAX; /* for images before 0.2: "nobody's", creator_key says whose */
                 sr->backend = r->backend;
+                if (r->created_by.kind != SHMEM_PEER_KIND_NONE) {
+                        Shmem__State__Creator *sc = state_add_creator(sr);
+
+                        if (!sc)
+                                return -ENOMEM;
+                        sc->kind = r->created_by.kind;
+                        sc->label = r->created_by.label;
+                        sc->vm_uuid = r->created_by.vm_uuid;
+                        sc->pid = (uint32_t) r->created_by.pid;
+                        sc->uid = (uint32_t) r->created_by.uid;
+                }
                 for (unsigned k = 0; k < r->max_peers; k++) {
                         Peer *p = r->peers[k];
                         Shmem__State__Peer *sp;
@@ -103,6 +114,18 @@ static int state_adopt_peers(Registry *reg, Region *r, const Shmem__State__Regio
         return 0;
 }
 
+/* Who made the region, if the state says (an older image's does not: nobody is shown). */
+static void state_adopt_creator(Region *r, const Shmem__State__Creator *sc) {
+        if (!sc || (sc->kind != SHMEM_PEER_KIND_QEMU && sc->kind != SHMEM_PEER_KIND_HOST))
+                return;
+        r->created_by.kind = sc->kind;
+        snprintf(r->created_by.label, sizeof(r->created_by.label), "%s", sc->label);
+        if (strlen(sc->vm_uuid) == PEER_UUID_MAX)
+                snprintf(r->created_by.vm_uuid, sizeof(r->created_by.vm_uuid), "%s", sc->vm_uuid);
+        r->created_by.pid = (pid_t) sc->pid;
+        r->created_by.uid = (uid_t) sc->uid;
+}
+
 int state_adopt_registry(Registry *reg, const State *s, Keeper *keeper) {
         reg->next_conn_id = s->next_conn_id;
         for (size_t i = 0; i < s->n_regions; i++) {
@@ -143,6 +166,7 @@ int state_adopt_registry(Registry *reg, const State *s, Keeper *keeper) {
                                   error ? error : k > 0 ? core_error_name(k) : strerror(-k));
                         continue;
                 }
+                state_adopt_creator(r, sr->created_by);
                 k = state_adopt_peers(reg, r, sr, keeper);
                 if (k < 0)
                         return k;

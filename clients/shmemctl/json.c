@@ -155,6 +155,11 @@ void json_bool(Json *j, bool v) {
         fputs(v ? "true" : "false", j->f);
 }
 
+void json_null(Json *j) {
+        json_value_prefix(j);
+        fputs("null", j->f);
+}
+
 void json_bits(Json *j, uint64_t bits) {
         json_array_begin(j);
         for (unsigned i = 0; i < 64; i++)

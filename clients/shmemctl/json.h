@@ -34,6 +34,7 @@ void json_key(Json *j, const char *key);
 void json_string(Json *j, const char *s);
 void json_uint(Json *j, uint64_t v);
 void json_bool(Json *j, bool v);
+void json_null(Json *j);
 /* An array of the indices of the bits set in @bits. */
 void json_bits(Json *j, uint64_t bits);
 

@@ -50,6 +50,30 @@ static char *region_flags(char buf[64], const Shmem__RegionInfo *r) {
         return buf;
 }
 
+/*
+ * Who made the region, for list (@brief: "vm 'NAME'", "host 'LABEL'") and
+ * inspect ("VM 'NAME' (UUID U, pid N) through its guest factory"); "-" for a
+ * declared one. The label is the peer's own choice: escaped.
+ */
+static const char *creator_str(char *buf, size_t size, const Shmem__RegionInfo *r, bool brief) {
+        const Shmem__Creator *c = r->created_by;
+        char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
+        bool vm;
+
+        if (!c)
+                return "-";
+        vm = c->kind == SHMEM__PEER_KIND__KIND_QEMU;
+        str_escape(label, sizeof(label), str_or(c->label, ""));
+        if (brief)
+                snprintf(buf, size, "%s '%s'", vm ? "vm" : "host", label);
+        else if (vm)
+                snprintf(buf, size, "VM '%s' (UUID %s, pid %u) through its guest factory", label,
+                         str_or(c->vm_uuid, "-"), c->pid);
+        else
+                snprintf(buf, size, "host peer '%s' (pid %u, uid %u)", label, c->pid, c->uid);
+        return buf;
+}
+
 /* The fields list and inspect share in --json. */
 static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
         json_key(j, "name");
@@ -78,6 +102,24 @@ static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
         json_bool(j, r->allocated);
         json_key(j, "qemu_socket");
         json_string(j, r->qemu_socket);
+        json_key(j, "created_by");
+        if (r->created_by) {
+                json_object_begin(j);
+                json_key(j, "kind");
+                json_string(j, peer_kind_str(r->created_by->kind));
+                json_key(j, "label");
+                json_string(j, r->created_by->label);
+                json_key(j, "vm_uuid");
+                json_string(j, r->created_by->vm_uuid);
+                json_key(j, "pid");
+                json_uint(j, r->created_by->pid);
+                json_key(j, "uid");
+                json_uint(j, r->created_by->uid);
+                json_key(j, "key");
+                json_string(j, r->created_by->key);
+                json_object_end(j);
+        } else
+                json_null(j);
         /* A declaration that waits for the memory to be freed (broker.conf(5)). */
         if (r->declared_size || r->declared_max_peers) {
                 json_key(j, "declared_size");
@@ -91,7 +133,7 @@ int cmd_list(Client *c, const char *path, const Args *a) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Message m = SHMEM__MESSAGE__INIT;
         const Shmem__ListReply *l;
-        int wname = 4, r;
+        int wname = 4, wflags = 5, r;
 
         m.body_case = SHMEM__MESSAGE__BODY_LIST;
         m.list = &(Shmem__List) SHMEM__LIST__INIT;
@@ -120,20 +162,25 @@ int cmd_list(Client *c, const char *path, const Args *a) {
         }
 
         for (size_t i = 0; i < l->n_regions; i++) {
+                char flags[64];
                 int n = (int) strlen(str_or(l->regions[i]->name, "?"));
 
                 if (n > wname)
                         wname = n;
+                n = (int) strlen(region_flags(flags, l->regions[i]));
+                if (n > wflags)
+                        wflags = n;
         }
-        printf("%-*s %8s %-9s %-8s %s\n", wname, "NAME", "SIZE", "PEERS/MAX", "BACKEND", "FLAGS");
+        printf("%-*s %8s %-9s %-8s %-*s %s\n", wname, "NAME", "SIZE", "PEERS/MAX", "BACKEND", wflags, "FLAGS",
+               "CREATED BY");
         for (size_t i = 0; i < l->n_regions; i++) {
                 const Shmem__RegionInfo *ri = l->regions[i];
-                char size[UNITS_SIZE_STR_MAX], peers[32], flags[64];
+                char size[UNITS_SIZE_STR_MAX], peers[32], flags[64], creator[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX) + 16];
 
                 snprintf(peers, sizeof(peers), "%d/%u", __builtin_popcountll(ri->active), ri->max_peers);
-                printf("%-*s %8s %-9s %-8s %s\n", wname, str_or(ri->name, "?"),
-                       units_format_size(size, ri->data_size), peers, str_or(ri->backend, "-"),
-                       region_flags(flags, ri));
+                printf("%-*s %8s %-9s %-8s %-*s %s\n", wname, str_or(ri->name, "?"),
+                       units_format_size(size, ri->data_size), peers, str_or(ri->backend, "-"), wflags,
+                       region_flags(flags, ri), creator_str(creator, sizeof(creator), ri, true));
         }
         return EXIT_OK;
 }
@@ -156,6 +203,7 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         const Shmem__RegionInfo *ri;
         char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64], vm[80];
+        char creator[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX) + 128];
         int wlabel = 5, wpending = 12, r;
 
         r = inspect_region(c, path, name, &reply, &ri);
@@ -220,6 +268,7 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
         printf("epoch:       %" PRIu64 "\n", ri->epoch);
         printf("active:      %s (0x%" PRIx64 ")\n", units_format_bits(bits, ri->active), ri->active);
         printf("qemu socket: %s\n", str_or(ri->qemu_socket, "-"));
+        printf("created by:  %s\n", creator_str(creator, sizeof(creator), ri, false));
         if (ri->declared_size || ri->declared_max_peers)
                 printf("declared:    %s, %u peers max: applies once the memory is freed\n",
                        units_format_size(size, ri->declared_size ? ri->declared_size : ri->data_size),

@@ -2,9 +2,9 @@
 /*
  * shmemctl: the command line of shmem-brokerd's control tool. Parses the
  * options and arguments, connects to the broker and dispatches: the region
- * commands are in regions.c, the operations commands (watch, signal, dump,
- * reload, upgrade) in ops.c, the libvirt side of attach, detach and xml in
- * virt.c; what they share in common.c.
+ * commands are in regions.c, factory in factory.c, the operations commands
+ * (watch, signal, dump, reload, upgrade) in ops.c, the libvirt side of
+ * attach, detach and xml in virt.c; what they share in common.c.
  *
  * Exit codes: 0 ok, 1 refused (by the broker or libvirt, or by shmemctl for
  * the broker's state: a signal to a peer that is not attached), 2 usage, 3 the
@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "factory.h"
 #include "ops.h"
 #include "region-layout.h"
 #include "regions.h"
@@ -27,8 +28,11 @@ static const char *const usage_text =
         "Usage: shmemctl [-s|--socket PATH] [--json] COMMAND\n"
         "\n"
         "Commands:\n"
-        "  list                     regions: NAME SIZE PEERS/MAX BACKEND FLAGS\n"
-        "  inspect NAME             one region and its attached peers\n"
+        "  list                     regions: NAME SIZE PEERS/MAX BACKEND FLAGS CREATED BY\n"
+        "  inspect NAME             one region, who created it, and its attached peers\n"
+        "  factory                  the VMs connected to the guest factory: each one's\n"
+        "                           connection, request in flight and devices by region\n"
+        "                           (plugged or parked, index)\n"
         "  create NAME SIZE [--max-peers N] [--persistent]\n"
         "                           declare a region (SIZE: bytes, or with K, M, G, T)\n"
         "  destroy NAME [--force]   forget a region (--force: detach its peers first)\n"
@@ -56,8 +60,8 @@ static const char *const usage_text =
         "Options:\n"
         "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
         "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
-        "      --json               machine-readable output (list, inspect, watch,\n"
-        "                           signal, upgrade)\n"
+        "      --json               machine-readable output (list, inspect, factory,\n"
+        "                           watch, signal, upgrade)\n"
         "  -c, --connect URI        libvirt URI (default: qemu:///system)\n"
         "      --live, --config     the running domain, its persistent configuration,\n"
         "                           or both (default: libvirt's \"current\")\n"
@@ -234,7 +238,7 @@ int main(int argc, char **argv) {
                                                         : "not a number (decimal, 0x-hex) or 'all'");
                 else if (mask == 0)
                         return usage_error("%s", "MASK 0 names no peer");
-        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0) {
+        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0 || strcmp(cmd, "factory") == 0) {
                 if (nargs != 0)
                         return usage_error("%s takes no arguments", cmd);
         } else if (strcmp(cmd, "dump") == 0) {
@@ -277,6 +281,8 @@ int main(int argc, char **argv) {
                 return cmd_list(c, path, &a);
         if (strcmp(cmd, "inspect") == 0)
                 return cmd_inspect(c, path, &a, argv[optind]);
+        if (strcmp(cmd, "factory") == 0)
+                return cmd_factory(c, path, &a);
         if (strcmp(cmd, "create") == 0)
                 return cmd_create(c, path, &a, argv[optind], size);
         if (strcmp(cmd, "watch") == 0)

@@ -353,6 +353,31 @@ class ShmemctlOps(unittest.TestCase):
         self.mark("r", 64, "go")
         self.assertNotIn("event", self.finish(a))
 
+    # --- who created a region ---
+
+    def test_list_and_inspect_show_who_created_a_region(self):
+        """A host peer's attach that made a region names it, escaped; a declared region names nobody."""
+        self.start_broker("--region", "declared:4K")
+        label = "mk\x1b[1m\\er"
+        p = self.start_peer("made", "info expect 0 end 60000", label, size="4K")
+        self.wait_output(p, "info index=0 size=4096 ")
+        escaped = "mk\\x1b[1m\\\\er"
+        listing = self.ctl_ok("list")
+        self.assertNotIn("\x1b", listing)
+        self.assertRegex(listing, r"^NAME +SIZE +PEERS/MAX +BACKEND +FLAGS +CREATED BY\n")
+        self.assertIn(f" host '{escaped}'\n", listing)
+        self.assertRegex(listing, r"\ndeclared +4K +0/16 +memfd +no-memory +-\n")
+        self.assertIn(f"created by:  host peer '{escaped}' (pid {p.pid}, uid {os.getuid()})\n",
+                      self.ctl_ok("inspect", "made"))
+        self.assertIn("created by:  -\n", self.ctl_ok("inspect", "declared"))
+        made = json.loads(self.ctl_ok("--json", "inspect", "made"))["created_by"]
+        self.assertEqual((made["kind"], made["label"], made["pid"], made["uid"], made["vm_uuid"]),
+                         ("host", label, p.pid, os.getuid(), ""))
+        self.assertEqual({r["name"]: r["created_by"] and r["created_by"]["label"]
+                          for r in json.loads(self.ctl_ok("--json", "list"))["regions"]},
+                         {"made": label, "declared": None})
+        p.close()
+
     # --- dump ---
 
     def test_dump(self):

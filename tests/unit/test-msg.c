@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
+#include "escape.h"
 #include "msg.h"
 #include "test-util.h"
 
@@ -237,6 +238,24 @@ START_TEST(test_status_strings) {
 }
 END_TEST
 
+/* proto/escape.c: a byte that is no UTF-8 is "\\xNN" wherever it stands, after a backslash too. */
+START_TEST(test_escape_bytes_that_are_no_utf8) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "a\\\xff", "a\\\\\\xff" },       /* a backslash, then 0xff */
+                { "\xff", "\\xff" },                /* first */
+                { "\\\xc3", "\\\\\\xc3" },        /* a sequence cut after a backslash */
+                { "\\\x80\\", "\\\\\\x80\\\\" },
+                { "\xc3\xa9\\", "\xc3\xa9\\\\" },   /* UTF-8 stays, the backslash after it doubles */
+        };
+        char buf[64];
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                ck_assert_str_eq(str_escape(buf, sizeof(buf), cases[i].in), cases[i].out);
+}
+END_TEST
+
 static Suite *msg_suite(void) {
         Suite *s = suite_create("msg");
         TCase *tc;
@@ -256,6 +275,10 @@ static Suite *msg_suite(void) {
         tc = tcase_new("limits");
         tcase_add_test(tc, test_encode_limits);
         tcase_add_test(tc, test_status_strings);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_new("escape");
+        tcase_add_test(tc, test_escape_bytes_that_are_no_utf8);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * shmemctl factory: the VMs connected to the broker's guest factory
+ * (docs/factory.md), each with its factory connection, the request in flight
+ * and its devices, plugged or parked, by region. What a VM chooses (its
+ * -name, the monitor path on its command line) is printed escaped.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "escape.h"
+#include "factory.h"
+#include "json.h"
+#include "region-layout.h"
+
+static const char *op_str(uint32_t op) {
+        static const char *const ops[] = { "none", "attach", "find", "exclusive", "detach" };
+
+        return op < sizeof(ops) / sizeof(ops[0]) ? ops[op] : "unknown";
+}
+
+static const char *str_or(const char *s, const char *dflt) {
+        return s && *s ? s : dflt;
+}
+
+static void json_vm(Json *j, const Shmem__FactoryVm *vm) {
+        const Shmem__FactoryRequest *q = vm->in_flight;
+
+        json_object_begin(j);
+        json_key(j, "name");
+        json_string(j, vm->label);
+        json_key(j, "uuid");
+        json_string(j, vm->vm_uuid);
+        json_key(j, "pid");
+        json_uint(j, vm->pid);
+        json_key(j, "libvirt");
+        json_bool(j, vm->libvirt);
+        json_key(j, "monitor");
+        json_string(j, vm->monitor);
+        json_key(j, "connection");
+        json_uint(j, vm->conn);
+        json_key(j, "served");
+        json_uint(j, vm->served);
+        json_key(j, "refused");
+        json_uint(j, vm->refused);
+        json_key(j, "in_flight");
+        if (q) {
+                json_object_begin(j);
+                json_key(j, "op");
+                json_string(j, op_str(q->op));
+                json_key(j, "region");
+                json_string(j, q->region);
+                json_key(j, "seq");
+                json_uint(j, q->seq);
+                json_key(j, "since_ms");
+                json_uint(j, q->since_ms);
+                json_key(j, "restarted");
+                json_bool(j, q->restarted);
+                json_object_end(j);
+        } else
+                json_null(j);
+        json_key(j, "devices");
+        json_array_begin(j);
+        for (size_t i = 0; i < vm->n_devices; i++) {
+                const Shmem__FactoryDevice *d = vm->devices[i];
+
+                json_object_begin(j);
+                json_key(j, "region");
+                json_string(j, d->region);
+                json_key(j, "index");
+                json_uint(j, d->index);
+                json_key(j, "parked");
+                json_bool(j, d->parked);
+                json_key(j, "doorbell_id");
+                json_uint(j, d->doorbell_id);
+                json_object_end(j);
+        }
+        json_array_end(j);
+        json_object_end(j);
+}
+
+/* One VM as a block: its identity, connection, requests, then a table of its devices. */
+static void print_vm(const Shmem__FactoryVm *vm) {
+        const Shmem__FactoryRequest *q = vm->in_flight;
+        char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)], uuid[STR_ESCAPE_SIZE(64)], monitor[STR_ESCAPE_SIZE(108)];
+        char region[STR_ESCAPE_SIZE(SHMEM_NAME_MAX)];
+        int wregion = 6;
+
+        printf("vm:          '%s' (UUID %s, pid %u%s)\n", str_escape(label, sizeof(label), str_or(vm->label, "")),
+               str_escape(uuid, sizeof(uuid), str_or(vm->vm_uuid, "-")), vm->pid, vm->libvirt ? ", libvirt" : "");
+        printf("connection:  %" PRIu64 "\n", vm->conn);
+        printf("monitor:     %s\n", vm->monitor && vm->monitor[0] ? str_escape(monitor, sizeof(monitor), vm->monitor)
+                                                                    : "- (nothing can be plugged)");
+        printf("requests:    %u served, %u refused\n", vm->served, vm->refused);
+        if (q)
+                printf("in flight:   %s '%s' (seq %" PRIu64 ", for %" PRIu64 ".%" PRIu64 " s%s)\n", op_str(q->op),
+                       str_escape(region, sizeof(region), str_or(q->region, "")), q->seq, q->since_ms / 1000,
+                       q->since_ms % 1000 / 100, q->restarted ? ", begun before a restart" : "");
+        else
+                printf("in flight:   none\n");
+        if (vm->n_devices == 0) {
+                printf("devices:     none\n");
+                return;
+        }
+        for (size_t i = 0; i < vm->n_devices; i++) {
+                int n = (int) strlen(str_escape(region, sizeof(region), str_or(vm->devices[i]->region, "")));
+
+                if (n > wregion)
+                        wregion = n;
+        }
+        printf("\n%-*s %5s %-7s %s\n", wregion, "REGION", "INDEX", "STATE", "DOORBELL");
+        for (size_t i = 0; i < vm->n_devices; i++) {
+                const Shmem__FactoryDevice *d = vm->devices[i];
+
+                printf("%-*s %5u %-7s %u\n", wregion, str_escape(region, sizeof(region), str_or(d->region, "")),
+                       d->index, d->parked ? "parked" : "plugged", d->doorbell_id);
+        }
+}
+
+int cmd_factory(Client *c, const char *path, const Args *a) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Message m = SHMEM__MESSAGE__INIT;
+        const Shmem__FactoryReply *f;
+        int r;
+
+        m.body_case = SHMEM__MESSAGE__BODY_FACTORY;
+        m.factory = &(Shmem__Factory) SHMEM__FACTORY__INIT;
+        r = call(c, path, "factory", &m, &reply);
+        if (r != EXIT_OK)
+                return r;
+        f = reply->msg->reply->factory;
+        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_FACTORY || !f)
+                return report_unreachable(path, -EPROTO, false);
+
+        if (a->json) {
+                Json j;
+
+                json_init(&j, stdout);
+                json_object_begin(&j);
+                json_key(&j, "vms");
+                json_array_begin(&j);
+                for (size_t i = 0; i < f->n_vms; i++)
+                        json_vm(&j, f->vms[i]);
+                json_array_end(&j);
+                json_object_end(&j);
+                return EXIT_OK;
+        }
+        if (f->n_vms == 0) {
+                printf("No VM is connected to the guest factory.\n");
+                return EXIT_OK;
+        }
+        for (size_t i = 0; i < f->n_vms; i++) {
+                if (i > 0)
+                        putchar('\n');
+                print_vm(f->vms[i]);
+        }
+        return EXIT_OK;
+}
