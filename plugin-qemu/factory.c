@@ -127,6 +127,8 @@ static void job_finish(FactoryVm *vm, int wstatus) {
         Region *r = registry_find(reg, j->region);
         uint64_t seq = j->seq;
         const char *code, *detail;
+        /* For the log: since the request was taken, just before its helper was spawned. */
+        unsigned ms = (unsigned) ((now_ns() - j->started_ns) / 1000000);
 
         job_read(vm);
         if (j->adopted && !j->n_output && !j->timed_out) {
@@ -148,8 +150,8 @@ static void job_finish(FactoryVm *vm, int wstatus) {
                 Peer *p = vm_peer(vm, r);
 
                 if (p) {
-                        log_info("Factory of '%s': region '%s' plugged (%s), peer %u", vm_label(vm, label),
-                                 j->region, line, p->index);
+                        log_info("Factory of '%s': region '%s' plugged (%s) in %u ms, peer %u", vm_label(vm, label),
+                                 j->region, line, ms, p->index);
                         vm_answer(vm, seq, SHMEM_FACTORY_DONE, 0, r, NULL);
                 } else {
                         log_warning("Factory of '%s': '%s' plugged, but its QEMU did not attach (see above)",
@@ -161,7 +163,7 @@ static void job_finish(FactoryVm *vm, int wstatus) {
                 int status = strncmp(code, "no-slot", 7) == 0 ? SHMEM_FACTORY_NO_SLOT : SHMEM_FACTORY_HOTPLUG;
                 char esc[STR_ESCAPE_SIZE(SHMEM_FACTORY_DETAIL_MAX)];
 
-                log_warning("Factory of '%s': cannot plug '%s': %s", vm_label(vm, label), j->region,
+                log_warning("Factory of '%s': cannot plug '%s' (%u ms): %s", vm_label(vm, label), j->region, ms,
                             line[0] ? line : "the hotplug helper said nothing");
                 vm_answer(vm, seq, SHMEM_FACTORY_DONE, status, NULL, "%s",
                           detail[0] ? str_escape(esc, sizeof(esc), detail) : "the hotplug helper failed");
