@@ -303,6 +303,17 @@ static void vm_serve(FactoryVm *vm, const struct shmem_factory_request *req) {
                 vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, 0, r, NULL);
                 return;
         }
+        /* A new device is a new connection of this VM: over a limit, QEMU's chardev would be
+         * refused, and its device_add then never returned, the VM stopped (bench/factory.py
+         * --broker-limits). So the limits are asked first, and nothing is plugged. */
+        k = frontends_admit(vm->factory->ctx.table, &vm->id, &error);
+        if (k != 0) {
+                log_info("Factory of '%s': refusing '%s': %s", vm_label(vm, label),
+                         str_escape(name, sizeof(name), req->name), error);
+                vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, front_status(k), NULL, "%s", error);
+                return;
+        }
+        error = NULL;
         k = registry_prepare(reg, &(AttachRequest) { .name = req->name, .mode = mode_of(req->op), .size = req->size,
                                                      .id = &vm->id },
                              &r, NULL, &error);
