@@ -129,7 +129,7 @@ class Run:
     def guest(self, image, workdir, factory_sock):
         script = GUEST_SCRIPT.format(max=self.args.max, extra=self.args.extra, sleep=MARK_SLEEP)
         g = guestlab.Guest(image, script, workdir, [guestlab.Shmem(factory_sock, 1)], name=f"bench-{self.name}",
-                           timeout=LIMIT_TIMEOUT if self.broker_options else GUEST_TIMEOUT,
+                           timeout=self.args.guest_timeout or (LIMIT_TIMEOUT if self.broker_options else GUEST_TIMEOUT),
                            iommu=self.machine == "q35")
         if self.machine == "pc":
             g.argv[g.argv.index("q35")] = "pc"
@@ -180,10 +180,10 @@ class Run:
 
     def parse(self):
         failed = self.timed_out or self.rc != 0
-        # A broker-limit run reports how its guest failed; a machine type's run must not fail.
-        if failed and not self.broker_options:
-            raise RuntimeError(f"{self.name}: guest rc={self.rc} timed_out={self.timed_out}:\n{self.log}\n"
-                               f"--- broker:\n{self.broker_log}")
+        if failed:  # reported in the table, and factory.py exits 1
+            tail = "\n".join(self.log.splitlines()[-20:])
+            print(f"factory.py: {self.name}: guest rc={self.rc} timed_out={self.timed_out}; its log ends:\n{tail}",
+                  file=sys.stderr)
         helper = {m.group(1): int(m.group(3)) for m in PLUGGED_RE.finditer(self.broker_log)}
         buses = {m.group(1): m.group(2) for m in PLUGGED_RE.finditer(self.broker_log)}
         attaches, detaches = {}, {}
@@ -335,6 +335,8 @@ def main():
                          "pairs are also pooled (default: 1)")
     ap.add_argument("--broker-limits", action="store_true",
                     help="also pc with connections-per-vm 4, and with regions-per-uid 3")
+    ap.add_argument("--guest-timeout", type=int, help=f"s, each guest's QEMU start to power off (default: "
+                                                       f"{GUEST_TIMEOUT}, {LIMIT_TIMEOUT} for --broker-limits)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
     a = ap.parse_args()
     b = os.path.abspath(a.build)
@@ -374,6 +376,7 @@ def main():
                        "qemu": subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
                                               text=True).stdout.splitlines()[0],
                        "results": results}, f, indent=1)
+    sys.exit(1 if any("guest_failed" in r for r in results.values()) else 0)
 
 
 if __name__ == "__main__":
