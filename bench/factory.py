@@ -27,8 +27,11 @@ are reported. Then --extra more parked re-attaches and the refused request
 again, between two samples of the broker's and QEMU's open fds and of the
 broker's regions: equal counts, or a leak.
 
---broker-limits adds two short runs on pc with a lowered broker limit
-(connections-per-vm 4, regions-per-uid 3): which status says so.
+--vms N repeats each machine type with fresh VMs (and brokers) and pools
+their pairs too. --broker-limits adds two short runs on pc with a lowered
+broker limit (connections-per-vm 4, regions-per-uid 3): which status says
+so. A guest that fails or runs out of time (a VM that stopped answering) is
+a row of the table, and the exit status is 1.
 
 Stdlib and tests/harness only.
 """
