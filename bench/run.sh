@@ -1,8 +1,20 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# Runs the benchmarks against a fresh broker and writes the figures as JSON.
+# Runs a benchmark and writes its figures as JSON (docs/BENCHMARKS.md).
 # Usage: bench/run.sh [BUILD_DIR] [JSON_OUT]
+#          bench-shmem against a fresh broker (host processes only)
+#        flock /tmp/shmem-e2e.lock bench/run.sh --factory [BUILD_DIR] [JSON_OUT] [factory.py options]
+#          bench/factory.py: TCG guests through the factory, so under the lock
+#          the e2e tests share (not taken here: a second flock on it would wait forever)
 set -eu
+if [ "${1:-}" = --factory ]; then
+        shift
+        build=${1:-build}
+        [ $# -eq 0 ] || shift
+        out=${1:-$build/bench-factory.json}
+        [ $# -eq 0 ] || shift
+        exec python3 "$(dirname "$0")/factory.py" --build "$build" --json "$out" "$@"
+fi
 build=${1:-build}
 out=${2:-$build/bench.json}
 exec "$build/bench/bench-shmem" --broker "$build/broker/shmem-brokerd" --json "$out"

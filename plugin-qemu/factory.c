@@ -127,6 +127,8 @@ static void job_finish(FactoryVm *vm, int wstatus) {
         Region *r = registry_find(reg, j->region);
         uint64_t seq = j->seq;
         const char *code, *detail;
+        /* For the log: since the request was taken, just before its helper was spawned. */
+        unsigned ms = (unsigned) ((now_ns() - j->started_ns) / 1000000);
 
         job_read(vm);
         if (j->adopted && !j->n_output && !j->timed_out) {
@@ -148,8 +150,8 @@ static void job_finish(FactoryVm *vm, int wstatus) {
                 Peer *p = vm_peer(vm, r);
 
                 if (p) {
-                        log_info("Factory of '%s': region '%s' plugged (%s), peer %u", vm_label(vm, label),
-                                 j->region, line, p->index);
+                        log_info("Factory of '%s': region '%s' plugged (%s) in %u ms, peer %u", vm_label(vm, label),
+                                 j->region, line, ms, p->index);
                         vm_answer(vm, seq, SHMEM_FACTORY_DONE, 0, r, NULL);
                 } else {
                         log_warning("Factory of '%s': '%s' plugged, but its QEMU did not attach (see above)",
@@ -161,7 +163,7 @@ static void job_finish(FactoryVm *vm, int wstatus) {
                 int status = strncmp(code, "no-slot", 7) == 0 ? SHMEM_FACTORY_NO_SLOT : SHMEM_FACTORY_HOTPLUG;
                 char esc[STR_ESCAPE_SIZE(SHMEM_FACTORY_DETAIL_MAX)];
 
-                log_warning("Factory of '%s': cannot plug '%s': %s", vm_label(vm, label), j->region,
+                log_warning("Factory of '%s': cannot plug '%s' (%u ms): %s", vm_label(vm, label), j->region, ms,
                             line[0] ? line : "the hotplug helper said nothing");
                 vm_answer(vm, seq, SHMEM_FACTORY_DONE, status, NULL, "%s",
                           detail[0] ? str_escape(esc, sizeof(esc), detail) : "the hotplug helper failed");
@@ -301,6 +303,17 @@ static void vm_serve(FactoryVm *vm, const struct shmem_factory_request *req) {
                 vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, 0, r, NULL);
                 return;
         }
+        /* A new device is a new connection of this VM: over a limit, QEMU's chardev would be
+         * refused, and its device_add then never returned, the VM stopped (bench/factory.py
+         * --broker-limits). So the limits are asked first, and nothing is plugged. */
+        k = frontends_admit(vm->factory->ctx.table, &vm->id, &error);
+        if (k != 0) {
+                log_info("Factory of '%s': refusing '%s': %s", vm_label(vm, label),
+                         str_escape(name, sizeof(name), req->name), error);
+                vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, front_status(k), NULL, "%s", error);
+                return;
+        }
+        error = NULL;
         k = registry_prepare(reg, &(AttachRequest) { .name = req->name, .mode = mode_of(req->op), .size = req->size,
                                                      .id = &vm->id },
                              &r, NULL, &error);

@@ -134,6 +134,8 @@ int factory_exchange(const FactoryView *v, const FactoryTiming *t, int (*ring)(v
                         memcpy(&copy, v->answer, sizeof(copy));
                         r = factory_answer_check(&copy, seq, op, ret);
                         /* -EAGAIN: rewritten under the copy, so not done after all; look again. */
+                        if (r == 0)
+                                ret->answer_ns = now_ns() - start;
                         if (r != -EAGAIN)
                                 return r < 0 ? r : (int) ret->status;
                 } else if (state == SHMEM_FACTORY_BUSY) {

@@ -63,6 +63,7 @@ typedef struct FactoryAnswer {
         uint32_t max_peers; /* likewise: 1..SHMEM_PEERS_MAX */
         char region[SHMEM_NAME_MAX + 1];             /* the region as the host names it ("" if none) */
         char detail[SHMEM_FACTORY_DETAIL_MAX + 1];   /* a refusal's reason ("" if none) */
+        int64_t answer_ns;  /* factory_exchange(): writing the request to taking this answer (monotonic) */
 } FactoryAnswer;
 
 /* Statuses an answer may carry: the factory's own end at 15; room for newer ones, not for nonsense. */

@@ -3,22 +3,28 @@
  * shmem-tool's attach, find, create and detach commands (attach.h). One line
  * each, for a test to parse:
  *
- *   attach NAME status=0 (ok) size=BYTES region=HOST[ device=BDF factory=0|1]
- *   attach NAME status=N (TEXT)[ factory=0|1][ detail=REASON]
- *   detach NAME status=N (TEXT)[ factory=0|1][ detail=REASON]
+ *   attach NAME status=0 (ok) size=BYTES region=HOST[ device=BDF factory=0|1] ms=MS[ answer_ms=MS]
+ *   attach NAME status=N (TEXT)[ factory=0|1] ms=MS[ answer_ms=MS][ detail=REASON]
+ *   detach NAME status=N (TEXT)[ factory=0|1] ms=MS[ answer_ms=MS][ detail=REASON]
  *
  * (find and create alike). region is the name the region's control page
  * carries (in a guest, with the VM's subst prefix); device and factory are
  * shmem-guest's: the PCI address of the region's ivshmem device, and whether
- * the VM's factory was asked (shmem-guest.h); detail, the rest of the line,
- * is a refusal's reason as the factory gave it. A refusal ends the run with
- * its status as the exit code; a local failure is a FAIL line.
+ * the VM's factory was asked (shmem-guest.h); ms is the library call's own
+ * time (the monotonic clock around shmem_attach() or shmem_detach(): for an
+ * attach, until the region is mapped and usable), answer_ms the part of it
+ * the factory took to answer, when it was asked; detail, the rest of the
+ * line, is a refusal's reason as the factory gave it. A refusal ends the run
+ * with its status as the exit code; a local failure is a FAIL line.
+ * bench/factory.py reads ms and answer_ms.
  */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "attach.h"
+#include "clock.h"
 #include "shmem.h"
 
 #ifdef SHMEM_TOOL_GUEST
@@ -32,13 +38,25 @@ static void set_region(Tool *t, shmem_t *shm) {
         t->carry = t->carry_rang = 0;
 }
 
+/* " ms=MS": @took_ns, the library call's own time. */
+static void format_ms(int64_t took_ns, char *buf, size_t size) {
+        snprintf(buf, size, " ms=%.1f", (double) took_ns / 1e6);
+}
+
 #ifdef SHMEM_TOOL_GUEST
-/* " factory=0|1[ detail=REASON]" of an answer: what the factory said, if asked. */
-static void format_answer(const FactoryAnswer *a, char *buf, size_t size) {
-        char detail[sizeof(a->detail) * 4 + 1];
+/*
+ * " factory=0|1 ms=MS[ answer_ms=MS][ detail=REASON]" of an answer: what the
+ * factory said, if asked, and the times; @took_ns is the whole call's.
+ */
+static void format_answer(const FactoryAnswer *a, int64_t took_ns, char *buf, size_t size) {
+        char detail[sizeof(a->detail) * 4 + 1], ms[32], answer_ms[32] = "";
+        bool asked = a->op != SHMEM_FACTORY_OP_NONE;
 
         format_bytes((const unsigned char *) a->detail, sizeof(a->detail), detail, sizeof(detail));
-        snprintf(buf, size, " factory=%d%s%s", a->op != SHMEM_FACTORY_OP_NONE, detail[0] ? " detail=" : "", detail);
+        format_ms(took_ns, ms, sizeof(ms));
+        if (asked)
+                snprintf(answer_ms, sizeof(answer_ms), " answer_ms=%.1f", (double) a->answer_ns / 1e6);
+        snprintf(buf, size, " factory=%d%s%s%s%s", asked, ms, answer_ms, detail[0] ? " detail=" : "", detail);
 }
 #endif
 
@@ -48,6 +66,7 @@ static int attach_with(Tool *t, const char *what, char **args, unsigned flags, b
         char tail[1024] = "";
         shmem_t *shm = NULL;
         uint64_t size = 0;
+        int64_t took;
         int r;
 
         if (sized && parse_size(args[1], &size) < 0)
@@ -55,7 +74,9 @@ static int attach_with(Tool *t, const char *what, char **args, unsigned flags, b
 #ifdef SHMEM_TOOL_GUEST
         FactoryAnswer a;
 
+        took = now_ns();
         r = shmem_guest_attach(&shm, name, size, flags, &a);
+        took = now_ns() - took;
         if (r < 0 && a.op != SHMEM_FACTORY_OP_NONE && a.status == SHMEM_STATUS_OK)
                 return fail("%s %s: %s (%d), after the factory's yes for region %s", what, name, shmem_strstatus(r), r,
                             a.region);
@@ -63,11 +84,15 @@ static int attach_with(Tool *t, const char *what, char **args, unsigned flags, b
                 snprintf(tail, sizeof(tail), " size=%" PRIu64 " region=%s device=%s", shmem_size(shm),
                          shmem_guest_region(shm), shmem_guest_device(shm));
         if (r >= 0)
-                format_answer(&a, tail + strlen(tail), sizeof(tail) - strlen(tail));
+                format_answer(&a, took, tail + strlen(tail), sizeof(tail) - strlen(tail));
 #else
+        took = now_ns();
         r = shmem_attach(&shm, name, size, flags, t->opts);
+        took = now_ns() - took;
         if (r == 0)
                 snprintf(tail, sizeof(tail), " size=%" PRIu64 " region=%s", shmem_size(shm), shmem_name(shm));
+        if (r >= 0)
+                format_ms(took, tail + strlen(tail), sizeof(tail) - strlen(tail));
 #endif
         if (r < 0)
                 return fail("%s %s: %s (%d)", what, name, shmem_strstatus(r), r);
@@ -91,6 +116,7 @@ static int cmd_create(Tool *t, char **args) {
 
 static int cmd_detach(Tool *t, char **args) {
         char tail[1024] = "";
+        int64_t took;
         int r = 0;
 
         if (strcmp(args[0], shmem_name(t->shm)) != 0)
@@ -98,11 +124,15 @@ static int cmd_detach(Tool *t, char **args) {
 #ifdef SHMEM_TOOL_GUEST
         FactoryAnswer a;
 
+        took = now_ns();
         r = shmem_guest_detach(t->shm, &a);
+        took = now_ns() - took;
         if (r >= 0)
-                format_answer(&a, tail, sizeof(tail));
+                format_answer(&a, took, tail, sizeof(tail));
 #else
+        took = now_ns();
         shmem_detach(t->shm);
+        format_ms(now_ns() - took, tail, sizeof(tail));
 #endif
         set_region(t, NULL);
         if (r < 0)

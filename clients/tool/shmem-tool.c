@@ -93,10 +93,15 @@ static void help(void) {
                "    \" device=BDF\" (its ivshmem device). In a guest every line then has\n"
                "    \" factory=0|1\" (whether the VM's factory was asked; a detach asks it\n"
                "    when this is the guest's last handle on the device, which the broker then\n"
-               "    parks: the next attach gets the same device back) and, for a refusal\n"
-               "    with a reason, \" detail=REASON\" to the end of the line"
+               "    parks: the next attach gets the same device back). Every line then has\n"
+               "    \" ms=MS\": the library call's own time on the monotonic clock (an\n"
+               "    attach's until the region is mapped and usable), then \" answer_ms=MS\"\n"
+               "    if the factory was asked (its part: the request to the factory's answer)\n"
+               "    and, for a refusal with a reason, \" detail=REASON\" to the end of the line.\n"
+#else
+               ". Every line then has \" ms=MS\": the library call's own time on\n"
+               "    the monotonic clock (an attach's until the region is mapped and usable).\n"
 #endif
-               ".\n"
                "\n"
                "Commands (numbers decimal or 0x-hex; MASK bit i = peer index i):\n"
                "  info                      Print \"info index=I size=S max_peers=M active=0xHEX\"\n"

@@ -149,3 +149,36 @@ const HotplugPort *hotplug_port_choose(const HotplugPort *ports, size_t n, uint6
         }
         return best;
 }
+
+int hotplug_bus_free_slots(struct json_object *buses, unsigned bus) {
+        if (!json_object_is_type(buses, json_type_array))
+                return -EBADMSG;
+        for (size_t i = 0; i < json_object_array_length(buses); i++) {
+                struct json_object *b = json_object_array_get_idx(buses, i), *devices;
+                bool used[HOTPLUG_BUS_SLOTS] = {};
+                uint64_t number;
+                int n = HOTPLUG_BUS_SLOTS;
+
+                if (!json_object_is_type(b, json_type_object) || member_u64(b, "bus", &number) < 0)
+                        return -EBADMSG;
+                if (number != bus)
+                        continue;
+                devices = member(b, "devices", json_type_array);
+                if (!devices)
+                        return -EBADMSG;
+                for (size_t k = 0; k < json_object_array_length(devices); k++) {
+                        struct json_object *dev = json_object_array_get_idx(devices, k);
+                        uint64_t slot, function;
+
+                        if (!json_object_is_type(dev, json_type_object) || member_u64(dev, "slot", &slot) < 0 ||
+                            member_u64(dev, "function", &function) < 0 || slot >= HOTPLUG_BUS_SLOTS || function > 7)
+                                return -EBADMSG;
+                        if (function == 0 && !used[slot]) {
+                                used[slot] = true;
+                                n--;
+                        }
+                }
+                return n;
+        }
+        return -EBADMSG;
+}

@@ -3,8 +3,9 @@
 
 /*
  * Which PCI Express root port of a q35 VM takes a hot-plugged ivshmem
- * device: pure functions over QEMU's query-pci reply (json-c objects in,
- * a choice out), for shmem-hotplug and its unit test.
+ * device, and whether a pc VM's pci.0 has room for one: pure functions over
+ * QEMU's query-pci reply (json-c objects in, a choice out), for
+ * shmem-hotplug and its unit test.
  *
  * A BAR2 is only usable if the guest can place it inside the prefetchable
  * window its root port was given at boot: the guest kernel does not grow
@@ -53,3 +54,18 @@ int hotplug_ports_parse(struct json_object *buses, HotplugPort **ret_ports, size
  * such window, the first of equal ones; NULL if there is none.
  */
 const HotplugPort *hotplug_port_choose(const HotplugPort *ports, size_t n, uint64_t bar_size);
+
+/* Slots of a conventional PCI bus. */
+#define HOTPLUG_BUS_SLOTS 32
+
+/*
+ * hotplug_bus_free_slots() - how many of the HOTPLUG_BUS_SLOTS slots of the
+ * top-level bus numbered @bus in @buses (query-pci's "return" array) have
+ * no device at function 0: where QEMU's device_add without addr= looks for
+ * room (hw/pci/pci.c, in steps of 8 from devfn 0 on pc's pci.0). When it
+ * finds none it refuses the device, but only after the chardev-add of a
+ * region, which the region's peers see as a VM that joined and left
+ * (README.md), so the helper asks first. Returns the count, or -EBADMSG if
+ * @buses is not shaped like query-pci's reply or has no such bus.
+ */
+int hotplug_bus_free_slots(struct json_object *buses, unsigned bus);

@@ -18,7 +18,9 @@
  *        none: no-slot, and nothing is plugged. The device goes to address 0
  *        of the port's bus: QEMU 7.2 would put a second device on an
  *        occupied port at slot 1, where no guest looks.
- *   pc (i440fx): bus pci.0, where ACPI hotplug picks a free slot.
+ *   pc (i440fx): bus pci.0, where ACPI hotplug picks a free slot; none
+ *        (query-pci: a device at function 0 of all 32): no-slot, and
+ *        nothing is plugged.
  * Then chardev-add ID (a Unix socket client to REGION_SOCKET, never with
  * reconnect: QEMU hangs with it on ivshmem) and device_add
  * ivshmem-doorbell, id ID, chardev ID, vectors N, on that bus. QEMU's
@@ -93,7 +95,7 @@ static const char *const usage_text =
         "  --vectors N           MSI-X vectors of the device (the region's max_peers + 1)\n"
         "  --bar-size BYTES      the size of its BAR2, a power of two: on q35 the root port\n"
         "                        chosen is the free one with the smallest prefetchable window\n"
-        "                        that holds it; on pc the bus is pci.0\n"
+        "                        that holds it; on pc the bus is pci.0, if a slot is free\n"
         "  --timeout-ms MS       for the whole run (default 10000)\n"
         "  -v, --verbose         say each step on stderr\n"
         "  -h, --help            this text\n"
@@ -312,6 +314,26 @@ static int choose_root_port(const Args *a, Qmp *q, char **ret_bus) {
         return *ret_bus ? 0 : answer_enomem();
 }
 
+/* Whether pc's pci.0 has a free slot, from query-pci: 0, or the answer's exit status (no-slot). */
+static int check_pci0(const Args *a, Qmp *q) {
+        struct json_object *buses = NULL;
+        int r, n;
+
+        r = run(a, q, "query-pci", NULL, &buses);
+        if (r > 0)
+                return r;
+        n = hotplug_bus_free_slots(buses, 0);
+        json_object_put(buses);
+        if (n < 0)
+                return io_error(a, "query-pci", n);
+        /* QEMU would refuse the device_add, after the chardev-add that the region's peers see. */
+        if (n == 0)
+                return answer(EXIT_NO_SLOT, "error no-slot", "pci.0 has no free slot (all %d in use)",
+                              HOTPLUG_BUS_SLOTS);
+        debug("pci.0: %d of %d slots free", n, HOTPLUG_BUS_SLOTS);
+        return 0;
+}
+
 static int cmd_plug(const Args *a, Qmp *q) {
         _cleanup_free_ char *bus = NULL;
         struct json_object *type = NULL, *args;
@@ -339,6 +361,9 @@ static int cmd_plug(const Args *a, Qmp *q) {
                 if (r > 0)
                         return r;
         } else {
+                r = check_pci0(a, q);
+                if (r > 0)
+                        return r;
                 bus = strdup("pci.0");
                 if (!bus)
                         return answer_enomem();

@@ -17,6 +17,9 @@ QEMU 7.2 under TCG and the real broker, which declares regions of 1 MiB
   lists both VMs on both regions.
 - qmp-unplug cleans up after a plug that stopped half-way (a chardev, no
   device): the chardev and the broker's peer go.
+- pc's pci.0 full (QEMU's pci-testdev in every free slot): no-slot before
+  any chardev-add, so the region never sees the VM (QEMU itself would
+  refuse the device_add only after the chardev-add had attached it).
 - A socket that accepts and says nothing: timeout within the deadline; one
   that talks something else, and a path with nothing: unreachable.
 - Neither QEMU crashes: both power off with status 0 and nothing on stderr.
@@ -53,7 +56,7 @@ VECTORS = "17"        # max_peers 16 + 1
 MIB = 1 << 20
 BAR = {"small": 2 * MIB, "big": 256 * MIB, "third": 2 * MIB}
 TIMED = [f"t{i}" for i in range(10)]
-REGIONS = ["small:1M", "big:128M", "third:1M"] + [f"{t}:1M" for t in TIMED]
+REGIONS = ["small:1M", "big:128M", "third:1M", "spare:1M"] + [f"{t}:1M" for t in TIMED]
 ROOT_PORTS = ["pcie-root-port,id=rp0,chassis=1,slot=1,pref64-reserve=512M",
               "pcie-root-port,id=rp1,chassis=2,slot=2"]
 HELPER_TIMEOUT_MS = 3000  # the silent monitor's deadline
@@ -171,6 +174,19 @@ def plug(guest, broker, region):
                    "--vectors", VECTORS, "--bar-size", str(BAR.get(region, 2 * MIB)))
 
 
+def fill_pci0(path):
+    """Puts a pci-testdev in every slot of pci.0 that has no device at
+    function 0 (where device_add looks); returns how many."""
+    used = {d["slot"] for b in qmp(path, ("query-pci", None))[0]["return"] if b["bus"] == 0
+            for d in b["devices"] if d["function"] == 0}
+    free = [s for s in range(32) if s not in used]
+    for s in free:
+        reply = qmp(path, ("device_add", {"driver": "pci-testdev", "id": f"fill{s}", "bus": "pci.0",
+                                          "addr": f"{s:#x}"}))[0]
+        assert "return" in reply, reply
+    return len(free)
+
+
 def guest_devices(log):
     """{bdf: (bar2 address, bar2 size)} from the guest's "hotplug: device" lines."""
     return {bdf: (int(a, 16), int(n)) for bdf, a, n in
@@ -252,6 +268,12 @@ class HotplugTest(unittest.TestCase):
         cls.orphan_gone = cls.wait_peers("third", 0)
         cls.pc_chardevs = chardevs(pc.qmp_path)
 
+        # pci.0 full: no-slot, and the region never saw the VM.
+        cls.fillers = fill_pci0(pc.qmp_path)
+        cls.pc_full = plug(pc, cls.broker, "spare")
+        cls.pc_full_chardevs = chardevs(pc.qmp_path)
+        cls.spare_after_no_slot = cls.inspect("spare")
+
         # Both guests attached to both regions through the new devices.
         for g in (q35, pc):
             g.wait_log(rb"shmem-tool: info index=\d+ size=1048576 ", timeout=60)
@@ -328,6 +350,14 @@ class HotplugTest(unittest.TestCase):
             self.assertTrue(address and address % size == 0, f"{bdf}: BAR2 not assigned:\n{log}")
         self.assertIn("shmem-tool: info index=1 size=134217728 max_peers=16", log)
         self.assertIn("shmem-tool: info index=1 size=1048576 max_peers=16", log)
+
+    def test_pc_no_slot_plugs_nothing(self):
+        # 32 slots: the host bridge, the PIIX3, small, big and ten timed ones; the rest filled.
+        self.assertEqual(self.fillers, 32 - 14)
+        self.assertAnswer(self.pc_full, 2, r"^error no-slot pci\.0 has no free slot \(all 32 in use\)\n$")
+        self.assertNotIn("spare", self.pc_full_chardevs)
+        self.assertEqual(self.spare_after_no_slot["peers"], [])
+        self.assertNotIn("attached to 'spare'", self.broker.log())
 
     def test_pc_plug_times(self):
         for r in self.timed:

@@ -419,6 +419,9 @@ START_TEST(test_exchange_busy_waits_longer) {
         broker_start(BUSY_THEN_DONE);
         ck_assert_int_eq(exchange(SHMEM_FACTORY_OP_ATTACH, "r", 4096, &r), 0);
         ck_assert_int_ge(now_ms() - start, 2 * timing.answer_ms);
+        /* The answer's own time covers the BUSY, and no more than the call. */
+        ck_assert_int_ge(r.answer_ns, (int64_t) b.busy_for_ms * 1000000);
+        ck_assert_int_le(r.answer_ns / 1000000, now_ms() - start);
         ck_assert_str_eq(r.region, "vm1.r");
         ck_assert_int_eq(b.rings, 1);
 }

@@ -220,6 +220,48 @@ START_TEST(test_switch_and_anonymous_bridges) {
 }
 END_TEST
 
+/* hotplug_bus_free_slots() of bus @bus in @p's reply. */
+static int free_slots(const Parsed *p, unsigned bus) {
+        struct json_object *buses;
+
+        ck_assert(json_object_object_get_ex(p->reply, "return", &buses));
+        return hotplug_bus_free_slots(buses, bus);
+}
+
+START_TEST(test_pc_free_slots) {
+        Parsed p;
+
+        /* Slot 0 the host bridge, 1 the PIIX3 (functions 0, 1, 3), 2 the ivshmem. */
+        parse_capture("pc", &p);
+        ck_assert_int_eq(free_slots(&p, 0), 29);
+        ck_assert_int_eq(free_slots(&p, 1), -EBADMSG); /* no such bus */
+        parsed_free(&p);
+        /* 30 pci-testdev in slots 2-31: QEMU refused a 31st ("PCI: no slot/function available"). */
+        parse_capture("pc-full", &p);
+        ck_assert_int_eq(free_slots(&p, 0), 0);
+        parsed_free(&p);
+        /* A function other than 0 alone does not take the slot from device_add's search. */
+        ck_assert_int_eq(parse_text("{\"return\": [{\"bus\": 0, \"devices\": [{\"slot\": 0, \"function\": 0}, "
+                                    "{\"slot\": 0, \"function\": 1}, {\"slot\": 5, \"function\": 2}]}]}",
+                                    &p),
+                         0);
+        ck_assert_int_eq(free_slots(&p, 0), 31);
+        parsed_free(&p);
+        /* Not query-pci's shape. */
+        ck_assert_int_eq(parse_text("{\"return\": [{\"bus\": 0, \"devices\": [{\"slot\": 32, \"function\": 0}]}]}",
+                                    &p),
+                         0);
+        ck_assert_int_eq(free_slots(&p, 0), -EBADMSG);
+        parsed_free(&p);
+        ck_assert_int_eq(parse_text("{\"return\": [{\"bus\": 0, \"devices\": [{\"slot\": 3}]}]}", &p), 0);
+        ck_assert_int_eq(free_slots(&p, 0), -EBADMSG);
+        parsed_free(&p);
+        ck_assert_int_eq(parse_text("{\"return\": [{\"bus\": 0}]}", &p), -EBADMSG);
+        ck_assert_int_eq(free_slots(&p, 0), -EBADMSG);
+        parsed_free(&p);
+}
+END_TEST
+
 START_TEST(test_numbers_beyond_int64) {
         Parsed p;
 
@@ -305,6 +347,10 @@ int main(void) {
 
         tc = tcase_new("qemu-7.2-captures");
         tcase_add_loop_test(tc, test_capture, 0, ELEMENTSOF(captures));
+        suite_add_tcase(s, tc);
+
+        tc = tcase_new("pc-slots");
+        tcase_add_test(tc, test_pc_free_slots);
         suite_add_tcase(s, tc);
 
         tc = tcase_new("shapes");
