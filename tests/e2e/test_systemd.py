@@ -95,11 +95,8 @@ class SystemdUnit(unittest.TestCase):
     def make_overlay(self):
         """The project as `cmake --install` lays it out, plus the test's own files."""
         root = os.path.join(self.dir, "overlay")
+        # Everything under the prefix (/usr/local): systemd looks in its lib/systemd/system too.
         self.run_checked(["cmake", "--install", self.build], env=dict(os.environ, DESTDIR=root))
-        # Debian's /lib is a symlink to /usr/lib: the unit goes where it points.
-        if os.path.isdir(os.path.join(root, "lib")):
-            shutil.copytree(os.path.join(root, "lib"), os.path.join(root, "usr", "lib"), dirs_exist_ok=True)
-            shutil.rmtree(os.path.join(root, "lib"))
         prefix = self.run_checked(["cmake", "-L", "-N", self.build]).split("CMAKE_INSTALL_PREFIX:PATH=")[1].split()[0]
         bindir = os.path.join(root, prefix.lstrip("/"), "bin")
         shutil.copy(os.path.join(self.build, "clients", "tool", "shmem-peer"), bindir)
