@@ -100,7 +100,8 @@ class Install(unittest.TestCase):
         self.pkg_config("--cflags", "--libs", "--static", "libshmem")
         exe = os.path.join(self.dir, "shmem-hello")
         src = os.path.join(self.root, "share/doc/shmem-broker/examples/shmem-hello.c")
-        r = subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", exe, src, *flags],
+        extra = os.environ.get("SHMEM_EXAMPLE_CFLAGS", "").split()  # the sanitizers, in their build
+        r = subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", *extra, "-o", exe, src, *flags],
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, f"building the example:\n{r.stderr}")
         env = dict(os.environ, LD_LIBRARY_PATH=self.libdir)
