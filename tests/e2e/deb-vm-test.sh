@@ -66,7 +66,20 @@ for f in /usr/include/shmem/shmem.h /usr/lib/x86_64-linux-gnu/pkgconfig/libshmem
 done
 ok "shmem-guest runs; the hotplug helper, the man pages, the header, libshmem.pc and the example are installed"
 
-# 3. dpkg --purge stops the service and takes its files away.
+# 3. An upgrade (the same package again: prerm upgrade, postinst configure
+#    OLD-VERSION) re-executes the broker in place: same MainPID, no restart,
+#    the region still there.
+pid=$(prop MainPID)
+restored() { [ "$(journalctl --no-pager -u shmem-brokerd -o cat | grep -c 'Restored 1 regions')" = 1 ]; }
+dpkg -i /debs/shmem-broker_*.deb > /tmp/dpkg.out 2>&1 || fail "dpkg -i shmem-broker again: $(cat /tmp/dpkg.out)"
+wait_for 30 "the re-executed broker's 'Restored 1 regions'" restored
+running || fail "not running after the upgrade"
+[ "$(prop MainPID)" = "$pid" ] && [ "$(prop NRestarts)" = 0 ] ||
+        fail "upgrade: MainPID $pid -> $(prop MainPID), NRestarts $(prop NRestarts)"
+shmemctl inspect deb > /dev/null 2>&1 || fail "region 'deb' is gone after the upgrade"
+ok "an upgrade re-executed the broker in place (shmemctl upgrade in postinst): MainPID $pid kept, no restart, region 'deb' kept"
+
+# 4. dpkg --purge stops the service and takes its files away.
 dpkg --purge shmem-broker shmem-guest libshmem-dev libshmem0 > /tmp/purge.out 2>&1 ||
         fail "dpkg --purge: $(cat /tmp/purge.out)"
 [ "$(prop ActiveState)" = inactive ] || fail "after purge: $(prop ActiveState)"

@@ -7,7 +7,8 @@ the same Debian 12 root file system) and deb-vm-test.sh runs inside:
 `dpkg -i` of the packages with the maintainer scripts under a real PID 1
 systemd (sysusers.d, tmpfiles.d, enable and start), the service from the
 installed files, a region added through conf.d and `systemctl reload`, the
-installed man pages and example, and `dpkg --purge`.
+installed man pages and example, an upgrade that re-executes the broker in
+place (same MainPID, the region kept), and `dpkg --purge`.
 
 Run: python3 test_deb.py BUILD_DIR  (needs root, mmdebstrap, the e2e guest kernel)
 """
