@@ -156,14 +156,21 @@ def boot_vm(tc, workdir, kernel, archives):
         timed_out = True
         proc.kill()
         qemu_out, _ = proc.communicate()
-    text = open(result, errors="replace").read() if os.path.exists(result) else ""
-    tail = "".join(open(console, errors="replace").readlines()[-40:]) if os.path.exists(console) else ""
+    text = read_text(result)
+    tail = "".join(read_text(console).splitlines(True)[-40:])
     report = f"--- test output:\n{text}\n--- console (tail):\n{tail}\n--- qemu:\n{qemu_out.decode(errors='replace')}"
     print(text)
     tc.assertFalse(timed_out, f"the VM did not power off within {TIMEOUT} s\n{report}")
     tc.assertIn("SHMEM-RESULT rc=0", text, report)
     tc.assertNotIn("not ok", text, report)
     return text
+
+
+def read_text(path):
+    if not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return f.read()
 
 
 def assert_all_checks(tc, text, script):
