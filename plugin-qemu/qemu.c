@@ -469,6 +469,35 @@ static bool may_use_group(gid_t gid) {
 }
 
 /*
+ * The hotplug helper installed with this broker: SHMEM_HOTPLUG_FROM_SBINDIR
+ * (the install's libexec directory seen from its sbin, ../libexec/shmem-hotplug)
+ * from this executable's directory, so that an install under any prefix
+ * (`cmake --install --prefix DIR`, a package) finds its own helper. A binary
+ * replaced on disk (an upgrade) reads as "PATH (deleted)": the helper
+ * beside its successor is the one to run. Without /proc: "", which the
+ * factory reports when it first needs the helper.
+ */
+static void default_hotplug_helper(char *buf, size_t size) {
+        static const char deleted[] = " (deleted)";
+        char exe[OPTION_PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        char *slash;
+
+        buf[0] = 0;
+        if (n <= 0)
+                return;
+        exe[n] = 0;
+        if ((size_t) n > strlen(deleted) && strcmp(exe + n - strlen(deleted), deleted) == 0)
+                exe[n - strlen(deleted)] = 0;
+        slash = strrchr(exe, '/');
+        if (!slash)
+                return;
+        *slash = 0;
+        if ((size_t) snprintf(buf, size, "%s/%s", exe, SHMEM_HOTPLUG_FROM_SBINDIR) >= size)
+                buf[0] = 0;
+}
+
+/*
  * The group QEMU sockets get unless configured: the one QEMU runs in here,
  * among those this process may use. Debian's libvirt runs QEMU as user
  * libvirt-qemu, group libvirt-qemu, with kvm as a further group; QEMU run by
@@ -480,8 +509,8 @@ static void qemu_settings_init(void *settings) {
         QemuSettings *s = settings;
 
         *s = (QemuSettings) { .socket_mode = 0660, .socket_gid = (gid_t) -1,
-                              .libvirt_run_dir = "/run/libvirt/qemu",
-                              .hotplug_helper = SHMEM_LIBEXECDIR "/shmem-hotplug", .hotplug_timeout_ms = 10000 };
+                              .libvirt_run_dir = "/run/libvirt/qemu", .hotplug_timeout_ms = 10000 };
+        default_hotplug_helper(s->hotplug_helper, sizeof(s->hotplug_helper));
         for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
                 struct group *g = getgrnam(groups[i]);
 
@@ -503,8 +532,8 @@ static const Option qemu_options[] = {
           .help = "Where libvirt keeps its QEMU pid files (\"\": do not confirm domains)" },
         { .section = "broker", .key = "hotplug-helper", .long_name = "hotplug-helper", .type = OPTION_PATH,
           .offset = offsetof(QemuSettings, hotplug_helper), .arg = "FILE",
-          .help = "The program that plugs a factory's devices into running VMs (default: " SHMEM_LIBEXECDIR
-                  "/shmem-hotplug)" },
+          .help = "The program that plugs a factory's devices into running VMs (default: "
+                  SHMEM_HOTPLUG_FROM_SBINDIR " from the broker's directory)" },
         { .section = "broker", .key = "hotplug-timeout-ms", .long_name = "hotplug-timeout-ms", .type = OPTION_UINT,
           .offset = offsetof(QemuSettings, hotplug_timeout_ms), .min = 100, .max = 600000, .arg = "MS",
           .help = "How long plugging one device may take" },

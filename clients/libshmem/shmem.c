@@ -59,6 +59,7 @@ struct shmem {
         uint64_t seen_epoch;        /* page epoch reported by the last wait */
         uint64_t event_epoch;       /* epoch of the last Joined/Left applied */
         int error;                  /* the broker connection is gone: -ECONNRESET */
+        pid_t pid;                  /* the attacher: a forked child's copy detaches alone (shmem.h) */
 };
 
 /* Public structs grow at the end; only what the caller's size covers is read. */
@@ -255,6 +256,7 @@ int shmem_from_reply(shmem_t **ret, Client *client, ClientMsg *reply, const char
                 return r;
         }
         s->client = client;
+        s->pid = getpid();
         s->name = strdup(name);
         if (!s->name)
                 return -ENOMEM;
@@ -316,7 +318,12 @@ EXPORT int shmem_find(shmem_t **ret, const char *name, const struct shmem_attach
 EXPORT shmem_t *shmem_detach(shmem_t *s) {
         if (!s)
                 return NULL;
-        if (s->client && !s->error) {
+        /*
+         * A forked child's copy shares the attacher's connection: a Detach
+         * sent on it would detach the attacher. Closing the copies of its fds
+         * alone leaves the attachment whole.
+         */
+        if (s->client && !s->error && s->pid == getpid()) {
                 /*
                  * Closing the socket alone detaches too, but asynchronously: an
                  * explicit Detach means the index is free when this returns.

@@ -9,14 +9,38 @@
  * broker) and libshmem-guest.a inside a Linux guest (talks to the
  * ivshmem-doorbell PCI device QEMU gives the guest).
  *
+ * Use: #include <shmem/shmem.h>, and build with
+ * `pkg-config --cflags --libs libshmem` (a guest program links
+ * libshmem-guest.a instead, statically: docs/factory.md). An example client
+ * is examples/shmem-hello.c.
+ *
  * Return convention: 0 on success; a positive SHMEM_STATUS_* when the broker
  * (or, in a guest, the device) refused; a negative errno for local failures.
  * A handle is not thread-safe: use one per thread, or lock around it.
+ *
+ * Across fork() (libshmem.so): the child gets a copy of the handle that is
+ * the same attachment (the same peer index, mapping, eventfds and broker
+ * connection), not a new one. Use a handle in one process only.
+ * shmem_detach() in a process other than the one that attached frees that
+ * process's copy and leaves the attachment to the other; any other call
+ * there acts as the attacher would (a shmem_wait() takes its signals). Every
+ * fd of a handle is close-on-exec: exec() drops the child's copy, as exit does.
+ *
+ * When the broker restarts (libshmem.so): under systemd (the unit's fd
+ * store, docs/persistence.md), after a crash as after `kill -USR2`, the
+ * connection survives and a handle notices nothing: index, data, pending
+ * signals and membership events go on. When the broker stops, or dies
+ * without a service manager to keep its fds, the mapping and the signals to
+ * peers already known keep working, peers that come later are not seen, and
+ * shmem_wait() returns -ECONNRESET once it has reported what was pending.
+ * A new broker's region is new memory: shmem_detach() and attach again.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "shmem-version.h" /* SHMEM_VERSION_MAJOR, _MINOR, _PATCH */
 
 #ifdef __cplusplus
 extern "C" {
@@ -200,6 +224,13 @@ int shmem_fd(shmem_t *shm);
 
 /** shmem_strstatus() - a constant string for a status code or negative errno. */
 const char *shmem_strstatus(int status);
+
+/**
+ * shmem_version() - the version of the library the program runs with,
+ * "MAJOR.MINOR.PATCH"; the header it was built with has SHMEM_VERSION_MAJOR,
+ * SHMEM_VERSION_MINOR and SHMEM_VERSION_PATCH.
+ */
+const char *shmem_version(void);
 
 #ifdef __cplusplus
 }

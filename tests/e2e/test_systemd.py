@@ -95,11 +95,8 @@ class SystemdUnit(unittest.TestCase):
     def make_overlay(self):
         """The project as `cmake --install` lays it out, plus the test's own files."""
         root = os.path.join(self.dir, "overlay")
+        # Everything under the prefix (/usr/local): systemd looks in its lib/systemd/system too.
         self.run_checked(["cmake", "--install", self.build], env=dict(os.environ, DESTDIR=root))
-        # Debian's /lib is a symlink to /usr/lib: the unit goes where it points.
-        if os.path.isdir(os.path.join(root, "lib")):
-            shutil.copytree(os.path.join(root, "lib"), os.path.join(root, "usr", "lib"), dirs_exist_ok=True)
-            shutil.rmtree(os.path.join(root, "lib"))
         prefix = self.run_checked(["cmake", "-L", "-N", self.build]).split("CMAKE_INSTALL_PREFIX:PATH=")[1].split()[0]
         bindir = os.path.join(root, prefix.lstrip("/"), "bin")
         shutil.copy(os.path.join(self.build, "clients", "tool", "shmem-peer"), bindir)
@@ -130,37 +127,57 @@ class SystemdUnit(unittest.TestCase):
 
     def test_unit_under_real_systemd(self):
         self.run_checked([os.path.join(HERE, "build-systemd-image.sh"), self.image_dir], timeout=900)
-        initrd = os.path.join(self.dir, "initrd.cpio")
-        with open(initrd, "wb") as out:
-            for part in (os.path.join(self.image_dir, "rootfs.cpio"), self.make_overlay()):
-                with open(part, "rb") as f:
-                    shutil.copyfileobj(f, out)
-        console, result = os.path.join(self.dir, "console.log"), os.path.join(self.dir, "result.log")
-        argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64", "-m", "1536M",
-                "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                "-serial", f"file:{console}", "-serial", f"file:{result}",
-                "-kernel", self.kernel, "-initrd", initrd,
-                "-append", "console=ttyS0 rdinit=/sbin/init panic=-1 quiet no_timer_check systemd.show_status=error"]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                preexec_fn=guestlab.die_with_parent)
-        timed_out = False
-        try:
-            qemu_out, _ = proc.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.kill()
-            qemu_out, _ = proc.communicate()
-        text = open(result, errors="replace").read() if os.path.exists(result) else ""
-        tail = "".join(open(console, errors="replace").readlines()[-40:]) if os.path.exists(console) else ""
-        report = f"--- test output:\n{text}\n--- console (tail):\n{tail}\n--- qemu:\n{qemu_out.decode(errors='replace')}"
-        print(text)
-        self.assertFalse(timed_out, f"the VM did not power off within {TIMEOUT} s\n{report}")
-        self.assertIn("SHMEM-RESULT rc=0", text, report)
-        self.assertNotIn("not ok", text, report)
+        text = boot_vm(self, self.dir, self.kernel, [os.path.join(self.image_dir, "rootfs.cpio"), self.make_overlay()])
         # Every check of systemd-vm-test.sh ran.
-        with open(os.path.join(HERE, "systemd-vm-test.sh")) as f:
-            checks = sum(1 for line in f if line.lstrip().startswith('ok "'))
-        self.assertEqual(text.count("\nok - ") + text.startswith("ok - "), checks, report)
+        assert_all_checks(self, text, os.path.join(HERE, "systemd-vm-test.sh"))
+
+
+def boot_vm(tc, workdir, kernel, archives):
+    """Boots @kernel with the cpio @archives as its initramfs (the systemd
+    image, then an overlay with /test.sh run by shmem-test.service); returns
+    what the test printed, failing @tc unless it powered off with rc=0."""
+    initrd = os.path.join(workdir, "initrd.cpio")
+    with open(initrd, "wb") as out:
+        for part in archives:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    console, result = os.path.join(workdir, "console.log"), os.path.join(workdir, "result.log")
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64", "-m", "1536M",
+            "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-serial", f"file:{console}", "-serial", f"file:{result}",
+            "-kernel", kernel, "-initrd", initrd,
+            "-append", "console=ttyS0 rdinit=/sbin/init panic=-1 quiet no_timer_check systemd.show_status=error"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=guestlab.die_with_parent)
+    timed_out = False
+    try:
+        qemu_out, _ = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        qemu_out, _ = proc.communicate()
+    text = read_text(result)
+    tail = "".join(read_text(console).splitlines(True)[-40:])
+    report = f"--- test output:\n{text}\n--- console (tail):\n{tail}\n--- qemu:\n{qemu_out.decode(errors='replace')}"
+    print(text)
+    tc.assertFalse(timed_out, f"the VM did not power off within {TIMEOUT} s\n{report}")
+    tc.assertIn("SHMEM-RESULT rc=0", text, report)
+    tc.assertNotIn("not ok", text, report)
+    return text
+
+
+def read_text(path):
+    if not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def assert_all_checks(tc, text, script):
+    """Every `ok "..."` line of @script printed its "ok - ..."."""
+    with open(script) as f:
+        checks = sum(1 for line in f if line.lstrip().startswith('ok "'))
+    tc.assertEqual(text.count("\nok - ") + text.startswith("ok - "), checks, text)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
  * Integration, regions and signals: the real shmem-brokerd (broker-fixture.h)
  * driven through libshmem: creating, finding and filling regions, names and
  * sizes refused, signals to chosen peers, membership events, a killed peer's
- * index, and a signal forged by shmem-peer's forgery commands.
+ * index, a signal forged by shmem-peer's forgery commands, and a forked
+ * child's copy of a handle.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -239,6 +240,34 @@ START_TEST(test_bad_names_and_sizes) {
 }
 END_TEST
 
+/* shmem.h: a forked child's shmem_detach() frees its copy; the attacher stays attached. */
+START_TEST(test_fork_child_detach_keeps_attacher) {
+        shmem_t *a = attach("forked", 4096), *b = attach("forked", 4096);
+        struct shmem_event ev;
+        int status;
+        pid_t pid;
+
+        wait_active(b, 0x3);
+        while (shmem_wait(b, 0, &ev) > 0)
+                ; /* drain membership events */
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                shmem_detach(a);
+                _exit(0);
+        }
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        /* The broker still counts a (a Detach would have cleared its bit at once), and a signals b. */
+        ck_assert_uint_eq(shmem_active(b), 0x3);
+        ck_assert_int_eq(shmem_wait(b, 0, &ev), 0);
+        ck_assert_int_eq(shmem_notify(a, 0x2), 0);
+        ck_assert_uint_eq(wait_senders(b, 0x1, 3000), 0x1);
+        shmem_detach(b);
+        shmem_detach(a);
+}
+END_TEST
+
 static Suite *broker_regions_suite(void) {
         Suite *s = suite_create("broker-regions");
         TCase *tc;
@@ -254,6 +283,7 @@ static Suite *broker_regions_suite(void) {
         tcase_add_test(tc, test_membership_events);
         tcase_add_test(tc, test_sigkill_frees_index);
         tcase_add_test(tc, test_forged_signal_names_the_ringer);
+        tcase_add_test(tc, test_fork_child_detach_keeps_attacher);
         return s;
 }
 

@@ -6,6 +6,7 @@
  * that the default label is this program's name.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "fake-broker.h"
@@ -119,6 +120,16 @@ START_TEST(test_args) {
 }
 END_TEST
 
+/* The header's macros and the library's string are one version, the project's. */
+START_TEST(test_version) {
+        char want[32];
+
+        snprintf(want, sizeof(want), "%d.%d.%d", SHMEM_VERSION_MAJOR, SHMEM_VERSION_MINOR, SHMEM_VERSION_PATCH);
+        ck_assert_str_eq(shmem_version(), want);
+        ck_assert_str_eq(shmem_version(), SHMEM_VERSION);
+}
+END_TEST
+
 static Suite *libshmem_suite(void) {
         Suite *s = suite_create("libshmem");
         TCase *tc;
@@ -132,6 +143,7 @@ static Suite *libshmem_suite(void) {
         tcase_add_test(tc, test_attach_bad_reply);
         tcase_add_test(tc, test_attach_no_broker);
         tcase_add_test(tc, test_args);
+        tcase_add_test(tc, test_version);
         suite_add_tcase(s, tc);
         return s;
 }

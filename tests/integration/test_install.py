@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""integration-install: `cmake --install` staged (DESTDIR) under a prefix
+that is not the configured one, and the library used from there.
+
+Every file lands under DESTDIR/PREFIX, and none names /usr/local (the
+configured prefix): the unit's ExecStart= and ExecReload=, the .pc's prefix
+and the binaries follow the prefix of the install. `pkg-config libshmem`
+works from the staged tree alone (PKG_CONFIG_LIBDIR, PKG_CONFIG_SYSROOT_DIR:
+no other module, libprotobuf-c's neither, is needed), the installed example
+client (examples/shmem-hello.c) builds with it, and two of them greet each
+other through the installed broker.
+
+Run: python3 test_install.py BUILD_DIR CMAKE PKG_CONFIG CC VERSION
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir))  # tests/: harness
+import harness  # noqa: E402
+
+PREFIX = "/opt/shmem-test"
+
+# Relative to PREFIX; the library directory is GNUInstallDirs' (lib or lib/MULTIARCH).
+EXPECTED = [
+    "sbin/shmem-brokerd", "bin/shmemctl", "libexec/shmem-hotplug",
+    "include/shmem/shmem.h", "include/shmem/shmem-version.h",
+    "lib/systemd/system/shmem-brokerd.service",
+    "lib/sysusers.d/shmem-broker.conf", "lib/tmpfiles.d/shmem-broker.conf",
+    "share/man/man1/shmemctl.1", "share/man/man5/broker.conf.5", "share/man/man8/shmem-brokerd.8",
+    "share/doc/shmem-broker/examples/broker.conf", "share/doc/shmem-broker/examples/shmem-hello.c",
+]
+LIBRARY = ["libshmem.so", "libshmem.so.0", "pkgconfig/libshmem.pc"]
+
+
+class Install(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="shmem-install-")
+        cls.destdir = os.path.join(cls.dir, "stage")
+        r = subprocess.run([CMAKE, "--install", BUILD, "--prefix", PREFIX], capture_output=True, text=True,
+                           env=dict(os.environ, DESTDIR=cls.destdir))
+        assert r.returncode == 0, f"cmake --install failed:\n{r.stdout}{r.stderr}"
+        cls.root = cls.destdir + PREFIX
+        pcs = [os.path.join(d, f) for d, _, fs in os.walk(cls.root) for f in fs if f == "libshmem.pc"]
+        assert len(pcs) == 1, f"libshmem.pc installed {len(pcs)} times: {pcs}"
+        cls.pkgconfig_dir = os.path.dirname(pcs[0])
+        cls.libdir = os.path.dirname(cls.pkgconfig_dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def installed(self):
+        return [os.path.join(d, f) for d, ds, fs in os.walk(self.destdir) for f in fs + ds]
+
+    def test_everything_under_the_prefix(self):
+        outside = [p for p in self.installed() if not (p + "/").startswith(self.root + "/")
+                   and not (self.root + "/").startswith(p + "/")]
+        self.assertEqual(outside, [], "installed outside the prefix")
+        for rel in EXPECTED:
+            self.assertTrue(os.path.isfile(os.path.join(self.root, rel)), f"{rel} not installed")
+        for rel in LIBRARY:
+            self.assertTrue(os.path.exists(os.path.join(self.libdir, rel)), f"{rel} not in {self.libdir}")
+
+    def test_nothing_names_the_configured_prefix(self):
+        for path in self.installed():
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as f:
+                    self.assertNotIn(b"/usr/local", f.read(), f"{path} names /usr/local")
+
+    def test_unit_and_pc_name_the_prefix(self):
+        with open(os.path.join(self.root, "lib/systemd/system/shmem-brokerd.service")) as f:
+            unit = f.read()
+        self.assertIn(f"\nExecStart={PREFIX}/sbin/shmem-brokerd\n", unit)
+        self.assertIn(f"\nExecReload={PREFIX}/bin/shmemctl reload\n", unit)
+        with open(os.path.join(self.pkgconfig_dir, "libshmem.pc")) as f:
+            pc = f.read()
+        self.assertIn(f"\nprefix={PREFIX}\n", pc)
+        self.assertIn(f"\nlibdir={self.libdir[len(self.destdir):]}\n", pc)
+        self.assertNotRegex(pc, r"(?m)^Requires")
+
+    def pkg_config(self, *args):
+        # PKG_CONFIG_LIBDIR: the staged modules only, none of the machine's.
+        env = dict(os.environ, PKG_CONFIG_LIBDIR=self.pkgconfig_dir, PKG_CONFIG_SYSROOT_DIR=self.destdir)
+        env.pop("PKG_CONFIG_PATH", None)
+        r = subprocess.run([PKG_CONFIG, *args], capture_output=True, text=True, env=env)
+        self.assertEqual(r.returncode, 0, f"pkg-config {' '.join(args)}: {r.stderr}")
+        return r.stdout.split()
+
+    def test_example_built_with_pkg_config_runs_against_the_installed_broker(self):
+        flags = self.pkg_config("--cflags", "--libs", "libshmem")
+        self.assertEqual(flags, [f"-I{self.root}/include", f"-L{self.libdir}", "-lshmem"])
+        self.assertEqual(self.pkg_config("--modversion", "libshmem"), [VERSION])
+        self.pkg_config("--cflags", "--libs", "--static", "libshmem")
+        exe = os.path.join(self.dir, "shmem-hello")
+        src = os.path.join(self.root, "share/doc/shmem-broker/examples/shmem-hello.c")
+        extra = os.environ.get("SHMEM_EXAMPLE_CFLAGS", "").split()  # the sanitizers, in their build
+        r = subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", *extra, "-o", exe, src, *flags],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, f"building the example:\n{r.stderr}")
+        env = dict(os.environ, LD_LIBRARY_PATH=self.libdir)
+        ldd = subprocess.run(["ldd", exe], capture_output=True, text=True, env=env).stdout
+        self.assertIn(f"libshmem.so.0 => {self.libdir}/libshmem.so.0", ldd)
+
+        run = os.path.join(self.dir, "run")
+        os.mkdir(run)
+        broker = harness.Broker([os.path.join(self.root, "sbin/shmem-brokerd"), "--no-config"], run,
+                                os.path.join(self.dir, "broker.log"))
+        try:
+            env["SHMEM_BROKER_SOCKET"] = broker.socket
+            a = subprocess.Popen([exe, "greet", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env=env)
+            first = a.stdout.readline()
+            self.assertEqual(first, f"attached to 'greet' as peer 0 of 16 (libshmem {VERSION})\n", broker.log())
+            b = subprocess.Popen([exe, "greet", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env=env)
+            out_b, _ = b.communicate(timeout=30)
+            rest, _ = a.communicate(timeout=30)
+            self.assertEqual(b.returncode, 0, out_b)
+            self.assertEqual(a.returncode, 0, first + rest)
+            self.assertEqual(out_b, f"attached to 'greet' as peer 1 of 16 (libshmem {VERSION})\n"
+                                    f"peer 0 says: hello from pid {a.pid}\n")
+            self.assertEqual(rest, f"peer 1 says: hello from pid {b.pid}\n")
+            self.assertEqual(broker.stop(), 0, broker.log())
+        finally:
+            broker.close()
+
+
+if __name__ == "__main__":
+    BUILD, CMAKE, PKG_CONFIG, CC = (os.path.abspath(sys.argv.pop(1)), sys.argv.pop(1), sys.argv.pop(1),
+                                    sys.argv.pop(1))
+    VERSION = sys.argv.pop(1)
+    unittest.main(verbosity=2)
