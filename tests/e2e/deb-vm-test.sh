@@ -8,24 +8,7 @@
 set -u
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-fail() {
-        echo "not ok - $*"
-        systemctl status --no-pager shmem-brokerd 2>&1 | head -n 12
-        journalctl --no-pager -o short-monotonic -u shmem-brokerd | tail -n 40
-        exit 1
-}
-ok() { echo "ok - $*"; }
-prop() { systemctl show -p "$1" --value shmem-brokerd.service; }
-# wait_for SECONDS WHAT COMMAND...
-wait_for() {
-        n=$(($1 * 10)); what=$2; shift 2
-        while ! "$@" >/dev/null 2>&1; do
-                n=$((n - 1))
-                [ $n -gt 0 ] || fail "timed out waiting for $what"
-                sleep 0.1
-        done
-}
-running() { [ "$(prop ActiveState)/$(prop SubState)" = active/running ]; }
+. /vm-test-lib.sh
 
 # 1. dpkg -i: the maintainer scripts create the user, conf.d, enable and start the unit.
 dpkg -i /debs/*.deb > /tmp/dpkg.out 2>&1 || fail "dpkg -i /debs/*.deb: $(cat /tmp/dpkg.out)"

@@ -11,25 +11,8 @@ T=60000   # ms, for shmem-peer
 W=/tmp/w
 mkdir -p $W
 
-fail() {
-        echo "not ok - $*"
-        systemctl status --no-pager shmem-brokerd 2>&1 | head -n 12
-        journalctl --no-pager -o short-monotonic -u shmem-brokerd | tail -n 40
-        for f in $W/*.out; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done
-        exit 1
-}
-ok() { echo "ok - $*"; }
-prop() { systemctl show -p "$1" --value shmem-brokerd.service; }
-# wait_for SECONDS WHAT COMMAND...
-wait_for() {
-        n=$(($1 * 10)); what=$2; shift 2
-        while ! "$@" >/dev/null 2>&1; do
-                n=$((n - 1))
-                [ $n -gt 0 ] || fail "timed out waiting for $what"
-                sleep 0.1
-        done
-}
-running() { [ "$(prop ActiveState)/$(prop SubState)" = active/running ]; }
+. /vm-test-lib.sh
+fail_more() { for f in $W/*.out; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done; }
 journal_count() { journalctl --no-pager -u shmem-brokerd -o cat | grep -c "$1"; }
 inspect() { shmemctl --json inspect r > "$1" || fail "shmemctl inspect r"; }
 peer() { # peer LABEL SCRIPT...: a host peer in the background, output in $W/LABEL.out

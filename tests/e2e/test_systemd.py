@@ -16,16 +16,13 @@ Run: python3 test_systemd.py BUILD_DIR  (needs root, mmdebstrap, the e2e guest k
 
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir))  # tests/: harness
-from harness import guestlab  # noqa: E402
+from harness import systemdvm  # noqa: E402
 
-TIMEOUT = 300  # s for the whole VM run
 # SHMEM_KEEP=1 keeps the work directory (console.log, result.log, the initrd).
 
 TEST_UNIT = """\
@@ -73,24 +70,8 @@ DOMAIN = """\
 """
 
 
-class SystemdUnit(unittest.TestCase):
-    def setUp(self):
-        self.assertEqual(os.geteuid(), 0, "needs root (mmdebstrap --mode=root, cmake --install into a root fs)")
-        self.build = BUILD
-        self.dir = tempfile.mkdtemp(prefix="shmem-e2e-systemd-")
-        self.image_dir = os.path.join(self.build, "systemd-image")
-        self.kernel = os.path.join(self.build, "guest-image", "vmlinux")
-        self.assertTrue(os.path.exists(self.kernel), f"{self.kernel} missing: e2e-guest-image builds it")
-
-    def tearDown(self):
-        guestlab.kill_all()
-        if not os.environ.get("SHMEM_KEEP"):
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def run_checked(self, argv, **kw):
-        r = subprocess.run(argv, capture_output=True, text=True, **kw)
-        self.assertEqual(r.returncode, 0, f"{' '.join(argv)}:\n{r.stdout}{r.stderr}")
-        return r.stdout
+class SystemdUnit(systemdvm.SystemdVmCase):
+    needs_root_for = "mmdebstrap --mode=root, cmake --install into a root fs"
 
     def make_overlay(self):
         """The project as `cmake --install` lays it out, plus the test's own files."""
@@ -104,7 +85,6 @@ class SystemdUnit(unittest.TestCase):
         self.run_checked(["systemctl", f"--root={root}", "enable", "shmem-brokerd.service"])
         units = os.path.join(root, "etc", "systemd", "system")
         files = {
-            os.path.join(units, "shmem-test.service"): TEST_UNIT,
             os.path.join(units, "shmem-brokerd.service.d", "watchdog.conf"): WATCHDOG_DROPIN,
             os.path.join(root, "etc", "shmem-broker", "broker.conf"): CONFIG,
             os.path.join(root, "etc", "libvirt", "qemu", "vm-boot.xml"): DOMAIN,
@@ -115,71 +95,13 @@ class SystemdUnit(unittest.TestCase):
                 f.write(text)
         os.makedirs(os.path.join(root, "etc", "libvirt", "qemu", "autostart"))
         os.symlink("/etc/libvirt/qemu/vm-boot.xml", os.path.join(root, "etc", "libvirt", "qemu", "autostart", "vm-boot.xml"))
-        wants = os.path.join(units, "multi-user.target.wants")
-        os.symlink("/etc/systemd/system/shmem-test.service", os.path.join(wants, "shmem-test.service"))
-        shutil.copy(os.path.join(HERE, "systemd-vm-test.sh"), os.path.join(root, "test.sh"))
-        os.chmod(os.path.join(root, "test.sh"), 0o755)
-        archive = os.path.join(self.dir, "overlay.cpio")
-        with open(archive, "wb") as f:
-            listing = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
-            subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=listing, stdout=f, check=True)
-        return archive
+        self.enable_test_unit(root, TEST_UNIT)
+        return root
 
     def test_unit_under_real_systemd(self):
-        self.run_checked([os.path.join(HERE, "build-systemd-image.sh"), self.image_dir], timeout=900)
-        text = boot_vm(self, self.dir, self.kernel, [os.path.join(self.image_dir, "rootfs.cpio"), self.make_overlay()])
-        # Every check of systemd-vm-test.sh ran.
-        assert_all_checks(self, text, os.path.join(HERE, "systemd-vm-test.sh"))
-
-
-def boot_vm(tc, workdir, kernel, archives):
-    """Boots @kernel with the cpio @archives as its initramfs (the systemd
-    image, then an overlay with /test.sh run by shmem-test.service); returns
-    what the test printed, failing @tc unless it powered off with rc=0."""
-    initrd = os.path.join(workdir, "initrd.cpio")
-    with open(initrd, "wb") as out:
-        for part in archives:
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out)
-    console, result = os.path.join(workdir, "console.log"), os.path.join(workdir, "result.log")
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "q35", "-cpu", "qemu64", "-m", "1536M",
-            "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-serial", f"file:{console}", "-serial", f"file:{result}",
-            "-kernel", kernel, "-initrd", initrd,
-            "-append", "console=ttyS0 rdinit=/sbin/init panic=-1 quiet no_timer_check systemd.show_status=error"]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=guestlab.die_with_parent)
-    timed_out = False
-    try:
-        qemu_out, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        proc.kill()
-        qemu_out, _ = proc.communicate()
-    text = read_text(result)
-    tail = "".join(read_text(console).splitlines(True)[-40:])
-    report = f"--- test output:\n{text}\n--- console (tail):\n{tail}\n--- qemu:\n{qemu_out.decode(errors='replace')}"
-    print(text)
-    tc.assertFalse(timed_out, f"the VM did not power off within {TIMEOUT} s\n{report}")
-    tc.assertIn("SHMEM-RESULT rc=0", text, report)
-    tc.assertNotIn("not ok", text, report)
-    return text
-
-
-def read_text(path):
-    if not os.path.exists(path):
-        return ""
-    with open(path, errors="replace") as f:
-        return f.read()
-
-
-def assert_all_checks(tc, text, script):
-    """Every `ok "..."` line of @script printed its "ok - ..."."""
-    with open(script) as f:
-        checks = sum(1 for line in f if line.lstrip().startswith('ok "'))
-    tc.assertEqual(text.count("\nok - ") + text.startswith("ok - "), checks, text)
+        self.boot(self.make_overlay(), "systemd-vm-test.sh")
 
 
 if __name__ == "__main__":
-    BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
+    systemdvm.SystemdVmCase.build = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
     unittest.main(verbosity=2)
