@@ -316,6 +316,7 @@ int registry_add(Registry *reg, const RegionDecl *d, const char *creator, Region
         if (a)
                 a->regions++;
         r->slot = reg->n_regions;
+        r->seq = ++reg->next_seq;
         reg->regions[reg->n_regions++] = r;
         for (unsigned i = 0; i < reg->n_plugins; i++) {
                 k = reg->plugins[i]->ops->region_added(reg->plugins[i], r);

@@ -94,6 +94,7 @@ typedef struct Account {
 typedef struct Registry {
         Limits limits;
         Region **regions;   /* in creation order, as list shows them; Region.slot indexes it */
+        uint64_t next_seq;  /* Region.seq of the next one, from 1 */
         size_t n_regions, n_regions_alloc;
         Map *by_name;       /* name -> Region */
         Map *by_conn;       /* conn_id -> Peer */
