@@ -100,6 +100,7 @@ typedef struct Registry {
         Map *by_conn;       /* conn_id -> Peer */
         Map *accounts;      /* holder key -> Account */
         uint64_t allocated_bytes;
+        uint64_t fds;       /* held by the regions and their peers: the sum of Region.fds */
         Plugin *plugins[REGISTRY_PLUGINS_MAX]; /* borrowed */
         unsigned n_plugins;
         RegistryObserver observers[REGISTRY_OBSERVERS_MAX];
