@@ -85,7 +85,7 @@ static void log_refusal(const NativeCaller *c, const char *what, const char *nam
         str_escape(label, sizeof(label), c->id.label);
         str_escape(region, sizeof(region), name);
         if (core < 0)
-                log_error_errno(core, "Cannot %s '%s' for client '%s' (pid %d): %m", what, region, label,
+                log_error_errno(core, "Error %s '%s' for client '%s' (pid %d): %m", what, region, label,
                                 (int) c->id.pid);
         else
                 log_info("Refusing client '%s' (pid %d, uid %u) %s '%s': %s%s%s", label, (int) c->id.pid,
