@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,27 +192,55 @@ static int parse_region(char *s, RegionDecl *d) {
         return 0;
 }
 
-/*
- * Every attached peer costs the broker max_peers + 1 eventfds plus its socket,
- * and the fd store keeps a copy of each; take the whole hard limit and say so
- * if the configured limits can outgrow it (attaches then fail with a log
- * line, nothing worse).
- */
-static void raise_fd_limit(const Limits *l) {
-        uint64_t want = (uint64_t) l->max_connections * 2 * (l->default_max_peers + 2) + 64;
+/* fds the broker holds besides its regions, peers and connections: listening and notify sockets, libevent's, states being stored. */
+#define FDS_OWN 64
+
+/* Takes the whole hard fd limit. */
+static void raise_fd_limit(void) {
         struct rlimit rl;
 
-        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-                return;
-        if (rl.rlim_cur < rl.rlim_max) {
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
                 rl.rlim_cur = rl.rlim_max;
                 (void) setrlimit(RLIMIT_NOFILE, &rl);
         }
-        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
-                log_notice("File descriptor limit %llu is below the %llu that --max-connections=%u "
-                           "with %u peers per region can use",
-                           (unsigned long long) rl.rlim_cur, (unsigned long long) want, l->max_connections,
-                           l->default_max_peers);
+}
+
+/*
+ * The fd budget (Limits.max_fds): what the fd limit leaves the regions and
+ * their peers once every connection (a socket, attached or not) and the
+ * broker's own fds are set aside, halved because the fd store keeps a copy
+ * of every fd (docs/persistence.md). 0: no limit.
+ */
+static unsigned fd_budget(const Limits *l) {
+        uint64_t aside = FDS_OWN + 2 * (uint64_t) l->max_connections;
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+                return 0;
+        if (rl.rlim_cur <= aside + 2)
+                return 1;
+        return (rl.rlim_cur - aside) / 2 < UINT_MAX ? (unsigned) ((rl.rlim_cur - aside) / 2) : UINT_MAX;
+}
+
+/*
+ * Says so if the configured limits can outgrow the budget: a region costs an
+ * endpoint per plugin and, with memory, its memfd; a peer its row of
+ * max_peers + 1 eventfds. What does not fit is refused (LIMIT) as it is asked
+ * for, never half made.
+ */
+static void report_fd_budget(const Limits *l) {
+        uint64_t want = (uint64_t) l->max_regions * (N_PLUGINS + 1) +
+                        (uint64_t) l->max_connections * (l->default_max_peers + 1);
+        struct rlimit rl;
+
+        if (l->max_fds == 0 || want <= l->max_fds || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        log_notice("File descriptor limit %llu leaves %u fds to regions and peers (each fd is kept twice; "
+                   "%u for connections and the broker's own), below the %llu that --max-regions=%u with "
+                   "memory and --max-connections=%u peers with %u vectors can use: past it, creating "
+                   "regions and attaching peers is refused (LIMIT)",
+                   (unsigned long long) rl.rlim_cur, l->max_fds, FDS_OWN + 2 * l->max_connections,
+                   (unsigned long long) want, l->max_regions, l->max_connections, l->default_max_peers + 1);
 }
 
 static void args_done(Args *a) {
@@ -354,6 +383,7 @@ static int args_load(Args *a) {
         a->config.rundir = a->daemon.rundir[0] ? a->daemon.rundir : rundir && rundir[0] == '/' ? rundir
                                                                                              : SHMEM_DEFAULT_RUNDIR;
         a->config.limits = a->daemon.limits;
+        a->config.limits.max_fds = fd_budget(&a->config.limits);
         return -1;
 }
 
@@ -403,6 +433,7 @@ int main(int argc, char **argv) {
         args.argc = argc;
         args.argv = argv;
         args.inherited = fdstore_inherited();
+        raise_fd_limit();
         r = args_load(&args);
         if (r >= 0)
                 return r;
@@ -413,7 +444,7 @@ int main(int argc, char **argv) {
         }
 
         (void) signal(SIGPIPE, SIG_IGN);
-        raise_fd_limit(&args.config.limits);
+        report_fd_budget(&args.config.limits);
         r = broker_new(&broker, &args.config, args_reload, &args);
         if (r < 0 && args.inherited)
                 /* Everything handed over stays with the manager for the next start: tearing

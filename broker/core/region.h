@@ -88,6 +88,8 @@ struct Peer {
 struct Region {
         char name[SHMEM_NAME_MAX + 1];
         size_t slot;          /* position in the registry's region table */
+        uint64_t seq;         /* rises with the slot: the native List's cursor (docs/protocol.md) */
+        unsigned fds;         /* charged to the registry's fd budget (registry-fds.c) */
         unsigned signal_mode; /* SHMEM_SIGNAL_MODE_*: shmem, or ivshmem (compat: no control page) */
         uint64_t data_offset; /* SHMEM_DATA_OFFSET; 0 in compat mode */
         uint64_t data_size;   /* page-rounded request of the creator (compat: the whole region) */

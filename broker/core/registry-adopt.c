@@ -29,6 +29,7 @@ int registry_adopt_region(Registry *reg, RegionAdoption *a, Region **ret, const 
                 reg->limits.max_regions = UINT_MAX;
                 reg->limits.max_region_bytes = UINT64_MAX;
                 reg->limits.max_regions_per_uid = UINT_MAX;
+                reg->limits.max_fds = 0;
                 k = registry_add(reg, &a->decl, a->creator, &r, ret_error);
                 reg->limits = saved;
         }
@@ -67,6 +68,7 @@ int registry_adopt_region(Registry *reg, RegionAdoption *a, Region **ret, const 
                 if (acct)
                         acct->bytes += r->region_size;
         }
+        registry_charge_fds(reg, r);
         *ret = r;
         return 0;
 }
@@ -85,6 +87,7 @@ int registry_adopt_peer(Registry *reg, Region *r, unsigned index, uint32_t doorb
                 region_detach_peer(r, p);
                 return k;
         }
+        registry_charge_fds(reg, r);
         *ret = p;
         return 0;
 }

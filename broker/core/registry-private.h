@@ -39,6 +39,17 @@ void registry_settle(Registry *reg, Region *r);
 /* Removes @r from the registry and the plugins, and frees it. No peers left. */
 void registry_forget(Registry *reg, Region *r);
 
+/*
+ * The fd budget (registry-fds.c): Region.fds is what @r holds and is charged
+ * for; call registry_charge_fds() after its memory, peers or endpoints
+ * changed, registry_uncharge_fds() before it is freed. registry_fds_refuse():
+ * why @need more fds do not fit Limits.max_fds, or NULL.
+ */
+void registry_charge_fds(Registry *reg, Region *r);
+void registry_uncharge_fds(Registry *reg, Region *r);
+void registry_charge_all_fds(Registry *reg);
+const char *registry_fds_refuse(Registry *reg, unsigned need);
+
 /* Why a host peer may not attach to @r by its owner/group/mode, or NULL. */
 const char *registry_mode_refuses(Registry *reg, const Region *r, const PeerIdentity *id);
 /* Detaches @p (freed), then tells the observers. */

@@ -128,6 +128,7 @@ int registry_add_plugin(Registry *reg, Plugin *p) {
                 }
         }
         reg->plugins[reg->n_plugins++] = p;
+        registry_charge_all_fds(reg);
         return 0;
 }
 
@@ -139,6 +140,7 @@ void registry_remove_plugin(Registry *reg, Plugin *p) {
                         memmove(&reg->plugins[i], &reg->plugins[i + 1],
                                 (reg->n_plugins - i - 1) * sizeof(Plugin *));
                         reg->n_plugins--;
+                        registry_charge_all_fds(reg);
                         return;
                 }
 }
@@ -172,6 +174,7 @@ void registry_release_memory(Registry *reg, Region *r) {
         if (a)
                 a->bytes -= r->region_size;
         region_release(r);
+        registry_charge_fds(reg, r);
 }
 
 /* Removes @r from the registry and the plugins, and frees it. No peers left. */
@@ -193,6 +196,7 @@ void registry_forget(Registry *reg, Region *r) {
         reg->n_regions--;
         for (size_t i = r->slot; i < reg->n_regions; i++)
                 reg->regions[i]->slot = i;
+        registry_uncharge_fds(reg, r);
         region_free(r);
 }
 
@@ -211,6 +215,8 @@ int registry_allocate(Registry *reg, Region *r, const char **ret_error) {
                 *ret_error = "this user's memory limit (bytes-per-uid) is reached";
                 return CORE_E_LIMIT;
         }
+        if ((*ret_error = registry_fds_refuse(reg, 1)))
+                return CORE_E_LIMIT;
         k = region_allocate(r);
         if (k < 0) {
                 *ret_error = "cannot allocate the region's memory";
@@ -219,6 +225,7 @@ int registry_allocate(Registry *reg, Region *r, const char **ret_error) {
         reg->allocated_bytes += r->region_size;
         if (a)
                 a->bytes += r->region_size;
+        registry_charge_fds(reg, r);
         NOTIFY(reg, region, r, REGION_ALLOCATED);
         return 0;
 }
@@ -271,6 +278,8 @@ int registry_add(Registry *reg, const RegionDecl *d, const char *creator, Region
                 *ret_error = "the broker's region limit (regions) is reached";
                 return CORE_E_LIMIT;
         }
+        if ((*ret_error = registry_fds_refuse(reg, reg->n_plugins)))
+                return CORE_E_LIMIT;
         if (creator && creator[0]) {
                 a = account_get(reg, creator);
                 if (!a)
@@ -316,6 +325,7 @@ int registry_add(Registry *reg, const RegionDecl *d, const char *creator, Region
         if (a)
                 a->regions++;
         r->slot = reg->n_regions;
+        r->seq = ++reg->next_seq;
         reg->regions[reg->n_regions++] = r;
         for (unsigned i = 0; i < reg->n_plugins; i++) {
                 k = reg->plugins[i]->ops->region_added(reg->plugins[i], r);
@@ -334,6 +344,7 @@ int registry_add(Registry *reg, const RegionDecl *d, const char *creator, Region
                         return k;
                 }
         }
+        registry_charge_fds(reg, r);
         NOTIFY(reg, region, r, REGION_DECLARED);
         *ret = r;
         return 0;
@@ -526,6 +537,10 @@ int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *r
         k = registry_resolve(reg, req, &r, &created, ret_error);
         if (k != 0)
                 return k;
+        if ((*ret_error = registry_fds_refuse(reg, r->vectors))) {
+                registry_settle(reg, r);
+                return CORE_E_LIMIT;
+        }
         k = region_attach_peer(r, req->id, req->ops, req->userdata, &p);
         if (k == CORE_E_CLIENT_MAX)
                 *ret_error = "every peer index of the region is taken";
@@ -543,6 +558,7 @@ int registry_attach(Registry *reg, const AttachRequest *req, Peer **ret, bool *r
                 registry_settle(reg, r);
                 return k;
         }
+        registry_charge_fds(reg, r);
         NOTIFY(reg, joined, r, p);
         *ret = p;
         if (ret_created)
@@ -599,6 +615,7 @@ void registry_unlink_peer(Registry *reg, Region *r, Peer *p) {
         if (map_get(reg->by_conn, &p->conn_id) == p)
                 (void) map_remove(reg->by_conn, &p->conn_id);
         region_detach_peer(r, p);
+        registry_charge_fds(reg, r);
         NOTIFY(reg, left, r, index, parked);
 }
 

@@ -94,11 +94,13 @@ typedef struct Account {
 typedef struct Registry {
         Limits limits;
         Region **regions;   /* in creation order, as list shows them; Region.slot indexes it */
+        uint64_t next_seq;  /* Region.seq of the next one, from 1 */
         size_t n_regions, n_regions_alloc;
         Map *by_name;       /* name -> Region */
         Map *by_conn;       /* conn_id -> Peer */
         Map *accounts;      /* holder key -> Account */
         uint64_t allocated_bytes;
+        uint64_t fds;       /* held by the regions and their peers: the sum of Region.fds */
         Plugin *plugins[REGISTRY_PLUGINS_MAX]; /* borrowed */
         unsigned n_plugins;
         RegistryObserver observers[REGISTRY_OBSERVERS_MAX];

@@ -25,6 +25,9 @@ typedef struct Limits {
         uint64_t max_region_bytes;    /* one region's memfd size */
         unsigned default_max_peers;
         unsigned max_peers_per_uid;   /* indices of one region one user (host) or one VM (QEMU) holds */
+        /* fds the regions and their peers may hold: endpoints, memfds, peers' rows
+         * (0: no limit). Not an option: the daemon derives it from its fd limit. */
+        unsigned max_fds;
         /* The front ends (frontend/frontend.h). */
         unsigned max_connections;         /* of all front ends together */
         unsigned max_connections_per_uid; /* native connections of one user */

@@ -85,7 +85,7 @@ static void log_refusal(const NativeCaller *c, const char *what, const char *nam
         str_escape(label, sizeof(label), c->id.label);
         str_escape(region, sizeof(region), name);
         if (core < 0)
-                log_error_errno(core, "Cannot %s '%s' for client '%s' (pid %d): %m", what, region, label,
+                log_error_errno(core, "Error %s '%s' for client '%s' (pid %d): %m", what, region, label,
                                 (int) c->id.pid);
         else
                 log_info("Refusing client '%s' (pid %d, uid %u) %s '%s': %s%s%s", label, (int) c->id.pid,
@@ -98,12 +98,16 @@ static void log_refusal(const NativeCaller *c, const char *what, const char *nam
 typedef struct InfoBuf {
         Shmem__RegionInfo info;
         Shmem__Creator creator;
-        Shmem__PeerState states[SHMEM_PEERS_MAX];
-        Shmem__PeerState *state_ptrs[SHMEM_PEERS_MAX];
         char socket[256];
 } InfoBuf;
 
-static void region_info_fill(InfoBuf *b, Registry *reg, Region *r, bool with_peers) {
+/* Inspect's: every attached peer. */
+typedef struct PeersBuf {
+        Shmem__PeerState states[SHMEM_PEERS_MAX];
+        Shmem__PeerState *state_ptrs[SHMEM_PEERS_MAX];
+} PeersBuf;
+
+static void region_info_fill(InfoBuf *b, Registry *reg, Region *r) {
         Shmem__RegionInfo *info = &b->info;
 
         shmem__region_info__init(info);
@@ -134,8 +138,9 @@ static void region_info_fill(InfoBuf *b, Registry *reg, Region *r, bool with_pee
                 b->creator.key = r->creator;
                 info->created_by = &b->creator;
         }
-        if (!with_peers)
-                return;
+}
+
+static void region_peers_fill(Shmem__RegionInfo *info, PeersBuf *b, Region *r) {
         for (unsigned i = 0; i < r->max_peers; i++) {
                 Peer *p = r->peers[i];
                 Shmem__PeerState *st = &b->states[info->n_peers];
@@ -205,22 +210,70 @@ static int handle_hello(Native *n, NativeCaller *c, const Message *m, NativeOut 
         return 0;
 }
 
+/* Bytes a Message{serial, reply{status, list{next}}} holds besides its regions: tags, lengths, varints. */
+#define LIST_FRAME_BYTES 64
+/* Regions one page looks at: more than one message holds of the shortest names and paths. */
+#define LIST_PAGE_MAX 2048
+
+/* The slot of the first region created after the one whose seq is @after (seqs rise with the slot). */
+static size_t list_first_after(Registry *reg, uint64_t after) {
+        size_t lo = 0, hi = reg->n_regions;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (reg->regions[mid]->seq <= after)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+/*
+ * One page: the regions after List.after, as many as List.limit asks and one
+ * message holds (docs/protocol.md, "Listing in pages"). Without a limit, a
+ * client from before paging gets them all, or LIMIT if they do not fit: a
+ * silently cut list would look complete to it.
+ */
 static int handle_list(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
         Registry *reg = n->registry;
         Shmem__ListReply list = SHMEM__LIST_REPLY__INIT;
         Shmem__Reply reply = SHMEM__REPLY__INIT;
-        _cleanup_free_ InfoBuf *bufs = calloc(reg->n_regions + 1, sizeof(InfoBuf));
-        _cleanup_free_ Shmem__RegionInfo **ptrs = calloc(reg->n_regions + 1, sizeof(*ptrs));
+        size_t first = list_first_after(reg, m->list->after), room = reg->n_regions - first, bytes = 0, k = 0;
+        _cleanup_free_ InfoBuf *bufs = NULL;
+        _cleanup_free_ Shmem__RegionInfo **ptrs = NULL;
+        char error[128];
 
+        if (m->list->limit > 0 && m->list->limit < room)
+                room = m->list->limit;
+        if (room > LIST_PAGE_MAX)
+                room = LIST_PAGE_MAX;
+        bufs = calloc(room + 1, sizeof(InfoBuf));
+        ptrs = calloc(room + 1, sizeof(*ptrs));
         if (!bufs || !ptrs) {
                 out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
                 return 0;
         }
-        for (size_t i = 0; i < reg->n_regions; i++) {
-                region_info_fill(&bufs[i], reg, reg->regions[i], false);
-                ptrs[i] = &bufs[i].info;
+        for (; k < room; k++) {
+                region_info_fill(&bufs[k], reg, reg->regions[first + k]);
+                bytes += shmem__region_info__get_packed_size(&bufs[k].info) + 4; /* + its tag and length */
+                /* One region always fits: a RegionInfo without peers is under 1 KiB. */
+                if (k > 0 && bytes > SHMEM_MSG_MAX - LIST_FRAME_BYTES)
+                        break;
+                ptrs[k] = &bufs[k].info;
         }
-        list.n_regions = reg->n_regions;
+        if (k < reg->n_regions - first) {
+                if (m->list->limit == 0) {
+                        snprintf(error, sizeof(error),
+                                 "%zu regions do not fit in one message: list in pages (List.limit)",
+                                 reg->n_regions);
+                        out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
+                        return 0;
+                }
+                list.next = reg->regions[first + k - 1]->seq;
+        }
+        list.n_regions = k;
         list.regions = ptrs;
         reply.body_case = SHMEM__REPLY__BODY_LIST;
         reply.list = &list;
@@ -232,19 +285,22 @@ static int handle_inspect(Native *n, NativeCaller *c, const Message *m, NativeOu
         Region *r = registry_find(n->registry, m->inspect->name);
         Shmem__InspectReply inspect = SHMEM__INSPECT_REPLY__INIT;
         Shmem__Reply reply = SHMEM__REPLY__INIT;
-        _cleanup_free_ InfoBuf *b = NULL;
+        _cleanup_free_ PeersBuf *peers = NULL;
+        InfoBuf b;
 
         if (!r) {
                 out_result(out, m->serial, CORE_E_NOT_FOUND, "no region of that name");
                 return 0;
         }
-        b = calloc(1, sizeof(*b));
-        if (!b) {
+        peers = calloc(1, sizeof(*peers));
+        if (!peers) {
                 out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
                 return 0;
         }
-        region_info_fill(b, n->registry, r, true);
-        inspect.region = &b->info;
+        /* One region and its 64 peers at most: under 9 KiB, one message always holds it. */
+        region_info_fill(&b, n->registry, r);
+        region_peers_fill(&b.info, peers, r);
+        inspect.region = &b.info;
         reply.body_case = SHMEM__REPLY__BODY_INSPECT;
         reply.inspect = &inspect;
         out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);

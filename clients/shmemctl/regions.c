@@ -129,20 +129,73 @@ static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
         }
 }
 
+/* Regions asked for per List: the broker sends fewer when they do not fit in one message. */
+#define LIST_PAGE 1024
+
+/* Every region, read page by page (docs/protocol.md, "Listing in pages"). */
+typedef struct Listing {
+        ClientMsg **pages; /* the replies, which the regions point into */
+        size_t n_pages;
+        const Shmem__RegionInfo **regions;
+        size_t n_regions;
+} Listing;
+
+static void listing_done(Listing *l) {
+        for (size_t i = 0; i < l->n_pages; i++)
+                client_msg_free(l->pages[i]);
+        free(l->pages);
+        free(l->regions);
+}
+
+static int list_all(Client *c, const char *path, Listing *l) {
+        uint64_t after = 0;
+
+        do {
+                Shmem__List req = SHMEM__LIST__INIT;
+                Message m = SHMEM__MESSAGE__INIT;
+                const Shmem__ListReply *page;
+                ClientMsg *reply = NULL, **pages;
+                const Shmem__RegionInfo **regions;
+                int r;
+
+                req.limit = LIST_PAGE;
+                req.after = after;
+                m.body_case = SHMEM__MESSAGE__BODY_LIST;
+                m.list = &req;
+                r = call(c, path, "list", &m, &reply);
+                if (r != EXIT_OK)
+                        return r;
+                pages = realloc(l->pages, (l->n_pages + 1) * sizeof(*pages));
+                if (!pages) {
+                        client_msg_free(reply);
+                        return report_unreachable(path, -ENOMEM, false);
+                }
+                l->pages = pages;
+                l->pages[l->n_pages++] = reply;
+                page = reply->msg->reply->list;
+                if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_LIST || !page)
+                        return report_unreachable(path, -EPROTO, false);
+                /* A cursor that does not move on would ask for ever. */
+                if (page->next && (page->next <= after || page->n_regions == 0))
+                        return report_unreachable(path, -EPROTO, false);
+                regions = realloc(l->regions, (l->n_regions + page->n_regions + 1) * sizeof(*regions));
+                if (!regions)
+                        return report_unreachable(path, -ENOMEM, false);
+                l->regions = regions;
+                for (size_t i = 0; i < page->n_regions; i++)
+                        l->regions[l->n_regions++] = page->regions[i];
+                after = page->next;
+        } while (after);
+        return EXIT_OK;
+}
+
 int cmd_list(Client *c, const char *path, const Args *a) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Message m = SHMEM__MESSAGE__INIT;
-        const Shmem__ListReply *l;
+        _cleanup_(listing_done) Listing l = {};
         int wname = 4, wflags = 5, r;
 
-        m.body_case = SHMEM__MESSAGE__BODY_LIST;
-        m.list = &(Shmem__List) SHMEM__LIST__INIT;
-        r = call(c, path, "list", &m, &reply);
+        r = list_all(c, path, &l);
         if (r != EXIT_OK)
                 return r;
-        l = reply->msg->reply->list;
-        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_LIST || !l)
-                return report_unreachable(path, -EPROTO, false);
 
         if (a->json) {
                 Json j;
@@ -151,9 +204,9 @@ int cmd_list(Client *c, const char *path, const Args *a) {
                 json_object_begin(&j);
                 json_key(&j, "regions");
                 json_array_begin(&j);
-                for (size_t i = 0; i < l->n_regions; i++) {
+                for (size_t i = 0; i < l.n_regions; i++) {
                         json_object_begin(&j);
-                        json_region_fields(&j, l->regions[i]);
+                        json_region_fields(&j, l.regions[i]);
                         json_object_end(&j);
                 }
                 json_array_end(&j);
@@ -161,20 +214,20 @@ int cmd_list(Client *c, const char *path, const Args *a) {
                 return EXIT_OK;
         }
 
-        for (size_t i = 0; i < l->n_regions; i++) {
+        for (size_t i = 0; i < l.n_regions; i++) {
                 char flags[64];
-                int n = (int) strlen(str_or(l->regions[i]->name, "?"));
+                int n = (int) strlen(str_or(l.regions[i]->name, "?"));
 
                 if (n > wname)
                         wname = n;
-                n = (int) strlen(region_flags(flags, l->regions[i]));
+                n = (int) strlen(region_flags(flags, l.regions[i]));
                 if (n > wflags)
                         wflags = n;
         }
         printf("%-*s %8s %-9s %-8s %-*s %s\n", wname, "NAME", "SIZE", "PEERS/MAX", "BACKEND", wflags, "FLAGS",
                "CREATED BY");
-        for (size_t i = 0; i < l->n_regions; i++) {
-                const Shmem__RegionInfo *ri = l->regions[i];
+        for (size_t i = 0; i < l.n_regions; i++) {
+                const Shmem__RegionInfo *ri = l.regions[i];
                 char size[UNITS_SIZE_STR_MAX], peers[32], flags[64], creator[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX) + 16];
 
                 snprintf(peers, sizeof(peers), "%d/%u", __builtin_popcountll(ri->active), ri->max_peers);

@@ -132,7 +132,15 @@ static void req_destroy(Seed *s, uint8_t caller, uint64_t serial, const char *na
         put_request(s, caller, serial, SHMEM__MESSAGE__BODY_DESTROY, &d.base);
 }
 
-/* The requests without fields: List, Watch, Reload, Upgrade. */
+static void req_list(Seed *s, uint8_t caller, uint64_t serial, uint32_t limit, uint64_t after) {
+        Shmem__List l = SHMEM__LIST__INIT;
+
+        l.limit = limit;
+        l.after = after;
+        put_request(s, caller, serial, SHMEM__MESSAGE__BODY_LIST, &l.base);
+}
+
+/* The requests without fields: Watch, Reload, Upgrade. */
 static void req_empty(Seed *s, uint8_t caller, uint64_t serial, Shmem__Message__BodyCase body,
                       const ProtobufCMessageDescriptor *desc) {
         ProtobufCMessage empty;
@@ -149,7 +157,6 @@ static void seeds_dispatch(const char *dir) {
                 Shmem__Message__BodyCase body;
                 const ProtobufCMessageDescriptor *desc;
         } empties[] = {
-                { "list", SHMEM__MESSAGE__BODY_LIST, &shmem__list__descriptor },
                 { "watch", SHMEM__MESSAGE__BODY_WATCH, &shmem__watch__descriptor },
                 { "reload", SHMEM__MESSAGE__BODY_RELOAD, &shmem__reload__descriptor },
                 { "upgrade", SHMEM__MESSAGE__BODY_UPGRADE, &shmem__upgrade__descriptor },
@@ -178,6 +185,17 @@ static void seeds_dispatch(const char *dir) {
         req_inspect(&s, 0, 2, "camera0");
         req_destroy(&s, 0, 3, "camera0", false);
         save(dir, "dispatch", "create-inspect-destroy", &s);
+
+        /* A List as clients before paging send it, then one in pages of two. */
+        s = (Seed) {};
+        put_u8(&s, 1);
+        req_list(&s, 0, 1, 0, 0);
+        save(dir, "dispatch", "list", &s);
+        for (unsigned i = 0; i < 3; i++)
+                req_create(&s, 0, 2 + i, (const char *[]) { "a", "b", "c" }[i], 4096, 0, false);
+        req_list(&s, 0, 5, 2, 0);
+        req_list(&s, 0, 6, 2, 2); /* after the second region created */
+        save(dir, "dispatch", "list-pages", &s);
 
         for (size_t i = 0; i < ELEMENTSOF(empties); i++) {
                 s = (Seed) {};
@@ -209,7 +227,7 @@ static void seeds_dispatch(const char *dir) {
         put_u8(&s, 0);
         req_attach(&s, 1, 4, "demo", 0, SHMEM__ATTACH_MODE__FIND);
         req_destroy(&s, 0, 4, "demo", true);
-        req_empty(&s, 0, 5, SHMEM__MESSAGE__BODY_LIST, &shmem__list__descriptor);
+        req_list(&s, 0, 5, 0, 0);
         save(dir, "dispatch", "scenario", &s);
 }
 

@@ -31,6 +31,10 @@ MESSAGE_SERIAL, MESSAGE_HELLO, MESSAGE_UPGRADE, MESSAGE_REPLY = 1, 10, 19, 30
 MESSAGE_ATTACH, MESSAGE_DETACH, MESSAGE_LIST, MESSAGE_INSPECT, MESSAGE_CREATE = 11, 12, 13, 14, 15
 ATTACH_NAME, ATTACH_SIZE, ATTACH_MODE = 1, 2, 3
 REPLY_INSPECT, INSPECT_REPLY_REGION = 13, 1
+MESSAGE_DESTROY = 16
+CREATE_NAME, CREATE_SIZE, CREATE_MAX_PEERS, CREATE_PERSISTENT = 1, 2, 3, 4
+LIST_LIMIT, LIST_AFTER, REPLY_LIST, LIST_REPLY_REGIONS, LIST_REPLY_NEXT = 1, 2, 12, 1, 2
+REGION_NAME = 1
 HELLO_VERSION, HELLO_LABEL = 1, 2
 REPLY_STATUS, REPLY_ERROR, REPLY_HELLO = 1, 2, 10
 HELLO_REPLY_VERSION, HELLO_REPLY_BROKER, HELLO_REPLY_INSTANCE = 1, 2, 3
@@ -232,6 +236,24 @@ class Session:
         reply = self.request(MESSAGE_INSPECT, field(1, name))
         inspect = _last(reply_fields(self.last), REPLY_INSPECT, b"")
         return reply, dict(fields(_last(fields(inspect), INSPECT_REPLY_REGION, b"")))
+
+    def create(self, name, size=4096, persistent=False):
+        body = field(CREATE_NAME, name) + field(CREATE_SIZE, size) + \
+            (field(CREATE_PERSISTENT, 1) if persistent else b"")
+        return self.request(MESSAGE_CREATE, body)
+
+    def destroy(self, name):
+        return self.request(MESSAGE_DESTROY, field(1, name))
+
+    def list(self, limit=None, after=None):
+        """One List: the Reply, the regions' fields ({number: value}) in order, ListReply.next.
+        None leaves a field out, as a client from before paging does."""
+        body = (field(LIST_LIMIT, limit) if limit is not None else b"") + \
+            (field(LIST_AFTER, after) if after is not None else b"")
+        reply = self.request(MESSAGE_LIST, body)
+        page = fields(_last(reply_fields(self.last), REPLY_LIST, b""))
+        regions = [dict(fields(v)) for n, v in page if n == LIST_REPLY_REGIONS]
+        return reply, regions, _last(page, LIST_REPLY_NEXT, 0)
 
     def closed(self, timeout=3.0):
         """Whether the broker closes the connection within @timeout (data that comes is skipped)."""

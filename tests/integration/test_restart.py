@@ -268,6 +268,40 @@ class Restart(unittest.TestCase):
         time.sleep(0.5)
         self.assertEqual(self.sd.watchdog, 0)
 
+    def test_nothing_stored_again(self):
+        """A restart or an upgrade stores its new state and nothing else: every fd it was handed
+        is in the manager's store already, and systemd scans its whole store for each fd stored
+        (one same_fd() per stored fd, as fakesystemd does), so storing n fds again costs PID 1
+        O(n^2)."""
+        argv = self.argv + ["--region", "p:64K:persistent", "--region", "q:64K:persistent"]
+        self.sd.start(argv)
+        peers = [harness.proto.Session(self.sock, f"peer{i}") for i in range(3)]
+        try:
+            for i, s in enumerate(peers):
+                self.assertEqual(s.attach("pq"[i % 2]).status, harness.proto.STATUS_OK)
+            self.sd.wait_stored("c/", 3)
+            self.sd.wait_stored("e/", 3 * 17)
+            names = self.sd.names()
+            for how in ("kill", "upgrade"):
+                stores, ready = self.sd.stores, self.sd.ready
+                if how == "kill":
+                    self.assertEqual(self.sd.kill(), -9)
+                    self.sd.start(argv)
+                else:  # the exec's own state, then the new image's
+                    self.sd.proc.send_signal(signal.SIGUSR2)
+                    self.wait_for(lambda: self.sd.ready == ready + 1)
+                self.sd.pump()
+                states = 2 if how == "upgrade" else 1
+                self.assertEqual(self.sd.stores - stores, states,
+                                 f"{how}: FDSTORE=1 other than the new state:\n{self.sd.log()}")
+                self.assertEqual([n for n in self.sd.names() if not n.startswith("st/")],
+                                 [n for n in names if not n.startswith("st/")], how)
+                for s in peers:  # still served
+                    self.assertEqual(s.inspect("p")[0].status, harness.proto.STATUS_OK, how)
+        finally:
+            for s in peers:
+                s.close()
+
     def test_kill_loop(self):
         loops = int(os.environ.get("SHMEM_KILL_LOOPS", "3"))
         self.sd.start(self.argv)
