@@ -2,8 +2,9 @@
 #pragma once
 
 /*
- * What registry.c, registry-reconfigure.c and registry-adopt.c share: the
- * registry's own steps, not its interface (registry.h is that).
+ * What registry.c, registry-attach.c, registry-reconfigure.c, registry-adopt.c
+ * and registry-fds.c share: the registry's own steps, not its interface
+ * (registry.h is that).
  */
 
 #include "registry.h"
