@@ -28,9 +28,6 @@ typedef struct VirtRegion {
 #define VIRT_DEFAULT_URI "qemu:///system"
 #define VIRT_DEFAULT_TIMEOUT_S 30
 
-/* The <shmem> element for @r, newline-terminated; NULL on ENOMEM. Free with free(). */
-char *virt_shmem_xml(const VirtRegion *r);
-
 /* Whether libvirt support was built in (else attach and detach only say so). */
 bool virt_available(void);
 
