@@ -106,3 +106,12 @@ void domain_ports_describe(const DomainInfo *info, char *buf, size_t size);
 static inline uint64_t domain_data_max(uint64_t bar) {
         return bar - SHMEM_PAGE_SIZE;
 }
+
+/* The BAR2 of a region of @data bytes (core/region.c's rule: pages, the control page, a power of two). */
+static inline uint64_t domain_bar_for(uint64_t data) {
+        uint64_t need = ((data + SHMEM_PAGE_SIZE - 1) & ~(uint64_t) (SHMEM_PAGE_SIZE - 1)) + SHMEM_PAGE_SIZE, bar = 1;
+
+        while (bar < need && bar < (UINT64_C(1) << 62))
+                bar <<= 1;
+        return bar;
+}

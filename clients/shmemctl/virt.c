@@ -49,6 +49,11 @@ int virt_detach(const VirtOptions *o, const char *domain, const char *region, co
         return virt_missing();
 }
 
+int virt_definition(const VirtOptions *o, const char *domain, char **ret) {
+        (void) o, (void) domain, (void) ret;
+        return virt_missing();
+}
+
 #else
 
 #include <libvirt/libvirt.h>
@@ -331,6 +336,21 @@ out:
         free(xml);
         virt_close(conn, dom);
         return ret;
+}
+
+int virt_definition(const VirtOptions *o, const char *domain, char **ret) {
+        virConnectPtr conn = NULL;
+        virDomainPtr dom = NULL;
+        int r;
+
+        r = virt_open(o, domain, &conn, &dom);
+        if (r != VIRT_OK)
+                return r;
+        *ret = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+        if (!*ret)
+                r = fail("cannot read the definition of domain '%s': %s", domain, virt_error());
+        virt_close(conn, dom);
+        return r;
 }
 
 /*

@@ -45,4 +45,7 @@ typedef struct VirtGuard {
 } VirtGuard;
 
 int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r);
+
+/* The persistent definition of @domain (name or UUID) as libvirt keeps it, into *@ret (free it). */
+int virt_definition(const VirtOptions *o, const char *domain, char **ret);
 int virt_detach(const VirtOptions *o, const char *domain, const char *region, const VirtGuard *guard);
