@@ -53,15 +53,17 @@ char *domain_xml_shmem(const char *name, const char *socket, unsigned vectors, i
         return xml;
 }
 
-char *domain_xml_factory(const char *socket, unsigned ports) {
+char *domain_xml_factory(const char *socket, unsigned ports, bool pcie_root) {
         static const char port[] = "<controller type='pci' model='pcie-root-port'/>\n";
+        static const char root[] = "<controller type='pci' index='0' model='pcie-root'/>\n";
         char *device = domain_xml_shmem(DOMAIN_FACTORY_NAME, socket, 1, -1), *xml, *o;
 
         if (!device)
                 return NULL;
-        xml = malloc(strlen(device) + (size_t) ports * strlen(port) + 1);
+        xml = malloc(strlen(root) + strlen(device) + (size_t) ports * strlen(port) + 1);
         if (xml) {
-                o = stpcpy(xml, device);
+                o = stpcpy(xml, pcie_root ? root : "");
+                o = stpcpy(o, device);
                 for (unsigned i = 0; i < ports; i++)
                         o = stpcpy(o, port);
         }

@@ -70,9 +70,13 @@ char *domain_xml_shmem(const char *name, const char *socket, unsigned vectors, i
 /*
  * domain_xml_factory() - the factory device on @socket (<shmem name='.factory'>,
  * one vector) and, after it, @ports empty <controller type='pci'
- * model='pcie-root-port'/> elements (0 for a pc machine). Malloc'd; NULL on ENOMEM.
+ * model='pcie-root-port'/> elements (0 for a pc machine); with @pcie_root,
+ * first the <controller type='pci' index='0' model='pcie-root'/> of a new q35
+ * definition: libvirt 9.0 gives the first PCI controller without an index
+ * index 0, and refuses a pcie-root-port there ("must be model='pcie-root'").
+ * Malloc'd; NULL on ENOMEM.
  */
-char *domain_xml_factory(const char *socket, unsigned ports);
+char *domain_xml_factory(const char *socket, unsigned ports, bool pcie_root);
 
 /*
  * domain_info_parse() - what @xml (virDomainGetXMLDesc()'s, live or not)

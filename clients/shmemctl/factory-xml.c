@@ -11,7 +11,8 @@
  * domain), so --max-region beyond that is refused for q35; pc has no such
  * limit and needs no controllers. When libvirt defines a q35 domain it puts
  * the factory device, a conventional PCI device to libvirt, behind a
- * pcie-to-pci-bridge that it adds on a free root port: counted here.
+ * pcie-to-pci-bridge that it adds on a free root port: counted here, in a
+ * new definition too, which also needs its pcie-root (domain_xml_factory()).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -124,7 +125,7 @@ static int for_domain(const Args *a, const char *domain, const char *socket) {
                         fputs("<controller type='pci' model='pcie-root-port'/>\n", stdout);
                 return EXIT_OK;
         }
-        return print(domain_xml_factory(socket, needed));
+        return print(domain_xml_factory(socket, needed, false));
 }
 
 int cmd_factory_xml(const Args *a, const char *domain) {
@@ -139,5 +140,12 @@ int cmd_factory_xml(const Args *a, const char *domain) {
         r = check_max_region(a, !a->machine_pc);
         if (r != EXIT_OK)
                 return r;
-        return print(domain_xml_factory(socket, a->machine_pc ? 0 : a->regions));
+        if (a->machine_pc)
+                return print(domain_xml_factory(socket, 0, false));
+        /* One more root port for libvirt's bridge, as for_domain() counts it. */
+        fprintf(stderr, "shmemctl: for a new q35 definition: %u root ports, one of them for the PCIe-to-PCI bridge "
+                "libvirt adds for the factory device; after `virsh define`, `shmemctl xml --factory DOMAIN` says "
+                "what the domain still lacks (libvirt puts devices of its own, its USB controller, on free root "
+                "ports too)\n", a->regions + 1);
+        return print(domain_xml_factory(socket, a->regions + 1, true));
 }

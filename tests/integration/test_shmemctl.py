@@ -489,12 +489,16 @@ class ShmemctlOps(unittest.TestCase):
         domain needs, sizes a plain root port cannot hold refused (docs/libvirt.md, section 13)."""
         self.start_broker()
         factory = os.path.join(self.rundir, "qemu", "factory.sock")
+        # A new q35 definition: its pcie-root (libvirt 9.0 refuses a root port as the first
+        # PCI controller), the factory device, a root port per region and one for the
+        # PCIe-to-PCI bridge libvirt puts the factory device behind.
         out = self.ctl_ok("xml", "--factory")
-        self.assertEqual(out, "<shmem name='.factory'>\n  <model type='ivshmem-doorbell'/>\n"
+        self.assertEqual(out, "<controller type='pci' index='0' model='pcie-root'/>\n"
+                              "<shmem name='.factory'>\n  <model type='ivshmem-doorbell'/>\n"
                               f"  <server path='{factory}'/>\n  <msi vectors='1' ioeventfd='on'/>\n</shmem>\n"
-                         + "<controller type='pci' model='pcie-root-port'/>\n" * 4)
+                         + "<controller type='pci' model='pcie-root-port'/>\n" * 5)
         self.assertEqual(self.ctl_ok("xml", "--factory", "--regions", "2", "--max-region", "2044K").count(
-            "model='pcie-root-port'"), 2)
+            "model='pcie-root-port'"), 3)
         self.assertNotIn("<controller", self.ctl_ok("xml", "--factory", "--machine", "pc", "--max-region", "256M"))
         big = self.ctl("xml", "--factory", "--max-region", "2045K")
         self.assertEqual((big.returncode, big.stdout), (1, ""), big.stderr)

@@ -97,17 +97,23 @@ START_TEST(test_shmem_escapes) {
 END_TEST
 
 START_TEST(test_factory_and_ports) {
-        char *xml = domain_xml_factory("/run/shmem-broker/qemu/factory.sock", 2), *p;
+        char *xml = domain_xml_factory("/run/shmem-broker/qemu/factory.sock", 2, false), *p;
 
-        ck_assert_ptr_nonnull(strstr(xml, "<shmem name='.factory'>\n"));
+        ck_assert_ptr_eq(strstr(xml, "<shmem name='.factory'>\n"), xml);
         ck_assert_ptr_nonnull(strstr(xml, "<server path='/run/shmem-broker/qemu/factory.sock'/>\n"
                                           "  <msi vectors='1' ioeventfd='on'/>\n</shmem>\n"));
         p = strstr(xml, "</shmem>\n") + strlen("</shmem>\n");
         ck_assert_str_eq(p, "<controller type='pci' model='pcie-root-port'/>\n"
                             "<controller type='pci' model='pcie-root-port'/>\n");
         free(xml);
-        xml = domain_xml_factory("/f.sock", 0);
+        xml = domain_xml_factory("/f.sock", 0, false);
         ck_assert_ptr_null(strstr(xml, "<controller"));
+        free(xml);
+        /* A new q35 definition: pcie-root first, or libvirt gives a root port index 0. */
+        xml = domain_xml_factory("/f.sock", 1, true);
+        ck_assert_ptr_eq(strstr(xml, "<controller type='pci' index='0' model='pcie-root'/>\n<shmem name='.factory'>"),
+                         xml);
+        ck_assert_int_eq(strstr(strstr(xml, "</shmem>"), "model='pcie-root-port'") != NULL, 1);
         free(xml);
 }
 END_TEST
