@@ -167,6 +167,13 @@ class LibvirtFactoryTest(unittest.TestCase):
         peer = [p for p in info["peers"] if p.get("vm_name") == d.name]
         self.assertEqual(len(peer), 1, info)
         self.assertEqual((peer[0]["index"], peer[0]["vm_uuid"], peer[0]["libvirt"]), (0, d.uuid(), True), info)
+        # shmemctl factory: the VM as a libvirt domain, plugged through libvirt.
+        p = shmemctl(self.broker, "factory")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"vm:          '{d.name}' (UUID {d.uuid()}, pid ", p.stdout)
+        self.assertRegex(p.stdout, r", libvirt\)\n.*\nmonitor:     libvirt's own \(devices are plugged through "
+                                   r"libvirt\)\n")
+        self.assertRegex(p.stdout, rf"\n{re.escape(region)} +0 plugged ")
         sys.stderr.write(f"test_libvirt_factory: {d.machine}: '{region}' plugged on {m.group(1)} "
                          f"in {m.group(2)} ms\n")
         return shmems[region], m.group(1)
