@@ -68,6 +68,18 @@ int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret) 
         return 0;
 }
 
+/* A URI as libvirt takes them: a scheme of letters, digits, '+', '-', '.', then ':', then printable ASCII. */
+static bool uri_ok(const char *s) {
+        size_t n = strlen(s), scheme = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+
+        if (n >= OPTION_PATH_MAX || scheme == 0 || s[scheme] != ':')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (s[i] <= ' ' || s[i] >= 0x7f)
+                        return false;
+        return true;
+}
+
 static int parse_mode(const char *s, unsigned *ret) {
         unsigned mode;
         int n = 0;
@@ -131,6 +143,14 @@ int option_set(const Option *o, void *settings, const char *value, char *why, si
                 }
                 strcpy(field, value);
                 return 0;
+        case OPTION_URI:
+                if (!uri_ok(value)) {
+                        snprintf(why, why_size, "%s must be a URI such as qemu:///system (printable ASCII, no "
+                                 "spaces, at most %d bytes)", o->key, OPTION_PATH_MAX - 1);
+                        return -EINVAL;
+                }
+                strcpy(field, value);
+                return 0;
         }
         snprintf(why, why_size, "%s: unknown option type", o->key);
         return -EINVAL;
@@ -173,6 +193,7 @@ const char *option_format(const Option *o, const void *settings, char *buf, size
         }
         case OPTION_PATH:
         case OPTION_PATH_OR_EMPTY:
+        case OPTION_URI:
                 snprintf(buf, size, "%s", (const char *) field);
                 return buf;
         }

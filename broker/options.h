@@ -33,6 +33,7 @@ typedef enum OptionType {
         OPTION_GROUP,    /* gid_t from a group name */
         OPTION_PATH,     /* an absolute path, into char[OPTION_PATH_MAX] */
         OPTION_PATH_OR_EMPTY, /* the same, or "" */
+        OPTION_URI,      /* a URI ("qemu:///system"): SCHEME: and printable ASCII, into char[OPTION_PATH_MAX] */
 } OptionType;
 
 #define OPTION_PATH_MAX 256

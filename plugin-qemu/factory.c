@@ -144,8 +144,8 @@ static void job_finish(FactoryVm *vm, int wstatus) {
         if (j->timed_out) {
                 log_warning("Factory of '%s': the hotplug of '%s' took too long, helper killed", vm_label(vm, label),
                             j->region);
-                vm_answer(vm, seq, SHMEM_FACTORY_DONE, SHMEM_FACTORY_HOTPLUG, NULL,
-                          "the VM's monitor did not answer within %u ms", vm->factory->settings.hotplug_timeout_ms);
+                vm_answer(vm, seq, SHMEM_FACTORY_DONE, SHMEM_FACTORY_HOTPLUG, NULL, "%s did not answer within %u ms",
+                          vm->id.libvirt ? "libvirt" : "the VM's monitor", vm->factory->settings.hotplug_timeout_ms);
         } else if (strcmp(code, "ok") == 0 && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
                 Peer *p = vm_peer(vm, r);
 
@@ -204,13 +204,22 @@ void job_on_timeout(evutil_socket_t fd, short what, void *userdata) {
         keeper_changed(frontends_keeper(vm->factory->ctx.table));
 }
 
-/* Runs the helper that plugs @r's device into the VM; its end comes back to the loop. */
+/*
+ * Runs the helper that plugs @r's device into the VM; its end comes back to
+ * the loop. A libvirt domain (libvirt's pid file proved it) through libvirt,
+ * by the UUID its QEMU was started with; any other QEMU through the QMP
+ * monitor its command line names.
+ */
 static int job_start(FactoryVm *vm, Region *r) {
         Factory *f = vm->factory;
         Job *j = &vm->job;
         char id[SHMEM_NAME_MAX + 16], server[PATH_MAX], vectors[16], bar[32], timeout[16];
-        char *argv[] = { f->settings.hotplug_helper, "qmp", "--monitor", vm->monitor, "--id", id, "--server", server,
-                         "--vectors", vectors, "--bar-size", bar, "--timeout-ms", timeout, NULL };
+        char *qmp_argv[] = { f->settings.hotplug_helper, "qmp", "--monitor", vm->monitor, "--id", id, "--server",
+                             server, "--vectors", vectors, "--bar-size", bar, "--timeout-ms", timeout, NULL };
+        char *libvirt_argv[] = { f->settings.hotplug_helper, "libvirt", "--uri", f->settings.libvirt_uri, "--uuid",
+                                 vm->id.vm_uuid, "--name", vm->id.label, "--region", r->name, "--server", server,
+                                 "--vectors", vectors, "--bar-size", bar, "--timeout-ms", timeout, NULL };
+        char **argv = vm->id.libvirt ? libvirt_argv : qmp_argv;
         posix_spawn_file_actions_t actions;
         int pipefd[2], k;
 
@@ -328,11 +337,16 @@ static void vm_serve(FactoryVm *vm, const struct shmem_factory_request *req) {
         vm->job = (Job) { .running = true, .seq = req->seq, .op = req->op, .held = r, .pidfd = -1, .out = -1,
                           .started_ns = now_ns() };
         snprintf(vm->job.region, sizeof(vm->job.region), "%s", r->name);
-        if (!vm->monitor[0]) {
+        if (!vm->id.libvirt && !vm->monitor[0]) {
                 vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, SHMEM_FACTORY_HOTPLUG, NULL,
-                          "the broker cannot reach this VM's QEMU: start it with -qmp unix:PATH,server=on,wait=off "
-                          "(docs/factory.md)%s",
-                          vm->id.libvirt ? "; libvirt domains are not served by this version" : "");
+                          "the broker cannot reach this VM's QEMU: start it with -qmp unix:PATH,server=on,wait=off, "
+                          "or under libvirt (docs/factory.md)");
+                job_end(vm);
+                return;
+        }
+        if (vm->id.libvirt && !vm->id.vm_uuid[0]) {
+                vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, SHMEM_FACTORY_HOTPLUG, NULL,
+                          "this libvirt domain's QEMU has no -uuid to find the domain by");
                 job_end(vm);
                 return;
         }
@@ -484,7 +498,10 @@ static void factory_on_accept(FrontListener *l, int fd, const PeerIdentity *peer
                 return;
         }
         log_info("Factory device of '%s' (pid %d) connected%s", vm_label(vm, label), (int) vm->id.pid,
-                 vm->monitor[0] ? "" : ": its QEMU names no -qmp unix: socket, so nothing can be plugged into it");
+                 vm->id.libvirt    ? ": a libvirt domain, served through libvirt"
+                 : vm->monitor[0] ? ""
+                                  : ": its QEMU names no -qmp unix: socket and is no libvirt domain, so nothing can "
+                                    "be plugged into it");
         factory_keep_vm(vm);
         vm_handshake(vm);
 }

@@ -509,7 +509,8 @@ static void qemu_settings_init(void *settings) {
         QemuSettings *s = settings;
 
         *s = (QemuSettings) { .socket_mode = 0660, .socket_gid = (gid_t) -1,
-                              .libvirt_run_dir = "/run/libvirt/qemu", .hotplug_timeout_ms = 10000 };
+                              .libvirt_run_dir = "/run/libvirt/qemu", .hotplug_timeout_ms = 10000,
+                              .libvirt_uri = "qemu:///system" };
         default_hotplug_helper(s->hotplug_helper, sizeof(s->hotplug_helper));
         for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
                 struct group *g = getgrnam(groups[i]);
@@ -537,6 +538,9 @@ static const Option qemu_options[] = {
         { .section = "broker", .key = "hotplug-timeout-ms", .long_name = "hotplug-timeout-ms", .type = OPTION_UINT,
           .offset = offsetof(QemuSettings, hotplug_timeout_ms), .min = 100, .max = 600000, .arg = "MS",
           .help = "How long plugging one device may take" },
+        { .section = "broker", .key = "libvirt-uri", .long_name = "libvirt-uri", .type = OPTION_URI,
+          .offset = offsetof(QemuSettings, libvirt_uri), .arg = "URI",
+          .help = "The libvirt that the factory plugs devices into its domains through" },
 };
 
 const PluginModule qemu_plugin_module = {

@@ -28,6 +28,9 @@ typedef struct QemuSettings {
          * running VMs, and how long one plug may take. */
         char hotplug_helper[OPTION_PATH_MAX];
         unsigned hotplug_timeout_ms;
+        /* The libvirt the helper plugs libvirt domains' devices through (their
+         * monitor is libvirtd's): the one whose pid files libvirt_run_dir has. */
+        char libvirt_uri[OPTION_PATH_MAX];
 } QemuSettings;
 
 extern const PluginModule qemu_plugin_module;

@@ -33,8 +33,12 @@ typedef struct Args {
         bool max_peers_set, persistent, force;
         uint64_t offset, length; /* dump */
         bool length_set, raw;
-        VirtOptions virt; /* attach, detach */
+        VirtOptions virt; /* attach, detach, xml --factory DOMAIN */
         bool virt_set, timeout_set;
+        /* xml --factory: the machine (default q35), how many regions, how large */
+        bool factory, machine_pc, machine_set, factory_opts_set;
+        unsigned regions;
+        uint64_t max_region;
 } Args;
 
 /* "shmemctl: <message>" and the hint to --help; always EXIT_USAGE. */

@@ -93,7 +93,8 @@ static void print_vm(const Shmem__FactoryVm *vm) {
                str_escape(uuid, sizeof(uuid), str_or(vm->vm_uuid, "-")), vm->pid, vm->libvirt ? ", libvirt" : "");
         printf("connection:  %" PRIu64 "\n", vm->conn);
         printf("monitor:     %s\n", vm->monitor && vm->monitor[0] ? str_escape(monitor, sizeof(monitor), vm->monitor)
-                                                                    : "- (nothing can be plugged)");
+                                    : vm->libvirt                 ? "libvirt's own (devices are plugged through libvirt)"
+                                                                  : "- (nothing can be plugged)");
         printf("requests:    %u served, %u refused\n", vm->served, vm->refused);
         if (q)
                 printf("in flight:   %s '%s' (seq %" PRIu64 ", for %" PRIu64 ".%" PRIu64 " s%s)\n", op_str(q->op),

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "domain-xml.h"
 #include "escape.h"
 #include "events.h"
 #include "json.h"
@@ -433,7 +434,7 @@ int cmd_virt(Client *c, const char *path, const Args *a, const char *cmd, const 
         vr = (VirtRegion) { .name = name, .socket = ri->qemu_socket, .vectors = ri->vectors };
         if (strcmp(cmd, "attach") == 0)
                 return virt_attach(&a->virt, domain, &vr);
-        xml = virt_shmem_xml(&vr);
+        xml = domain_xml_shmem(vr.name, vr.socket, vr.vectors, -1);
         if (!xml) {
                 fputs("shmemctl: out of memory\n", stderr);
                 return EXIT_REFUSED;

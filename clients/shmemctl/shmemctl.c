@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "factory.h"
+#include "factory-xml.h"
 #include "ops.h"
 #include "region-layout.h"
 #include "regions.h"
@@ -50,6 +51,11 @@ static const char *const usage_text =
         "\n"
         "libvirt (docs/libvirt.md):\n"
         "  xml NAME                 the region's <shmem> device, for domain XML\n"
+        "  xml --factory [DOMAIN] [--machine q35|pc] [--regions N] [--max-region SIZE]\n"
+        "                           the guest factory's device and, on q35, the root ports\n"
+        "                           for N regions (default 4) of up to SIZE (default 1M;\n"
+        "                           2044K at most on q35); with DOMAIN (-c URI) only what\n"
+        "                           its definition lacks (docs/libvirt.md, section 13)\n"
         "  attach DOMAIN NAME [--live] [--config] [-c URI]\n"
         "                           add that device to a domain (DOMAIN: name or UUID)\n"
         "  detach DOMAIN NAME [--live] [--config] [-c URI] [--timeout SECONDS] [--force]\n"
@@ -103,6 +109,10 @@ int main(int argc, char **argv) {
                 OPT_LIVE,
                 OPT_CONFIG,
                 OPT_TIMEOUT,
+                OPT_FACTORY,
+                OPT_MACHINE,
+                OPT_REGIONS,
+                OPT_MAX_REGION,
         };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, 's' },
@@ -119,10 +129,15 @@ int main(int argc, char **argv) {
                 { "live", no_argument, NULL, OPT_LIVE },
                 { "config", no_argument, NULL, OPT_CONFIG },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                { "factory", no_argument, NULL, OPT_FACTORY },
+                { "machine", required_argument, NULL, OPT_MACHINE },
+                { "regions", required_argument, NULL, OPT_REGIONS },
+                { "max-region", required_argument, NULL, OPT_MAX_REGION },
                 {},
         };
         _cleanup_(client_freep) Client *c = NULL;
-        Args a = { .virt.timeout_s = VIRT_DEFAULT_TIMEOUT_S };
+        Args a = { .virt.timeout_s = VIRT_DEFAULT_TIMEOUT_S, .regions = FACTORY_XML_REGIONS_DEFAULT,
+                   .max_region = UINT64_C(1) << 20 };
         const char *cmd, *path;
         uint64_t size = 0, mask = 0;
         bool mask_all = false, dump_range = false;
@@ -194,6 +209,35 @@ int main(int argc, char **argv) {
                         a.timeout_set = true;
                         break;
                 }
+                case OPT_FACTORY:
+                        a.factory = true;
+                        break;
+                case OPT_MACHINE:
+                        if (strcmp(optarg, "q35") != 0 && strcmp(optarg, "pc") != 0)
+                                return usage_error("--machine: '%s' is not q35 or pc", optarg);
+                        a.machine_pc = strcmp(optarg, "pc") == 0;
+                        a.machine_set = a.factory_opts_set = true;
+                        break;
+                case OPT_REGIONS: {
+                        char *end;
+                        unsigned long v;
+
+                        errno = 0;
+                        v = strtoul(optarg, &end, 10);
+                        if (!isdigit((unsigned char) optarg[0]) || *end || errno || v < 1 || v > FACTORY_XML_REGIONS_MAX)
+                                return usage_error("--regions: '%s' is not a number from 1 to %d", optarg,
+                                                   FACTORY_XML_REGIONS_MAX);
+                        a.regions = (unsigned) v;
+                        a.factory_opts_set = true;
+                        break;
+                }
+                case OPT_MAX_REGION:
+                        r = units_parse_size(optarg, &a.max_region);
+                        if (r < 0 || a.max_region == 0)
+                                return usage_error("--max-region: '%s' is %s", optarg,
+                                                   r == -ERANGE ? "too large" : "not a size (bytes, or with K, M, G, T)");
+                        a.factory_opts_set = true;
+                        break;
                 case ':':
                         return usage_error("option '%s' needs an argument", argv[optind - 1]);
                 default:
@@ -247,8 +291,11 @@ int main(int argc, char **argv) {
                 if (a.json)
                         return usage_error("%s", "dump has no --json (--raw writes the bytes themselves)");
         } else if (strcmp(cmd, "xml") == 0) {
-                if (nargs != 1)
-                        return usage_error("%s", "usage: xml NAME");
+                if (a.factory ? nargs > 1 : nargs != 1)
+                        return usage_error("%s", "usage: xml NAME, or xml --factory [DOMAIN] [--machine q35|pc] "
+                                                 "[--regions N] [--max-region SIZE] [-c URI]");
+                if (a.factory && nargs == 1 && a.machine_set)
+                        return usage_error("%s", "--machine is the domain's own when DOMAIN is given");
         } else if (strcmp(cmd, "attach") == 0 || strcmp(cmd, "detach") == 0) {
                 if (nargs != 2)
                         return usage_error("usage: %s DOMAIN NAME [--live] [--config] [-c URI]%s", cmd,
@@ -261,11 +308,18 @@ int main(int argc, char **argv) {
                 return usage_error("%s", "--force goes with destroy and detach");
         if ((dump_range || a.raw) && strcmp(cmd, "dump") != 0)
                 return usage_error("%s", "--offset, --length and --raw go with dump");
-        if (a.virt_set && strcmp(cmd, "attach") != 0 && strcmp(cmd, "detach") != 0)
+        if ((a.factory || a.factory_opts_set) && (strcmp(cmd, "xml") != 0 || !a.factory))
+                return usage_error("%s", "--factory goes with xml; --machine, --regions and --max-region with xml --factory");
+        if (a.factory && (a.virt.live || a.virt.config || (a.virt.uri && nargs == 0)))
+                return usage_error("%s", "xml --factory takes no --live or --config, and --connect with a DOMAIN only");
+        if (a.virt_set && !a.factory && strcmp(cmd, "attach") != 0 && strcmp(cmd, "detach") != 0)
                 return usage_error("%s", "--connect, --live and --config go with attach and detach");
         if (a.timeout_set && strcmp(cmd, "detach") != 0)
                 return usage_error("%s", "--timeout goes with detach");
 
+        /* xml --factory needs no broker connection: the factory socket is beside the broker's. */
+        if (a.factory)
+                return cmd_factory_xml(&a, nargs == 1 ? argv[optind] : NULL);
         /* detach needs no broker connection: the device names its region. */
         if (strcmp(cmd, "detach") == 0)
                 return cmd_detach(&a, argv[optind], argv[optind + 1]);

@@ -21,48 +21,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "domain-xml.h"
 #include "virt.h"
 
 enum { VIRT_OK = 0, VIRT_FAILED = 1, VIRT_UNREACHABLE = 3 };
-
-/* Appends @s to @buf with XML's five special characters escaped. */
-static void xml_escape(char *buf, size_t size, const char *s) {
-        size_t n = strlen(buf);
-
-        for (; *s && n + 7 < size; s++) {
-                const char *e = NULL;
-
-                switch (*s) {
-                case '&': e = "&amp;"; break;
-                case '<': e = "&lt;"; break;
-                case '>': e = "&gt;"; break;
-                case '\'': e = "&apos;"; break;
-                case '"': e = "&quot;"; break;
-                }
-                if (e) {
-                        memcpy(buf + n, e, strlen(e));
-                        n += strlen(e);
-                } else
-                        buf[n++] = *s;
-        }
-        buf[n] = 0;
-}
-
-char *virt_shmem_xml(const VirtRegion *r) {
-        char name[256] = "", path[2048] = "", *xml = NULL;
-
-        xml_escape(name, sizeof(name), r->name);
-        xml_escape(path, sizeof(path), r->socket);
-        if (asprintf(&xml,
-                     "<shmem name='%s'>\n"
-                     "  <model type='ivshmem-doorbell'/>\n"
-                     "  <server path='%s'/>\n"
-                     "  <msi vectors='%u' ioeventfd='on'/>\n"
-                     "</shmem>\n",
-                     name, path, r->vectors) < 0)
-                return NULL;
-        return xml;
-}
 
 #ifndef SHMEM_HAVE_LIBVIRT
 
@@ -87,10 +49,38 @@ int virt_detach(const VirtOptions *o, const char *domain, const char *region, co
         return virt_missing();
 }
 
+int virt_definition(const VirtOptions *o, const char *domain, char **ret) {
+        (void) o, (void) domain, (void) ret;
+        return virt_missing();
+}
+
 #else
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+
+/* Appends @s to @buf with XML's five special characters escaped. */
+static void xml_escape(char *buf, size_t size, const char *s) {
+        size_t n = strlen(buf);
+
+        for (; *s && n + 7 < size; s++) {
+                const char *e = NULL;
+
+                switch (*s) {
+                case '&': e = "&amp;"; break;
+                case '<': e = "&lt;"; break;
+                case '>': e = "&gt;"; break;
+                case '\'': e = "&apos;"; break;
+                case '"': e = "&quot;"; break;
+                }
+                if (e) {
+                        memcpy(buf + n, e, strlen(e));
+                        n += strlen(e);
+                } else
+                        buf[n++] = *s;
+        }
+        buf[n] = 0;
+}
 
 bool virt_available(void) {
         return true;
@@ -335,7 +325,7 @@ int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r) {
                 fprintf(stderr, "shmemctl: warning: hotplugged into the q35 domain '%s', the device may get no "
                         "memory BAR (region data) in the guest; attach with --config and restart, or use a pc "
                         "machine for hotplug (docs/libvirt.md)\n", domain);
-        xml = virt_shmem_xml(r);
+        xml = domain_xml_shmem(r->name, r->socket, r->vectors, -1);
         if (!xml) {
                 ret = fail("out of memory");
                 goto out;
@@ -346,6 +336,21 @@ out:
         free(xml);
         virt_close(conn, dom);
         return ret;
+}
+
+int virt_definition(const VirtOptions *o, const char *domain, char **ret) {
+        virConnectPtr conn = NULL;
+        virDomainPtr dom = NULL;
+        int r;
+
+        r = virt_open(o, domain, &conn, &dom);
+        if (r != VIRT_OK)
+                return r;
+        *ret = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+        if (!*ret)
+                r = fail("cannot read the definition of domain '%s': %s", domain, virt_error());
+        virt_close(conn, dom);
+        return r;
 }
 
 /*

@@ -28,9 +28,6 @@ typedef struct VirtRegion {
 #define VIRT_DEFAULT_URI "qemu:///system"
 #define VIRT_DEFAULT_TIMEOUT_S 30
 
-/* The <shmem> element for @r, newline-terminated; NULL on ENOMEM. Free with free(). */
-char *virt_shmem_xml(const VirtRegion *r);
-
 /* Whether libvirt support was built in (else attach and detach only say so). */
 bool virt_available(void);
 
@@ -48,4 +45,7 @@ typedef struct VirtGuard {
 } VirtGuard;
 
 int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r);
+
+/* The persistent definition of @domain (name or UUID) as libvirt keeps it, into *@ret (free it). */
+int virt_definition(const VirtOptions *o, const char *domain, char **ret);
 int virt_detach(const VirtOptions *o, const char *domain, const char *region, const VirtGuard *guard);

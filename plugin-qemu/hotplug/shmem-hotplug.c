@@ -9,6 +9,13 @@
  *   shmem-hotplug qmp --monitor QMP_SOCKET --id ID --server REGION_SOCKET
  *                 --vectors N --bar-size BYTES [--timeout-ms MS] [--verbose]
  *   shmem-hotplug qmp-unplug --monitor QMP_SOCKET --id ID [--timeout-ms MS] [--verbose]
+ *   shmem-hotplug libvirt --uuid UUID [--name NAME] [--uri URI] --region NAME
+ *                 --server REGION_SOCKET --vectors N --bar-size BYTES [--timeout-ms MS] [--verbose]
+ *
+ * The broker runs qmp for a QEMU that names its QMP socket on its command
+ * line, libvirt for a libvirt domain (hotplug-libvirt.c: the <shmem> device
+ * through virDomainAttachDeviceFlags, on q35 at slot 0 of a free root port
+ * of the live XML that holds the BAR).
  *
  * qmp: on the QMP monitor socket, qmp_capabilities, then the machine type
  * (qom-get /machine type) decides the bus:
@@ -33,12 +40,14 @@
  * is skipped, so it also cleans up after a plug that stopped half-way.
  * Unplugging a device can crash QEMU 7.2 without KVM irqfd (README.md).
  *
- * stdout: exactly one line, "ok BUS" (qmp), "ok" (qmp-unplug), or
+ * stdout: exactly one line, "ok BUS" (qmp, libvirt), "ok" (qmp-unplug), or
  * "error CODE DETAIL" with CODE
  *   no-slot      no free hot-pluggable slot fits (exit 2)
  *   qmp          QEMU answered with an error: its class, then desc (exit 3)
+ *   libvirt      libvirt refused the attach: its message (exit 3)
  *   timeout      the whole run took longer than --timeout-ms (exit 4)
- *   unreachable  no connection, not a QMP monitor, or QEMU closed it (exit 4)
+ *   unreachable  no connection, not a QMP monitor, QEMU closed it; no such
+ *                running domain, or one of another name (exit 4)
  *   usage        bad arguments (exit 1)
  * and exit status 0 for ok. BUS and DETAIL are one line each, control
  * characters escaped (proto/escape.h). Debug goes to stderr (--verbose).
@@ -59,34 +68,28 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "answer.h"
 #include "clock.h"
 #include "escape.h"
+#include "hotplug-libvirt.h"
 #include "hotplug-slot.h"
 #include "macro.h"
 #include "qmp.h"
 
-enum {
-        EXIT_OK = 0,
-        EXIT_USAGE = 1,
-        EXIT_NO_SLOT = 2,
-        EXIT_QMP = 3,
-        EXIT_UNREACHABLE = 4, /* and timeout */
-};
-
-#define DEFAULT_TIMEOUT_MS 10000u
-#define TIMEOUT_MS_MAX 3600000u
-#define VECTORS_MAX 2048u /* MSI-X */
 #define ID_MAX 127
-#define DETAIL_MAX 512
 
 static const char *const usage_text =
         "Usage: shmem-hotplug qmp --monitor QMP_SOCKET --id ID --server REGION_SOCKET\n"
         "                     --vectors N --bar-size BYTES [--timeout-ms MS] [--verbose]\n"
         "       shmem-hotplug qmp-unplug --monitor QMP_SOCKET --id ID [--timeout-ms MS] [--verbose]\n"
+        "       shmem-hotplug libvirt --uuid UUID [--name NAME] [--uri URI] --region NAME\n"
+        "                     --server REGION_SOCKET --vectors N --bar-size BYTES [--timeout-ms MS]\n"
         "\n"
         "Plugs an ivshmem-doorbell device for a region into a running QEMU through its\n"
         "QMP monitor (qmp), or takes one out (qmp-unplug: device_del, then\n"
-        "chardev-remove; what is not there is skipped). For shmem-brokerd's guest factory.\n"
+        "chardev-remove; what is not there is skipped); or plugs the region's <shmem>\n"
+        "into a running libvirt domain through the libvirt API (libvirt). For\n"
+        "shmem-brokerd's guest factory.\n"
         "\n"
         "  --monitor QMP_SOCKET  QEMU's QMP Unix socket (-qmp unix:PATH,server=on,wait=off)\n"
         "  --id ID               the id of the chardev and of the device (letters, digits,\n"
@@ -96,13 +99,17 @@ static const char *const usage_text =
         "  --bar-size BYTES      the size of its BAR2, a power of two: on q35 the root port\n"
         "                        chosen is the free one with the smallest prefetchable window\n"
         "                        that holds it; on pc the bus is pci.0, if a slot is free\n"
+        "  --uuid UUID           libvirt: the domain (--name: its name, which must agree)\n"
+        "  --uri URI             libvirt: the connection (default qemu:///system)\n"
+        "  --region NAME         libvirt: the <shmem name> (the region's name)\n"
         "  --timeout-ms MS       for the whole run (default 10000)\n"
         "  -v, --verbose         say each step on stderr\n"
         "  -h, --help            this text\n"
         "\n"
-        "Output: one line on stdout, \"ok BUS\" (qmp) or \"ok\" (qmp-unplug), else\n"
+        "Output: one line on stdout, \"ok BUS\" (qmp, libvirt) or \"ok\" (qmp-unplug), else\n"
         "\"error CODE DETAIL\", CODE one of no-slot (exit 2), qmp (QEMU's error class and\n"
-        "description; exit 3), timeout or unreachable (exit 4), usage (exit 1).\n";
+        "description; exit 3), libvirt (libvirt's message; exit 3), timeout or unreachable\n"
+        "(exit 4), usage (exit 1).\n";
 
 typedef struct Args {
         bool unplug;
@@ -112,53 +119,6 @@ typedef struct Args {
         unsigned timeout_ms;
         bool verbose;
 } Args;
-
-static bool verbose;
-static int64_t started_ns;
-
-__attribute__((format(printf, 1, 2))) static void debug(const char *fmt, ...) {
-        va_list ap;
-
-        if (!verbose)
-                return;
-        va_start(ap, fmt);
-        fprintf(stderr, "shmem-hotplug: [%" PRId64 " ms] ", (now_ns() - started_ns) / 1000000);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-}
-
-/* The one line of the answer: "WORD DETAIL", DETAIL escaped; returns @status. */
-__attribute__((format(printf, 3, 0))) static int answerv(int status, const char *word, const char *fmt, va_list ap) {
-        char detail[DETAIL_MAX], escaped[STR_ESCAPE_SIZE(DETAIL_MAX)];
-
-        vsnprintf(detail, sizeof(detail), fmt, ap);
-        str_escape(escaped, sizeof(escaped), detail);
-        printf("%s%s%s\n", word, *escaped ? " " : "", escaped);
-        fflush(stdout);
-        return status;
-}
-
-__attribute__((format(printf, 3, 4))) static int answer(int status, const char *word, const char *fmt, ...) {
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = answerv(status, word, fmt, ap);
-        va_end(ap);
-        return r;
-}
-
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
-        va_list ap;
-        int r;
-
-        fprintf(stderr, "shmem-hotplug: see --help\n");
-        va_start(ap, fmt);
-        r = answerv(EXIT_USAGE, "error usage", fmt, ap);
-        va_end(ap);
-        return r;
-}
 
 /* Why talking to QEMU failed (a negative errno of qmp.h), during @step. */
 static int io_error(const Args *a, const char *step, int r) {
@@ -244,7 +204,7 @@ static int connect_monitor(const Args *a, Qmp **ret) {
         Qmp *q = NULL;
         int r;
 
-        r = qmp_connect(&q, a->monitor, started_ns + (int64_t) a->timeout_ms * 1000000);
+        r = qmp_connect(&q, a->monitor, hotplug_started_ns + (int64_t) a->timeout_ms * 1000000);
         if (r == -ETIMEDOUT)
                 /* QEMU serves one monitor client at a time: the others wait, unanswered. */
                 return answer(EXIT_UNREACHABLE, "error timeout",
@@ -482,21 +442,6 @@ static bool id_ok(const char *id) {
         return strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") == n;
 }
 
-/* A decimal number in [@min, @max], nothing around it. */
-static bool parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
-        unsigned long long v;
-        char *end;
-
-        if (s[0] < '0' || s[0] > '9')
-                return false; /* strtoull takes "-1" and " 1" */
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno || *end || v < min || v > max)
-                return false;
-        *ret = v;
-        return true;
-}
-
 /* Parses the command line into @a; 0, -1 for --help, or the usage answer's exit status. */
 static int parse_args(int argc, char **argv, Args *a) {
         enum { OPT_MONITOR = 0x100, OPT_ID, OPT_SERVER, OPT_VECTORS, OPT_BAR_SIZE, OPT_TIMEOUT };
@@ -519,7 +464,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
                 return -1;
         if (argc < 2 || (strcmp(argv[1], "qmp") != 0 && strcmp(argv[1], "qmp-unplug") != 0))
-                return usage_error("a command first: qmp or qmp-unplug");
+                return usage_error("a command first: qmp, qmp-unplug or libvirt");
         a->unplug = strcmp(argv[1], "qmp-unplug") == 0;
         opterr = 0;
         optind = 2;
@@ -582,9 +527,11 @@ int main(int argc, char **argv) {
         Args a;
         int r;
 
-        started_ns = now_ns();
+        hotplug_started_ns = now_ns();
         /* A broker that stopped reading gets no answer, and no SIGPIPE kills us mid-QMP. */
         signal(SIGPIPE, SIG_IGN);
+        if (argc >= 2 && strcmp(argv[1], "libvirt") == 0)
+                return hotplug_libvirt_main(argc, argv);
         r = parse_args(argc, argv, &a);
         if (r < 0) {
                 fputs(usage_text, stdout);
@@ -592,7 +539,7 @@ int main(int argc, char **argv) {
         }
         if (r > 0)
                 return r;
-        verbose = a.verbose;
+        hotplug_verbose = a.verbose;
         r = connect_monitor(&a, &q);
         if (r > 0)
                 return r;

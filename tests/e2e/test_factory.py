@@ -38,6 +38,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
 import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
+from harness.guestlab import answer  # noqa: E402
 from harness.hostpeer import HostPeer  # noqa: E402
 
 ENV = guestlab.Environment("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_SHMEMCTL",
@@ -98,25 +99,6 @@ HOST_SCRIPT = (f"info wait-active 0x7 {MS} wait-from 0x3 {MS} expect 0 from-vma 
                f"wait-active 0x7 {MS} wait-from 0x1 {MS} write 300 done")
 # Holds fig1.full (max-peers 1) while the guests run.
 FULL_SCRIPT = f"info expect 0 release {GUEST_TIMEOUT * 1000}"
-
-
-def answers(log):
-    """[(command, name, {field: value})] of shmem-guest's answer lines, in order:
-    status (an int), size, region, device, factory; detail is left out."""
-    out = []
-    for m in re.finditer(r"shmem-tool: (attach|find|create|detach) (\S+) status=(\d+) \([^)]*\)(.*)", log):
-        fields = dict(f.split("=", 1) for f in m.group(4).split(" detail=")[0].split() if "=" in f)
-        fields["status"] = int(m.group(3))
-        out.append((m.group(1), m.group(2), fields))
-    return out
-
-
-def answer(log, command, name, nth=0):
-    """The fields of the @nth answer line of @command on @name."""
-    found = [f for c, n, f in answers(log) if (c, n) == (command, name)]
-    if len(found) <= nth:
-        raise AssertionError(f"no {command} {name} #{nth} in:\n{log}")
-    return found[nth]
 
 
 class FactoryTest(unittest.TestCase):

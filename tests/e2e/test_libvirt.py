@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
 from harness.libvirt import (Daemons, Domain, own_domains, remove_domain,  # noqa: E402
-                             remove_stale_domains, sbin, virsh)
+                             remove_stale_domains, virsh)
+from harness.libvirt import missing as libvirt_missing  # noqa: E402
 
 ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
                                           "SHMEM_SHMEMCTL", "SHMEM_E2E_IMAGE_DIR")}
@@ -75,13 +76,7 @@ class LibvirtTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         missing = [f"{k} is not set (tests/e2e/CMakeLists.txt sets it)" for k, v in ENV.items() if not v]
-        for tool, package in (("libvirtd", "libvirt-daemon-system"), ("virtlogd", "libvirt-daemon-system"),
-                              ("virsh", "libvirt-clients"), ("qemu-system-x86_64", "qemu-system-x86")):
-            if not sbin(tool):
-                missing.append(f"{tool} is missing: install the Debian package '{package}' "
-                               "(scripts/install-deps.sh does)")
-        if os.geteuid() != 0:
-            missing.append("needs root: qemu:///system, and QEMU sockets owned by group libvirt-qemu")
+        missing += libvirt_missing()
         if missing:
             raise AssertionError("\n".join(missing))
         d = ENV["SHMEM_E2E_IMAGE_DIR"]

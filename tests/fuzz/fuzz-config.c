@@ -39,6 +39,8 @@ static bool option_in_range(const Option *o, const void *settings) {
         case OPTION_PATH_OR_EMPTY:
                 return strnlen(field, OPTION_PATH_MAX) < OPTION_PATH_MAX &&
                        (((const char *) field)[0] == '/' || ((const char *) field)[0] == 0);
+        case OPTION_URI:
+                return strnlen(field, OPTION_PATH_MAX) < OPTION_PATH_MAX && strchr(field, ':');
         }
         return false;
 }

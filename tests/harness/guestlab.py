@@ -156,6 +156,29 @@ def irq_counts(log, device=None):
     return counts
 
 
+def answers(log):
+    """[(command, name, {field: value})] of shmem-guest's factory answer lines
+    (clients/tool/attach.c), in order: status (an int), size, region, device,
+    factory, and detail (the rest of the line) if there is one."""
+    out = []
+    for m in re.finditer(r"shmem-tool: (attach|find|create|detach) (\S+) status=(\d+) \([^)]*\)(.*)", log):
+        head, _, detail = m.group(4).partition(" detail=")
+        fields = dict(f.split("=", 1) for f in head.split() if "=" in f)
+        fields["status"] = int(m.group(3))
+        if detail:
+            fields["detail"] = detail.strip()
+        out.append((m.group(1), m.group(2), fields))
+    return out
+
+
+def answer(log, command, name, nth=0):
+    """The fields of the @nth answer line of @command on @name; AssertionError if there is none."""
+    found = [f for c, n, f in answers(log) if (c, n) == (command, name)]
+    if len(found) <= nth:
+        raise AssertionError(f"no {command} {name} #{nth} in:\n{log}")
+    return found[nth]
+
+
 def qmp_answers(path):
     """True when the QEMU whose QMP socket is @path answers a command: its
     main loop runs (devices realized, signals handled); False if not yet."""

@@ -42,6 +42,19 @@ def sbin(tool):
     return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
 
 
+def missing():
+    """What the libvirt e2e tests lack to run, as sentences naming what to install
+    or do; [] if nothing."""
+    out = []
+    for tool, package in (("libvirtd", "libvirt-daemon-system"), ("virtlogd", "libvirt-daemon-system"),
+                          ("virsh", "libvirt-clients"), ("qemu-system-x86_64", "qemu-system-x86")):
+        if not sbin(tool):
+            out.append(f"{tool} is missing: install the Debian package '{package}' (scripts/install-deps.sh does)")
+    if os.geteuid() != 0:
+        out.append("needs root: qemu:///system, and QEMU sockets owned by group libvirt-qemu")
+    return out
+
+
 def virsh(*args, check=True, timeout=None):
     p = subprocess.run([sbin("virsh"), "-c", URI, *args], capture_output=True, text=True,
                        timeout=timeout or PROBE_DEADLINE)

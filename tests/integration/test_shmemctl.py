@@ -484,6 +484,36 @@ class ShmemctlOps(unittest.TestCase):
 
     # --- upgrade ---
 
+    def test_xml_factory(self):
+        """xml --factory: the factory device on the broker's factory socket, the root ports a q35
+        domain needs, sizes a plain root port cannot hold refused (docs/libvirt.md, section 13)."""
+        self.start_broker()
+        factory = os.path.join(self.rundir, "qemu", "factory.sock")
+        # A new q35 definition: its pcie-root (libvirt 9.0 refuses a root port as the first
+        # PCI controller), the factory device, a root port per region and one for the
+        # PCIe-to-PCI bridge libvirt puts the factory device behind.
+        out = self.ctl_ok("xml", "--factory")
+        self.assertEqual(out, "<controller type='pci' index='0' model='pcie-root'/>\n"
+                              "<shmem name='.factory'>\n  <model type='ivshmem-doorbell'/>\n"
+                              f"  <server path='{factory}'/>\n  <msi vectors='1' ioeventfd='on'/>\n</shmem>\n"
+                         + "<controller type='pci' model='pcie-root-port'/>\n" * 5)
+        self.assertEqual(self.ctl_ok("xml", "--factory", "--regions", "2", "--max-region", "2044K").count(
+            "model='pcie-root-port'"), 3)
+        self.assertNotIn("<controller", self.ctl_ok("xml", "--factory", "--machine", "pc", "--max-region", "256M"))
+        big = self.ctl("xml", "--factory", "--max-region", "2045K")
+        self.assertEqual((big.returncode, big.stdout), (1, ""), big.stderr)
+        self.assertIn("needs a BAR of 4 MiB, and a q35 domain's pcie-root-port holds 2 MiB", big.stderr)
+        for args in (["--regions", "0"], ["--machine", "s390"], ["--max-region", "x"], ["--live"], ["a", "b"]):
+            p = self.ctl("xml", "--factory", *args)
+            self.assertEqual(p.returncode, 2, f"{args}: {p.stderr}")
+        p = self.ctl("xml", "--regions", "2", "demo")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        # No broker there: no factory socket.
+        self.stop_broker()
+        p = self.ctl("xml", "--factory")
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn(f"no factory socket at {factory}", p.stderr)
+
     def test_upgrade(self):
         """upgrade waits for the new image; peers attached before keep their indices and signals; watch goes on."""
         self.start_broker()
