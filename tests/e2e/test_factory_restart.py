@@ -51,13 +51,8 @@ echo "devices=$(grep -l 0x1110 /sys/bus/pci/devices/*/device | wc -l)"
 
 
 def answers(log, command, name):
-    """The fields of shmem-guest's answer lines for @command on @name (status an int)."""
-    out = []
-    for m in re.finditer(rf"shmem-tool: {command} {re.escape(name)} status=(\d+) \([^)]*\)(.*)", log):
-        fields = dict(f.split("=", 1) for f in m.group(2).split(" detail=")[0].split() if "=" in f)
-        fields["status"] = int(m.group(1))
-        out.append(fields)
-    return out
+    """The fields of shmem-guest's answer lines for @command on @name, in order."""
+    return [f for c, n, f in guestlab.answers(log) if (c, n) == (command, name)]
 
 
 class FactoryRestartTest(unittest.TestCase):
