@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""shmemctl's command line itself: help per command, its error messages, and
+that libvirt is loaded only by the commands that need it.
+
+Part of integration-shmemctl: test_shmemctl.py runs these classes too
+(BUILD is set by it). The broker is the real one on a temporary directory.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
+import harness  # noqa: E402
+
+BUILD = None
+SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir)
+
+
+class CliCase(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="shmemctl-cli-")
+        self.rundir = os.path.join(self.dir, "run")
+        self.sock = os.path.join(self.rundir, "broker.sock")
+        self.shmemctl = os.path.join(BUILD, "clients", "shmemctl", "shmemctl")
+        self.broker = None
+
+    def tearDown(self):
+        if self.broker:
+            self.broker.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start_broker(self):
+        argv = [os.path.join(BUILD, "broker", "shmem-brokerd"), "--no-config"]
+        self.broker = harness.Broker(argv, self.rundir, os.path.join(self.dir, "broker.log"))
+
+    def ctl(self, *args, env=None):
+        return subprocess.run([self.shmemctl, "--socket", self.sock] + list(args), capture_output=True,
+                              text=True, timeout=60, env=env)
+
+    def ctl_ok(self, *args):
+        out = self.ctl(*args)
+        self.assertEqual(out.returncode, 0, f"shmemctl {' '.join(args)}: {out.stderr}")
+        return out.stdout
+
+
+def listed_commands(text):
+    """The command names of the global help: its two-space-indented lines under a heading ending in ':'."""
+    names, inside = [], False
+    for line in text.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            inside = line.startswith("Commands") or line.startswith("libvirt")
+        elif inside and line.startswith("  ") and not line.startswith("   "):
+            names.append(line.split()[0])
+    return names
+
+
+class ShmemctlHelp(CliCase):
+    def global_help(self):
+        return self.ctl_ok("--help")
+
+    def test_global_help_lists_every_command_once(self):
+        listed = listed_commands(self.global_help())
+        self.assertEqual(len(listed), len(set(listed)), listed)
+        # The commands shmemctl.c dispatches on, and the man page's, are the ones listed.
+        with open(os.path.join(SRC, "clients", "shmemctl", "shmemctl.c")) as f:
+            dispatched = set(re.findall(r'strcmp\(cmd, "([a-z-]+)"\)', f.read()))
+        self.assertEqual(dispatched, set(listed), "shmemctl.c's commands vs --help's")
+        with open(os.path.join(SRC, "man", "shmemctl.1")) as f:
+            man = f.read()
+        section = man[man.index(".SH COMMANDS"):man.index(".SH OPTIONS")]
+        in_man = set(re.findall(r"^\.TP\n\.B[IR]? ([a-z-]+)", section, re.M))
+        self.assertEqual(in_man, set(listed), "man/shmemctl.1's COMMANDS vs --help's")
+        for line in self.global_help().splitlines():
+            self.assertLessEqual(len(line), 80, line)
+
+    def test_help_per_command(self):
+        whole = self.global_help()
+        for cmd in listed_commands(whole):
+            with self.subTest(cmd=cmd):
+                out = self.ctl("help", cmd)
+                self.assertEqual(out.returncode, 0, out.stderr)
+                self.assertEqual(out.stderr, "")
+                text = out.stdout
+                self.assertTrue(text.startswith(f"Usage: shmemctl [-s|--socket PATH] {cmd}"), text)
+                self.assertNotEqual(text, whole)
+                self.assertGreater(len(text.splitlines()), 2, text)
+                # The same from COMMAND --help, wherever --help is and whatever else is given.
+                self.assertEqual(self.ctl_ok(cmd, "--help"), text)
+                self.assertEqual(self.ctl_ok("-h", cmd, "x", "y"), text)
+
+    def test_help_names_the_options_of_its_command(self):
+        self.assertIn("--max-peers N", self.ctl_ok("help", "create"))
+        self.assertIn("--persistent", self.ctl_ok("create", "--help"))
+        for opt in ("--offset N", "--length N", "--raw"):
+            self.assertIn(opt, self.ctl_ok("dump", "--help"))
+        for opt in ("--timeout SECONDS", "--force", "--connect URI", "--live, --config"):
+            self.assertIn(opt, self.ctl_ok("help", "detach"))
+        self.assertIn("--force", self.ctl_ok("help", "destroy"))
+        self.assertNotIn("--force", self.ctl_ok("help", "list"))
+
+    def test_help_alone_is_the_global_help(self):
+        self.assertEqual(self.ctl_ok("help"), self.global_help())
+
+    def test_help_of_an_unknown_command(self):
+        for argv in (["help", "nosuch"], ["nosuch", "--help"]):
+            with self.subTest(argv=argv):
+                out = self.ctl(*argv)
+                self.assertEqual(out.returncode, 2, out.stderr)
+                self.assertEqual(out.stdout, "")
+                self.assertIn("unknown command 'nosuch'", out.stderr)
+        out = self.ctl("help", "list", "inspect")
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("usage: help [COMMAND]", out.stderr)
+
+
+if __name__ == "__main__":
+    BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
+    unittest.main(verbosity=2)
