@@ -31,7 +31,11 @@ int report_unreachable(const char *path, int error, bool connecting) {
 }
 
 int report_refused(const char *what, int status, const char *detail) {
-        fprintf(stderr, "shmemctl: %s: %s", what, status_text(status));
+        if (status == SHMEM__STATUS__DOES_NOT_EXIST || status == SHMEM__STATUS__EXISTS)
+                fprintf(stderr, "shmemctl: region '%s' %s", what,
+                        status == SHMEM__STATUS__EXISTS ? "exists" : "does not exist");
+        else
+                fprintf(stderr, "shmemctl: %s: %s", what, status_text(status));
         if (detail && *detail)
                 fprintf(stderr, ": %s", detail);
         fputc('\n', stderr);
@@ -48,6 +52,9 @@ int call(Client *c, const char *path, const char *what, Message *req, ClientMsg 
                 return report_unreachable(path, r, false);
         r = client_reply_status(reply, &detail);
         if (r != SHMEM__STATUS__OK) {
+                /* The broker's "no region of that name" or "a region of that name exists" says the status again. */
+                if (r == SHMEM__STATUS__DOES_NOT_EXIST || r == SHMEM__STATUS__EXISTS)
+                        detail = NULL;
                 r = report_refused(what, r, detail);
                 client_msg_free(reply);
                 return r;

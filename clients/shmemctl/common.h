@@ -47,7 +47,11 @@ __attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...);
 /* Reports a -errno of the connection; always EXIT_UNREACHABLE. */
 int report_unreachable(const char *path, int error, bool connecting);
 
-/* `shmemctl: <what>: <status text>: <detail>`; always EXIT_REFUSED. */
+/*
+ * `shmemctl: <what>: <status text>: <detail>`; for DOES_NOT_EXIST and EXISTS
+ * `shmemctl: region '<what>' does not exist: <detail>` or `... exists: ...`
+ * (@what the region's name); always EXIT_REFUSED.
+ */
 int report_refused(const char *what, int status, const char *detail);
 
 /* Sends @req; EXIT_OK with the OK reply in *ret. */

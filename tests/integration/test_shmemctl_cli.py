@@ -6,12 +6,14 @@ Part of integration-shmemctl: test_shmemctl.py runs these classes too
 (BUILD is set by it). The broker is the real one on a temporary directory.
 """
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
@@ -116,6 +118,60 @@ class ShmemctlHelp(CliCase):
         out = self.ctl("help", "list", "inspect")
         self.assertEqual(out.returncode, 2, out.stderr)
         self.assertIn("usage: help [COMMAND]", out.stderr)
+
+
+class ShmemctlErrors(CliCase):
+    def refused(self, *args, timeout=10):
+        start = time.monotonic()
+        out = subprocess.run([self.shmemctl, "--socket", self.sock] + list(args), capture_output=True, text=True,
+                             timeout=timeout)
+        self.assertEqual(out.returncode, 1, f"{args}: {out.stdout} {out.stderr}")
+        self.assertLess(time.monotonic() - start, 5, args)
+        return out.stderr
+
+    def test_no_such_region_said_once(self):
+        self.start_broker()
+        self.ctl_ok("create", "r", "4K")
+        for args in (["inspect", "nosuch"], ["destroy", "nosuch"], ["signal", "nosuch", "1"], ["dump", "nosuch"],
+                     ["xml", "nosuch"], ["watch", "nosuch"]):
+            with self.subTest(args=args):
+                self.assertEqual(self.refused(*args), "shmemctl: region 'nosuch' does not exist\n")
+        self.assertEqual(self.refused("create", "r", "4K"), "shmemctl: region 'r' exists\n")
+
+    def test_watch_of_an_existing_region_waits(self):
+        self.start_broker()
+        self.ctl_ok("create", "r", "4K")
+        w = subprocess.Popen([self.shmemctl, "--socket", self.sock, "watch", "r"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            with self.assertRaises(subprocess.TimeoutExpired):
+                w.wait(1)
+            self.ctl_ok("destroy", "r")
+            self.assertEqual(w.stdout.readline(), "destroyed r\n")
+        finally:
+            w.terminate()
+            self.assertEqual(w.wait(10), 0)
+            w.stdout.close()
+            w.stderr.close()
+
+    def test_destroy_names_the_force_flag(self):
+        self.start_broker()
+        self.ctl_ok("create", "r", "4K")
+        peer = subprocess.Popen([os.path.join(BUILD, "clients", "tool", "shmem-peer"), f"--socket={self.sock}",
+                                 "--find", "r", "sleep", "60000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            end = time.monotonic() + 20
+            while not json.loads(self.ctl_ok("--json", "inspect", "r"))["peers"]:
+                self.assertLess(time.monotonic(), end, "shmem-peer did not attach")
+                time.sleep(0.05)
+            err = self.refused("destroy", "r")
+            self.assertIn("(--force detaches them)", err)
+            self.assertNotIn("use force", err)
+            self.ctl_ok("destroy", "r", "--force")
+            self.assertEqual(self.refused("inspect", "r"), "shmemctl: region 'r' does not exist\n")
+        finally:
+            peer.kill()
+            peer.wait()
 
 
 if __name__ == "__main__":
