@@ -174,6 +174,68 @@ class ShmemctlErrors(CliCase):
             peer.wait()
 
 
+class ShmemctlLibvirtLoading(CliCase):
+    """libvirt is dlopen()ed by attach and detach only (clients/shmemctl/virt-dl.h)."""
+
+    def mapped(self, pid):
+        with open(f"/proc/{pid}/maps") as f:
+            return {line.split()[-1] for line in f if len(line.split()) >= 6}
+
+    def test_libvirt_not_mapped_by_other_commands(self):
+        self.start_broker()
+        self.ctl_ok("create", "r", "4K")
+        w = subprocess.Popen([self.shmemctl, "--socket", self.sock, "watch", "r"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            # Waiting for events: connected to the broker (a socket among its fds), its Watch answered.
+            end = time.monotonic() + 10
+            while not any(os.readlink(f"/proc/{w.pid}/fd/{fd}").startswith("socket:")
+                          for fd in os.listdir(f"/proc/{w.pid}/fd")):
+                self.assertLess(time.monotonic(), end, "shmemctl watch never connected")
+                time.sleep(0.02)
+            with self.assertRaises(subprocess.TimeoutExpired):
+                w.wait(0.5)
+            libs = self.mapped(w.pid)
+            self.assertTrue(any("libshmem.so" in p for p in libs), libs)  # the maps are the real ones
+            self.assertFalse([p for p in libs if "libvirt" in p], libs)
+        finally:
+            w.terminate()
+            self.assertEqual(w.wait(10), 0)
+            w.stdout.close()
+            w.stderr.close()
+        # The commands that do not talk to libvirt work without it.
+        self.assertIn("<shmem name='r'>", self.ctl_ok("xml", "r"))
+        self.assertIn("--connect URI", self.ctl_ok("attach", "--help"))
+
+    def test_libvirt_commands_load_libvirt(self):
+        """libvirt's in-process test driver (test:///default) answers: the symbols were resolved."""
+        self.start_broker()
+        self.ctl_ok("create", "r", "4K")
+        for args in (["attach", "nodom", "r"], ["detach", "nodom", "r"], ["xml", "--factory", "nodom"]):
+            with self.subTest(args=args):
+                out = self.ctl(*args, "-c", "test:///default")
+                self.assertEqual(out.returncode, 1, out.stderr)
+                self.assertEqual(out.stderr, "shmemctl: no domain 'nodom' at test:///default "
+                                             "(see: virsh -c test:///default list --all)\n")
+
+    def test_libvirt_missing_names_the_package(self):
+        """With libvirt.so.0 unreadable (a mount namespace binds /dev/null on it), attach names libvirt0."""
+        self.assertEqual(os.geteuid(), 0, "this test needs root (unshare -m, mount --bind)")
+        self.start_broker()
+        self.ctl_ok("create", "r", "4K")
+        lib = subprocess.run(["sh", "-c", "ldconfig -p | sed -n 's/.*libvirt.so.0 (libc6,x86-64) => //p'"],
+                             capture_output=True, text=True).stdout.strip()
+        self.assertTrue(lib, "libvirt.so.0 is not installed: apt-get install libvirt0")
+        script = (f'mount --bind /dev/null "$(readlink -f {lib})" && '
+                  f'"$0" --socket "$1" attach nodom r; echo "status $?"; "$0" --socket "$1" xml r >/dev/null')
+        out = subprocess.run(["unshare", "-m", "sh", "-c", script, self.shmemctl, self.sock], capture_output=True,
+                             text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, "status 1\n", out.stderr)
+        self.assertIn("install the libvirt0 package", out.stderr)
+        self.assertIn("libvirt.so.0", out.stderr)
+
+
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
     unittest.main(verbosity=2)
