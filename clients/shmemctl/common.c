@@ -7,6 +7,12 @@
 
 #include "common.h"
 
+static const char *usage_command;
+
+void usage_error_command(const char *cmd) {
+        usage_command = cmd;
+}
+
 int usage_error(const char *fmt, ...) {
         va_list ap;
 
@@ -14,7 +20,10 @@ int usage_error(const char *fmt, ...) {
         va_start(ap, fmt);
         vfprintf(stderr, fmt, ap);
         va_end(ap);
-        fputs("\nTry 'shmemctl --help'.\n", stderr);
+        if (usage_command)
+                fprintf(stderr, "\nTry 'shmemctl help %s'.\n", usage_command);
+        else
+                fputs("\nTry 'shmemctl --help'.\n", stderr);
         return EXIT_USAGE;
 }
 

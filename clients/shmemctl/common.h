@@ -41,8 +41,11 @@ typedef struct Args {
         uint64_t max_region;
 } Args;
 
-/* "shmemctl: <message>" and the hint to --help; always EXIT_USAGE. */
+/* "shmemctl: <message>" and the hint to --help (or to `help CMD`); always EXIT_USAGE. */
 __attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...);
+
+/* From now on usage_error() points to `shmemctl help @cmd`, a known command's help. */
+void usage_error_command(const char *cmd);
 
 /* Reports a -errno of the connection; always EXIT_UNREACHABLE. */
 int report_unreachable(const char *path, int error, bool connecting);

@@ -211,6 +211,8 @@ int main(int argc, char **argv) {
                         return usage_error("unknown command '%s'", cmd);
                 return EXIT_OK;
         }
+        if (help_is_command(cmd))
+                usage_error_command(cmd);
 
         if (strcmp(cmd, "list") == 0) {
                 if (nargs != 0)

@@ -115,6 +115,13 @@ class ShmemctlHelp(CliCase):
                 self.assertEqual(out.returncode, 2, out.stderr)
                 self.assertEqual(out.stdout, "")
                 self.assertIn("unknown command 'nosuch'", out.stderr)
+        out = self.ctl("nosuch")
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("Try 'shmemctl --help'.", out.stderr)
+        # A known command's usage error points to its own help.
+        out = self.ctl("create", "r")
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("Try 'shmemctl help create'.", out.stderr)
         out = self.ctl("help", "list", "inspect")
         self.assertEqual(out.returncode, 2, out.stderr)
         self.assertIn("usage: help [COMMAND]", out.stderr)
