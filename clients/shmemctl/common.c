@@ -7,6 +7,12 @@
 
 #include "common.h"
 
+static const char *usage_command;
+
+void usage_error_command(const char *cmd) {
+        usage_command = cmd;
+}
+
 int usage_error(const char *fmt, ...) {
         va_list ap;
 
@@ -14,7 +20,10 @@ int usage_error(const char *fmt, ...) {
         va_start(ap, fmt);
         vfprintf(stderr, fmt, ap);
         va_end(ap);
-        fputs("\nTry 'shmemctl --help'.\n", stderr);
+        if (usage_command)
+                fprintf(stderr, "\nTry 'shmemctl help %s'.\n", usage_command);
+        else
+                fputs("\nTry 'shmemctl --help'.\n", stderr);
         return EXIT_USAGE;
 }
 
@@ -31,7 +40,11 @@ int report_unreachable(const char *path, int error, bool connecting) {
 }
 
 int report_refused(const char *what, int status, const char *detail) {
-        fprintf(stderr, "shmemctl: %s: %s", what, status_text(status));
+        if (status == SHMEM__STATUS__DOES_NOT_EXIST || status == SHMEM__STATUS__EXISTS)
+                fprintf(stderr, "shmemctl: region '%s' %s", what,
+                        status == SHMEM__STATUS__EXISTS ? "exists" : "does not exist");
+        else
+                fprintf(stderr, "shmemctl: %s: %s", what, status_text(status));
         if (detail && *detail)
                 fprintf(stderr, ": %s", detail);
         fputc('\n', stderr);
@@ -48,6 +61,9 @@ int call(Client *c, const char *path, const char *what, Message *req, ClientMsg 
                 return report_unreachable(path, r, false);
         r = client_reply_status(reply, &detail);
         if (r != SHMEM__STATUS__OK) {
+                /* The broker's "no region of that name" or "a region of that name exists" says the status again. */
+                if (r == SHMEM__STATUS__DOES_NOT_EXIST || r == SHMEM__STATUS__EXISTS)
+                        detail = NULL;
                 r = report_refused(what, r, detail);
                 client_msg_free(reply);
                 return r;

@@ -41,13 +41,20 @@ typedef struct Args {
         uint64_t max_region;
 } Args;
 
-/* "shmemctl: <message>" and the hint to --help; always EXIT_USAGE. */
+/* "shmemctl: <message>" and the hint to --help (or to `help CMD`); always EXIT_USAGE. */
 __attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...);
+
+/* From now on usage_error() points to `shmemctl help @cmd`, a known command's help. */
+void usage_error_command(const char *cmd);
 
 /* Reports a -errno of the connection; always EXIT_UNREACHABLE. */
 int report_unreachable(const char *path, int error, bool connecting);
 
-/* `shmemctl: <what>: <status text>: <detail>`; always EXIT_REFUSED. */
+/*
+ * `shmemctl: <what>: <status text>: <detail>`; for DOES_NOT_EXIST and EXISTS
+ * `shmemctl: region '<what>' does not exist: <detail>` or `... exists: ...`
+ * (@what the region's name); always EXIT_REFUSED.
+ */
 int report_refused(const char *what, int status, const char *detail);
 
 /* Sends @req; EXIT_OK with the OK reply in *ret. */

@@ -89,6 +89,19 @@ int cmd_watch(Client *c, const char *path, const Args *a, const char *name) {
         r = call(c, path, "watch", &m, &reply);
         if (r != EXIT_OK)
                 return r;
+        /*
+         * Watch has no region of its own (docs/protocol.md): ask for NAME once,
+         * after Watch, so that none of its events is missed; they are queued
+         * meanwhile.
+         */
+        if (name) {
+                _cleanup_(client_msg_freep) ClientMsg *info = NULL;
+                const Shmem__RegionInfo *ri;
+
+                r = inspect_region(c, path, name, &info, &ri);
+                if (r != EXIT_OK)
+                        return r;
+        }
 
         for (;;) {
                 struct pollfd p[2] = {

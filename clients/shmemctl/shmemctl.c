@@ -20,68 +20,11 @@
 #include "common.h"
 #include "factory.h"
 #include "factory-xml.h"
+#include "help.h"
 #include "ops.h"
 #include "region-layout.h"
 #include "regions.h"
 #include "units.h"
-
-static const char *const usage_text =
-        "Usage: shmemctl [-s|--socket PATH] [--json] COMMAND\n"
-        "\n"
-        "Commands:\n"
-        "  list                     regions: NAME SIZE PEERS/MAX BACKEND FLAGS CREATED BY\n"
-        "  inspect NAME             one region, who created it, and its attached peers\n"
-        "  factory                  the VMs connected to the guest factory: each one's\n"
-        "                           connection, request in flight and devices by region\n"
-        "                           (plugged or parked, index)\n"
-        "  create NAME SIZE [--max-peers N] [--persistent]\n"
-        "                           declare a region (SIZE: bytes, or with K, M, G, T)\n"
-        "  destroy NAME [--force]   forget a region (--force: detach its peers first)\n"
-        "  watch [NAME]             one line per event until interrupted: regions\n"
-        "                           created, allocated, freed, destroyed; peers joined,\n"
-        "                           left (NAME: that region's only)\n"
-        "  signal NAME MASK         signal the peers in MASK: bit i = peer index i,\n"
-        "                           decimal or 0x-hex; 'all' = every attached peer\n"
-        "  dump NAME [--offset N] [--length N] [--raw]\n"
-        "                           hexdump of the data area from --offset (default 0),\n"
-        "                           4K unless --length; --raw: the bytes as they are\n"
-        "  reload                   make the broker re-read its configuration files\n"
-        "  upgrade                  make the broker re-execute its binary, keeping every\n"
-        "                           region, peer and connection; waits for the new one\n"
-        "\n"
-        "libvirt (docs/libvirt.md):\n"
-        "  xml NAME                 the region's <shmem> device, for domain XML\n"
-        "  xml --factory [DOMAIN] [--machine q35|pc] [--regions N] [--max-region SIZE]\n"
-        "                           the guest factory's device and, on q35, the root ports\n"
-        "                           for N regions (default 4) of up to SIZE (default 1M;\n"
-        "                           2044K at most on q35); with DOMAIN (-c URI) only what\n"
-        "                           its definition lacks (docs/libvirt.md, section 13)\n"
-        "  attach DOMAIN NAME [--live] [--config] [-c URI]\n"
-        "                           add that device to a domain (DOMAIN: name or UUID)\n"
-        "  detach DOMAIN NAME [--live] [--config] [-c URI] [--timeout SECONDS] [--force]\n"
-        "                           remove it; from a running domain, wait until the\n"
-        "                           guest has let it go (default 30 s); refused where\n"
-        "                           QEMU would crash, unless --force (docs/libvirt.md)\n"
-        "\n"
-        "Options:\n"
-        "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
-        "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
-        "      --json               machine-readable output (list, inspect, factory,\n"
-        "                           watch, signal, upgrade)\n"
-        "  -c, --connect URI        libvirt URI (default: qemu:///system)\n"
-        "      --live, --config     the running domain, its persistent configuration,\n"
-        "                           or both (default: libvirt's \"current\")\n"
-        "  -h, --help               this text\n"
-        "  -V, --version            the version\n"
-        "\n"
-        "signal and dump attach to the region as a peer for a moment (label \"shmemctl\"):\n"
-        "its peers see it join and leave, and receivers of a signal see its index as\n"
-        "the sender. A MASK with a peer that is not attached is refused.\n"
-        "create, destroy, reload and upgrade are for root and the broker's user; create,\n"
-        "destroy, reload, attach and detach print nothing on success. watch ends with 0\n"
-        "on SIGINT or SIGTERM, with 3 if the broker goes away.\n"
-        "Exit status: 0 ok, 1 refused (by the broker or libvirt, or a signal to a peer\n"
-        "that is not attached), 2 usage error, 3 broker or libvirt unreachable.\n";
 
 static int parse_max_peers(const char *s, unsigned *ret) {
         unsigned long v;
@@ -140,7 +83,7 @@ int main(int argc, char **argv) {
                    .max_region = UINT64_C(1) << 20 };
         const char *cmd, *path;
         uint64_t size = 0, mask = 0;
-        bool mask_all = false, dump_range = false;
+        bool mask_all = false, dump_range = false, help = false;
         int opt, nargs, r;
 
         opterr = 0; /* our own messages, with the exit code of a usage error */
@@ -153,8 +96,8 @@ int main(int argc, char **argv) {
                         a.json = true;
                         break;
                 case 'h':
-                        fputs(usage_text, stdout);
-                        return EXIT_OK;
+                        help = true;
+                        break;
                 case 'V':
                         printf("shmemctl %s\n", SHMEM_VERSION);
                         return EXIT_OK;
@@ -244,10 +187,32 @@ int main(int argc, char **argv) {
                         return usage_error("unknown option '%s'", argv[optind - 1]);
                 }
         }
+        /* --help anywhere: COMMAND's help if one is given, else the global one. */
+        if (help && optind >= argc) {
+                help_global(stdout);
+                return EXIT_OK;
+        }
         if (optind >= argc)
                 return usage_error("%s", "no command given");
         cmd = argv[optind++];
         nargs = argc - optind;
+        if (!help && strcmp(cmd, "help") == 0) {
+                if (nargs > 1)
+                        return usage_error("%s", "usage: help [COMMAND]");
+                if (nargs == 0) {
+                        help_global(stdout);
+                        return EXIT_OK;
+                }
+                cmd = argv[optind];
+                help = true;
+        }
+        if (help) {
+                if (help_command(stdout, cmd) < 0)
+                        return usage_error("unknown command '%s'", cmd);
+                return EXIT_OK;
+        }
+        if (help_is_command(cmd))
+                usage_error_command(cmd);
 
         if (strcmp(cmd, "list") == 0) {
                 if (nargs != 0)

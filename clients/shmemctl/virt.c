@@ -56,8 +56,7 @@ int virt_definition(const VirtOptions *o, const char *domain, char **ret) {
 
 #else
 
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
+#include "virt-dl.h" /* libvirt's API, loaded by virt_dl_open() */
 
 /* Appends @s to @buf with XML's five special characters escaped. */
 static void xml_escape(char *buf, size_t size, const char *s) {
@@ -117,6 +116,8 @@ static int virt_open(const VirtOptions *o, const char *domain, virConnectPtr *re
         virConnectPtr conn;
         virDomainPtr dom;
 
+        if (virt_dl_open() < 0)
+                return VIRT_FAILED;
         virSetErrorFunc(NULL, virt_quiet);
         conn = virConnectOpenAuth(uri_of(o), virConnectAuthPtrDefault, 0);
         if (!conn) {
@@ -446,6 +447,8 @@ int virt_detach(const VirtOptions *o, const char *domain, const char *region, co
         const char *a;
 
         /* Events need libvirt's event loop, registered before the connection opens. */
+        if (virt_dl_open() < 0)
+                return VIRT_FAILED;
         if (virEventRegisterDefaultImpl() < 0)
                 return fail("cannot set up libvirt's event loop: %s", virt_error());
         ret = virt_open(o, domain, &conn, &dom);

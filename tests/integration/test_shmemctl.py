@@ -193,23 +193,25 @@ class ShmemctlOps(unittest.TestCase):
         self.watchers.append(w)
         return w
 
-    def sync(self, watchers, region):
+    def sync(self, watchers, region, declared=False):
         """
         Returns once every watcher's Watch is in place: a peer with a new label
         comes and goes on @region until each watcher has shown it (and the
-        region's destruction after it). Whatever a watcher printed before is
-        dropped, so its next line is the first event after this.
+        region's destruction after it; its freeing if @declared: the region
+        exists and stays). Whatever a watcher printed before is dropped, so
+        its next line is the first event after this.
         """
         synced = set()
+        last = "freed" if declared else "destroyed"
         for k in range(100):
             label = f"sync-{k}"
-            self.run_peer(region, "info", label, size="4K")
+            self.run_peer(region, "info", label, size=None if declared else "4K", find=declared)
             for w in watchers:
                 # One synced in an earlier round shows this one too, for sure: skip it all.
                 if w.skip_past(lambda e: e["event"] == "joined" and e.get("label") == label,
                                10 if w in synced else 0.5):
-                    self.assertTrue(w.skip_past(lambda e: e["event"] == "destroyed" and e["region"] == region, 10),
-                                    f"no 'destroyed {region}' after the join of {label}: {w.seen}")
+                    self.assertTrue(w.skip_past(lambda e: e["event"] == last and e["region"] == region, 10),
+                                    f"no '{last} {region}' after the join of {label}: {w.seen}")
                     synced.add(w)
                 else:
                     self.assertNotIn(w, synced, f"a synced watcher did not show {label}: {w.seen}")
@@ -227,8 +229,12 @@ class ShmemctlOps(unittest.TestCase):
         """watch shows create/destroy of regions and join/leave of host peers, in both formats, filtered by NAME."""
         self.start_broker()
         text = self.watch()
+        self.ctl_ok("create", "r", "4K")  # watch NAME needs the region to exist as it starts
         js = self.watch("r", json_mode=True)
-        self.sync([text, js], "r")
+        self.sync([text, js], "r", declared=True)
+        self.ctl_ok("destroy", "r")
+        for w in (text, js):
+            self.assertTrue(w.skip_past(lambda e: e["event"] == "destroyed" and e["region"] == "r", 10), w.seen)
 
         self.ctl_ok("create", "d", "4K")
         qpid, _ = self.run_peer("d", "info", "q", find=True)
@@ -336,7 +342,7 @@ class ShmemctlOps(unittest.TestCase):
 
         out = self.ctl("signal", "nope", "1")
         self.assertEqual(out.returncode, 1)
-        self.assertIn("nope: region does not exist", out.stderr)
+        self.assertIn("region 'nope' does not exist", out.stderr)
         out = self.ctl("signal", "legacy", "1")
         self.assertEqual(out.returncode, 1)
         self.assertIn("legacy is a compat region (signal-mode = ivshmem)", out.stderr)
@@ -423,7 +429,7 @@ class ShmemctlOps(unittest.TestCase):
 
         out = self.ctl("dump", "nope")
         self.assertEqual(out.returncode, 1)
-        self.assertIn("region does not exist", out.stderr)
+        self.assertIn("region 'nope' does not exist", out.stderr)
         out = self.ctl("dump", "declared")
         self.assertEqual(out.returncode, 1)
         self.assertIn("declared has no memory now", out.stderr)
@@ -575,4 +581,8 @@ class ShmemctlOps(unittest.TestCase):
 
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
+    # shmemctl's command line itself (help, error messages, libvirt loading): the same test.
+    import test_shmemctl_cli  # noqa: E402
+    from test_shmemctl_cli import ShmemctlErrors, ShmemctlHelp, ShmemctlLibvirtLoading  # noqa: E402,F401
+    test_shmemctl_cli.BUILD = BUILD
     unittest.main(verbosity=2)
