@@ -402,7 +402,7 @@ static int handle_rules(Parser *p, const char *client, bool domain, const char *
         char *save = NULL;
 
         if (!strcmp(key, "subst")) {
-                if (!region_name_is_valid(value) || strlen(value) >= SHMEM_NAME_MAX) {
+                if (!shmem_name_valid(value) || strlen(value) >= SHMEM_NAME_MAX) {
                         p->reason = "subst wants a name prefix of [A-Za-z0-9._-], not starting with '.'";
                         return 0;
                 }
@@ -460,7 +460,7 @@ static int config_handler(void *userdata, const char *section, const char *key, 
 
                 while (*name == ' ')
                         name++;
-                if (!region_name_is_valid(name)) {
+                if (!shmem_name_valid(name)) {
                         char esc[STR_ESCAPE_SIZE(64)];
 
                         snprintf(p->reason_buf, sizeof(p->reason_buf),

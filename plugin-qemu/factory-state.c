@@ -178,7 +178,7 @@ static void restore_job(FactoryVm *vm, uint64_t id, const Shmem__State__FactoryJ
         Region *r;
 
         if (sj->seq == 0 || sj->seq == vm->answered || sj->op < SHMEM_FACTORY_OP_ATTACH ||
-            sj->op > SHMEM_FACTORY_OP_EXCLUSIVE || !region_name_is_valid(sj->region)) {
+            sj->op > SHMEM_FACTORY_OP_EXCLUSIVE || !shmem_name_valid(sj->region)) {
                 log_warning("Factory of '%s': ignoring a stored request that is none (seq %" PRIu64 ", op %u)",
                             label_of(&vm->id, label), sj->seq, sj->op);
                 return;

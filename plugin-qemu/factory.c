@@ -278,7 +278,7 @@ static void vm_serve(FactoryVm *vm, const struct shmem_factory_request *req) {
         Peer *p;
         int k;
 
-        if (!memchr(req->name, 0, sizeof(req->name)) || !region_name_is_valid(req->name)) {
+        if (!memchr(req->name, 0, sizeof(req->name)) || !shmem_name_valid(req->name)) {
                 vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, SHMEM__STATUS__ILLEGAL_NAME, NULL,
                           "names are 1-63 of [A-Za-z0-9._-], not starting with '.'");
                 return;

@@ -11,7 +11,9 @@
  * docs/region-layout.md is the prose version of this file.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #define SHMEM_LAYOUT_MAGIC UINT64_C(0x3152454b4f524253) /* "SBROKER1" little-endian */
 #define SHMEM_LAYOUT_VERSION 1
@@ -22,6 +24,19 @@
 #define SHMEM_PEERS_MAX 64           /* hard ceiling: bitmaps are 64 bits */
 #define SHMEM_PEERS_DEFAULT 16       /* QNX's limit */
 #define SHMEM_DOORBELL_ID_MAX 65535  /* QEMU refuses larger ivshmem ids */
+
+/*
+ * A region's name, wherever one is checked (the broker, the guest library,
+ * the hotplug helper): 1 to SHMEM_NAME_MAX of [A-Za-z0-9._-], not starting
+ * with '.'. A name is also a file name (QEMU sockets) and part of fd-store
+ * names and libvirt XML, which this keeps safe.
+ */
+static inline bool shmem_name_valid(const char *name) {
+        size_t n = strlen(name);
+
+        return n >= 1 && n <= SHMEM_NAME_MAX && name[0] != '.' &&
+               strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
 
 enum {
         SHMEM_SIGNAL_MODE_SHMEM = 0, /* control page, vectors = max_peers + 1 */

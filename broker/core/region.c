@@ -49,21 +49,6 @@ bool region_may_attach(const Region *r, const PeerIdentity *id) {
         return (bits & 6) == 6;
 }
 
-bool region_name_is_valid(const char *name) {
-        size_t n = strlen(name);
-
-        if (n == 0 || n > SHMEM_NAME_MAX || name[0] == '.')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = name[i];
-
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '.' || c == '_' || c == '-'))
-                        return false;
-        }
-        return true;
-}
-
 bool region_size_for(unsigned signal_mode, uint64_t data_size, uint64_t limit, uint64_t *ret_data_size,
                      uint64_t *ret_region_size) {
         uint64_t data, page = signal_mode == SHMEM_SIGNAL_MODE_IVSHMEM ? 0 : SHMEM_PAGE_SIZE,

@@ -135,9 +135,6 @@ struct Region {
 /* Whether @id may attach to @r as a host peer: root, or rw in its class of r->mode. */
 bool region_may_attach(const Region *r, const PeerIdentity *id);
 
-/* Validates a region name: 1..63 of [A-Za-z0-9._-], not starting with '.'. */
-bool region_name_is_valid(const char *name);
-
 /* Sets the pinned indices from "NAME:INDEX ..." (indices beyond max_peers never match); 0 or -ENOMEM. */
 int region_set_pins(Region *r, const char *pins);
 

@@ -58,7 +58,7 @@ static int registry_resolve(Registry *reg, const AttachRequest *req, Region **re
                 *ret_error = reg->closed;
                 return CORE_E_NO_PERMISSION;
         }
-        if (!region_name_is_valid(req->name)) {
+        if (!shmem_name_valid(req->name)) {
                 *ret_error = NAME_RULE;
                 return CORE_E_ILLEGAL_NAME;
         }

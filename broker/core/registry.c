@@ -267,7 +267,7 @@ int registry_add(Registry *reg, const RegionDecl *d, const char *creator, Region
         Region *r;
         int k;
 
-        if (!region_name_is_valid(d->name)) {
+        if (!shmem_name_valid(d->name)) {
                 *ret_error = NAME_RULE;
                 return CORE_E_ILLEGAL_NAME;
         }

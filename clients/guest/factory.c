@@ -26,14 +26,6 @@ const FactoryTiming factory_timing_default = {
         .poll_ns = 1000000L,
 };
 
-bool factory_name_valid(const char *name) {
-        size_t n = strlen(name);
-
-        if (n < 1 || n > SHMEM_NAME_MAX || name[0] == '.')
-                return false;
-        return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
 /* --- the page -------------------------------------------------------------- */
 
 int factory_view(FactoryView *ret, void *page, uint64_t size) {
@@ -72,7 +64,7 @@ int factory_answer_check(const struct shmem_factory_answer *a, uint64_t seq, uin
                 return -EPROTO;
         /* What the guest then looks for and maps must be a region's. */
         if (a->status == SHMEM_STATUS_OK && op != SHMEM_FACTORY_OP_DETACH &&
-            (!factory_name_valid(a->region) || a->data_size == 0 || a->data_size % SHMEM_PAGE_SIZE != 0 ||
+            (!shmem_name_valid(a->region) || a->data_size == 0 || a->data_size % SHMEM_PAGE_SIZE != 0 ||
              a->max_peers < 1 || a->max_peers > SHMEM_PEERS_MAX))
                 return -EPROTO;
         *ret = (FactoryAnswer) {

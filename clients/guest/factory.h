@@ -29,12 +29,10 @@
 
 #include "factory-page.h"
 #include "ivshmem-dev.h"
+#include "region-layout.h" /* shmem_name_valid() */
 
 /* factory_open(): the VM has no factory device. */
 #define FACTORY_NONE 1
-
-/* A region name as the factory and the control pages carry it: 1..63 of [A-Za-z0-9._-], no leading '.'. */
-bool factory_name_valid(const char *name);
 
 /* --- the page, in any memory ----------------------------------------------- */
 

@@ -357,7 +357,7 @@ int shmem_guest_attach(shmem_t **ret, const char *name, uint64_t size, unsigned 
         if (!ret || !name || (flags & ~(unsigned) (SHMEM_FIND | SHMEM_EXCLUSIVE)) ||
             (flags & SHMEM_FIND && flags & SHMEM_EXCLUSIVE))
                 return -EINVAL;
-        if (!factory_name_valid(name))
+        if (!shmem_name_valid(name))
                 return SHMEM_STATUS_ILLEGAL_NAME;
 
         r = shmem_alloc(&s);

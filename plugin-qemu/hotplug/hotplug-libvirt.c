@@ -45,6 +45,7 @@ int hotplug_libvirt_main(int argc, char **argv) {
 
 #include "domain-xml.h"
 #include "macro.h"
+#include "region-layout.h"
 
 #define UUID_LEN 36
 #define NAME_MAX_LEN 255 /* a domain name, for the check only */
@@ -102,14 +103,6 @@ static bool uuid_ok(const char *s) {
         return true;
 }
 
-/* A region's name (core/region.c's rule): 1-63 of [A-Za-z0-9._-], not starting with '.'. */
-static bool region_ok(const char *s) {
-        size_t n = strlen(s);
-
-        return n >= 1 && n <= SHMEM_NAME_MAX && s[0] != '.' &&
-               strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
-}
-
 static int parse_args(int argc, char **argv, Args *a) {
         enum { OPT_URI = 0x100, OPT_UUID, OPT_NAME, OPT_REGION, OPT_SERVER, OPT_VECTORS, OPT_BAR_SIZE, OPT_TIMEOUT };
         static const struct option options[] = {
@@ -146,7 +139,7 @@ static int parse_args(int argc, char **argv, Args *a) {
                         a->name = optarg;
                         break;
                 case OPT_REGION:
-                        if (!region_ok(optarg))
+                        if (!shmem_name_valid(optarg))
                                 return usage_error("--region %s: not a region name", optarg);
                         a->region = optarg;
                         break;

@@ -105,7 +105,7 @@ static void check_loaded(const Config *c) {
                         if (!option_in_range(&c->tables[t].options[i], c->tables[t].settings))
                                 abort();
         for (size_t i = 0; i < c->n_regions; i++)
-                if (!region_name_is_valid(c->regions[i].name) || c->regions[i].size == 0)
+                if (!shmem_name_valid(c->regions[i].name) || c->regions[i].size == 0)
                         abort();
         for (size_t i = 0; i < c->n_rules; i++)
                 if (!c->rules[i].client || !c->rules[i].glob)

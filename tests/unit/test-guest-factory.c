@@ -192,15 +192,15 @@ END_TEST
 START_TEST(test_name_rule) {
         char longest[SHMEM_NAME_MAX + 2];
 
-        ck_assert(factory_name_valid("a.b-c_D9"));
-        ck_assert(!factory_name_valid(""));
-        ck_assert(!factory_name_valid(".a"));
-        ck_assert(!factory_name_valid("a/b"));
+        ck_assert(shmem_name_valid("a.b-c_D9"));
+        ck_assert(!shmem_name_valid(""));
+        ck_assert(!shmem_name_valid(".a"));
+        ck_assert(!shmem_name_valid("a/b"));
         memset(longest, 'a', SHMEM_NAME_MAX);
         longest[SHMEM_NAME_MAX] = '\0';
-        ck_assert(factory_name_valid(longest));
+        ck_assert(shmem_name_valid(longest));
         strcat(longest, "a");
-        ck_assert(!factory_name_valid(longest));
+        ck_assert(!shmem_name_valid(longest));
 }
 END_TEST
 

@@ -135,12 +135,12 @@ START_TEST(test_compat_mode) {
 END_TEST
 
 START_TEST(test_names) {
-        ck_assert(region_name_is_valid("a"));
-        ck_assert(region_name_is_valid("vm-a.ring_0"));
-        ck_assert(!region_name_is_valid(""));
-        ck_assert(!region_name_is_valid(".x"));
-        ck_assert(!region_name_is_valid("a/b"));
-        ck_assert(!region_name_is_valid("a b"));
+        ck_assert(shmem_name_valid("a"));
+        ck_assert(shmem_name_valid("vm-a.ring_0"));
+        ck_assert(!shmem_name_valid(""));
+        ck_assert(!shmem_name_valid(".x"));
+        ck_assert(!shmem_name_valid("a/b"));
+        ck_assert(!shmem_name_valid("a b"));
 }
 END_TEST
 
