@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ivshmem-dev.h"
@@ -270,6 +271,16 @@ bool ivshmem_dev_vfio_usable(const char *bdf) {
         return driver[0] == '\0' || strcmp(driver, "vfio-pci") == 0;
 }
 
+/*
+ * A device just hot-plugged has its sysfs files (resource2 is readable, its
+ * control page was peeked) a moment before the PCI core lets drivers match it
+ * (pci_bus_add_device() sets match_driver after creating them): a probe in
+ * that moment binds nothing. So the probe is repeated, for a bounded time;
+ * the kernel's own probe, once it comes, takes driver_override too.
+ */
+#define VFIO_BIND_TRIES 100
+#define VFIO_BIND_PAUSE_NS 10000000L
+
 static int vfio_bind(const char *bdf) {
         char driver[64];
         int r;
@@ -280,11 +291,19 @@ static int vfio_bind(const char *bdf) {
         r = sysfs_write_attr(bdf, "driver_override", "vfio-pci");
         if (r < 0)
                 return r;
-        r = sysfs_write("/sys/bus/pci/drivers_probe", bdf);
-        if (r < 0)
-                return r;
-        sysfs_link_name(bdf, "driver", driver, sizeof(driver));
-        return strcmp(driver, "vfio-pci") == 0 ? 0 : -ENODEV;
+        for (unsigned i = 0; i < VFIO_BIND_TRIES; i++) {
+                if (i > 0)
+                        nanosleep(&(struct timespec) { .tv_nsec = VFIO_BIND_PAUSE_NS }, NULL);
+                r = sysfs_write("/sys/bus/pci/drivers_probe", bdf);
+                if (r < 0)
+                        return r;
+                sysfs_link_name(bdf, "driver", driver, sizeof(driver));
+                if (strcmp(driver, "vfio-pci") == 0)
+                        return 0;
+                if (driver[0])
+                        return -ENODEV; /* another driver took it */
+        }
+        return -ENODEV;
 }
 
 static int vfio_region(IvshmemDev *d, unsigned index, struct vfio_region_info *ret) {
