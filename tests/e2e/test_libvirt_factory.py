@@ -288,8 +288,9 @@ shmem-guest --detached attach over 4K; echo "rc=$?"
                       f"and give the broker libvirt-port-window=256M", new.stderr)
         self.assertNotIn("pref64-reserve", new.stdout)  # plain root ports: nothing libvirt would taint for
         d = self.define("fb", "q35", new.stdout, append=WINDOWS)
+        # A failed attach shows the kernel's view of the windows and BARs.
         self.set_script(d, f"run_with_irqs unconsumed shmem-guest --detached attach lvb 128M {GUEST} detach lvb "
-                           "|| exit 1\n" + BAR2 + TAIL)
+                           "|| { dmesg | grep -i 'pci\\|bar'; cat /proc/iomem; exit 1; }\n" + BAR2 + TAIL)
         d.start()
         bus, alias = self.plugged(d, "lvb")
         self.assertEqual(alias, f"pci.{bus}")
