@@ -213,12 +213,13 @@ void job_on_timeout(evutil_socket_t fd, short what, void *userdata) {
 static int job_start(FactoryVm *vm, Region *r) {
         Factory *f = vm->factory;
         Job *j = &vm->job;
-        char id[SHMEM_NAME_MAX + 16], server[PATH_MAX], vectors[16], bar[32], timeout[16];
+        char id[SHMEM_NAME_MAX + 16], server[PATH_MAX], vectors[16], bar[32], timeout[16], window[32];
         char *qmp_argv[] = { f->settings.hotplug_helper, "qmp", "--monitor", vm->monitor, "--id", id, "--server",
                              server, "--vectors", vectors, "--bar-size", bar, "--timeout-ms", timeout, NULL };
         char *libvirt_argv[] = { f->settings.hotplug_helper, "libvirt", "--uri", f->settings.libvirt_uri, "--uuid",
                                  vm->id.vm_uuid, "--name", vm->id.label, "--region", r->name, "--server", server,
-                                 "--vectors", vectors, "--bar-size", bar, "--timeout-ms", timeout, NULL };
+                                 "--vectors", vectors, "--bar-size", bar, "--port-window", window,
+                                 "--timeout-ms", timeout, NULL };
         char **argv = vm->id.libvirt ? libvirt_argv : qmp_argv;
         posix_spawn_file_actions_t actions;
         int pipefd[2], k;
@@ -229,6 +230,7 @@ static int job_start(FactoryVm *vm, Region *r) {
         snprintf(vectors, sizeof(vectors), "%u", r->vectors);
         snprintf(bar, sizeof(bar), "%" PRIu64, r->region_size);
         snprintf(timeout, sizeof(timeout), "%u", f->settings.hotplug_timeout_ms);
+        snprintf(window, sizeof(window), "%" PRIu64, f->settings.libvirt_port_window);
         if (pipe2(pipefd, O_CLOEXEC) < 0)
                 return -errno;
         posix_spawn_file_actions_init(&actions);

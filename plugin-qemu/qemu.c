@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "domain-xml.h"
 #include "escape.h"
 #include "ivshmem-wire.h"
 #include "list.h"
@@ -510,7 +511,7 @@ static void qemu_settings_init(void *settings) {
 
         *s = (QemuSettings) { .socket_mode = 0660, .socket_gid = (gid_t) -1,
                               .libvirt_run_dir = "/run/libvirt/qemu", .hotplug_timeout_ms = 10000,
-                              .libvirt_uri = "qemu:///system" };
+                              .libvirt_uri = "qemu:///system", .libvirt_port_window = DOMAIN_PORT_WINDOW };
         default_hotplug_helper(s->hotplug_helper, sizeof(s->hotplug_helper));
         for (size_t i = 0; i < ELEMENTSOF(groups); i++) {
                 struct group *g = getgrnam(groups[i]);
@@ -541,6 +542,11 @@ static const Option qemu_options[] = {
         { .section = "broker", .key = "libvirt-uri", .long_name = "libvirt-uri", .type = OPTION_URI,
           .offset = offsetof(QemuSettings, libvirt_uri), .arg = "URI",
           .help = "The libvirt that the factory plugs devices into its domains through" },
+        { .section = "broker", .key = "libvirt-port-window", .long_name = "libvirt-port-window", .type = OPTION_SIZE,
+          .offset = offsetof(QemuSettings, libvirt_port_window), .min = DOMAIN_PORT_WINDOW, .max = UINT64_C(1) << 40,
+          .arg = "SIZE",
+          .help = "What a root port window of a libvirt q35 domain holds: 2M, or what its guest kernel's "
+                  "pci=hpmmioprefsize= says (docs/libvirt.md section 13)" },
 };
 
 const PluginModule qemu_plugin_module = {

@@ -31,6 +31,9 @@ typedef struct QemuSettings {
         /* The libvirt the helper plugs libvirt domains' devices through (their
          * monitor is libvirtd's): the one whose pid files libvirt_run_dir has. */
         char libvirt_uri[OPTION_PATH_MAX];
+        /* What a libvirt q35 domain's root port window holds (the helper's
+         * --port-window): 2 MiB, unless its guest kernel enlarges them. */
+        uint64_t libvirt_port_window;
 } QemuSettings;
 
 extern const PluginModule qemu_plugin_module;

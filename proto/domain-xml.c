@@ -256,10 +256,10 @@ unsigned domain_info_free_ports(const DomainInfo *info) {
         return n;
 }
 
-const DomainPort *domain_port_choose(const DomainInfo *info, uint64_t bar_size) {
+const DomainPort *domain_port_choose(const DomainInfo *info, uint64_t bar_size, uint64_t window) {
         const DomainPort *best = NULL;
 
-        if (bar_size == 0 || bar_size > DOMAIN_PORT_WINDOW)
+        if (bar_size == 0 || bar_size > window)
                 return NULL;
         for (size_t i = 0; i < info->n_ports; i++) {
                 const DomainPort *p = &info->ports[i];
@@ -270,7 +270,7 @@ const DomainPort *domain_port_choose(const DomainInfo *info, uint64_t bar_size) 
         return best;
 }
 
-void domain_ports_describe(const DomainInfo *info, char *buf, size_t size) {
+void domain_ports_describe(const DomainInfo *info, uint64_t window, char *buf, size_t size) {
         size_t len = 0;
 
         buf[0] = 0;
@@ -282,7 +282,7 @@ void domain_ports_describe(const DomainInfo *info, char *buf, size_t size) {
                         snprintf(name, sizeof(name), "%s", p->alias);
                 else
                         snprintf(name, sizeof(name), "index %u", p->index);
-                snprintf(state, sizeof(state), "free (a %" PRIu64 " MiB window)", DOMAIN_PORT_WINDOW >> 20);
+                snprintf(state, sizeof(state), "free (a %" PRIu64 " MiB window)", window >> 20);
                 len += (size_t) snprintf(buf + len, size - len, "%s%s %s", i ? ", " : "", name,
                                          !p->hotplug ? "not hot-pluggable" : p->occupied ? "in use" : state);
         }

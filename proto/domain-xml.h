@@ -25,8 +25,15 @@
 
 #include "region-layout.h"
 
-/* The largest BAR2 a plain pcie-root-port holds (the window SeaBIOS gives it). */
+/* The largest BAR2 a plain pcie-root-port holds (the window SeaBIOS gives it),
+ * unless the guest kernel enlarges it (DOMAIN_PORT_KERNEL_PARAMS). */
 #define DOMAIN_PORT_WINDOW (UINT64_C(2) << 20)
+/* What the guest kernel's command line needs for root port windows of SIZE
+ * (docs/libvirt.md section 13): "pci=hpmmioprefsize=" SIZE DOMAIN_PORT_RELEASE.
+ * resource_alignment= on QEMU's pcie-root-port (1b36:000c) makes the kernel
+ * drop the windows the firmware set and size them anew, with the hotplug
+ * reserve hpmmioprefsize; hpmmioprefsize alone keeps the firmware's 2 MiB. */
+#define DOMAIN_PORT_RELEASE ",resource_alignment=pci:1b36:000c"
 /* The factory device's <shmem name>: no region is called so (names never start with '.'). */
 #define DOMAIN_FACTORY_NAME ".factory"
 /* Bounds of what a domain's XML may list, so that a strange one cannot make us spend much. */
@@ -98,13 +105,14 @@ unsigned domain_info_free_ports(const DomainInfo *info);
 
 /*
  * domain_port_choose() - the root port that takes a BAR of @bar_size bytes:
- * a free hot-pluggable one whose window (DOMAIN_PORT_WINDOW) holds it, the
- * lowest index of them; NULL if none does.
+ * a free hot-pluggable one, if @window (the bytes a root port's window holds,
+ * the same for all: DOMAIN_PORT_WINDOW or what the guest kernel was told)
+ * holds it, the lowest index of them; NULL if none does.
  */
-const DomainPort *domain_port_choose(const DomainInfo *info, uint64_t bar_size);
+const DomainPort *domain_port_choose(const DomainInfo *info, uint64_t bar_size, uint64_t window);
 
-/* Each root port of @info and why it cannot take a device, for a refusal ("pci.1 in use, ..."). */
-void domain_ports_describe(const DomainInfo *info, char *buf, size_t size);
+/* Each root port of @info (windows of @window bytes) and why it cannot take a device, for a refusal ("pci.1 in use, ..."). */
+void domain_ports_describe(const DomainInfo *info, uint64_t window, char *buf, size_t size);
 
 /* The largest region data size (bytes) a BAR of @bar bytes holds: less the control page. */
 static inline uint64_t domain_data_max(uint64_t bar) {

@@ -8,8 +8,9 @@
  *
  * A plain root port holds a region of up to DOMAIN_PORT_WINDOW less the
  * control page (libvirt 9.0 can reserve no more without tainting the
- * domain), so --max-region beyond that is refused for q35; pc has no such
- * limit and needs no controllers. When libvirt defines a q35 domain it puts
+ * domain); a --max-region beyond that on q35 is said to need the guest
+ * kernel's larger windows (DOMAIN_PORT_RELEASE) and the broker's
+ * libvirt-port-window; pc has no such limit and needs no controllers. When libvirt defines a q35 domain it puts
  * the factory device, a conventional PCI device to libvirt, behind a
  * pcie-to-pci-bridge that it adds on a free root port: counted here, in a
  * new definition too, which also needs its pcie-root (domain_xml_factory()).
@@ -46,18 +47,23 @@ static int factory_socket(const Args *a, char *buf, size_t size) {
         return EXIT_OK;
 }
 
-/* Whether @machine can hold regions of @a->max_region bytes; says why not. */
+/* Regions of @a->max_region bytes on @machine: on q35 above a plain root
+ * port's window, what the guest kernel and the broker need (always EXIT_OK:
+ * the domain's XML does not change, its guest's command line does). */
 static int check_max_region(const Args *a, bool q35) {
         uint64_t bar = domain_bar_for(a->max_region);
 
         if (!q35 || bar <= DOMAIN_PORT_WINDOW)
                 return EXIT_OK;
         fprintf(stderr,
-                "shmemctl: a region of %" PRIu64 " bytes needs a BAR of %" PRIu64 " MiB, and a q35 domain's "
-                "pcie-root-port holds %" PRIu64 " MiB (regions of up to %" PRIu64 " KiB): libvirt 9.0 reserves no "
-                "more without tainting the domain (docs/libvirt.md, section 13); use machine pc for larger regions\n",
-                a->max_region, bar >> 20, DOMAIN_PORT_WINDOW >> 20, domain_data_max(DOMAIN_PORT_WINDOW) >> 10);
-        return EXIT_REFUSED;
+                "shmemctl: a region of %" PRIu64 " bytes needs a BAR of %" PRIu64 " MiB, and a plain "
+                "pcie-root-port holds %" PRIu64 " MiB (regions of up to %" PRIu64 " KiB; libvirt 9.0 reserves no "
+                "more without tainting the domain): boot the guest kernel with "
+                "pci=hpmmioprefsize=%" PRIu64 "M" DOMAIN_PORT_RELEASE " and give the broker libvirt-port-window=%"
+                PRIu64 "M (docs/libvirt.md, section 13)\n",
+                a->max_region, bar >> 20, DOMAIN_PORT_WINDOW >> 20, domain_data_max(DOMAIN_PORT_WINDOW) >> 10,
+                bar >> 20, bar >> 20);
+        return EXIT_OK;
 }
 
 static int print(char *xml) {
@@ -113,7 +119,8 @@ static int for_domain(const Args *a, const char *domain, const char *socket) {
         fprintf(stderr, "shmemctl: domain '%s' (%s) %s its factory device", domain, esc, factory ? "has" : "lacks");
         if (info->q35)
                 fprintf(stderr, ", %u free hot-pluggable root port%s (each holds a region of up to %" PRIu64
-                        " KiB); for %u region%s: %s\n", free_ports, free_ports == 1 ? "" : "s",
+                        " KiB, more if the guest kernel enlarges its window); for %u region%s: %s\n",
+                        free_ports, free_ports == 1 ? "" : "s",
                         domain_data_max(DOMAIN_PORT_WINDOW) >> 10, a->regions, a->regions == 1 ? "" : "s",
                         factory && !needed ? "ready" : "add what follows (virsh edit), then run this again");
         else

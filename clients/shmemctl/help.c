@@ -82,7 +82,8 @@ static const Command commands[] = {
           "      --factory            the guest factory's devices, not a region's\n"
           "      --machine q35|pc     the machine type (default q35; DOMAIN's own with DOMAIN)\n"
           "      --regions N          root ports for N regions (default 4)\n"
-          "      --max-region SIZE    the largest region (default 1M; 2044K at most on q35)\n"
+          "      --max-region SIZE    the largest region (default 1M; on q35 above 2044K, what\n"
+          "                           the guest kernel and the broker need is said)\n"
           "  -c, --connect URI        libvirt URI of DOMAIN (default: qemu:///system)\n",
           true },
         { "attach", "DOMAIN NAME [--live] [--config] [-c URI]", "add a region's device to a domain",

@@ -10,8 +10,11 @@
  * process whose pid libvirt's pid file holds (never from anything the
  * guest wrote); --name, the domain's name as the broker saw it, must agree.
  * On q35 the device goes to slot 0 of a free hot-pluggable pcie-root-port
- * of the live XML whose window holds the BAR (DOMAIN_PORT_WINDOW: libvirt
- * 9.0 cannot reserve a larger one without tainting the domain), else no-slot;
+ * of the live XML whose window holds the BAR, else no-slot. The window is
+ * --port-window (default DOMAIN_PORT_WINDOW, SeaBIOS's): libvirt 9.0 cannot
+ * reserve a larger one without tainting the domain, and the guest cannot be
+ * asked, so a larger one is the broker's word (libvirt-port-window) that the
+ * guest kernel enlarges its ports' windows (DOMAIN_PORT_RELEASE);
  * on pc libvirt chooses a slot of pci.0 (ACPI hotplug).
  *
  * A libvirt call cannot be interrupted, so the deadline is a timer whose
@@ -53,7 +56,7 @@ int hotplug_libvirt_main(int argc, char **argv) {
 typedef struct Args {
         const char *uri, *uuid, *name, *region, *server;
         unsigned vectors;
-        uint64_t bar_size;
+        uint64_t bar_size, port_window;
         unsigned timeout_ms;
 } Args;
 
@@ -104,7 +107,8 @@ static bool uuid_ok(const char *s) {
 }
 
 static int parse_args(int argc, char **argv, Args *a) {
-        enum { OPT_URI = 0x100, OPT_UUID, OPT_NAME, OPT_REGION, OPT_SERVER, OPT_VECTORS, OPT_BAR_SIZE, OPT_TIMEOUT };
+        enum { OPT_URI = 0x100, OPT_UUID, OPT_NAME, OPT_REGION, OPT_SERVER, OPT_VECTORS, OPT_BAR_SIZE, OPT_TIMEOUT,
+               OPT_PORT_WINDOW };
         static const struct option options[] = {
                 { "uri", required_argument, NULL, OPT_URI },
                 { "uuid", required_argument, NULL, OPT_UUID },
@@ -114,13 +118,15 @@ static int parse_args(int argc, char **argv, Args *a) {
                 { "vectors", required_argument, NULL, OPT_VECTORS },
                 { "bar-size", required_argument, NULL, OPT_BAR_SIZE },
                 { "timeout-ms", required_argument, NULL, OPT_TIMEOUT },
+                { "port-window", required_argument, NULL, OPT_PORT_WINDOW },
                 { "verbose", no_argument, NULL, 'v' },
                 {},
         };
         uint64_t v;
         int c;
 
-        *a = (Args) { .uri = "qemu:///system", .timeout_ms = DEFAULT_TIMEOUT_MS };
+        *a = (Args) { .uri = "qemu:///system", .timeout_ms = DEFAULT_TIMEOUT_MS,
+                      .port_window = DOMAIN_PORT_WINDOW };
         opterr = 0;
         optind = 2;
         while ((c = getopt_long(argc, argv, "v", options, NULL)) >= 0) {
@@ -156,6 +162,11 @@ static int parse_args(int argc, char **argv, Args *a) {
                                 return usage_error("--bar-size %s: not a power of two", optarg);
                         a->bar_size = v;
                         break;
+                case OPT_PORT_WINDOW:
+                        if (!parse_number(optarg, DOMAIN_PORT_WINDOW, UINT64_C(1) << 62, &v))
+                                return usage_error("--port-window %s: not a number of bytes of 2097152 or more", optarg);
+                        a->port_window = v;
+                        break;
                 case OPT_TIMEOUT:
                         if (!parse_number(optarg, 1, TIMEOUT_MS_MAX, &v))
                                 return usage_error("--timeout-ms %s: not a number of 1 to 3600000", optarg);
@@ -187,14 +198,14 @@ static int choose_bus(const Args *a, const DomainInfo *info, int *ret_bus, char 
         }
         if (!info->q35)
                 return answer(EXIT_NO_SLOT, "error no-slot", "machine %s: not q35 or pc", info->machine);
-        port = domain_port_choose(info, a->bar_size);
+        port = domain_port_choose(info, a->bar_size, a->port_window);
         if (!port) {
-                domain_ports_describe(info, described, sizeof(described));
+                domain_ports_describe(info, a->port_window, described, sizeof(described));
                 return answer(EXIT_NO_SLOT, "error no-slot",
-                              "no free hot-pluggable pcie-root-port holds a BAR of %" PRIu64 " bytes (%s); a "
-                              "libvirt 9.0 root port holds %" PRIu64 " MiB (docs/libvirt.md)",
+                              "no free hot-pluggable pcie-root-port holds a BAR of %" PRIu64 " bytes (%s); "
+                              "the broker's libvirt-port-window says %" PRIu64 " MiB (docs/libvirt.md section 13)",
                               a->bar_size, info->n_ports ? described : "the domain has none",
-                              DOMAIN_PORT_WINDOW >> 20);
+                              a->port_window >> 20);
         }
         *ret_bus = (int) port->index;
         if (port->alias[0])

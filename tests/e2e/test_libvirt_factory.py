@@ -19,6 +19,15 @@ prints and nothing else of this project, and a host peer.
    NO_SLOT and libvirt's free ports named in the detail, nothing plugged.
 2. pc: defined with `shmemctl xml --factory --machine pc`; "lvp" (1 MiB) is
    plugged on pci.0 and used with a host peer (polling: no IOMMU).
+3. q35 with a region beyond a plain root port's 2 MiB window: `shmemctl xml
+   --factory --max-region 128M` names the guest kernel's parameters, the
+   domain boots with them (WINDOWS) and plain root ports, and the guest
+   creates "lvb" of 128 MiB (BAR2 256 MiB): the broker (libvirt-port-window
+   512M, for all three: test 1's regions are small) plugs it on a root port,
+   the guest's sysfs shows BAR2 assigned with 256 MiB, and data and a signal
+   each way pass as in 1 (the host's as an MSI-X interrupt). Without the
+   kernel parameters BAR2 stays unassigned (the attach fails); without
+   libvirt-port-window the plug is refused with NO_SLOT.
 
 Neither QEMU has a -qmp socket: a factory that fell back to QMP would answer
 HOTPLUG and the test fail. Daemons, domains and their removal (also those of
@@ -54,6 +63,17 @@ MS = "60000"  # every wait inside a script
 GUEST = (f"info write 0 from-guest wait-active 0x3 {MS} notify 0x2 wait-from 0x2 {MS} "
          f"expect 100 from-host {MS} unconsumed sleep 300")
 HOST = f"info expect 0 from-guest {MS} wait-from 0x1 {MS} write 100 from-host notify 0x1"
+# The guest kernel's root port windows for test 3 (docs/libvirt.md section 13),
+# and the broker's word for them.
+WINDOWS = "pci=hpmmioprefsize=512M,resource_alignment=pci:1b36:000c"
+PORT_WINDOW = "512M"
+# BAR2 of every region device the guest has: "bar2 BDF START SIZE".
+BAR2 = r"""
+for d in $(grep -l 0x1110 /sys/bus/pci/devices/*/device); do
+        d=${d%/device}; set -- $(sed -n 3p $d/resource)
+        echo "bar2 ${d##*/} $(printf 0x%x $1) $(($2 - $1 + 1))"
+done
+"""
 # The end of every script: the devices the guest has, then time for `virsh dumpxml`.
 TAIL = """
 echo "devices=$(grep -l 0x1110 /sys/bus/pci/devices/*/device | wc -l)"
@@ -98,7 +118,7 @@ class LibvirtFactoryTest(unittest.TestCase):
         # No region declared: the guests create theirs. Regions are plugged
         # through qemu:///system, the default --libvirt-uri.
         cls.broker = harness.Broker([ENV["SHMEM_BROKERD"], "--no-config", "-v", "--hotplug-helper",
-                                     ENV["SHMEM_HOTPLUG"]], os.path.join(cls.workdir, "run"),
+                                     ENV["SHMEM_HOTPLUG"], "--libvirt-port-window", PORT_WINDOW], os.path.join(cls.workdir, "run"),
                                     os.path.join(cls.workdir, "broker.log"))
         _cleanups.append(cls.broker)
         cls.factory_socket = os.path.join(cls.workdir, "run", "qemu", "factory.sock")
@@ -133,9 +153,11 @@ class LibvirtFactoryTest(unittest.TestCase):
         self.assertIn(f"<server path='{self.factory_socket}'/>", p.stdout)
         return p
 
-    def define(self, role, machine, xml):
-        """A domain of @machine with @xml among its devices, defined; its script comes later (set_script)."""
-        d = libvirt.Domain(self.workdir, self.image, role, "exit 99", machine=machine, devices=[xml])
+    def define(self, role, machine, xml, append=""):
+        """A domain of @machine with @xml among its devices (@append: kernel parameters), defined;
+        its script comes later (set_script)."""
+        d = libvirt.Domain(self.workdir, self.image, role, "exit 99", machine=machine, devices=[xml],
+                           append=append)
         self.domains.append(d)
         return d.define()
 
@@ -259,6 +281,33 @@ shmem-guest --detached attach over 4K; echo "rc=$?"
         self.assertEqual(answer(log, "attach", "lvp")["status"], 0, log)
         self.assertEqual(set(live), {".factory", "lvp"}, live)
         self.assertIn("devices=2", log)
+
+    def test_30_q35_region_beyond_a_plain_window(self):
+        new = self.factory_xml("--regions", "1", "--max-region", "128M")
+        self.assertIn(f"boot the guest kernel with pci=hpmmioprefsize=256M,resource_alignment=pci:1b36:000c "
+                      f"and give the broker libvirt-port-window=256M", new.stderr)
+        self.assertNotIn("pref64-reserve", new.stdout)  # plain root ports: nothing libvirt would taint for
+        d = self.define("fb", "q35", new.stdout, append=WINDOWS)
+        # A failed attach shows the kernel's view of the windows and BARs.
+        self.set_script(d, f"run_with_irqs unconsumed shmem-guest --detached attach lvb 128M {GUEST} detach lvb "
+                           "|| { dmesg | grep -i 'pci\\|bar'; cat /proc/iomem; exit 1; }\n" + BAR2 + TAIL)
+        d.start()
+        bus, alias = self.plugged(d, "lvb")
+        self.assertEqual(alias, f"pci.{bus}")
+        host = self.exchange(d, "lvb")
+        self.assertRegex(host, r"info index=1 size=134217728 ")
+        log, live = self.finish(d)
+        a = answer(log, "attach", "lvb")
+        self.assertEqual((a["status"], a["size"]), (0, "134217728"), a)
+        self.assertIn("shmem-tool: info index=0 size=134217728 ", log)
+        bar2 = re.search(rf"bar2 {re.escape(a['device'])} (0x[0-9a-f]+) (\d+)", log)
+        self.assertTrue(bar2, log)
+        address, size = int(bar2.group(1), 16), int(bar2.group(2))
+        self.assertEqual(size, 256 << 20, log)
+        self.assertTrue(address and address % size == 0, f"BAR2 not assigned:\n{log}")
+        irqs = guestlab.irq_counts(log, a["device"])
+        self.assertGreater(irqs.get(1, 0), 0, log)
+        self.assertIn("lvb", live)
 
     def test_99_cleanup_leaves_nothing(self):
         """Runs last: the domains of the earlier tests were undefined."""

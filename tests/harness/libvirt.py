@@ -228,7 +228,8 @@ class Domain:
     """
 
     def __init__(self, workdir, image, role, script, machine="q35", devices=(),
-                 timeout=DOMAIN_TIMEOUT):
+                 timeout=DOMAIN_TIMEOUT, append=""):
+        """@append: more kernel parameters."""
         self.name = f"{PREFIX}{role}-{os.getpid()}"
         self.workdir = workdir
         self.timeout = timeout
@@ -242,12 +243,13 @@ class Domain:
             shutil.copyfile(image.kernel, self.kernel)
         guestlab.write_initrd(image, guestlab.overlay(script), self.initrd)
         self.started = None
-        self.xml = self.make_xml(devices)
+        self.xml = self.make_xml(devices, append)
 
-    def make_xml(self, devices):
+    def make_xml(self, devices, append=""):
         q35 = self.machine == "q35"
         # no_timer_check as guestlab.py: no boot-time timer test to fail under load.
         cmdline = "console=ttyS0 quiet panic=-1 no_timer_check" + (" intel_iommu=on" if q35 else "")
+        cmdline = f"{cmdline} {append}".strip()
         # libvirt 9.0 refuses intremap without the split irqchip ("IOMMU
         # interrupt remapping requires split I/O APIC (ioapic driver='qemu')").
         # ACPI carries the IOMMU's DMAR table to the guest, and hotplug on pc.

@@ -160,9 +160,11 @@ START_TEST(test_q35_capture) {
         ck_assert_int_eq(domain_info_shmem(info, "fig1.demo")->bus, 3);
         ck_assert_ptr_null(domain_info_shmem(info, "fig1"));
 
-        domain_ports_describe(info, text, sizeof(text));
+        domain_ports_describe(info, 2 * MIB, text, sizeof(text));
         ck_assert_str_eq(text, "pci.1 in use, pci.2 in use, pci.3 in use, pci.4 not hot-pluggable, "
                                "pci.5 free (a 2 MiB window)");
+        domain_ports_describe(info, 512 * MIB, text, sizeof(text));
+        ck_assert(strstr(text, "pci.5 free (a 512 MiB window)"));
         domain_info_free(info);
 }
 END_TEST
@@ -171,16 +173,19 @@ START_TEST(test_q35_choice) {
         DomainInfo *info = parse_capture("live-q35");
 
         /* 1 MiB of data and its page: a 2 MiB BAR, what a plain port holds. */
-        ck_assert_uint_eq(domain_port_choose(info, 2 * MIB)->index, 5);
-        ck_assert_uint_eq(domain_port_choose(info, 4096)->index, 5);
-        ck_assert_ptr_null(domain_port_choose(info, 4 * MIB));
-        ck_assert_ptr_null(domain_port_choose(info, 256 * MIB));
-        ck_assert_ptr_null(domain_port_choose(info, 0));
+        ck_assert_uint_eq(domain_port_choose(info, 2 * MIB, 2 * MIB)->index, 5);
+        ck_assert_uint_eq(domain_port_choose(info, 4096, 2 * MIB)->index, 5);
+        ck_assert_ptr_null(domain_port_choose(info, 4 * MIB, 2 * MIB));
+        ck_assert_ptr_null(domain_port_choose(info, 256 * MIB, 2 * MIB));
+        ck_assert_ptr_null(domain_port_choose(info, 0, 2 * MIB));
+        /* Windows the guest kernel enlarged (libvirt-port-window=512M): the 128 MiB region's 256 MiB BAR. */
+        ck_assert_uint_eq(domain_port_choose(info, 256 * MIB, 512 * MIB)->index, 5);
+        ck_assert_ptr_null(domain_port_choose(info, 1024 * MIB, 512 * MIB));
         /* The last free one taken: none is left. */
         for (size_t i = 0; i < info->n_ports; i++)
                 if (info->ports[i].index == 5)
                         info->ports[i].occupied = true;
-        ck_assert_ptr_null(domain_port_choose(info, 2 * MIB));
+        ck_assert_ptr_null(domain_port_choose(info, 2 * MIB, 2 * MIB));
         domain_info_free(info);
 }
 END_TEST
@@ -191,7 +196,7 @@ START_TEST(test_pc_capture) {
         ck_assert_str_eq(info->machine, "pc-i440fx-7.2");
         ck_assert(info->pc && !info->q35 && !info->pci_bridge);
         ck_assert_uint_eq(info->n_ports, 0);
-        ck_assert_ptr_null(domain_port_choose(info, 2 * MIB));
+        ck_assert_ptr_null(domain_port_choose(info, 2 * MIB, 2 * MIB));
         ck_assert_uint_eq(info->n_shmems, 2);
         ck_assert_int_eq(domain_info_shmem(info, "fig1.demo")->bus, 0);
         domain_info_free(info);
@@ -218,8 +223,8 @@ START_TEST(test_definition_shapes) {
         ck_assert(info->q35);
         ck_assert_uint_eq(info->n_ports, 3);
         ck_assert(port(info, 4)->occupied && !port(info, 3)->occupied && port(info, 3)->hotplug);
-        ck_assert_uint_eq(domain_port_choose(info, MIB)->index, 3);
-        domain_ports_describe(info, text, sizeof(text));
+        ck_assert_uint_eq(domain_port_choose(info, MIB, 2 * MIB)->index, 3);
+        domain_ports_describe(info, 2 * MIB, text, sizeof(text));
         ck_assert_str_eq(text, "index 9 free (a 2 MiB window), index 3 free (a 2 MiB window), index 4 in use");
         domain_info_free(info);
 }
