@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -36,9 +35,10 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
 import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
-from harness.libvirt import (Daemons, Domain, own_domains, remove_domain,  # noqa: E402
+from harness.libvirt import (Daemons, Domain, remove_domain,  # noqa: E402
                              remove_stale_domains, virsh)
 from harness.libvirt import missing as libvirt_missing  # noqa: E402
+from harness.libvirt import cleanup as libvirt_cleanup, main as libvirt_main, register as libvirt_register  # noqa: E402
 
 ENV = {k: os.environ.get(k, "") for k in ("SHMEM_BROKERD", "SHMEM_PEER", "SHMEM_GUEST",
                                           "SHMEM_SHMEMCTL", "SHMEM_E2E_IMAGE_DIR")}
@@ -90,13 +90,13 @@ class LibvirtTest(unittest.TestCase):
         os.chmod(cls.workdir, 0o755)
         # Class cleanups run even when setUpClass fails half-way.
         cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        cls.addClassCleanup(cleanup_all)
+        cls.addClassCleanup(libvirt_cleanup, "test_libvirt")
         cls.daemons = Daemons(cls.workdir)
-        _cleanups.append(cls.daemons)
+        libvirt_register(cls.daemons)
         cls.daemons.ensure()
         remove_stale_domains(b"test_libvirt")
         cls.broker = start_broker(cls.workdir, ["lv:1M", "hot:1M", "left:1M"])
-        _cleanups.append(cls.broker)
+        libvirt_register(cls.broker)
 
     def setUp(self):
         self.domains = []
@@ -333,33 +333,5 @@ sleep 5
         self.assertEqual(left, [])
 
 
-_cleanups = []
-
-
-def cleanup_all():
-    """Domains first (they hold broker sockets), then the broker, then the daemons."""
-    for name in own_domains():
-        remove_domain(name)
-    for c in reversed(_cleanups):
-        try:
-            c.stop()
-        except Exception as e:  # noqa: BLE001 - cleanup goes on
-            sys.stderr.write(f"cleanup: {e}\n")
-        for note in getattr(c, "notes", []):
-            sys.stderr.write(f"test_libvirt: {note}\n")
-    _cleanups.clear()
-
-
-def _on_signal(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_signal)
-    t = time.monotonic()
-    try:
-        prog = unittest.main(verbosity=2, exit=False)
-    finally:
-        cleanup_all()
-    sys.stderr.write(f"test_libvirt: {time.monotonic() - t:.1f} s\n")
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+    libvirt_main("test_libvirt")

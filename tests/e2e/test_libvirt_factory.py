@@ -41,7 +41,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -110,9 +109,9 @@ class LibvirtFactoryTest(unittest.TestCase):
         cls.workdir = tempfile.mkdtemp(prefix="shmem-e2e-lvf-")
         os.chmod(cls.workdir, 0o755)
         cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        cls.addClassCleanup(cleanup_all)
+        cls.addClassCleanup(libvirt.cleanup, "test_libvirt_factory")
         cls.daemons = libvirt.Daemons(cls.workdir)
-        _cleanups.append(cls.daemons)
+        libvirt.register(cls.daemons)
         cls.daemons.ensure()
         libvirt.remove_stale_domains(b"test_libvirt_factory")
         # No region declared: the guests create theirs. Regions are plugged
@@ -120,7 +119,7 @@ class LibvirtFactoryTest(unittest.TestCase):
         cls.broker = harness.Broker([ENV["SHMEM_BROKERD"], "--no-config", "-v", "--hotplug-helper",
                                      ENV["SHMEM_HOTPLUG"], "--libvirt-port-window", PORT_WINDOW], os.path.join(cls.workdir, "run"),
                                     os.path.join(cls.workdir, "broker.log"))
-        _cleanups.append(cls.broker)
+        libvirt.register(cls.broker)
         cls.factory_socket = os.path.join(cls.workdir, "run", "qemu", "factory.sock")
 
     def setUp(self):
@@ -316,33 +315,5 @@ shmem-guest --detached attach over 4K; echo "rc=$?"
         self.assertEqual(left, [])
 
 
-_cleanups = []
-
-
-def cleanup_all():
-    """Domains first (they hold broker sockets), then the broker, then the daemons."""
-    for name in libvirt.own_domains():
-        libvirt.remove_domain(name)
-    for c in reversed(_cleanups):
-        try:
-            c.stop()
-        except Exception as e:  # noqa: BLE001 - cleanup goes on
-            sys.stderr.write(f"cleanup: {e}\n")
-        for note in getattr(c, "notes", []):
-            sys.stderr.write(f"test_libvirt_factory: {note}\n")
-    _cleanups.clear()
-
-
-def _on_signal(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_signal)
-    t = time.monotonic()
-    try:
-        prog = unittest.main(verbosity=2, exit=False)
-    finally:
-        cleanup_all()
-    sys.stderr.write(f"test_libvirt_factory: {time.monotonic() - t:.1f} s\n")
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+    libvirt.main("test_libvirt_factory")

@@ -24,6 +24,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from xml.sax.saxutils import escape, quoteattr
 
@@ -399,3 +400,48 @@ def own_domains():
         names.update(n for n in virsh("list", "--all", "--name", check=False).stdout.split()
                      if NAME_RE.match(n) and n.endswith(f"-{os.getpid()}"))
     return names
+
+
+# --- a test program's cleanup --------------------------------------------------
+# What a libvirt test started (Daemons, a Broker: anything with stop()) is
+# registered here; cleanup() removes this run's domains first (they hold
+# broker sockets), then stops the rest in reverse. main() runs the tests and
+# cleans up whatever happens, SIGTERM (ctest's timeout) included.
+
+_cleanups = []
+
+
+def register(thing):
+    """@thing (with stop(), and optional notes to print) is stopped by cleanup()."""
+    _cleanups.append(thing)
+    return thing
+
+
+def cleanup(tag="libvirt"):
+    for name in own_domains():
+        remove_domain(name)
+    for c in reversed(_cleanups):
+        try:
+            c.stop()
+        except Exception as e:  # noqa: BLE001 - cleanup goes on
+            sys.stderr.write(f"cleanup: {e}\n")
+        for note in getattr(c, "notes", []):
+            sys.stderr.write(f"{tag}: {note}\n")
+    _cleanups.clear()
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(tag):
+    """unittest.main() of the calling test program, then cleanup(); exits with its result."""
+    import unittest
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    t = time.monotonic()
+    try:
+        prog = unittest.main(module="__main__", verbosity=2, exit=False)
+    finally:
+        cleanup(tag)
+    sys.stderr.write(f"{tag}: {time.monotonic() - t:.1f} s\n")
+    sys.exit(0 if prog.result.wasSuccessful() else 1)
