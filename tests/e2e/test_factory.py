@@ -37,7 +37,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
 import harness  # noqa: E402
-from harness import guestlab  # noqa: E402
+from harness import figure1, guestlab  # noqa: E402
 from harness.guestlab import answer  # noqa: E402
 from harness.hostpeer import HostPeer  # noqa: E402
 
@@ -63,19 +63,19 @@ subst = fig1.
 subst = fig1.
 """
 
-# Peer indices: vma creates the region (0), vmb attaches next (1), the host last (2).
-# vma's attach of demo runs under run_with_irqs: the vfio MSI-X counts of its
-# device, logged once the host's data is read, show that vmb's and the host's
-# signals came as interrupts on their vectors.
+# Figure 1's scripts (harness/figure1.py: peer indices, data, signals), with
+# vma's detach and attach again after them: the host writes while vma is
+# parked. vma's attach of demo runs under run_with_irqs: the vfio MSI-X counts
+# of its device, logged once the host's data is read, show that vmb's and the
+# host's signals came as interrupts on their vectors.
 VMA_SCRIPT = guestlab.GUEST_HELPERS + f"""
 shmem-guest --detached find demo; echo "rc=$?"
 shmem-guest --detached attach secret1 4K; echo "rc=$?"
 shmem-guest --detached attach bad/name 4K; echo "rc=$?"
 shmem-guest --detached attach full 4K; echo "rc=$?"
 shmem-guest --detached attach huge 1G; echo "rc=$?"
-run_with_irqs "read 100 from-host" \\
-    shmem-guest --detached attach demo 128M info write 0 from-vma wait-active 0x7 {MS} notify 0x6 \\
-    wait-from 0x6 {MS} expect 100 from-host {MS} read 100 9 sleep 1500 detach demo sleep 5000 \\
+run_with_irqs "{figure1.VMA_MARKER}" \\
+    shmem-guest --detached attach demo 128M {figure1.vma(MS)} sleep 1500 detach demo sleep 5000 \\
     attach demo 4K info expect 200 while-parked {MS} wait-active 0x7 {MS} notify 0x4 detach demo || exit 1
 shmem-guest --detached create demo 4K; echo "rc=$?"
 shmem-guest --detached attach two 4K info detach two || exit 1
@@ -83,20 +83,12 @@ shmem-guest --detached attach three 4K; echo "rc=$?"
 echo "devices=$(grep -l 0x1110 /sys/bus/pci/devices/*/device | wc -l)"
 """
 
-VMB_SCRIPT = f"""
-n=0
-until shmem-guest --detached find demo >/tmp/find 2>&1; do
-        n=$((n + 1)); [ $n -lt 240 ] || {{ cat /tmp/find; exit 1; }}
-        sleep 0.5
-done
-echo "finds refused=$n"; cat /tmp/find
-shmem-guest --detached attach demo 4M info expect 0 from-vma {MS} wait-from 0x1 {MS} write 50 from-vmb \\
-    notify 0x5 expect 300 done {MS} detach demo || exit 1
+VMB_SCRIPT = figure1.find_loop("demo") + f"""
+shmem-guest --detached attach demo 4M {figure1.vmb(MS)} {figure1.vmb_end(MS)} detach demo || exit 1
 """
 
-HOST_SCRIPT = (f"info wait-active 0x7 {MS} wait-from 0x3 {MS} expect 0 from-vma {MS} expect 50 from-vmb {MS} "
-               f"write 100 from-host notify 0x1 wait-active 0x6 {MS} write 200 while-parked "
-               f"wait-active 0x7 {MS} wait-from 0x1 {MS} write 300 done")
+HOST_SCRIPT = (f"{figure1.host(MS)} wait-active 0x6 {MS} write 200 while-parked "
+               f"wait-active 0x7 {MS} wait-from 0x1 {MS} {figure1.HOST_END}")
 # Holds fig1.full (max-peers 1) while the guests run.
 FULL_SCRIPT = f"info expect 0 release {GUEST_TIMEOUT * 1000}"
 

@@ -28,6 +28,12 @@ prints and nothing else of this project, and a host peer.
    each way pass as in 1 (the host's as an MSI-X interrupt). Without the
    kernel parameters BAR2 stays unassigned (the attach fails); without
    libvirt-port-window the plug is refused with NO_SLOT.
+4. QNX's Figure 1 (harness/figure1.py) with two domains at once: a q35 one
+   as in 3 creates "fig1" with 128 MiB, a pc one finds it and attaches it
+   asking 4 MiB (it learns 128 MiB), a host peer joins; both plugs go through
+   libvirt, the three read each other's data, the guests signal each other
+   and the host, the host signals the q35 guest, whose signals from the pc
+   guest and the host come as MSI-X interrupts of its device.
 
 Neither QEMU has a -qmp socket: a factory that fell back to QMP would answer
 HOTPLUG and the test fail. Daemons, domains and their removal (also those of
@@ -49,7 +55,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
 import harness  # noqa: E402
-from harness import guestlab, libvirt  # noqa: E402
+from harness import figure1, guestlab, libvirt  # noqa: E402
 from harness.guestlab import answer  # noqa: E402
 from harness.hostpeer import HostPeer  # noqa: E402
 
@@ -163,11 +169,11 @@ class LibvirtFactoryTest(unittest.TestCase):
     def set_script(self, d, script):
         guestlab.write_initrd(self.image, guestlab.overlay(guestlab.GUEST_HELPERS + script), d.initrd)
 
-    def plugged(self, d, region):
+    def plugged(self, d, region, index=0):
         """Waits until the broker has plugged @region into @d (the guest's output
         may be held back by run_with_irqs), then checks that libvirt did: the
         broker served the domain through libvirt, libvirt's live XML has the
-        device, the broker knows the region's new peer as that domain's QEMU.
+        device, the broker knows the region's new peer (@index) as that domain's QEMU.
         Returns (the bus of the device in the live XML, the helper's bus name)."""
         rx = re.compile(rf"Factory of '{re.escape(d.name)}': region '{re.escape(region)}' plugged \(ok "
                         r"(\S+)\) in (\d+) ms")
@@ -187,14 +193,14 @@ class LibvirtFactoryTest(unittest.TestCase):
         info = json.loads(shmemctl(self.broker, "--json", "inspect", region).stdout)
         peer = [p for p in info["peers"] if p.get("vm_name") == d.name]
         self.assertEqual(len(peer), 1, info)
-        self.assertEqual((peer[0]["index"], peer[0]["vm_uuid"], peer[0]["libvirt"]), (0, d.uuid(), True), info)
+        self.assertEqual((peer[0]["index"], peer[0]["vm_uuid"], peer[0]["libvirt"]), (index, d.uuid(), True), info)
         # shmemctl factory: the VM as a libvirt domain, plugged through libvirt.
         p = shmemctl(self.broker, "factory")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(f"vm:          '{d.name}' (UUID {d.uuid()}, pid ", p.stdout)
         self.assertRegex(p.stdout, r", libvirt\)\n.*\nmonitor:     libvirt's own \(devices are plugged through "
                                    r"libvirt\)\n")
-        self.assertRegex(p.stdout, rf"\n{re.escape(region)} +0 plugged ")
+        self.assertRegex(p.stdout, rf"\n{re.escape(region)} +{index} plugged ")
         sys.stderr.write(f"test_libvirt_factory: {d.machine}: '{region}' plugged on {m.group(1)} "
                          f"in {m.group(2)} ms\n")
         return shmems[region], m.group(1)
@@ -307,6 +313,44 @@ shmem-guest --detached attach over 4K; echo "rc=$?"
         irqs = guestlab.irq_counts(log, a["device"])
         self.assertGreater(irqs.get(1, 0), 0, log)
         self.assertIn("lvb", live)
+
+    def test_40_figure_1(self):
+        a = self.define("figa", "q35", self.factory_xml("--regions", "1", "--max-region", "128M").stdout,
+                        append=WINDOWS)
+        b = self.define("figb", "pc", self.factory_xml("--machine", "pc").stdout)
+        # A's output waits in run_with_irqs until the host's data is read: the
+        # MSI-X counts of its device are taken then. B finds "fig1" as soon as A made it.
+        self.set_script(a, f'run_with_irqs "{figure1.VMA_MARKER}" shmem-guest --detached attach fig1 128M '
+                           f"{figure1.vma(MS)} sleep 300 detach fig1 || exit 1\n" + TAIL)
+        self.set_script(b, figure1.find_loop("fig1") + "shmem-guest --detached attach fig1 4M "
+                           f"{figure1.vmb(MS)} {figure1.vmb_end(MS)} detach fig1 || exit 1\n" + TAIL)
+        a.start()
+        b.start()
+        bus, alias = self.plugged(a, "fig1")
+        self.assertEqual(alias, f"pci.{bus}")
+        self.assertEqual(self.plugged(b, "fig1", index=1), (0, "pci.0"))
+        self.host = HostPeer(ENV["SHMEM_PEER"], self.broker.socket, "fig1", f"{figure1.host(MS)} {figure1.HOST_END}",
+                             "host", self.workdir, options=("--find",))
+        host = self.host.stop(timeout=a.timeout)
+        self.assertEqual(self.host.returncode, 0, host)
+        self.assertIn("shmem-tool: info index=2 size=134217728 ", host)
+
+        log_a, _ = self.finish(a)
+        log_b, _ = self.finish(b)
+        made = answer(log_a, "attach", "fig1")
+        self.assertEqual((made["status"], made["size"], made["region"], made["factory"]),
+                         (0, "134217728", "fig1", "1"), made)
+        self.assertIn("shmem-tool: info index=0 size=134217728 ", log_a)
+        self.assertRegex(log_b, r"finds refused=\d+")
+        found, joined = answer(log_b, "find", "fig1"), answer(log_b, "attach", "fig1")
+        self.assertEqual((found["status"], found["size"]), (0, "134217728"), found)
+        self.assertEqual((joined["status"], joined["size"], joined["device"]), (0, "134217728", found["device"]),
+                         joined)  # asked 4M
+        self.assertIn("shmem-tool: info index=1 size=134217728 ", log_b)
+        # B's (peer 1) and the host's (peer 2) signals reached A as interrupts on their vectors.
+        irqs = guestlab.irq_counts(log_a, made["device"])
+        self.assertTrue(irqs.get(1, 0) > 0 and irqs.get(2, 0) > 0, log_a)
+        self.assertEqual(len(re.findall(r"region 'fig1' plugged", self.broker.log())), 2, self.broker.log())
 
     def test_99_cleanup_leaves_nothing(self):
         """Runs last: the domains of the earlier tests were undefined."""
