@@ -26,11 +26,9 @@ Both QEMUs exit 0 (no device is ever unplugged: plugin-qemu/hotplug/README.md).
 Run: python3 test_factory.py  (paths from the environment: tests/e2e/CMakeLists.txt)
 """
 
-import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -149,9 +147,7 @@ class FactoryTest(unittest.TestCase):
 
     @classmethod
     def inspect(cls, region):
-        return json.loads(subprocess.run([ENV["SHMEM_SHMEMCTL"], "--socket", cls.broker.socket, "--json",
-                                          "inspect", region], check=True, capture_output=True, text=True,
-                                         timeout=30).stdout)
+        return harness.shmemctl_json(ENV["SHMEM_SHMEMCTL"], cls.broker.socket, "inspect", region)
 
     @classmethod
     def tearDownClass(cls):

@@ -21,20 +21,18 @@ factory connection: the guest's detach is never answered.
 Run: python3 test_factory_restart.py  (paths from the environment: tests/e2e/CMakeLists.txt)
 """
 
-import json
 import mmap
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
-from harness import FakeSystemd, guestlab  # noqa: E402
+from harness import FakeSystemd, guestlab, shmemctl_json  # noqa: E402
 
 ENV = guestlab.Environment("SHMEM_BROKERD", "SHMEM_SHMEMCTL", "SHMEM_HOTPLUG", "SHMEM_E2E_IMAGE_DIR")
 
@@ -72,16 +70,10 @@ class FactoryRestartTest(unittest.TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def inspect(self, region):
-        out = subprocess.run([ENV["SHMEM_SHMEMCTL"], "--socket", self.sock, "--json", "inspect", region],
-                             capture_output=True, text=True, timeout=30)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        return json.loads(out.stdout)
+        return shmemctl_json(ENV["SHMEM_SHMEMCTL"], self.sock, "inspect", region)
 
     def factory(self):
-        out = subprocess.run([ENV["SHMEM_SHMEMCTL"], "--socket", self.sock, "--json", "factory"],
-                             capture_output=True, text=True, timeout=30)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        return json.loads(out.stdout)["vms"]
+        return shmemctl_json(ENV["SHMEM_SHMEMCTL"], self.sock, "factory")["vms"]
 
     @staticmethod
     def peers(region):

@@ -285,9 +285,7 @@ class HotplugTest(unittest.TestCase):
 
     @classmethod
     def inspect(cls, region):
-        return json.loads(subprocess.run([ENV["SHMEM_SHMEMCTL"], "--socket", cls.broker.socket, "--json",
-                                          "inspect", region], check=True, capture_output=True, text=True,
-                                         timeout=30).stdout)
+        return harness.shmemctl_json(ENV["SHMEM_SHMEMCTL"], cls.broker.socket, "inspect", region)
 
     @classmethod
     def wait_peers(cls, region, n, timeout=10):

@@ -35,7 +35,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))  # tests/: harness
 import harness  # noqa: E402
 from harness import guestlab  # noqa: E402
-from harness.libvirt import (Daemons, Domain, remove_domain,  # noqa: E402
+from harness.libvirt import (Daemons, DiagnosticsOnFailure, Domain, remove_domain,  # noqa: E402
                              remove_stale_domains, virsh)
 from harness.libvirt import missing as libvirt_missing  # noqa: E402
 from harness.libvirt import cleanup as libvirt_cleanup, main as libvirt_main, register as libvirt_register  # noqa: E402
@@ -68,7 +68,7 @@ def senders(log):
 
 # --- the test ---------------------------------------------------------------
 
-class LibvirtTest(unittest.TestCase):
+class LibvirtTest(DiagnosticsOnFailure, unittest.TestCase):
     daemons = None
     broker = None
     workdir = None
@@ -108,14 +108,6 @@ class LibvirtTest(unittest.TestCase):
         self.diag += "\n----- broker.log\n" + self.broker.log()
         for d in self.domains:
             self.assertTrue(remove_domain(d.name), f"{d.name} is still defined")
-
-    def run(self, result=None):
-        result = result or self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before and getattr(self, "diag", ""):
-            sys.stderr.write(self.diag + "\n")
-        return result
 
     def domain(self, role, script, **kw):
         d = Domain(self.workdir, self.image, role, script, **kw)

@@ -100,7 +100,7 @@ def live_shmems(xml):
     return out
 
 
-class LibvirtFactoryTest(unittest.TestCase):
+class LibvirtFactoryTest(libvirt.DiagnosticsOnFailure, unittest.TestCase):
     broker = None
 
     @classmethod
@@ -142,14 +142,6 @@ class LibvirtFactoryTest(unittest.TestCase):
             self.host.close()
         for d in self.domains:
             self.assertTrue(libvirt.remove_domain(d.name), f"{d.name} is still defined")
-
-    def run(self, result=None):
-        result = result or self.defaultTestResult()
-        before = len(result.failures) + len(result.errors)
-        super().run(result)
-        if len(result.failures) + len(result.errors) > before and getattr(self, "diag", ""):
-            sys.stderr.write(self.diag + "\n")
-        return result
 
     def factory_xml(self, *args):
         """`shmemctl xml --factory ARGS` for a new definition: the factory device on the broker's socket."""

@@ -5,6 +5,7 @@
     import harness
 
     harness.Broker(argv, rundir, log)   # broker.py: ready = a Hello answered
+    harness.shmemctl_json(ctl, sock, "inspect", "r")   # broker.py: shmemctl --json, parsed
     harness.FakeSystemd(workdir)        # fakesystemd.py: ready = READY=1 arrived
     harness.HostPeer(...)               # hostpeer.py: a scripted shmem-peer
     harness.guestlab.Guest(...)         # guestlab.py: a QEMU TCG guest
@@ -16,6 +17,6 @@ Nothing here takes a socket file for a server that listens.
 """
 
 from . import figure1, guestlab, libvirt, proto  # noqa: F401
-from .broker import Broker  # noqa: F401
+from .broker import Broker, shmemctl_json  # noqa: F401
 from .fakesystemd import FakeSystemd  # noqa: F401
 from .hostpeer import HostPeer  # noqa: F401

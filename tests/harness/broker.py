@@ -14,6 +14,7 @@ exits first, or answers nothing by the deadline, fails the start with its log.
 Under a service manager (fakesystemd) ready means READY=1 instead.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -93,3 +94,12 @@ class Broker(subprocess.Popen):
         if self.poll() is None:
             self.kill()
             self.wait()
+
+
+def shmemctl_json(shmemctl, socket_path, *args, timeout=30):
+    """`shmemctl --socket SOCKET --json ARGS...` parsed; RuntimeError with its stderr if it fails."""
+    p = subprocess.run([shmemctl, "--socket", socket_path, "--json", *args], capture_output=True, text=True,
+                       timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"shmemctl {' '.join(args)} exited {p.returncode}: {p.stderr}")
+    return json.loads(p.stdout)

@@ -445,3 +445,16 @@ def main(tag):
         cleanup(tag)
     sys.stderr.write(f"{tag}: {time.monotonic() - t:.1f} s\n")
     sys.exit(0 if prog.result.wasSuccessful() else 1)
+
+
+class DiagnosticsOnFailure:
+    """A TestCase mixin: what tearDown() collected in self.diag (logs, XML:
+    tearDown undefines the domains next) goes to stderr if the test failed."""
+
+    def run(self, result=None):
+        result = result or self.defaultTestResult()
+        before = len(result.failures) + len(result.errors)
+        super().run(result)
+        if len(result.failures) + len(result.errors) > before and getattr(self, "diag", ""):
+            sys.stderr.write(self.diag + "\n")
+        return result
