@@ -322,6 +322,24 @@ static int handle_factory(Native *n, NativeCaller *c, const Message *m, NativeOu
         return 0;
 }
 
+static int handle_broker_status(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        NativeFacts facts = {};
+        StatusInfo *s = NULL;
+
+        if (n->hooks.facts)
+                n->hooks.facts(n->hooks.userdata, &facts);
+        if (status_info_new(&s, n->registry, &c->id, &facts) < 0) {
+                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                return 0;
+        }
+        reply.body_case = SHMEM__REPLY__BODY_BROKER_STATUS;
+        reply.broker_status = status_info_reply(s);
+        out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);
+        status_info_free(s);
+        return 0;
+}
+
 static void out_attach_reply(NativeOut *out, NativeCaller *c, uint64_t serial, bool created) {
         Peer *me = c->peer;
         Region *r = me->region;
@@ -475,7 +493,8 @@ static int handle_watch(Native *n, NativeCaller *c, const Message *m, NativeOut 
  * Every request the broker takes. A body missing here (a Reply, an event,
  * one of a newer protocol) is a protocol violation. Requests that change
  * what exists for everybody are for administrators (root and the broker's
- * own user); attaching and looking are for everyone, with the regions'
+ * own user); attaching and looking are for everyone (BrokerStatus shows
+ * others' use to administrators only: status-info.h), with the regions'
  * owner/group/mode and the rules deciding who may attach (docs/security.md).
  * Those whose strings are region names answer ILLEGAL_NAME to a name that
  * is cut at a NUL byte or is not UTF-8.
@@ -496,6 +515,7 @@ static const struct {
         [SHMEM__MESSAGE__BODY_RELOAD] = { handle_reload, true, false },
         [SHMEM__MESSAGE__BODY_UPGRADE] = { handle_upgrade, true, false },
         [SHMEM__MESSAGE__BODY_FACTORY] = { handle_factory, false, false },
+        [SHMEM__MESSAGE__BODY_BROKER_STATUS] = { handle_broker_status, false, false },
 };
 
 int native_dispatch(Native *n, NativeCaller *c, const Message *m, int decoded, NativeOut *out) {
