@@ -32,6 +32,12 @@ static const Command commands[] = {
           "The VMs connected to the guest factory: each one's connection, request in\n"
           "flight and devices by region (plugged or parked, index).\n"
           "\nOptions:\n" JSON_OPTION, false },
+        { "status", "", "the broker, its limits and their use, in total and per user",
+          "The broker's version, pid, uptime, configuration files and service manager;\n"
+          "each limit (broker.conf(5) [limits]) with its use; then per user (and per VM)\n"
+          "the regions, bytes, peers and connections it holds against the per-user\n"
+          "limits. Other users' rows are for root and the broker's user only.\n"
+          "\nOptions:\n" JSON_OPTION, false },
         { "create", "NAME SIZE [--max-peers N] [--persistent]", "declare a region",
           "Declare a region; SIZE in bytes, or with K, M, G, T. Its QEMU socket exists\n"
           "until it is destroyed, its memory from its first attach. Root and the\n"
@@ -144,7 +150,7 @@ void help_global(FILE *f) {
               "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
               "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
               "      --json               machine-readable output (list, inspect, factory,\n"
-              "                           watch, signal, upgrade)\n"
+              "                           status, watch, signal, upgrade)\n"
               "  -h, --help               this text; after COMMAND, COMMAND's\n"
               "  -V, --version            the version\n"
               "\n"

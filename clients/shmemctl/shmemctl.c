@@ -2,7 +2,7 @@
 /*
  * shmemctl: the command line of shmem-brokerd's control tool. Parses the
  * options and arguments, connects to the broker and dispatches: the region
- * commands are in regions.c, factory in factory.c, the operations commands
+ * commands are in regions.c, factory in factory.c, status in status.c, the operations commands
  * (watch, signal, dump, reload, upgrade) in ops.c, the libvirt side of
  * attach, detach and xml in virt.c; what they share in common.c.
  *
@@ -24,6 +24,7 @@
 #include "ops.h"
 #include "region-layout.h"
 #include "regions.h"
+#include "status.h"
 #include "units.h"
 
 static int parse_max_peers(const char *s, unsigned *ret) {
@@ -247,7 +248,8 @@ int main(int argc, char **argv) {
                                                         : "not a number (decimal, 0x-hex) or 'all'");
                 else if (mask == 0)
                         return usage_error("%s", "MASK 0 names no peer");
-        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0 || strcmp(cmd, "factory") == 0) {
+        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0 || strcmp(cmd, "factory") == 0 ||
+                   strcmp(cmd, "status") == 0) {
                 if (nargs != 0)
                         return usage_error("%s takes no arguments", cmd);
         } else if (strcmp(cmd, "dump") == 0) {
@@ -302,6 +304,8 @@ int main(int argc, char **argv) {
                 return cmd_inspect(c, path, &a, argv[optind]);
         if (strcmp(cmd, "factory") == 0)
                 return cmd_factory(c, path, &a);
+        if (strcmp(cmd, "status") == 0)
+                return cmd_status(c, path, &a);
         if (strcmp(cmd, "create") == 0)
                 return cmd_create(c, path, &a, argv[optind], size);
         if (strcmp(cmd, "watch") == 0)

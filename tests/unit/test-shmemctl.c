@@ -2,7 +2,9 @@
 /* Unit tests of shmemctl's pure parts: units.c, json.c, hexdump.c and events.c in clients/shmemctl/. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "events.h"
 #include "hexdump.h"
@@ -108,6 +110,36 @@ START_TEST(test_format_bits) {
         units_format_bits(buf, UINT64_MAX);
         ck_assert_uint_eq(strlen(buf), 10 + 54 * 2 + 63);
         ck_assert(strncmp(buf, "0,1,2,", 6) == 0);
+}
+END_TEST
+
+START_TEST(test_format_time) {
+        char buf[UNITS_TIME_STR_MAX];
+
+        /* 2026-12-01T14:35:59.000042Z, in two zones: the offset as ISO 8601 writes it. */
+        setenv("TZ", "UTC", 1);
+        tzset();
+        ck_assert_str_eq(units_format_time(buf, UINT64_C(1796135759) * 1000000 + 42), "2026-12-01T14:35:59.000042+00:00");
+        setenv("TZ", "XST-5:30", 1); /* POSIX: 5 h 30 min east of UTC */
+        tzset();
+        ck_assert_str_eq(units_format_time(buf, UINT64_C(1796135759) * 1000000 + 999999),
+                         "2026-12-01T20:05:59.999999+05:30");
+        setenv("TZ", "UTC", 1);
+        tzset();
+}
+END_TEST
+
+START_TEST(test_format_duration) {
+        char buf[UNITS_DURATION_STR_MAX];
+
+        ck_assert_str_eq(units_format_duration(buf, 0), "0s");
+        ck_assert_str_eq(units_format_duration(buf, 999999), "0s");
+        ck_assert_str_eq(units_format_duration(buf, 59 * UINT64_C(1000000)), "59s");
+        ck_assert_str_eq(units_format_duration(buf, 123 * UINT64_C(1000000)), "2min 3s");
+        ck_assert_str_eq(units_format_duration(buf, 3600 * UINT64_C(1000000)), "1h");
+        ck_assert_str_eq(units_format_duration(buf, 3725 * UINT64_C(1000000)), "1h 2min");
+        ck_assert_str_eq(units_format_duration(buf, (4 * 86400 + 3600 + 5) * UINT64_C(1000000)), "4d 1h");
+        ck_assert_str_eq(units_format_duration(buf, (86400 + 5) * UINT64_C(1000000)), "1d");
 }
 END_TEST
 
@@ -368,6 +400,8 @@ static Suite *shmemctl_suite(void) {
         tcase_add_test(tc, test_parse_mask);
         tcase_add_test(tc, test_format_size);
         tcase_add_test(tc, test_format_bits);
+        tcase_add_test(tc, test_format_time);
+        tcase_add_test(tc, test_format_duration);
         suite_add_tcase(s, tc);
 
         tc = tcase_new("json");
