@@ -50,11 +50,14 @@ static const Command commands[] = {
           "the broker's user only; prints nothing on success.\n"
           "\nOptions:\n"
           "      --force              detach its peers first (QEMU guests keep their mapping)\n", false },
-        { "watch", "[NAME]", "one line per event of the broker until interrupted",
+        { "watch", "[NAME] [-t|--timestamps]", "one line per event of the broker until interrupted",
           "One line per event until interrupted: regions created, allocated, freed,\n"
           "destroyed; peers joined, left. With NAME, that region's only (it must exist).\n"
           "Ends with 0 on SIGINT or SIGTERM, with 3 if the broker goes away.\n"
-          "\nOptions:\n" JSON_OPTION, false },
+          "\nOptions:\n"
+          "  -t, --timestamps         each line after the time shmemctl read the event,\n"
+          "                           ISO 8601 with microseconds (journalctl -o\n"
+          "                           short-iso-precise); with --json a \"time\" member\n" JSON_OPTION, false },
         { "signal", "NAME MASK|all", "signal the peers in MASK",
           "Signal the peers of NAME in MASK: bit i = peer index i, decimal or 0x-hex;\n"
           "'all' = every attached peer. A MASK with a peer that is not attached is\n"

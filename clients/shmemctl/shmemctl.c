@@ -77,6 +77,7 @@ int main(int argc, char **argv) {
                 { "machine", required_argument, NULL, OPT_MACHINE },
                 { "regions", required_argument, NULL, OPT_REGIONS },
                 { "max-region", required_argument, NULL, OPT_MAX_REGION },
+                { "timestamps", no_argument, NULL, 't' },
                 {},
         };
         _cleanup_(client_freep) Client *c = NULL;
@@ -88,7 +89,7 @@ int main(int argc, char **argv) {
         int opt, nargs, r;
 
         opterr = 0; /* our own messages, with the exit code of a usage error */
-        while ((opt = getopt_long(argc, argv, ":s:c:hV", options, NULL)) >= 0) {
+        while ((opt = getopt_long(argc, argv, ":s:c:htV", options, NULL)) >= 0) {
                 switch (opt) {
                 case 's':
                         a.socket = optarg;
@@ -98,6 +99,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'h':
                         help = true;
+                        break;
+                case 't':
+                        a.timestamps = true;
                         break;
                 case 'V':
                         printf("shmemctl %s\n", SHMEM_VERSION);
@@ -234,7 +238,7 @@ int main(int argc, char **argv) {
                         return usage_error("%s", "usage: destroy NAME [--force]");
         } else if (strcmp(cmd, "watch") == 0) {
                 if (nargs > 1)
-                        return usage_error("%s", "usage: watch [NAME]");
+                        return usage_error("%s", "usage: watch [NAME] [-t|--timestamps]");
         } else if (strcmp(cmd, "signal") == 0) {
                 const char *m = nargs == 2 ? argv[optind + 1] : "";
 
@@ -283,6 +287,8 @@ int main(int argc, char **argv) {
                 return usage_error("%s", "--connect, --live and --config go with attach and detach");
         if (a.timeout_set && strcmp(cmd, "detach") != 0)
                 return usage_error("%s", "--timeout goes with detach");
+        if (a.timestamps && strcmp(cmd, "watch") != 0)
+                return usage_error("%s", "--timestamps goes with watch");
 
         /* xml --factory needs no broker connection: the factory socket is beside the broker's. */
         if (a.factory)

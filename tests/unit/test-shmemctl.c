@@ -300,15 +300,15 @@ START_TEST(test_hexdump_run_ends) {
 }
 END_TEST
 
-/* Prints @m with event_print() into memory; NULL if it was not printed. */
-static char *event_capture(const Message *m, bool json) {
+/* Prints @m with event_print() into memory, after @time if not NULL; NULL if it was not printed. */
+static char *event_capture_at(const Message *m, bool json, const char *time) {
         char *buf = NULL;
         size_t n = 0;
         FILE *f = open_memstream(&buf, &n);
         bool printed;
 
         ck_assert_ptr_nonnull(f);
-        printed = event_print(f, m, json);
+        printed = event_print(f, m, json, time);
         fclose(f);
         if (!printed) {
                 ck_assert_uint_eq(n, 0);
@@ -316,6 +316,10 @@ static char *event_capture(const Message *m, bool json) {
                 return NULL;
         }
         return buf;
+}
+
+static char *event_capture(const Message *m, bool json) {
+        return event_capture_at(m, json, NULL);
 }
 
 START_TEST(test_event_lines) {
@@ -391,6 +395,31 @@ START_TEST(test_event_lines) {
 }
 END_TEST
 
+/* watch --timestamps: the time first, the line as without it; in JSON the first member. */
+START_TEST(test_event_lines_with_time) {
+        static const char time[] = "2026-12-01T14:35:59.000042+00:00";
+        Shmem__Left le = SHMEM__LEFT__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        le.name = "r";
+        le.epoch = 6;
+        le.index = 3;
+        m.body_case = SHMEM__MESSAGE__BODY_LEFT;
+        m.left = &le;
+        {
+                _cleanup_free_ char *text = event_capture_at(&m, false, time), *json = event_capture_at(&m, true, time);
+
+                ck_assert_str_eq(text, "2026-12-01T14:35:59.000042+00:00 left r index=3 epoch=6\n");
+                ck_assert_str_eq(json, "{\"time\":\"2026-12-01T14:35:59.000042+00:00\",\"event\":\"left\","
+                                       "\"region\":\"r\",\"index\":3,\"epoch\":6}\n");
+        }
+        /* What is not an event stays unprinted, time or not. */
+        m.body_case = SHMEM__MESSAGE__BODY_LIST;
+        m.list = &(Shmem__List) SHMEM__LIST__INIT;
+        ck_assert_ptr_null(event_capture_at(&m, false, time));
+}
+END_TEST
+
 static Suite *shmemctl_suite(void) {
         Suite *s = suite_create("shmemctl");
         TCase *tc;
@@ -417,6 +446,7 @@ static Suite *shmemctl_suite(void) {
 
         tc = tcase_new("events");
         tcase_add_test(tc, test_event_lines);
+        tcase_add_test(tc, test_event_lines_with_time);
         suite_add_tcase(s, tc);
         return s;
 }
