@@ -15,6 +15,8 @@ import contextlib
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -170,6 +172,24 @@ class Status(unittest.TestCase):
         self.assertEqual([(h["uid"], h["regions"], h["connections"]) for h in s["holders"]], [(65532, 0, 1)])
         s = self.status()
         self.assertEqual(sorted(h["uid"] for h in s["holders"]), [0, OTHER, NOBODY])
+
+    def test_a_vm_row(self):
+        """A QEMU connection (here this process on a region's QEMU socket: no -uuid, so the VM is
+        its pid) is a row of its own, vm:pid:N, counted against connections-per-vm; root sees it,
+        a user does not."""
+        self.ctl("create", "q", "64K")
+        q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.addCleanup(q.close)
+        q.settimeout(5)
+        q.connect(os.path.join(self.rundir, "qemu", "q.sock"))
+        self.assertEqual(struct.unpack("<q", q.recv(8, socket.MSG_WAITALL))[0], 0)  # admitted
+        s = self.status()
+        vm = [h for h in s["holders"] if h["holder"] == f"vm:pid:{os.getpid()}"]
+        self.assertEqual(len(vm), 1, s["holders"])
+        self.assertEqual((vm[0]["uid"], vm[0]["exempt"], vm[0]["peers"], vm[0]["connections"]), (None, False, 1, 1))
+        self.assertEqual(s["holders"][-1], vm[0])  # users first, then VMs
+        self.assertIn(f"vm pid {os.getpid()}", self.ctl("status"))
+        self.assertEqual([h["holder"] for h in self.status(user=NOBODY)["holders"]], [f"uid:{NOBODY}"])
 
     def test_text(self):
         """The text form: the files, each limit with its use, the per-user table with the limits."""
