@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "broker.h"
@@ -34,7 +35,52 @@ struct Broker {
         char *const *argv;
         char rundir[PATH_MAX];
         char socket_path[PATH_MAX];
+        char **config_files; /* copies of the files in force: a reload that fails frees the BrokerConfig's */
+        size_t n_config_files;
+        uint64_t started_usec, started_mono_usec; /* this image's start */
 };
+
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static void broker_free_config_files(Broker *b) {
+        for (size_t i = 0; i < b->n_config_files; i++)
+                free(b->config_files[i]);
+        b->config_files = mfree(b->config_files);
+        b->n_config_files = 0;
+}
+
+/* Keeps copies of the names of @config's files (out of memory: none). */
+static void broker_keep_config_files(Broker *b, const BrokerConfig *config) {
+        broker_free_config_files(b);
+        b->config_files = calloc(config->n_config_files + 1, sizeof(char *));
+        for (size_t i = 0; b->config_files && i < config->n_config_files; i++) {
+                b->config_files[i] = strdup(config->config_files[i]);
+                if (!b->config_files[i])
+                        break;
+                b->n_config_files++;
+        }
+}
+
+/* NativeHooks.facts: what the BrokerStatus reply says of the daemon. */
+static void broker_facts(void *userdata, NativeFacts *ret) {
+        Broker *b = userdata;
+        const char *max = getenv("FDSTORE"); /* systemd 254 and later say FileDescriptorStoreMax= */
+
+        *ret = (NativeFacts) { .version = SHMEM_VERSION,
+                               .started_usec = b->started_usec,
+                               .uptime_usec = now_usec(CLOCK_MONOTONIC) - b->started_mono_usec,
+                               .config_files = (const char *const *) b->config_files,
+                               .n_config_files = b->n_config_files,
+                               .managed = service_managed(b->service),
+                               .stored_fds = service_stored_fds(b->service),
+                               .fd_store_max = max ? (unsigned) strtoul(max, NULL, 10) : 0,
+                               .frontends = b->frontends };
+}
 
 static void broker_on_signal(evutil_socket_t sig, short what, void *userdata) {
         Broker *b = userdata;
@@ -129,6 +175,7 @@ int broker_reload(Broker *b, const char **ret_error) {
                 return r;
         }
         frontends_set_limits(b->frontends, &config.limits);
+        broker_keep_config_files(b, &config);
         (void) registry_set_closed(b->registry, NULL);
         b->refused = false;
         if (r > 0)
@@ -195,6 +242,9 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 return -ENOMEM;
         b->reload = reload;
         b->reload_userdata = userdata;
+        b->started_usec = now_usec(CLOCK_REALTIME);
+        b->started_mono_usec = now_usec(CLOCK_MONOTONIC);
+        broker_keep_config_files(b, config);
         b->refused = config->refused != NULL;
         event_set_log_callback(broker_on_libevent_log);
         b->base = event_base_new();
@@ -233,6 +283,7 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
         r = server_new(&b->server, b->registry, b->frontends, b->socket_path,
                        &(NativeHooks) { .reload = (int (*)(void *, const char **)) broker_reload,
                                         .upgrade = broker_request_upgrade,
+                                        .facts = broker_facts,
                                         .userdata = b });
         if (r == -EADDRINUSE) {
                 log_error("Another broker is serving '%s'", b->socket_path);
@@ -315,6 +366,7 @@ Broker *broker_free(Broker *b) {
         registry_free(b->registry);
         if (b->base)
                 event_base_free(b->base);
+        broker_free_config_files(b);
         free(b);
         return NULL;
 }

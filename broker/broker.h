@@ -26,6 +26,8 @@ typedef struct BrokerConfig {
         size_t n_regions;
         const AccessRule *rules;
         size_t n_rules;
+        const char *const *config_files; /* the files read, in order (for Status) */
+        size_t n_config_files;
         const char *refused; /* set: the files were refused at a restart; the registry refuses every attach */
 } BrokerConfig;
 

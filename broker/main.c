@@ -328,6 +328,8 @@ static int args_load(Args *a) {
                 a->regions[a->config.n_regions++] = a->file.regions[i];
         a->config.rules = a->file.rules;
         a->config.n_rules = a->file.n_rules;
+        a->config.config_files = (const char *const *) a->file.files;
+        a->config.n_config_files = a->file.n_files;
         a->config.refused = a->refused[0] ? a->refused : NULL;
 
         optind = 0;

@@ -29,6 +29,9 @@ void config_done(Config *c) {
                 free((char *) c->rules[i].glob);
         }
         free(c->rules);
+        for (size_t i = 0; i < c->n_files; i++)
+                free(c->files[i]);
+        free(c->files);
         config_init(c, c->tables, c->n_tables);
 }
 
@@ -553,6 +556,17 @@ static int config_load_file(Config *c, const char *path, bool must_exist) {
         }
         r = config_parse(c, path, f, NULL);
         fclose(f);
+        if (r == 0) { /* for shmemctl status */
+                char **v = realloc(c->files, (c->n_files + 1) * sizeof(*v));
+
+                if (!v || !(v[c->n_files] = strdup(path))) {
+                        c->files = v ? v : c->files;
+                        snprintf(c->error, sizeof(c->error), "%.400s: out of memory", path);
+                        return -ENOMEM;
+                }
+                c->files = v;
+                c->n_files++;
+        }
         return r;
 }
 

@@ -80,6 +80,8 @@ typedef struct Config {
         size_t n_regions;
         AccessRule *rules;         /* strings owned */
         size_t n_rules;
+        char **files;              /* the files read, in order (owned) */
+        size_t n_files;
         char error[512];           /* "FILE:LINE: reason" after a failed load */
 } Config;
 

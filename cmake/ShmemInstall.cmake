@@ -35,6 +35,24 @@ shmem_systemd_dir(SHMEM_SYSTEMDUNITDIR systemd_system_unit_dir lib/systemd/syste
 shmem_systemd_dir(SHMEM_SYSUSERSDIR sysusers_dir lib/sysusers.d)
 shmem_systemd_dir(SHMEM_TMPFILESDIR tmpfiles_dir lib/tmpfiles.d)
 
+# bash-completion's completionsdir (bash-completion.pc), relative to the
+# prefix as the systemd directories are: the .pc spells it under its own
+# prefix (Debian 12: /usr/share/bash-completion/completions), and the part
+# under that prefix goes under ours: bash-completion's loader finds it for
+# its own prefix, and for another through XDG_DATA_DIRS=PREFIX/share. Without
+# bash-completion.pc, that layout.
+set(dir share/bash-completion/completions)
+if(PKG_CONFIG_EXECUTABLE)
+  execute_process(COMMAND ${PKG_CONFIG_EXECUTABLE} --variable=prefix bash-completion
+                  OUTPUT_VARIABLE bc_prefix OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc ERROR_QUIET)
+  execute_process(COMMAND ${PKG_CONFIG_EXECUTABLE} --variable=completionsdir bash-completion
+                  OUTPUT_VARIABLE bc_dir OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(rc EQUAL 0 AND bc_prefix AND bc_dir MATCHES "^${bc_prefix}/(.+)$")
+    set(dir ${CMAKE_MATCH_1})
+  endif()
+endif()
+set(SHMEM_BASHCOMPLETIONDIR ${dir} CACHE STRING "Where bash completions go (relative: to the install prefix)")
+
 # shmem_install_configured(TEMPLATE DESTINATION [RENAME NAME]): TEMPLATE
 # (NAME.in) configured when installing, with @PREFIX@ the prefix of that
 # install and @BINDIR@ @SBINDIR@ @LIBDIR@ @INCLUDEDIR@ @LIBEXECDIR@ the

@@ -109,6 +109,22 @@ unsigned frontends_count(Frontends *t) {
         return t->n_conns;
 }
 
+unsigned frontends_count_holder(Frontends *t, const char *holder) {
+        const Count *c = map_get(t->counts, holder);
+
+        return c ? c->n : 0;
+}
+
+bool frontends_next_holder(Frontends *t, size_t *cursor, const char **ret_holder, unsigned *ret_n) {
+        void *v;
+
+        if (!map_next(t->counts, cursor, &v))
+                return false;
+        *ret_holder = ((const Count *) v)->holder;
+        *ret_n = ((const Count *) v)->n;
+        return true;
+}
+
 FrontConn *frontends_first(Frontends *t) {
         return t->conns;
 }

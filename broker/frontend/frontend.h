@@ -64,6 +64,15 @@ Keeper *frontends_keeper(Frontends *t);
 unsigned frontends_count(Frontends *t);
 
 /*
+ * Connections counted for one holder (peer_identity_holder()), for the
+ * native Status: frontends_count_holder() of @holder now (0: none);
+ * frontends_next_holder() iterates the holders with any, from *@cursor = 0,
+ * false at the end.
+ */
+unsigned frontends_count_holder(Frontends *t, const char *holder);
+bool frontends_next_holder(Frontends *t, size_t *cursor, const char **ret_holder, unsigned *ret_n);
+
+/*
  * frontends_admit() - whether a new connection of @id may be added now: the
  * total (less the administrators' reserve for others), the per-user limit
  * for host peers, the per-VM limit for QEMU peers (peer_identity_holder()).

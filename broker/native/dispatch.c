@@ -11,6 +11,7 @@
 #include "dispatch.h"
 #include "escape.h"
 #include "factory-info.h"
+#include "region-info.h"
 #include "frontend.h"
 #include "log.h"
 
@@ -91,79 +92,6 @@ static void log_refusal(const NativeCaller *c, const char *what, const char *nam
                 log_info("Refusing client '%s' (pid %d, uid %u) %s '%s': %s%s%s", label, (int) c->id.pid,
                          (unsigned) c->id.uid, what, region, core_error_name(core), error ? ": " : "",
                          error ? error : "");
-}
-
-/* --- region information ----------------------------------------------------- */
-
-typedef struct InfoBuf {
-        Shmem__RegionInfo info;
-        Shmem__Creator creator;
-        char socket[256];
-} InfoBuf;
-
-/* Inspect's: every attached peer. */
-typedef struct PeersBuf {
-        Shmem__PeerState states[SHMEM_PEERS_MAX];
-        Shmem__PeerState *state_ptrs[SHMEM_PEERS_MAX];
-} PeersBuf;
-
-static void region_info_fill(InfoBuf *b, Registry *reg, Region *r) {
-        Shmem__RegionInfo *info = &b->info;
-
-        shmem__region_info__init(info);
-        info->name = r->name;
-        info->data_size = r->data_size;
-        info->region_size = r->region_size;
-        info->backend = r->backend;
-        info->max_peers = r->max_peers;
-        info->vectors = r->vectors;
-        info->epoch = r->epoch;
-        info->active = r->active;
-        info->persistent = r->persistent;
-        info->allocated = r->memfd >= 0;
-        info->signal_mode = r->signal_mode;
-        info->owner = r->owner;
-        info->group = r->group;
-        info->mode = r->mode;
-        info->declared_size = r->declared_data_size;
-        info->declared_max_peers = r->declared_max_peers;
-        info->qemu_socket = registry_endpoint(reg, r, "qemu", b->socket, sizeof(b->socket)) == 0 ? b->socket : "";
-        if (r->created_by.kind != SHMEM_PEER_KIND_NONE) {
-                shmem__creator__init(&b->creator);
-                b->creator.kind = (Shmem__PeerKind) r->created_by.kind;
-                b->creator.label = r->created_by.label;
-                b->creator.vm_uuid = r->created_by.vm_uuid;
-                b->creator.pid = (uint32_t) r->created_by.pid;
-                b->creator.uid = (uint32_t) r->created_by.uid;
-                b->creator.key = r->creator;
-                info->created_by = &b->creator;
-        }
-}
-
-static void region_peers_fill(Shmem__RegionInfo *info, PeersBuf *b, Region *r) {
-        for (unsigned i = 0; i < r->max_peers; i++) {
-                Peer *p = r->peers[i];
-                Shmem__PeerState *st = &b->states[info->n_peers];
-
-                if (!p)
-                        continue;
-                shmem__peer_state__init(st);
-                st->index = p->index;
-                st->kind = (Shmem__PeerKind) p->id.kind;
-                st->label = p->id.label;
-                st->pid = (uint32_t) p->id.pid;
-                st->uid = (uint32_t) p->id.uid;
-                st->doorbell_id = p->doorbell_id;
-                st->vm_uuid = p->id.vm_uuid;
-                st->libvirt = p->id.libvirt;
-                st->departures_told = p->ops && p->ops->departures_told ? p->ops->departures_told(p) : 0;
-                st->parked = p->parked;
-                /* Shown as found: the page is peer-writable and never trusted. */
-                if (r->page)
-                        st->pending = __atomic_load_n(&r->page->slots[i].pending, __ATOMIC_ACQUIRE);
-                b->state_ptrs[info->n_peers++] = st;
-        }
-        info->peers = b->state_ptrs;
 }
 
 static void peer_info_fill(Shmem__PeerInfo *pi, Peer *p, int fd_index) {
@@ -322,6 +250,24 @@ static int handle_factory(Native *n, NativeCaller *c, const Message *m, NativeOu
         return 0;
 }
 
+static int handle_broker_status(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        NativeFacts facts = {};
+        StatusInfo *s = NULL;
+
+        if (n->hooks.facts)
+                n->hooks.facts(n->hooks.userdata, &facts);
+        if (status_info_new(&s, n->registry, &c->id, &facts) < 0) {
+                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                return 0;
+        }
+        reply.body_case = SHMEM__REPLY__BODY_BROKER_STATUS;
+        reply.broker_status = status_info_reply(s);
+        out_reply(out, m->serial, SHMEM__STATUS__OK, NULL, &reply, NULL, 0);
+        status_info_free(s);
+        return 0;
+}
+
 static void out_attach_reply(NativeOut *out, NativeCaller *c, uint64_t serial, bool created) {
         Peer *me = c->peer;
         Region *r = me->region;
@@ -475,7 +421,8 @@ static int handle_watch(Native *n, NativeCaller *c, const Message *m, NativeOut 
  * Every request the broker takes. A body missing here (a Reply, an event,
  * one of a newer protocol) is a protocol violation. Requests that change
  * what exists for everybody are for administrators (root and the broker's
- * own user); attaching and looking are for everyone, with the regions'
+ * own user); attaching and looking are for everyone (BrokerStatus shows
+ * others' use to administrators only: status-info.h), with the regions'
  * owner/group/mode and the rules deciding who may attach (docs/security.md).
  * Those whose strings are region names answer ILLEGAL_NAME to a name that
  * is cut at a NUL byte or is not UTF-8.
@@ -496,6 +443,7 @@ static const struct {
         [SHMEM__MESSAGE__BODY_RELOAD] = { handle_reload, true, false },
         [SHMEM__MESSAGE__BODY_UPGRADE] = { handle_upgrade, true, false },
         [SHMEM__MESSAGE__BODY_FACTORY] = { handle_factory, false, false },
+        [SHMEM__MESSAGE__BODY_BROKER_STATUS] = { handle_broker_status, false, false },
 };
 
 int native_dispatch(Native *n, NativeCaller *c, const Message *m, int decoded, NativeOut *out) {

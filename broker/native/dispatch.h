@@ -4,8 +4,8 @@
 /*
  * The native protocol (proto/shmem.proto, docs/protocol.md) as a pure
  * dispatcher: a decoded Message and the caller's state in; encoded replies
- * and what became of the caller out. It calls the core (registry) and two
- * hooks (reload, upgrade); it touches no socket and no event loop, so the
+ * and what became of the caller out. It calls the core (registry) and three
+ * hooks (reload, upgrade, facts); it touches no socket and no event loop, so the
  * fuzzer drives it with bytes alone (tests/fuzz/fuzz-dispatch.c).
  * native/server.c is the socket server around it.
  *
@@ -18,6 +18,7 @@
 
 #include "msg.h"
 #include "registry.h"
+#include "status-info.h"
 
 /* One connection as the protocol sees it. */
 typedef struct NativeCaller {
@@ -42,6 +43,8 @@ typedef struct NativeHooks {
         int (*reload)(void *userdata, const char **ret_error);
         /* Upgrade: re-execute soon (after the reply went out); 0 or -errno. */
         int (*upgrade)(void *userdata);
+        /* BrokerStatus: what the daemon says of itself (unset: nothing, no connections counted). */
+        void (*facts)(void *userdata, NativeFacts *ret);
         void *userdata;
 } NativeHooks;
 

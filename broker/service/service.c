@@ -324,6 +324,10 @@ Keeper *service_keeper(Service *s) {
         return &s->keeper;
 }
 
+size_t service_stored_fds(Service *s) {
+        return fdstore_size(s->store);
+}
+
 bool service_managed(Service *s) {
         return notify_enabled(s->notify);
 }

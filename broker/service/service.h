@@ -34,6 +34,8 @@ Service *service_free(Service *s, bool clean);
 
 Keeper *service_keeper(Service *s);
 bool service_managed(Service *s); /* a service manager listens */
+/* The fds kept for a restart (copies the broker owns; the manager's store holds the same if managed). */
+size_t service_stored_fds(Service *s);
 
 /* The newest complete state handed over at start, or NULL (free with state_free()). */
 State *service_take_state(Service *s);

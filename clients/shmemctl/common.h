@@ -33,6 +33,7 @@ typedef struct Args {
         bool max_peers_set, persistent, force;
         uint64_t offset, length; /* dump */
         bool length_set, raw;
+        bool timestamps; /* watch: each event line after the time it was read */
         VirtOptions virt; /* attach, detach, xml --factory DOMAIN */
         bool virt_set, timeout_set;
         /* xml --factory: the machine (default q35), how many regions, how large */

@@ -53,11 +53,15 @@ static void write_token(FILE *f, const char *s) {
                         fputc(*p, f);
 }
 
-static void print_json(FILE *f, const Message *m) {
+static void print_json(FILE *f, const Message *m, const char *time) {
         Json j;
 
         json_init(&j, f);
         json_object_begin(&j);
+        if (time) {
+                json_key(&j, "time");
+                json_string(&j, time);
+        }
         json_key(&j, "event");
         switch (m->body_case) {
         case SHMEM__MESSAGE__BODY_JOINED: {
@@ -105,7 +109,11 @@ static void print_json(FILE *f, const Message *m) {
         json_object_end(&j);
 }
 
-static void print_text(FILE *f, const Message *m) {
+static void print_text(FILE *f, const Message *m, const char *time) {
+        if (time) {
+                write_token(f, time);
+                fputc(' ', f);
+        }
         switch (m->body_case) {
         case SHMEM__MESSAGE__BODY_JOINED: {
                 const Shmem__PeerInfo *p = m->joined->peer;
@@ -136,12 +144,12 @@ static void print_text(FILE *f, const Message *m) {
         fputc('\n', f);
 }
 
-bool event_print(FILE *f, const Message *m, bool json) {
+bool event_print(FILE *f, const Message *m, bool json, const char *time) {
         if (!event_region(m))
                 return false;
         if (json)
-                print_json(f, m);
+                print_json(f, m, time);
         else
-                print_text(f, m);
+                print_text(f, m, time);
         return true;
 }

@@ -32,6 +32,12 @@ static const Command commands[] = {
           "The VMs connected to the guest factory: each one's connection, request in\n"
           "flight and devices by region (plugged or parked, index).\n"
           "\nOptions:\n" JSON_OPTION, false },
+        { "status", "", "the broker, its limits and their use, in total and per user",
+          "The broker's version, pid, uptime, configuration files and service manager;\n"
+          "each limit (broker.conf(5) [limits]) with its use; then per user (and per VM)\n"
+          "the regions, bytes, peers and connections it holds against the per-user\n"
+          "limits. Other users' rows are for root and the broker's user only.\n"
+          "\nOptions:\n" JSON_OPTION, false },
         { "create", "NAME SIZE [--max-peers N] [--persistent]", "declare a region",
           "Declare a region; SIZE in bytes, or with K, M, G, T. Its QEMU socket exists\n"
           "until it is destroyed, its memory from its first attach. Root and the\n"
@@ -44,11 +50,14 @@ static const Command commands[] = {
           "the broker's user only; prints nothing on success.\n"
           "\nOptions:\n"
           "      --force              detach its peers first (QEMU guests keep their mapping)\n", false },
-        { "watch", "[NAME]", "one line per event of the broker until interrupted",
+        { "watch", "[NAME] [-t|--timestamps]", "one line per event of the broker until interrupted",
           "One line per event until interrupted: regions created, allocated, freed,\n"
           "destroyed; peers joined, left. With NAME, that region's only (it must exist).\n"
           "Ends with 0 on SIGINT or SIGTERM, with 3 if the broker goes away.\n"
-          "\nOptions:\n" JSON_OPTION, false },
+          "\nOptions:\n"
+          "  -t, --timestamps         each line after the time shmemctl read the event,\n"
+          "                           ISO 8601 with microseconds (journalctl -o\n"
+          "                           short-iso-precise); with --json a \"time\" member\n" JSON_OPTION, false },
         { "signal", "NAME MASK|all", "signal the peers in MASK",
           "Signal the peers of NAME in MASK: bit i = peer index i, decimal or 0x-hex;\n"
           "'all' = every attached peer. A MASK with a peer that is not attached is\n"
@@ -144,7 +153,7 @@ void help_global(FILE *f) {
               "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
               "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
               "      --json               machine-readable output (list, inspect, factory,\n"
-              "                           watch, signal, upgrade)\n"
+              "                           status, watch, signal, upgrade)\n"
               "  -h, --help               this text; after COMMAND, COMMAND's\n"
               "  -V, --version            the version\n"
               "\n"

@@ -122,7 +122,15 @@ int cmd_watch(Client *c, const char *path, const Args *a, const char *name) {
                         region = event_region(e->msg);
                         if (!region || (name && strcmp(region, name) != 0))
                                 continue;
-                        event_print(stdout, e->msg, a->json);
+                        if (a->timestamps) {
+                                struct timespec ts;
+                                char when[UNITS_TIME_STR_MAX];
+
+                                clock_gettime(CLOCK_REALTIME, &ts);
+                                units_format_time(when, (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000);
+                                event_print(stdout, e->msg, a->json, when);
+                        } else
+                                event_print(stdout, e->msg, a->json, NULL);
                         r = flush_output();
                         if (r != EXIT_OK)
                                 return r;

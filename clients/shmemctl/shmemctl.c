@@ -2,7 +2,7 @@
 /*
  * shmemctl: the command line of shmem-brokerd's control tool. Parses the
  * options and arguments, connects to the broker and dispatches: the region
- * commands are in regions.c, factory in factory.c, the operations commands
+ * commands are in regions.c, factory in factory.c, status in status.c, the operations commands
  * (watch, signal, dump, reload, upgrade) in ops.c, the libvirt side of
  * attach, detach and xml in virt.c; what they share in common.c.
  *
@@ -24,6 +24,7 @@
 #include "ops.h"
 #include "region-layout.h"
 #include "regions.h"
+#include "status.h"
 #include "units.h"
 
 static int parse_max_peers(const char *s, unsigned *ret) {
@@ -76,6 +77,7 @@ int main(int argc, char **argv) {
                 { "machine", required_argument, NULL, OPT_MACHINE },
                 { "regions", required_argument, NULL, OPT_REGIONS },
                 { "max-region", required_argument, NULL, OPT_MAX_REGION },
+                { "timestamps", no_argument, NULL, 't' },
                 {},
         };
         _cleanup_(client_freep) Client *c = NULL;
@@ -87,7 +89,7 @@ int main(int argc, char **argv) {
         int opt, nargs, r;
 
         opterr = 0; /* our own messages, with the exit code of a usage error */
-        while ((opt = getopt_long(argc, argv, ":s:c:hV", options, NULL)) >= 0) {
+        while ((opt = getopt_long(argc, argv, ":s:c:htV", options, NULL)) >= 0) {
                 switch (opt) {
                 case 's':
                         a.socket = optarg;
@@ -97,6 +99,9 @@ int main(int argc, char **argv) {
                         break;
                 case 'h':
                         help = true;
+                        break;
+                case 't':
+                        a.timestamps = true;
                         break;
                 case 'V':
                         printf("shmemctl %s\n", SHMEM_VERSION);
@@ -233,7 +238,7 @@ int main(int argc, char **argv) {
                         return usage_error("%s", "usage: destroy NAME [--force]");
         } else if (strcmp(cmd, "watch") == 0) {
                 if (nargs > 1)
-                        return usage_error("%s", "usage: watch [NAME]");
+                        return usage_error("%s", "usage: watch [NAME] [-t|--timestamps]");
         } else if (strcmp(cmd, "signal") == 0) {
                 const char *m = nargs == 2 ? argv[optind + 1] : "";
 
@@ -247,7 +252,8 @@ int main(int argc, char **argv) {
                                                         : "not a number (decimal, 0x-hex) or 'all'");
                 else if (mask == 0)
                         return usage_error("%s", "MASK 0 names no peer");
-        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0 || strcmp(cmd, "factory") == 0) {
+        } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0 || strcmp(cmd, "factory") == 0 ||
+                   strcmp(cmd, "status") == 0) {
                 if (nargs != 0)
                         return usage_error("%s takes no arguments", cmd);
         } else if (strcmp(cmd, "dump") == 0) {
@@ -281,6 +287,8 @@ int main(int argc, char **argv) {
                 return usage_error("%s", "--connect, --live and --config go with attach and detach");
         if (a.timeout_set && strcmp(cmd, "detach") != 0)
                 return usage_error("%s", "--timeout goes with detach");
+        if (a.timestamps && strcmp(cmd, "watch") != 0)
+                return usage_error("%s", "--timestamps goes with watch");
 
         /* xml --factory needs no broker connection: the factory socket is beside the broker's. */
         if (a.factory)
@@ -302,6 +310,8 @@ int main(int argc, char **argv) {
                 return cmd_inspect(c, path, &a, argv[optind]);
         if (strcmp(cmd, "factory") == 0)
                 return cmd_factory(c, path, &a);
+        if (strcmp(cmd, "status") == 0)
+                return cmd_status(c, path, &a);
         if (strcmp(cmd, "create") == 0)
                 return cmd_create(c, path, &a, argv[optind], size);
         if (strcmp(cmd, "watch") == 0)

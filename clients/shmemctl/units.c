@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "units.h"
 
@@ -96,5 +97,46 @@ char *units_format_bits(char buf[static UNITS_BITS_STR_MAX], uint64_t bits) {
                         n += (size_t) snprintf(buf + n, UNITS_BITS_STR_MAX - n, "%s%u", n ? "," : "", i);
         if (n == 0)
                 strcpy(buf, "-");
+        return buf;
+}
+
+char *units_format_time(char buf[static UNITS_TIME_STR_MAX], uint64_t usec) {
+        time_t t = (time_t) (usec / 1000000);
+        struct tm tm;
+        char off[8];
+        size_t n;
+
+        if (!localtime_r(&t, &tm)) {
+                snprintf(buf, UNITS_TIME_STR_MAX, "@%" PRIu64, usec);
+                return buf;
+        }
+        n = strftime(buf, UNITS_TIME_STR_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+        strftime(off, sizeof(off), "%z", &tm); /* "+0100": ISO 8601 writes "+01:00" */
+        snprintf(buf + n, UNITS_TIME_STR_MAX - n, ".%06u%.3s:%.2s", (unsigned) (usec % 1000000), off, off + 3);
+        return buf;
+}
+
+char *units_format_duration(char buf[static UNITS_DURATION_STR_MAX], uint64_t usec) {
+        static const struct {
+                const char *name;
+                uint64_t s;
+        } units[] = { { "d", 86400 }, { "h", 3600 }, { "min", 60 }, { "s", 1 } };
+        uint64_t s = usec / 1000000;
+        size_t n = 0;
+        unsigned shown = 0;
+
+        buf[0] = '\0';
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]) && shown < 2; i++) {
+                if (s < units[i].s && !shown && units[i].s > 1)
+                        continue;
+                if (shown && s / units[i].s == 0) {
+                        shown++;
+                        continue;
+                }
+                n += (size_t) snprintf(buf + n, UNITS_DURATION_STR_MAX - n, "%s%" PRIu64 "%s", n ? " " : "",
+                                       s / units[i].s, units[i].name);
+                s %= units[i].s;
+                shown++;
+        }
         return buf;
 }

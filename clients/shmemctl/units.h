@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* units: sizes as people type and read them. Binary multiples: 1K = 1024. */
+/* units: sizes and times as people type and read them. Binary multiples: 1K = 1024. */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -33,3 +33,15 @@ char *units_format_size(char buf[static UNITS_SIZE_STR_MAX], uint64_t v);
 /* units_format_bits() - "0,2,5" for the indices of bits set in @bits, "-" for none. Return: @buf. */
 #define UNITS_BITS_STR_MAX (64 * 3 + 1)
 char *units_format_bits(char buf[static UNITS_BITS_STR_MAX], uint64_t bits);
+
+/*
+ * units_format_time() - @usec (CLOCK_REALTIME, microseconds since the epoch)
+ * as ISO 8601 local time with microseconds and the UTC offset, as journalctl
+ * -o short-iso-precise: "2026-12-01T14:35:59.123456+00:00". Return: @buf.
+ */
+#define UNITS_TIME_STR_MAX 40
+char *units_format_time(char buf[static UNITS_TIME_STR_MAX], uint64_t usec);
+
+/* units_format_duration() - "3s", "2min 3s", "1h 2min", "4d 1h": the two largest units. Return: @buf. */
+#define UNITS_DURATION_STR_MAX 32
+char *units_format_duration(char buf[static UNITS_DURATION_STR_MAX], uint64_t usec);

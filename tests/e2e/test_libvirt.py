@@ -5,7 +5,8 @@
    are defined with the device `shmemctl xml` prints and share region `lv`:
    data both ways, a signal each way with the right sender, both seen as
    interrupts; `shmemctl inspect` names both domains with libvirt's UUIDs.
-2. A running `pc` domain gets region `hot` with `shmemctl attach --live`, uses
+2. A running `pc` domain (which shmemctl's bash completion offers to attach) gets
+   region `hot` with `shmemctl attach --live`, uses
    it (data and a signal with a host peer, polling: no IOMMU), and
    `shmemctl detach --live` takes it away: the guest sees the device leave and
    the broker frees its index.
@@ -256,6 +257,14 @@ sleep 5
 
     def test_20_hotplug_into_running_pc_domain(self):
         c = self.hotplug_domain("hp", "hot", f"info expect 0 from-host {MS} write 64 from-guest notify 0x2")
+        # shmemctl's bash completion offers the domain to attach (virsh list on qemu:///system, within
+        # its 2 s), and then the broker's regions.
+        t = time.monotonic()
+        got = harness.completion.complete("shmemctl", [ENV["SHMEM_SHMEMCTL"], "attach", c.name[:-2]])
+        sys.stderr.write(f"test_libvirt: completion of a domain {time.monotonic() - t:.2f} s\n")
+        self.assertEqual(got, [c.name], f"domains completed in {time.monotonic() - t:.2f} s")
+        self.assertEqual(harness.completion.complete("shmemctl", [ENV["SHMEM_SHMEMCTL"], "-s", self.broker.socket,
+                                                                 "attach", c.name, "ho"]), ["hot"])
         self.assertEqual(self.attach(c, "hot")["index"], 0)
 
         # The host peer stays until the guest's index is gone: it sees the

@@ -157,7 +157,7 @@ static void dispatch_one(Fuzz *f, unsigned i, const uint8_t *bytes, size_t n) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        static const NativeHooks hooks = { hook_reload, hook_upgrade, NULL };
+        static const NativeHooks hooks = { .reload = hook_reload, .upgrade = hook_upgrade };
         FuzzInput in = { data, size };
         int fds = fuzz_count_fds();
         Limits limits = LIMITS_DEFAULT;

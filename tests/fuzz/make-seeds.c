@@ -211,6 +211,15 @@ static void seeds_dispatch(const char *dir) {
         req_empty(&s, 1, 2, SHMEM__MESSAGE__BODY_RELOAD, &shmem__reload__descriptor);
         save(dir, "dispatch", "refused", &s);
 
+        /* What root and a plain user are told of the limits, after each made a region. */
+        s = (Seed) {};
+        put_u8(&s, 3); /* root and the user's first connection greeted */
+        req_attach(&s, 0, 1, "mine", 4096, SHMEM__ATTACH_MODE__CREATE);
+        req_attach(&s, 1, 1, "theirs", 65536, SHMEM__ATTACH_MODE__CREATE);
+        req_empty(&s, 0, 2, SHMEM__MESSAGE__BODY_BROKER_STATUS, &shmem__broker_status__descriptor);
+        req_empty(&s, 1, 2, SHMEM__MESSAGE__BODY_BROKER_STATUS, &shmem__broker_status__descriptor);
+        save(dir, "dispatch", "status", &s);
+
         /* Three connections: a watcher, two peers that meet, one leaves, root destroys by force. */
         s = (Seed) {};
         put_u8(&s, 0);

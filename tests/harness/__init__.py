@@ -12,11 +12,12 @@
     harness.libvirt.Domain(...)         # libvirt.py: a libvirt domain; libvirtd, virtlogd
     harness.proto.hello(sock)           # proto.py: the native Hello by hand
     harness.figure1.vma(ms)             # figure1.py: the scripts of QNX's Figure 1
+    harness.completion.complete(...)    # completion.py: COMPREPLY of a bash completion
 
 Nothing here takes a socket file for a server that listens.
 """
 
-from . import figure1, guestlab, libvirt, proto  # noqa: F401
+from . import completion, figure1, guestlab, libvirt, proto  # noqa: F401
 from .broker import Broker, shmemctl_json  # noqa: F401
 from .fakesystemd import FakeSystemd  # noqa: F401
 from .hostpeer import HostPeer  # noqa: F401

@@ -34,6 +34,7 @@ EXPECTED = [
     "lib/sysusers.d/shmem-broker.conf", "lib/tmpfiles.d/shmem-broker.conf",
     "share/man/man1/shmemctl.1", "share/man/man5/broker.conf.5", "share/man/man8/shmem-brokerd.8",
     "share/doc/shmem-broker/examples/broker.conf", "share/doc/shmem-broker/examples/shmem-hello.c",
+    "share/bash-completion/completions/shmemctl", "share/bash-completion/completions/shmem-brokerd",
 ]
 LIBRARY = ["libshmem.so", "libshmem.so.0", "pkgconfig/libshmem.pc"]
 
@@ -84,6 +85,21 @@ class Install(unittest.TestCase):
         self.assertIn(f"\nprefix={PREFIX}\n", pc)
         self.assertIn(f"\nlibdir={self.libdir[len(self.destdir):]}\n", pc)
         self.assertNotRegex(pc, r"(?m)^Requires")
+
+    def test_bash_completion_finds_the_installed_completions(self):
+        """bash-completion's loader finds both under the prefix's share/ (XDG_DATA_DIRS, as for
+        its own prefix /usr/share): the completionsdir is bash-completion.pc's, relative."""
+        loader = "/usr/share/bash-completion/bash_completion"
+        if not os.path.isfile(loader):
+            self.fail(f"{loader} is missing: install the Debian package 'bash-completion' "
+                      "(scripts/install-deps.sh does)")
+        r = subprocess.run(["bash", "--norc", "--noprofile", "-c",
+                            f"source {loader}; __load_completion shmemctl && __load_completion shmem-brokerd; "
+                            "complete -p shmemctl shmem-brokerd"],
+                           capture_output=True, text=True, env=dict(os.environ, XDG_DATA_DIRS=f"{self.root}/share"),
+                           timeout=30)
+        self.assertEqual(r.stdout.splitlines(), ["complete -F _shmemctl shmemctl",
+                                                 "complete -F _shmem_brokerd shmem-brokerd"], r.stderr)
 
     def pkg_config(self, *args):
         # PKG_CONFIG_LIBDIR: the staged modules only, none of the machine's.

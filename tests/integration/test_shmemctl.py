@@ -7,10 +7,12 @@ watch, signal, dump, reload and upgrade, with host peers played by shmem-peer
 Run: python3 test_shmemctl.py BUILD_DIR
 """
 
+import datetime
 import json
 import mmap
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -32,8 +34,9 @@ NOBODY = 65534  # neither root nor the broker's user
 class Watcher:
     """A running `shmemctl watch`, its stdout read line by line by a thread."""
 
-    def __init__(self, argv, json_mode):
+    def __init__(self, argv, json_mode, stamped=False):
         self.json = json_mode
+        self.stamped = stamped  # --timestamps: a text line's first word is the time
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines = queue.Queue()
         self.seen = []  # every line read, for failure messages
@@ -60,6 +63,8 @@ class Watcher:
         if self.json:
             return json.loads(line)
         words = line.split(" ")
+        if self.stamped:
+            words = words[1:]
         ev = {"event": words[0], "region": words[1]}
         for w in words[2:]:
             k, _, v = w.partition("=")
@@ -189,7 +194,7 @@ class ShmemctlOps(unittest.TestCase):
 
     def watch(self, *args, json_mode=False):
         argv = [self.shmemctl, "--socket", self.sock] + (["--json"] if json_mode else []) + ["watch"]
-        w = Watcher(argv + list(args), json_mode)
+        w = Watcher(argv + list(args), json_mode, stamped=bool({"-t", "--timestamps"} & set(args)))
         self.watchers.append(w)
         return w
 
@@ -278,6 +283,30 @@ class ShmemctlOps(unittest.TestCase):
         self.stop_broker()
         self.assertEqual(w.proc.wait(10), 3)
         self.assertIn("went away", w.proc.stderr.read())
+
+    def test_watch_timestamps(self):
+        """watch -t: each line after the time it was read, ISO 8601 with microseconds and the
+        offset; --json --timestamps: "time", first. Without it, no time (test_watch_regions_and_peers)."""
+        self.start_broker()
+        text = self.watch("-t")
+        js = self.watch("--timestamps", json_mode=True)
+        self.sync([text, js], "s")
+        before = time.time()
+        self.ctl_ok("create", "t", "4K")
+        line = text.next_line()
+        read = time.time()
+        m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d) created t", line or "")
+        self.assertIsNotNone(m, f"not a stamped line: {line!r}")
+        stamp = datetime.datetime.fromisoformat(m.group(1)).timestamp()
+        self.assertTrue(before - 0.001 <= stamp <= read + 0.001, (before, stamp, read))
+        ev = json.loads(js.next_line())
+        self.assertEqual(list(ev), ["time", "event", "region"])
+        self.assertEqual((ev["event"], ev["region"]), ("created", "t"))
+        self.assertRegex(ev["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d$")
+        self.assertTrue(before - 0.001 <= datetime.datetime.fromisoformat(ev["time"]).timestamp() <= time.time())
+        out = self.ctl("-t", "list")
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("--timestamps goes with watch", out.stderr)
 
     def test_watch_usage(self):
         self.start_broker()

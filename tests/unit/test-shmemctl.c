@@ -2,7 +2,9 @@
 /* Unit tests of shmemctl's pure parts: units.c, json.c, hexdump.c and events.c in clients/shmemctl/. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "events.h"
 #include "hexdump.h"
@@ -108,6 +110,36 @@ START_TEST(test_format_bits) {
         units_format_bits(buf, UINT64_MAX);
         ck_assert_uint_eq(strlen(buf), 10 + 54 * 2 + 63);
         ck_assert(strncmp(buf, "0,1,2,", 6) == 0);
+}
+END_TEST
+
+START_TEST(test_format_time) {
+        char buf[UNITS_TIME_STR_MAX];
+
+        /* 2026-12-01T14:35:59.000042Z, in two zones: the offset as ISO 8601 writes it. */
+        setenv("TZ", "UTC", 1);
+        tzset();
+        ck_assert_str_eq(units_format_time(buf, UINT64_C(1796135759) * 1000000 + 42), "2026-12-01T14:35:59.000042+00:00");
+        setenv("TZ", "XST-5:30", 1); /* POSIX: 5 h 30 min east of UTC */
+        tzset();
+        ck_assert_str_eq(units_format_time(buf, UINT64_C(1796135759) * 1000000 + 999999),
+                         "2026-12-01T20:05:59.999999+05:30");
+        setenv("TZ", "UTC", 1);
+        tzset();
+}
+END_TEST
+
+START_TEST(test_format_duration) {
+        char buf[UNITS_DURATION_STR_MAX];
+
+        ck_assert_str_eq(units_format_duration(buf, 0), "0s");
+        ck_assert_str_eq(units_format_duration(buf, 999999), "0s");
+        ck_assert_str_eq(units_format_duration(buf, 59 * UINT64_C(1000000)), "59s");
+        ck_assert_str_eq(units_format_duration(buf, 123 * UINT64_C(1000000)), "2min 3s");
+        ck_assert_str_eq(units_format_duration(buf, 3600 * UINT64_C(1000000)), "1h");
+        ck_assert_str_eq(units_format_duration(buf, 3725 * UINT64_C(1000000)), "1h 2min");
+        ck_assert_str_eq(units_format_duration(buf, (4 * 86400 + 3600 + 5) * UINT64_C(1000000)), "4d 1h");
+        ck_assert_str_eq(units_format_duration(buf, (86400 + 5) * UINT64_C(1000000)), "1d");
 }
 END_TEST
 
@@ -268,15 +300,15 @@ START_TEST(test_hexdump_run_ends) {
 }
 END_TEST
 
-/* Prints @m with event_print() into memory; NULL if it was not printed. */
-static char *event_capture(const Message *m, bool json) {
+/* Prints @m with event_print() into memory, after @time if not NULL; NULL if it was not printed. */
+static char *event_capture_at(const Message *m, bool json, const char *time) {
         char *buf = NULL;
         size_t n = 0;
         FILE *f = open_memstream(&buf, &n);
         bool printed;
 
         ck_assert_ptr_nonnull(f);
-        printed = event_print(f, m, json);
+        printed = event_print(f, m, json, time);
         fclose(f);
         if (!printed) {
                 ck_assert_uint_eq(n, 0);
@@ -284,6 +316,10 @@ static char *event_capture(const Message *m, bool json) {
                 return NULL;
         }
         return buf;
+}
+
+static char *event_capture(const Message *m, bool json) {
+        return event_capture_at(m, json, NULL);
 }
 
 START_TEST(test_event_lines) {
@@ -359,6 +395,31 @@ START_TEST(test_event_lines) {
 }
 END_TEST
 
+/* watch --timestamps: the time first, the line as without it; in JSON the first member. */
+START_TEST(test_event_lines_with_time) {
+        static const char time[] = "2026-12-01T14:35:59.000042+00:00";
+        Shmem__Left le = SHMEM__LEFT__INIT;
+        Message m = SHMEM__MESSAGE__INIT;
+
+        le.name = "r";
+        le.epoch = 6;
+        le.index = 3;
+        m.body_case = SHMEM__MESSAGE__BODY_LEFT;
+        m.left = &le;
+        {
+                _cleanup_free_ char *text = event_capture_at(&m, false, time), *json = event_capture_at(&m, true, time);
+
+                ck_assert_str_eq(text, "2026-12-01T14:35:59.000042+00:00 left r index=3 epoch=6\n");
+                ck_assert_str_eq(json, "{\"time\":\"2026-12-01T14:35:59.000042+00:00\",\"event\":\"left\","
+                                       "\"region\":\"r\",\"index\":3,\"epoch\":6}\n");
+        }
+        /* What is not an event stays unprinted, time or not. */
+        m.body_case = SHMEM__MESSAGE__BODY_LIST;
+        m.list = &(Shmem__List) SHMEM__LIST__INIT;
+        ck_assert_ptr_null(event_capture_at(&m, false, time));
+}
+END_TEST
+
 static Suite *shmemctl_suite(void) {
         Suite *s = suite_create("shmemctl");
         TCase *tc;
@@ -368,6 +429,8 @@ static Suite *shmemctl_suite(void) {
         tcase_add_test(tc, test_parse_mask);
         tcase_add_test(tc, test_format_size);
         tcase_add_test(tc, test_format_bits);
+        tcase_add_test(tc, test_format_time);
+        tcase_add_test(tc, test_format_duration);
         suite_add_tcase(s, tc);
 
         tc = tcase_new("json");
@@ -383,6 +446,7 @@ static Suite *shmemctl_suite(void) {
 
         tc = tcase_new("events");
         tcase_add_test(tc, test_event_lines);
+        tcase_add_test(tc, test_event_lines_with_time);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -1,0 +1,368 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * shmemctl status: what the broker says of itself and of its limits
+ * (BrokerStatus, docs/protocol.md): its version, pid, uptime, the files it
+ * read and its service manager, then each limit with its use, then one row
+ * per user (and VM) with what it holds against the per-user limits. A caller
+ * who is not an administrator gets its own uid's row only (the broker
+ * decides). The tables go through table_*() below, the one place that lays
+ * out columns here.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "escape.h"
+#include "json.h"
+#include "status.h"
+#include "units.h"
+
+/* --- a table: cells by row, columns as wide as their widest cell ---------------- */
+
+#define TABLE_COLS_MAX 8
+#define TABLE_CELL_MAX 256
+
+typedef struct Table {
+        unsigned n_cols;
+        const char *header[TABLE_COLS_MAX];
+        bool right[TABLE_COLS_MAX]; /* numbers: aligned right */
+        char (*cells)[TABLE_COLS_MAX][TABLE_CELL_MAX];
+        size_t n_rows, n_alloc;
+} Table;
+
+/* A row of @t; NULL out of memory. Its cells start empty. */
+static char (*table_row(Table *t))[TABLE_CELL_MAX] {
+        if (t->n_rows == t->n_alloc) {
+                size_t n = t->n_alloc ? t->n_alloc * 2 : 8;
+                void *v = realloc(t->cells, n * sizeof(*t->cells));
+
+                if (!v)
+                        return NULL;
+                t->cells = v;
+                t->n_alloc = n;
+        }
+        memset(t->cells[t->n_rows], 0, sizeof(*t->cells));
+        return t->cells[t->n_rows++];
+}
+
+static void table_print(const Table *t, FILE *f) {
+        size_t w[TABLE_COLS_MAX] = {};
+
+        for (unsigned c = 0; c < t->n_cols; c++) {
+                w[c] = strlen(t->header[c]);
+                for (size_t r = 0; r < t->n_rows; r++)
+                        if (strlen(t->cells[r][c]) > w[c])
+                                w[c] = strlen(t->cells[r][c]);
+        }
+        for (size_t r = 0; r <= t->n_rows; r++) {
+                for (unsigned c = 0; c < t->n_cols; c++) {
+                        const char *s = r == 0 ? t->header[c] : t->cells[r - 1][c];
+                        bool last = c + 1 == t->n_cols;
+
+                        if (last && !*s)
+                                break; /* no trailing blanks */
+                        if (t->right[c])
+                                fprintf(f, "%s%*s", c ? "  " : "", (int) w[c], s);
+                        else
+                                fprintf(f, "%s%-*s", c ? "  " : "", last ? 0 : (int) w[c], s);
+                }
+                fputc('\n', f);
+        }
+}
+
+/* --- text ------------------------------------------------------------------- */
+
+/* "USED/LIMIT", "USED" when no limit applies. */
+static char *used_of(char buf[TABLE_CELL_MAX], uint64_t used, uint64_t limit, bool bytes, bool limited) {
+        char u[UNITS_SIZE_STR_MAX], l[UNITS_SIZE_STR_MAX];
+
+        if (bytes) {
+                units_format_size(u, used);
+                units_format_size(l, limit);
+        } else {
+                snprintf(u, sizeof(u), "%" PRIu64, used);
+                snprintf(l, sizeof(l), "%" PRIu64, limit);
+        }
+        snprintf(buf, TABLE_CELL_MAX, limited ? "%s/%s" : "%s", u, l);
+        return buf;
+}
+
+/* "uid 1000 (alice)", "vm uuid U", "vm pid N": the holder key, readable. */
+static char *holder_str(char buf[TABLE_CELL_MAX], const Shmem__StatusUse *h) {
+        char key[STR_ESCAPE_SIZE(48)]; /* a holder key: PEER_HOLDER_MAX */
+
+        if (h->is_uid) {
+                struct passwd *pw = getpwuid(h->uid);
+                char name[STR_ESCAPE_SIZE(32)];
+
+                if (pw)
+                        snprintf(buf, TABLE_CELL_MAX, "uid %u (%s)", h->uid,
+                                 str_escape(name, sizeof(name), pw->pw_name));
+                else
+                        snprintf(buf, TABLE_CELL_MAX, "uid %u", h->uid);
+                return buf;
+        }
+        str_escape(key, sizeof(key), h->holder ? h->holder : "");
+        if (strncmp(key, "vm:uuid:", 8) == 0)
+                snprintf(buf, TABLE_CELL_MAX, "vm uuid %s", key + 8);
+        else if (strncmp(key, "vm:pid:", 7) == 0)
+                snprintf(buf, TABLE_CELL_MAX, "vm pid %s", key + 7);
+        else
+                snprintf(buf, TABLE_CELL_MAX, "%s", key);
+        return buf;
+}
+
+static int print_limits(const Shmem__StatusLimits *l, const Shmem__StatusUse *t) {
+        Table tab = { .n_cols = 3, .header = { "LIMIT", "USED", "MAX" }, .right = { false, true, true } };
+        char (*row)[TABLE_CELL_MAX];
+        char num[UNITS_SIZE_STR_MAX];
+
+#define ROW(name, used, max)                                                                     \
+        do {                                                                                    \
+                if (!(row = table_row(&tab)))                                                   \
+                        goto oom;                                                               \
+                snprintf(row[0], TABLE_CELL_MAX, "%s", name);                                   \
+                snprintf(row[1], TABLE_CELL_MAX, "%s", used);                                   \
+                snprintf(row[2], TABLE_CELL_MAX, "%s", max);                                    \
+        } while (0)
+#define N(v) (snprintf(num, sizeof(num), "%" PRIu64, (uint64_t) (v)), num)
+        {
+                char used[UNITS_SIZE_STR_MAX], max[UNITS_SIZE_STR_MAX];
+
+                snprintf(used, sizeof(used), "%u", t->regions);
+                ROW("regions", used, N(l->max_regions));
+                ROW("total-bytes", units_format_size(used, t->bytes), units_format_size(max, l->max_total_bytes));
+                ROW("region-bytes", "-", units_format_size(max, l->max_region_bytes));
+                snprintf(used, sizeof(used), "%u", t->peers);
+                ROW("peers", used, N(l->default_max_peers));
+                snprintf(used, sizeof(used), "%" PRIu64, t->fds);
+                ROW("fds", used, l->max_fds ? N(l->max_fds) : "-");
+                snprintf(used, sizeof(used), "%u", t->connections);
+                ROW("connections", used, N(l->max_connections));
+                ROW("admin-reserve", "-", N(l->admin_reserve));
+                ROW("regions-per-uid", "-", N(l->max_regions_per_uid));
+                ROW("bytes-per-uid", "-", units_format_size(max, l->max_bytes_per_uid));
+                ROW("peers-per-uid", "-", N(l->max_peers_per_uid));
+                ROW("connections-per-uid", "-", N(l->max_connections_per_uid));
+                ROW("connections-per-vm", "-", N(l->max_connections_per_vm));
+                ROW("queued-bytes", "-", units_format_size(max, l->max_queued_bytes));
+                ROW("total-queued-bytes", "-", units_format_size(max, l->max_total_queued_bytes));
+                ROW("total-queued-fds", "-", N(l->max_total_queued_fds));
+                ROW("hello-timeout-ms", "-", N(l->hello_timeout_ms));
+        }
+#undef N
+#undef ROW
+        table_print(&tab, stdout);
+        free(tab.cells);
+        return EXIT_OK;
+oom:
+        free(tab.cells);
+        fprintf(stderr, "shmemctl: out of memory\n");
+        return EXIT_REFUSED;
+}
+
+static int print_holders(const Shmem__BrokerStatusReply *s) {
+        const Shmem__StatusLimits *l = s->limits;
+        Table tab = { .n_cols = 6,
+                      .header = { "USER", "REGIONS", "BYTES", "PEERS", "CONNECTIONS", "" },
+                      .right = { false, true, true, true, true, false } };
+
+        for (size_t i = 0; i < s->n_holders; i++) {
+                const Shmem__StatusUse *h = s->holders[i];
+                char (*row)[TABLE_CELL_MAX] = table_row(&tab);
+                bool limited = !h->exempt;
+
+                if (!row) {
+                        free(tab.cells);
+                        fprintf(stderr, "shmemctl: out of memory\n");
+                        return EXIT_REFUSED;
+                }
+                holder_str(row[0], h);
+                used_of(row[1], h->regions, l->max_regions_per_uid, false, limited);
+                used_of(row[2], h->bytes, l->max_bytes_per_uid, true, limited);
+                snprintf(row[3], TABLE_CELL_MAX, "%u", h->peers);
+                used_of(row[4], h->connections, h->is_uid ? l->max_connections_per_uid : l->max_connections_per_vm,
+                        false, limited);
+                snprintf(row[5], TABLE_CELL_MAX, "%s", h->exempt ? "administrator: no per-user limit" : "");
+        }
+        table_print(&tab, stdout);
+        free(tab.cells);
+        if (!s->all_holders)
+                printf("(your uid only: other users' rows are for root and the broker's user)\n");
+        return EXIT_OK;
+}
+
+static int print_text(const Shmem__BrokerStatusReply *s, const Shmem__StatusUse *t) {
+        char when[UNITS_TIME_STR_MAX], ago[UNITS_DURATION_STR_MAX];
+        char refusing[STR_ESCAPE_SIZE(256)];
+        int r;
+
+        printf("shmem-brokerd %s, pid %u\n", s->version, s->pid);
+        printf("      Since: %s (%s ago)\n", units_format_time(when, s->started_usec),
+               units_format_duration(ago, s->uptime_usec));
+        if (s->n_config_files == 0)
+                printf("     Config: none (built-in defaults and the command line)\n");
+        for (size_t i = 0; i < s->n_config_files; i++) {
+                char file[STR_ESCAPE_SIZE(512)];
+
+                printf("%s%s\n", i ? "             " : "     Config: ",
+                       str_escape(file, sizeof(file), s->config_files[i]));
+        }
+        if (s->managed) {
+                printf("    Service: under a service manager (sd_notify); %u fds in its fd store", s->stored_fds);
+                if (s->fd_store_max)
+                        printf(" (FileDescriptorStoreMax=%u)", s->fd_store_max);
+                putchar('\n');
+        } else
+                printf("    Service: no service manager; %u fds kept for an upgrade in place\n", s->stored_fds);
+        if (s->refusing && *s->refusing)
+                printf("  Attaching: REFUSED: %s\n", str_escape(refusing, sizeof(refusing), s->refusing));
+        putchar('\n');
+        r = print_limits(s->limits, t);
+        if (r != EXIT_OK)
+                return r;
+        putchar('\n');
+        return print_holders(s);
+}
+
+/* --- JSON ------------------------------------------------------------------- */
+
+static void json_use(Json *j, const Shmem__StatusUse *u, bool total) {
+        json_object_begin(j);
+        if (!total) {
+                json_key(j, "holder");
+                json_string(j, u->holder);
+                json_key(j, "uid");
+                if (u->is_uid)
+                        json_uint(j, u->uid);
+                else
+                        json_null(j);
+                json_key(j, "exempt");
+                json_bool(j, u->exempt);
+        }
+        json_key(j, "regions");
+        json_uint(j, u->regions);
+        json_key(j, "bytes");
+        json_uint(j, u->bytes);
+        json_key(j, "peers");
+        json_uint(j, u->peers);
+        json_key(j, "connections");
+        json_uint(j, u->connections);
+        if (total) {
+                json_key(j, "fds");
+                json_uint(j, u->fds);
+        }
+        json_object_end(j);
+}
+
+/* Keys as broker.conf(5) names the limits, '-' as '_'. */
+static void json_limits(Json *j, const Shmem__StatusLimits *l) {
+        const struct {
+                const char *key;
+                uint64_t v;
+        } v[] = {
+                { "regions", l->max_regions },
+                { "regions_per_uid", l->max_regions_per_uid },
+                { "total_bytes", l->max_total_bytes },
+                { "bytes_per_uid", l->max_bytes_per_uid },
+                { "region_bytes", l->max_region_bytes },
+                { "peers", l->default_max_peers },
+                { "peers_per_uid", l->max_peers_per_uid },
+                { "fds", l->max_fds },
+                { "connections", l->max_connections },
+                { "connections_per_uid", l->max_connections_per_uid },
+                { "connections_per_vm", l->max_connections_per_vm },
+                { "admin_reserve", l->admin_reserve },
+                { "hello_timeout_ms", l->hello_timeout_ms },
+                { "queued_bytes", l->max_queued_bytes },
+                { "total_queued_bytes", l->max_total_queued_bytes },
+                { "total_queued_fds", l->max_total_queued_fds },
+        };
+
+        json_object_begin(j);
+        for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+                json_key(j, v[i].key);
+                json_uint(j, v[i].v);
+        }
+        json_object_end(j);
+}
+
+static void print_json(const Shmem__BrokerStatusReply *s, const Shmem__StatusUse *t) {
+        char when[UNITS_TIME_STR_MAX];
+        Json j;
+
+        json_init(&j, stdout);
+        json_object_begin(&j);
+        json_key(&j, "version");
+        json_string(&j, s->version);
+        json_key(&j, "pid");
+        json_uint(&j, s->pid);
+        json_key(&j, "started");
+        json_string(&j, units_format_time(when, s->started_usec));
+        json_key(&j, "started_usec");
+        json_uint(&j, s->started_usec);
+        json_key(&j, "uptime_usec");
+        json_uint(&j, s->uptime_usec);
+        json_key(&j, "config_files");
+        json_array_begin(&j);
+        for (size_t i = 0; i < s->n_config_files; i++)
+                json_string(&j, s->config_files[i]);
+        json_array_end(&j);
+        json_key(&j, "managed");
+        json_bool(&j, s->managed);
+        json_key(&j, "stored_fds");
+        json_uint(&j, s->stored_fds);
+        json_key(&j, "fd_store_max");
+        json_uint(&j, s->fd_store_max);
+        json_key(&j, "refusing");
+        if (s->refusing && *s->refusing)
+                json_string(&j, s->refusing);
+        else
+                json_null(&j);
+        json_key(&j, "limits");
+        json_limits(&j, s->limits);
+        json_key(&j, "total");
+        json_use(&j, t, true);
+        json_key(&j, "holders");
+        json_array_begin(&j);
+        for (size_t i = 0; i < s->n_holders; i++)
+                json_use(&j, s->holders[i], false);
+        json_array_end(&j);
+        json_key(&j, "all_holders");
+        json_bool(&j, s->all_holders);
+        json_object_end(&j);
+}
+
+int cmd_status(Client *c, const char *path, const Args *a) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Message m = SHMEM__MESSAGE__INIT;
+        const Shmem__BrokerStatusReply *s;
+        const char *detail;
+        int r;
+
+        m.body_case = SHMEM__MESSAGE__BODY_BROKER_STATUS;
+        m.broker_status = &(Shmem__BrokerStatus) SHMEM__BROKER_STATUS__INIT;
+        r = client_call(c, &m, CLIENT_TIMEOUT_MS, &reply);
+        if (r == -ECONNRESET) {
+                /* A broker before BrokerStatus drops a connection that asks an unknown request. */
+                fprintf(stderr, "shmemctl: the broker at %s closed the connection on status: "
+                                "it is older than this shmemctl and does not know the request\n", path);
+                return EXIT_UNREACHABLE;
+        }
+        if (r < 0)
+                return report_unreachable(path, r, false);
+        r = client_reply_status(reply, &detail);
+        if (r != SHMEM__STATUS__OK)
+                return report_refused("status", r, detail);
+        s = reply->msg->reply->broker_status;
+        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_BROKER_STATUS || !s || !s->limits || !s->total)
+                return report_unreachable(path, -EPROTO, false);
+        if (a->json) {
+                print_json(s, s->total);
+                return EXIT_OK;
+        }
+        return print_text(s, s->total);
+}
