@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "client.h"
+#include "table.h"
 #include "virt.h"
 
 enum {
@@ -28,7 +29,8 @@ enum {
 
 typedef struct Args {
         const char *socket; /* --socket; NULL: client_socket_path()'s default */
-        bool json;
+        bool json;          /* -J: a table's (table.json too), or the command's JSON object */
+        TableOptions table; /* -o, -O, -n, -r, -b: list, inspect's peers, factory's devices */
         unsigned max_peers; /* 0: the broker's default */
         bool max_peers_set, persistent, force;
         uint64_t offset, length; /* dump */

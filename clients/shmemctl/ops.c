@@ -258,7 +258,7 @@ int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uin
         if (a->json) {
                 Json j;
 
-                json_init(&j, stdout);
+                json_init_pretty(&j, stdout);
                 json_object_begin(&j);
                 json_key(&j, "region");
                 json_string(&j, name);
@@ -391,7 +391,7 @@ int cmd_upgrade(Client *c, const char *path, const Args *a) {
                         if (a->json) {
                                 Json j;
 
-                                json_init(&j, stdout);
+                                json_init_pretty(&j, stdout);
                                 json_object_begin(&j);
                                 json_key(&j, "broker");
                                 json_string(&j, client_broker(n));

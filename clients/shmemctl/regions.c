@@ -18,6 +18,7 @@
 #include "json.h"
 #include "region-layout.h"
 #include "regions.h"
+#include "table.h"
 #include "units.h"
 
 static const char *signal_mode_str(unsigned mode) {
@@ -52,11 +53,11 @@ static char *region_flags(char buf[64], const Shmem__RegionInfo *r) {
 }
 
 /*
- * Who made the region, for list (@brief: "vm 'NAME'", "host 'LABEL'") and
- * inspect ("VM 'NAME' (UUID U, pid N) through its guest factory"); "-" for a
- * declared one. The label is the peer's own choice: escaped.
+ * Who made the region, for inspect ("VM 'NAME' (UUID U, pid N) through its
+ * guest factory"); "-" for a declared one. The label is the peer's own
+ * choice: escaped.
  */
-static const char *creator_str(char *buf, size_t size, const Shmem__RegionInfo *r, bool brief) {
+static const char *creator_str(char *buf, size_t size, const Shmem__RegionInfo *r) {
         const Shmem__Creator *c = r->created_by;
         char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
         bool vm;
@@ -65,9 +66,7 @@ static const char *creator_str(char *buf, size_t size, const Shmem__RegionInfo *
                 return "-";
         vm = c->kind == SHMEM__PEER_KIND__KIND_QEMU;
         str_escape(label, sizeof(label), str_or(c->label, ""));
-        if (brief)
-                snprintf(buf, size, "%s '%s'", vm ? "vm" : "host", label);
-        else if (vm)
+        if (vm)
                 snprintf(buf, size, "VM '%s' (UUID %s, pid %u) through its guest factory", label,
                          str_or(c->vm_uuid, "-"), c->pid);
         else
@@ -190,76 +189,148 @@ static int list_all(Client *c, const char *path, Listing *l) {
         return EXIT_OK;
 }
 
+enum {
+        L_NAME, L_SIZE, L_PEERS, L_MAX, L_BACKEND, L_FLAGS, L_CREATOR_KIND, L_CREATOR, L_REGION_SIZE,
+        L_SIGNAL_MODE, L_VECTORS, L_ACTIVE, L_EPOCH, L_PERSISTENT, L_ALLOCATED, L_QEMU_SOCKET, L_CREATOR_PID,
+        L_CREATOR_UID, L_CREATOR_UUID, L_CREATOR_KEY, L_DECLARED_SIZE, L_DECLARED_MAX,
+};
+
+static const TableColumn list_columns[] = {
+        [L_NAME] = { "NAME", TABLE_STRING, true, "the region's name" },
+        [L_SIZE] = { "SIZE", TABLE_SIZE, true, "its data size (what peers use)" },
+        [L_PEERS] = { "PEERS", TABLE_NUMBER, true, "peers attached" },
+        [L_MAX] = { "MAX", TABLE_NUMBER, true, "peers it takes at most" },
+        [L_BACKEND] = { "BACKEND", TABLE_STRING, true, "where its memory comes from (memfd, file, hugetlbfs)" },
+        [L_FLAGS] = { "FLAGS", TABLE_STRING, true, "persistent, no-memory (declared, none yet), compat" },
+        [L_CREATOR_KIND] = { "CREATOR-KIND", TABLE_STRING, true, "host or qemu: what created it (none: declared)" },
+        [L_CREATOR] = { "CREATOR", TABLE_STRING, true, "the label of the peer whose attach created it (a VM's name)" },
+        [L_REGION_SIZE] = { "REGION-SIZE", TABLE_SIZE, false, "its size with the control page, a power of two" },
+        [L_SIGNAL_MODE] = { "SIGNAL-MODE", TABLE_STRING, false, "shmem, or ivshmem (compat)" },
+        [L_VECTORS] = { "VECTORS", TABLE_NUMBER, false, "MSI-X vectors of its QEMU device" },
+        [L_ACTIVE] = { "ACTIVE", TABLE_STRING, false, "indices of the attached peers (\"0,2\")" },
+        [L_EPOCH] = { "EPOCH", TABLE_NUMBER, false, "changes at every join and leave" },
+        [L_PERSISTENT] = { "PERSISTENT", TABLE_BOOL, false, "its memory kept while no peer is attached" },
+        [L_ALLOCATED] = { "ALLOCATED", TABLE_BOOL, false, "it has memory now" },
+        [L_QEMU_SOCKET] = { "QEMU-SOCKET", TABLE_STRING, false, "its ivshmem-doorbell socket for QEMU" },
+        [L_CREATOR_PID] = { "CREATOR-PID", TABLE_NUMBER, false, "the pid of its creator" },
+        [L_CREATOR_UID] = { "CREATOR-UID", TABLE_NUMBER, false, "the uid of its creator" },
+        [L_CREATOR_UUID] = { "CREATOR-UUID", TABLE_STRING, false, "the UUID of the VM that created it" },
+        [L_CREATOR_KEY] = { "CREATOR-KEY", TABLE_STRING, false, "who the broker counts it against (vm:uuid:U, uid:N)" },
+        [L_DECLARED_SIZE] = { "DECLARED-SIZE", TABLE_SIZE, false, "a declaration's size, once the memory is freed" },
+        [L_DECLARED_MAX] = { "DECLARED-MAX", TABLE_NUMBER, false, "a declaration's peers at most, likewise" },
+};
+
+const TableSpec list_table = { "regions", list_columns, sizeof(list_columns) / sizeof(list_columns[0]) };
+
+static void list_row(Table *t, const Shmem__RegionInfo *ri) {
+        const Shmem__Creator *c = ri->created_by;
+        char flags[64];
+
+        table_set_str(t, L_NAME, ri->name);
+        table_set_size(t, L_SIZE, ri->data_size);
+        table_set_uint(t, L_PEERS, (uint64_t) __builtin_popcountll(ri->active));
+        table_set_uint(t, L_MAX, ri->max_peers);
+        table_set_str(t, L_BACKEND, ri->backend);
+        region_flags(flags, ri);
+        table_set_str(t, L_FLAGS, strcmp(flags, "-") ? flags : NULL);
+        table_set_size(t, L_REGION_SIZE, ri->region_size);
+        table_set_str(t, L_SIGNAL_MODE, signal_mode_str(ri->signal_mode));
+        table_set_uint(t, L_VECTORS, ri->vectors);
+        if (ri->active) {
+                char bits[UNITS_BITS_STR_MAX];
+
+                table_set_str(t, L_ACTIVE, units_format_bits(bits, ri->active));
+        }
+        table_set_uint(t, L_EPOCH, ri->epoch);
+        table_set_bool(t, L_PERSISTENT, ri->persistent);
+        table_set_bool(t, L_ALLOCATED, ri->allocated);
+        table_set_str(t, L_QEMU_SOCKET, ri->qemu_socket);
+        if (c) {
+                table_set_str(t, L_CREATOR_KIND, peer_kind_str(c->kind));
+                table_set_str(t, L_CREATOR, c->label);
+                table_set_uint(t, L_CREATOR_PID, c->pid);
+                table_set_uint(t, L_CREATOR_UID, c->uid);
+                table_set_str(t, L_CREATOR_UUID, c->vm_uuid);
+                table_set_str(t, L_CREATOR_KEY, c->key);
+        }
+        /* A declaration that waits for the memory to be freed (broker.conf(5)). */
+        if (ri->declared_size || ri->declared_max_peers) {
+                table_set_size(t, L_DECLARED_SIZE, ri->declared_size ? ri->declared_size : ri->data_size);
+                table_set_uint(t, L_DECLARED_MAX, ri->declared_max_peers ? ri->declared_max_peers : ri->max_peers);
+        }
+}
+
 int cmd_list(Client *c, const char *path, const Args *a) {
         _cleanup_(listing_done) Listing l = {};
-        int wname = 4, wflags = 5, r;
+        _cleanup_(table_freep) Table *t = NULL;
+        int r;
 
+        r = table_new(&t, &list_table, &a->table);
+        if (r != 0)
+                return r < 0 ? report_unreachable(path, r, false) : r;
         r = list_all(c, path, &l);
         if (r != EXIT_OK)
                 return r;
-
-        if (a->json) {
-                Json j;
-
-                json_init(&j, stdout);
-                json_object_begin(&j);
-                json_key(&j, "regions");
-                json_array_begin(&j);
-                for (size_t i = 0; i < l.n_regions; i++) {
-                        json_object_begin(&j);
-                        json_region_fields(&j, l.regions[i]);
-                        json_object_end(&j);
-                }
-                json_array_end(&j);
-                json_object_end(&j);
-                return EXIT_OK;
-        }
-
         for (size_t i = 0; i < l.n_regions; i++) {
-                char flags[64];
-                int n = (int) strlen(str_or(l.regions[i]->name, "?"));
-
-                if (n > wname)
-                        wname = n;
-                n = (int) strlen(region_flags(flags, l.regions[i]));
-                if (n > wflags)
-                        wflags = n;
+                if (table_row(t) < 0)
+                        return report_unreachable(path, -ENOMEM, false);
+                list_row(t, l.regions[i]);
         }
-        printf("%-*s %8s %-9s %-8s %-*s %s\n", wname, "NAME", "SIZE", "PEERS/MAX", "BACKEND", wflags, "FLAGS",
-               "CREATED BY");
-        for (size_t i = 0; i < l.n_regions; i++) {
-                const Shmem__RegionInfo *ri = l.regions[i];
-                char size[UNITS_SIZE_STR_MAX], peers[32], flags[64], creator[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX) + 16];
-
-                snprintf(peers, sizeof(peers), "%d/%u", __builtin_popcountll(ri->active), ri->max_peers);
-                printf("%-*s %8s %-9s %-8s %-*s %s\n", wname, str_or(ri->name, "?"),
-                       units_format_size(size, ri->data_size), peers, str_or(ri->backend, "-"), wflags,
-                       region_flags(flags, ri), creator_str(creator, sizeof(creator), ri, true));
-        }
-        return EXIT_OK;
+        return table_print(t);
 }
 
-/* "UUID (libvirt, parked)" for a VM (what applies in parentheses), "-" for others. */
-static const char *vm_str(char buf[80], const Shmem__PeerState *p) {
-        const char *uuid = p->vm_uuid && p->vm_uuid[0] ? p->vm_uuid : "-";
+enum { P_INDEX, P_KIND, P_LABEL, P_PID, P_UID, P_PENDING, P_VM_UUID, P_LIBVIRT, P_PARKED, P_DOORBELL, P_DEPARTURES };
 
-        if (p->kind != SHMEM__PEER_KIND__KIND_QEMU)
-                return "-";
-        if (p->libvirt || p->parked)
-                snprintf(buf, 80, "%s (%s%s%s)", uuid, p->libvirt ? "libvirt" : "",
-                         p->libvirt && p->parked ? ", " : "", p->parked ? "parked" : "");
-        else
-                snprintf(buf, 80, "%s", uuid);
-        return buf;
+static const TableColumn peer_columns[] = {
+        [P_INDEX] = { "INDEX", TABLE_NUMBER, true, "the peer's index in the region (its bit in masks)" },
+        [P_KIND] = { "KIND", TABLE_STRING, true, "host (libshmem) or qemu (a VM's ivshmem device)" },
+        [P_LABEL] = { "LABEL", TABLE_STRING, true, "the label it chose; a VM's: its -name (libvirt's domain)" },
+        [P_PID] = { "PID", TABLE_NUMBER, true, "its process" },
+        [P_UID] = { "UID", TABLE_NUMBER, true, "its user" },
+        [P_PENDING] = { "PENDING", TABLE_STRING, true, "indices of the peers whose signals it has not taken" },
+        [P_VM_UUID] = { "VM-UUID", TABLE_STRING, true, "a VM's UUID" },
+        [P_LIBVIRT] = { "LIBVIRT", TABLE_BOOL, true, "a VM that libvirt runs" },
+        [P_PARKED] = { "PARKED", TABLE_BOOL, true, "a VM's device unplugged by its guest factory, kept" },
+        [P_DOORBELL] = { "DOORBELL", TABLE_NUMBER, false, "its ivshmem doorbell id" },
+        [P_DEPARTURES] = { "DEPARTURES", TABLE_NUMBER, false, "peers a VM's QEMU was told left (docs/libvirt.md)" },
+};
+
+const TableSpec peer_table = { "peers", peer_columns, sizeof(peer_columns) / sizeof(peer_columns[0]) };
+
+static void peer_row(Table *t, const Shmem__PeerState *p) {
+        table_set_uint(t, P_INDEX, p->index);
+        table_set_str(t, P_KIND, peer_kind_str(p->kind));
+        table_set_str(t, P_LABEL, p->label);
+        table_set_uint(t, P_PID, p->pid);
+        table_set_uint(t, P_UID, p->uid);
+        if (p->pending) {
+                char bits[UNITS_BITS_STR_MAX];
+
+                table_set_str(t, P_PENDING, units_format_bits(bits, p->pending));
+        }
+        table_set_uint(t, P_DOORBELL, p->doorbell_id);
+        if (p->kind == SHMEM__PEER_KIND__KIND_QEMU) {
+                table_set_str(t, P_VM_UUID, p->vm_uuid);
+                table_set_bool(t, P_LIBVIRT, p->libvirt);
+                table_set_bool(t, P_PARKED, p->parked);
+                table_set_uint(t, P_DEPARTURES, p->departures_told);
+        }
 }
 
 int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         const Shmem__RegionInfo *ri;
-        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64], vm[80];
+        char size[UNITS_SIZE_STR_MAX], bits[UNITS_BITS_STR_MAX], flags[64];
         char creator[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX) + 128];
-        int wlabel = 5, wpending = 12, r;
+        _cleanup_(table_freep) Table *t = NULL;
+        int r;
 
+        /* The options' columns are checked before the broker is asked. */
+        if (!a->json) {
+                r = table_new(&t, &peer_table, &a->table);
+                if (r != 0)
+                        return r < 0 ? report_unreachable(path, r, false) : r;
+        }
         r = inspect_region(c, path, name, &reply, &ri);
         if (r != EXIT_OK)
                 return r;
@@ -267,7 +338,7 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
         if (a->json) {
                 Json j;
 
-                json_init(&j, stdout);
+                json_init_pretty(&j, stdout);
                 json_object_begin(&j);
                 json_region_fields(&j, ri);
                 json_key(&j, "peers");
@@ -322,7 +393,7 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
         printf("epoch:       %" PRIu64 "\n", ri->epoch);
         printf("active:      %s (0x%" PRIx64 ")\n", units_format_bits(bits, ri->active), ri->active);
         printf("qemu socket: %s\n", str_or(ri->qemu_socket, "-"));
-        printf("created by:  %s\n", creator_str(creator, sizeof(creator), ri, false));
+        printf("created by:  %s\n", creator_str(creator, sizeof(creator), ri));
         if (ri->declared_size || ri->declared_max_peers)
                 printf("declared:    %s, %u peers max: applies once the memory is freed\n",
                        units_format_size(size, ri->declared_size ? ri->declared_size : ri->data_size),
@@ -331,28 +402,14 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
                 printf("peers:       none\n");
                 return EXIT_OK;
         }
-        /* Labels are the peers' own choice: printed escaped, never raw (docs/security.md). */
+        /* Labels are the peers' own choice: libsmartcols encodes what is not printable (docs/security.md). */
+        putchar('\n');
         for (size_t i = 0; i < ri->n_peers; i++) {
-                char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
-                int n = (int) strlen(str_escape(label, sizeof(label), str_or(ri->peers[i]->label, "-")));
-
-                if (n > wlabel)
-                        wlabel = n;
-                n = (int) strlen(units_format_bits(bits, ri->peers[i]->pending));
-                if (n > wpending)
-                        wpending = n;
+                if (table_row(t) < 0)
+                        return report_unreachable(path, -ENOMEM, false);
+                peer_row(t, ri->peers[i]);
         }
-        printf("\n%-5s %-4s %-*s %8s %6s %-*s %s\n", "INDEX", "KIND", wlabel, "LABEL", "PID", "UID", wpending,
-               "PENDING FROM", "VM UUID");
-        for (size_t i = 0; i < ri->n_peers; i++) {
-                const Shmem__PeerState *p = ri->peers[i];
-                char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
-
-                printf("%-5u %-4s %-*s %8u %6u %-*s %s\n", p->index, peer_kind_str(p->kind), wlabel,
-                       str_escape(label, sizeof(label), str_or(p->label, "-")), p->pid, p->uid, wpending,
-                       units_format_bits(bits, p->pending), vm_str(vm, p));
-        }
-        return EXIT_OK;
+        return table_print(t);
 }
 
 int cmd_create(Client *c, const char *path, const Args *a, const char *name, uint64_t size) {

@@ -7,6 +7,9 @@
 
 #include "common.h"
 
+/* The columns of list and of inspect's peer table, for their help. */
+extern const TableSpec list_table, peer_table;
+
 int cmd_list(Client *c, const char *path, const Args *a);
 int cmd_inspect(Client *c, const char *path, const Args *a, const char *name);
 int cmd_create(Client *c, const char *path, const Args *a, const char *name, uint64_t size);
