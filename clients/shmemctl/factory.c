@@ -34,13 +34,13 @@ static void json_vm(Json *j, const Shmem__FactoryVm *vm) {
         json_key(j, "name");
         json_string(j, vm->label);
         json_key(j, "uuid");
-        json_string(j, vm->vm_uuid);
+        json_string_opt(j, vm->vm_uuid);
         json_key(j, "pid");
         json_uint(j, vm->pid);
         json_key(j, "libvirt");
         json_bool(j, vm->libvirt);
         json_key(j, "monitor");
-        json_string(j, vm->monitor);
+        json_string_opt(j, vm->monitor); /* null for a libvirt domain's: libvirt's own */
         json_key(j, "connection");
         json_uint(j, vm->conn);
         json_key(j, "served");

@@ -162,6 +162,13 @@ void json_string(Json *j, const char *s) {
         json_write_string(j->f, s);
 }
 
+void json_string_opt(Json *j, const char *s) {
+        if (s && *s)
+                json_string(j, s);
+        else
+                json_null(j);
+}
+
 void json_uint(Json *j, uint64_t v) {
         json_value_prefix(j);
         fprintf(j->f, "%" PRIu64, v);

@@ -38,6 +38,8 @@ void json_array_end(Json *j);
 void json_key(Json *j, const char *key);
 
 void json_string(Json *j, const char *s);
+/* A string that may be missing: null for NULL or "". */
+void json_string_opt(Json *j, const char *s);
 void json_uint(Json *j, uint64_t v);
 void json_bool(Json *j, bool v);
 void json_null(Json *j);

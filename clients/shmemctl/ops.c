@@ -347,11 +347,23 @@ int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
 int cmd_reload(Client *c, const char *path, const Args *a) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Message m = SHMEM__MESSAGE__INIT;
+        int r;
 
         m.body_case = SHMEM__MESSAGE__BODY_RELOAD;
         m.reload = &(Shmem__Reload) SHMEM__RELOAD__INIT;
         /* A refused file comes back as BAD_REQUEST with "FILE:LINE: reason": call() prints it. */
-        return call(c, path, "reload", &m, &reply);
+        r = call(c, path, "reload", &m, &reply);
+        if (r == EXIT_OK && a->json) {
+                Json j;
+
+                json_init_pretty(&j, stdout);
+                json_object_begin(&j);
+                json_key(&j, "reloaded");
+                json_bool(&j, true);
+                json_object_end(&j);
+                r = flush_output();
+        }
+        return r;
 }
 
 /*

@@ -101,7 +101,7 @@ static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
         json_key(j, "allocated");
         json_bool(j, r->allocated);
         json_key(j, "qemu_socket");
-        json_string(j, r->qemu_socket);
+        json_string_opt(j, r->qemu_socket);
         json_key(j, "created_by");
         if (r->created_by) {
                 json_object_begin(j);
@@ -110,13 +110,13 @@ static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
                 json_key(j, "label");
                 json_string(j, r->created_by->label);
                 json_key(j, "vm_uuid");
-                json_string(j, r->created_by->vm_uuid);
+                json_string_opt(j, r->created_by->vm_uuid);
                 json_key(j, "pid");
                 json_uint(j, r->created_by->pid);
                 json_key(j, "uid");
                 json_uint(j, r->created_by->uid);
                 json_key(j, "key");
-                json_string(j, r->created_by->key);
+                json_string_opt(j, r->created_by->key);
                 json_object_end(j);
         } else
                 json_null(j);
@@ -366,7 +366,7 @@ int cmd_inspect(Client *c, const char *path, const Args *a, const char *name) {
                                 json_key(&j, "vm_name");
                                 json_string(&j, p->label);
                                 json_key(&j, "vm_uuid");
-                                json_string(&j, p->vm_uuid);
+                                json_string_opt(&j, p->vm_uuid);
                                 json_key(&j, "libvirt");
                                 json_bool(&j, p->libvirt);
                                 json_key(&j, "departures_told");
@@ -416,6 +416,8 @@ int cmd_create(Client *c, const char *path, const Args *a, const char *name, uin
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Shmem__Create cr = SHMEM__CREATE__INIT;
         Message m = SHMEM__MESSAGE__INIT;
+        Json j;
+        int r;
 
         cr.name = (char *) name;
         cr.size = size;
@@ -423,19 +425,77 @@ int cmd_create(Client *c, const char *path, const Args *a, const char *name, uin
         cr.persistent = a->persistent;
         m.body_case = SHMEM__MESSAGE__BODY_CREATE;
         m.create = &cr;
-        return call(c, path, name, &m, &reply);
+        r = call(c, path, name, &m, &reply);
+        if (r != EXIT_OK || !a->json)
+                return r;
+        /* What was asked and accepted; the broker rounds the size up to 4 KiB (inspect shows it). */
+        json_init_pretty(&j, stdout);
+        json_object_begin(&j);
+        json_key(&j, "region");
+        json_string(&j, name);
+        json_key(&j, "created");
+        json_bool(&j, true);
+        json_key(&j, "size");
+        json_uint(&j, size);
+        json_key(&j, "max_peers");
+        if (a->max_peers)
+                json_uint(&j, a->max_peers);
+        else
+                json_null(&j); /* the broker's default */
+        json_key(&j, "persistent");
+        json_bool(&j, a->persistent);
+        json_object_end(&j);
+        return EXIT_OK;
 }
 
 int cmd_destroy(Client *c, const char *path, const Args *a, const char *name) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Shmem__Destroy d = SHMEM__DESTROY__INIT;
         Message m = SHMEM__MESSAGE__INIT;
+        Json j;
+        int r;
 
         d.name = (char *) name;
         d.force = a->force;
         m.body_case = SHMEM__MESSAGE__BODY_DESTROY;
         m.destroy = &d;
-        return call(c, path, name, &m, &reply);
+        r = call(c, path, name, &m, &reply);
+        if (r != EXIT_OK || !a->json)
+                return r;
+        json_init_pretty(&j, stdout);
+        json_object_begin(&j);
+        json_key(&j, "region");
+        json_string(&j, name);
+        json_key(&j, "destroyed");
+        json_bool(&j, true);
+        json_key(&j, "forced");
+        json_bool(&j, a->force);
+        json_object_end(&j);
+        return EXIT_OK;
+}
+
+/* attach's and detach's --json: {"domain", "region", "attached" or "detached", "live", "config"[, "forced"]}. */
+static int print_virt_result(const Args *a, const char *verb, const char *domain, const char *name) {
+        Json j;
+
+        json_init_pretty(&j, stdout);
+        json_object_begin(&j);
+        json_key(&j, "domain");
+        json_string(&j, domain);
+        json_key(&j, "region");
+        json_string(&j, name);
+        json_key(&j, verb);
+        json_bool(&j, true);
+        json_key(&j, "live");
+        json_bool(&j, a->virt.live);
+        json_key(&j, "config");
+        json_bool(&j, a->virt.config);
+        if (verb[0] == 'd') {
+                json_key(&j, "forced");
+                json_bool(&j, a->force);
+        }
+        json_object_end(&j);
+        return EXIT_OK;
 }
 
 /* detach's guard (virt.h): asks the broker, printing nothing. */
@@ -489,14 +549,27 @@ int cmd_virt(Client *c, const char *path, const Args *a, const char *cmd, const 
                 return EXIT_REFUSED;
         }
         vr = (VirtRegion) { .name = name, .socket = ri->qemu_socket, .vectors = ri->vectors };
-        if (strcmp(cmd, "attach") == 0)
-                return virt_attach(&a->virt, domain, &vr);
+        if (strcmp(cmd, "attach") == 0) {
+                r = virt_attach(&a->virt, domain, &vr);
+                return r == EXIT_OK && a->json ? print_virt_result(a, "attached", domain, name) : r;
+        }
         xml = domain_xml_shmem(vr.name, vr.socket, vr.vectors, -1);
         if (!xml) {
                 fputs("shmemctl: out of memory\n", stderr);
                 return EXIT_REFUSED;
         }
-        fputs(xml, stdout);
+        if (a->json) {
+                Json j;
+
+                json_init_pretty(&j, stdout);
+                json_object_begin(&j);
+                json_key(&j, "region");
+                json_string(&j, name);
+                json_key(&j, "xml");
+                json_string(&j, xml);
+                json_object_end(&j);
+        } else
+                fputs(xml, stdout);
         free(xml);
         return EXIT_OK;
 }
@@ -504,5 +577,7 @@ int cmd_virt(Client *c, const char *path, const Args *a, const char *cmd, const 
 int cmd_detach(const Args *a, const char *domain, const char *name) {
         VirtGuard guard = { .departures_told = departures_told, .userdata = (void *) a, .force = a->force };
 
-        return virt_detach(&a->virt, domain, name, &guard);
+        int r = virt_detach(&a->virt, domain, name, &guard);
+
+        return r == EXIT_OK && a->json ? print_virt_result(a, "detached", domain, name) : r;
 }
