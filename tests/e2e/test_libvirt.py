@@ -186,7 +186,7 @@ run_with_irqs unconsumed shmem-guest lv info write 64 from-b expect 0 from-a {MS
         text = shmemctl(self.broker, "inspect", "lv")
         self.assertEqual(text.returncode, 0, text.stderr)
         for d in (a, b):
-            self.assertRegex(text.stdout, rf"{re.escape(d.name)} .* {d.uuid()} \(libvirt\)")
+            self.assertRegex(text.stdout, rf"{re.escape(d.name)} .* {d.uuid()} +yes +no\n")  # LIBVIRT, PARKED
 
         ra, rb = self.finish(a), self.finish(b)
         # Data both ways (the expects passed, and each read the other's string).
