@@ -70,7 +70,7 @@ static const Command commands[] = {
           "the broker's user only; prints nothing on success.\n"
           "\nOptions:\n"
           "      --force              detach its peers first (QEMU guests keep their mapping)\n"
-          JSON_RESULT("region, destroyed, forced"), false, NULL },
+          JSON_RESULT("region,\n                           destroyed, forced"), false, NULL },
         { "watch", "[NAME] [-t|--timestamps]", "one line per event of the broker until interrupted",
           "One line per event until interrupted: regions created, allocated, freed,\n"
           "destroyed; peers joined, left. With NAME, that region's only (it must exist).\n"
@@ -92,7 +92,8 @@ static const Command commands[] = {
           "\nOptions:\n"
           "      --offset N           from N bytes into the data (default 0; K, M, G, T)\n"
           "      --length N           N bytes (default: the rest, at most 4K)\n"
-          "  -r, --raw                the bytes as they are, unformatted\n", false, NULL },
+          "  -r, --raw                the bytes as they are, unformatted\n"
+          JSON_RESULT("region, offset,\n                           length, hex (the bytes in hex)"), false, NULL },
         { "reload", "", "make the broker re-read its configuration files",
           "Make the broker re-read its configuration files, as SIGHUP does; a file it\n"
           "refuses is reported with its line, and the old configuration stays. Root\n"
@@ -178,7 +179,7 @@ void help_global(FILE *f) {
               "Options:\n"
               "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
               "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
-              "  -J, --json               machine-readable output, for every command but dump\n"
+              "  -J, --json               machine-readable output, for every command\n"
               "  -o, -O, -n, -r, -b       columns and format of a table (list, inspect,\n"
               "                           factory): see 'shmemctl help list'\n"
               "  -h, --help               this text; after COMMAND, COMMAND's\n"

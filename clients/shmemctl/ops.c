@@ -323,6 +323,12 @@ int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
 
         /* Copied out a page at a time: peers may be writing while it is formatted. */
         data = (const uint8_t *) shmem_data(shm) + a->offset;
+        if (a->json) { /* json.c's layout, the data as one hex string written as it is copied */
+                printf("{\n   \"region\": ");
+                json_write_string(stdout, name);
+                printf(",\n   \"offset\": %" PRIu64 ",\n   \"length\": %" PRIu64 ",\n   \"hex\": \"", a->offset,
+                       length);
+        }
         hexdump_init(&h, stdout, a->offset);
         for (done = 0; done < length;) {
                 uint8_t buf[4096];
@@ -330,14 +336,19 @@ int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
 
                 __atomic_thread_fence(__ATOMIC_ACQUIRE);
                 memcpy(buf, data + done, n);
-                if (a->raw) {
+                if (a->json)
+                        for (size_t i = 0; i < n; i++)
+                                printf("%02x", buf[i]);
+                else if (a->raw) {
                         if (fwrite(buf, 1, n, stdout) != n)
                                 break;
                 } else
                         hexdump_feed(&h, buf, n);
                 done += n;
         }
-        if (!a->raw)
+        if (a->json)
+                printf("\"\n}\n");
+        else if (!a->raw)
                 hexdump_end(&h);
         return flush_output();
 }

@@ -274,8 +274,6 @@ int main(int argc, char **argv) {
         } else if (strcmp(cmd, "dump") == 0) {
                 if (nargs != 1)
                         return usage_error("%s", "usage: dump NAME [--offset N] [--length N] [--raw]");
-                if (a.json)
-                        return usage_error("%s", "dump has no --json (--raw writes the bytes themselves)");
         } else if (strcmp(cmd, "xml") == 0) {
                 if (a.factory ? nargs > 1 : nargs != 1)
                         return usage_error("%s", "usage: xml NAME, or xml --factory [DOMAIN] [--machine q35|pc] "
@@ -298,6 +296,10 @@ int main(int argc, char **argv) {
             strcmp(cmd, "list") != 0 && strcmp(cmd, "inspect") != 0 && strcmp(cmd, "factory") != 0 &&
             (strcmp(cmd, "dump") != 0 || a.table.output || a.table.all || a.table.noheadings || a.table.bytes))
                 return usage_error("%s", "-o, -O, -n, -r and -b go with list, inspect and factory (and --raw with dump)");
+        /* inspect's and factory's --json is the whole document, not their table's. */
+        if (a.json && (a.table.output || a.table.all || a.table.noheadings || a.raw || a.table.bytes) &&
+            strcmp(cmd, "list") != 0)
+                return usage_error("%s: --json or -o, -O, -n, -r, -b, not both (--json is the whole document)", cmd);
         if ((a.factory || a.factory_opts_set) && (strcmp(cmd, "xml") != 0 || !a.factory))
                 return usage_error("%s", "--factory goes with xml; --machine, --regions and --max-region with xml --factory");
         if (a.factory && (a.virt.live || a.virt.config || (a.virt.uri && nargs == 0)))

@@ -454,7 +454,9 @@ class ShmemctlOps(unittest.TestCase):
             self.assertEqual(out.returncode, 2, f"{args}: {out.stderr}")
             self.assertIn(why, out.stderr)
             self.assertEqual(out.stdout, "")
-        self.assertEqual(self.ctl("--json", "dump", "d").returncode, 2)
+        self.assertEqual(json.loads(self.ctl_ok("--json", "dump", "d", "--offset", "100", "--length", "10")),
+                         {"region": "d", "offset": 100, "length": 10, "hex": b"hello-dump".hex()})
+        self.assertEqual(self.ctl("--json", "dump", "d", "--raw").returncode, 2)
         self.assertEqual(self.ctl("create", "x", "4K", "--raw").returncode, 2)
         self.assertEqual(self.ctl("dump", "d", "-o", "NAME").returncode, 2)
 

@@ -187,10 +187,10 @@ class ShmemctlJson(CliCase):
         return json.loads(out)
 
     def test_every_command_takes_json(self):
-        """help CMD names -J, --json for every command but dump (a hexdump) and help."""
+        """help CMD names -J, --json for every command but help."""
         text = self.ctl_ok("--help")
         for cmd in test_shmemctl_cli.listed_commands(text):
-            if cmd in ("dump", "help"):
+            if cmd == "help":
                 continue
             with self.subTest(cmd=cmd):
                 self.assertIn("-J, --json", self.ctl_ok("help", cmd))
@@ -213,7 +213,10 @@ class ShmemctlJson(CliCase):
         # A refusal prints no JSON: the error on stderr, status 1.
         out = self.ctl("--json", "destroy", "r")
         self.assertEqual((out.returncode, out.stdout), (1, ""), out.stderr)
-        self.assertEqual(self.ctl("--json", "dump", "p").returncode, 2)
+        for args in (["inspect", "p", "-o", "LABEL"], ["factory", "-n"], ["dump", "p", "--raw"]):
+            out = self.ctl("--json", *args)
+            self.assertEqual(out.returncode, 2, out.stderr)
+            self.assertIn("--json or -o, -O, -n, -r, -b, not both", out.stderr)
 
 
 if __name__ == "__main__":
