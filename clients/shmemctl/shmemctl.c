@@ -24,6 +24,7 @@
 #include "help.h"
 #include "ops.h"
 #include "region-layout.h"
+#include "region-virt.h"
 #include "regions.h"
 #include "status.h"
 #include "units.h"
