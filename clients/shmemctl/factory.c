@@ -120,14 +120,18 @@ static int print_vm(const Shmem__FactoryVm *vm, const TableOptions *o) {
                 return EXIT_OK;
         }
         r = table_new(&t, &device_table, o);
+        if (r < 0)
+                fputs("shmemctl: out of memory\n", stderr);
         if (r != 0)
                 return r < 0 ? EXIT_REFUSED : r;
         putchar('\n');
         for (size_t i = 0; i < vm->n_devices; i++) {
                 const Shmem__FactoryDevice *d = vm->devices[i];
 
-                if (table_row(t) < 0)
+                if (table_row(t) < 0) {
+                        fputs("shmemctl: out of memory\n", stderr);
                         return EXIT_REFUSED;
+                }
                 table_set_str(t, D_REGION, d->region);
                 table_set_uint(t, D_INDEX, d->index);
                 table_set_str(t, D_STATE, d->parked ? "parked" : "plugged");

@@ -182,7 +182,14 @@ void table_set_bool(Table *t, unsigned id, bool v) {
 }
 
 int table_print(Table *t) {
-        int r = scols_print_table(t->tb);
+        int r;
+
+        /* libsmartcols 2.38 writes an empty array with a blank line in it. */
+        if (t->o.json && scols_table_get_nlines(t->tb) == 0) {
+                printf("{\n   \"%s\": []\n}\n", t->spec->name);
+                r = 0;
+        } else
+                r = scols_print_table(t->tb);
 
         if (r == 0 && fflush(stdout) == 0 && !ferror(stdout))
                 return EXIT_OK;

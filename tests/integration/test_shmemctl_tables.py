@@ -197,6 +197,7 @@ class ShmemctlJson(CliCase):
 
     def test_results(self):
         self.start_broker()
+        self.assertEqual(self.ctl_ok("-J", "list"), '{\n   "regions": []\n}\n')
         self.assertEqual(self.json_ok("create", "r", "10K", "--max-peers", "3"),
                          {"region": "r", "created": True, "size": 10240, "max_peers": 3, "persistent": False})
         self.assertEqual(self.json_ok("create", "p", "4K", "--persistent")["max_peers"], None)
