@@ -27,7 +27,8 @@ struct Table {
 void table_locale(void) {
         const char *set;
 
-        setlocale(LC_ALL, "");
+        /* Character classes and widths only: the other categories cost a file each at every start. */
+        setlocale(LC_CTYPE, "");
         set = nl_langinfo(CODESET);
         if (!set || (strcasecmp(set, "UTF-8") != 0 && strcasecmp(set, "utf8") != 0))
                 setlocale(LC_CTYPE, "C.UTF-8");

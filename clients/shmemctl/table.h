@@ -87,9 +87,9 @@ int table_print(Table *t);
 void table_help(FILE *f, const TableSpec *spec);
 
 /*
- * table_locale() - once, before any table is made: the user's locale for
- * display widths; if its character set is not UTF-8, C.UTF-8's character
- * classes instead, so that UTF-8 labels keep their width and a C1 control
+ * table_locale() - once, before any table is made: the user's LC_CTYPE for
+ * display widths (no other category); if its character set is not UTF-8,
+ * C.UTF-8's instead, so that UTF-8 labels keep their width and a C1 control
  * is still recognized (and encoded) as one.
  */
 void table_locale(void);
