@@ -148,7 +148,7 @@ class Run:
         fds = {"broker_fds": fd_count(broker.pid), "qemu_fds": fd_count(guest.proc.pid)}
         regions = json.loads(subprocess.run([ctl, "--socket", broker.socket, "--json", "list"], check=True,
                                             capture_output=True, text=True, timeout=30).stdout)["regions"]
-        self.samples[mark] = dict(fds, regions=len(regions), attached=sum(r["attached"] for r in regions))
+        self.samples[mark] = dict(fds, regions=len(regions), attached=sum(r["peers"] for r in regions))
 
     def execute(self, image):
         a = self.args

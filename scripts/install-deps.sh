@@ -6,7 +6,7 @@
 set -eu
 
 packages="build-essential cmake pkg-config libevent-dev libprotobuf-c-dev protobuf-c-compiler
-check libinih-dev libvirt-dev libxml2-dev libjson-c-dev python3 qemu-system-x86 busybox-static cpio xz-utils zstd kmod systemd
+check libinih-dev libvirt-dev libxml2-dev libsmartcols-dev libjson-c-dev python3 qemu-system-x86 busybox-static cpio xz-utils zstd kmod systemd
 libvirt-daemon-system libvirt-clients mmdebstrap bash-completion"
 # libFuzzer and the sanitizers' runtimes are only recommended by clang-14;
 # llvm-14 has llvm-profdata and llvm-cov for the coverage figures.

@@ -5,9 +5,10 @@
  * common: what shmemctl's command modules share, and nothing else: the exit
  * codes, the parsed options, the broker connection's calls and the messages
  * of their failures. shmemctl.c (options, dispatch) uses the command modules,
- * regions.h (list, inspect, create, destroy; the broker's side of xml, attach
- * and detach) and ops.h (watch, signal, dump, reload, upgrade); both use this
- * and no other; virt.h is the libvirt side.
+ * regions.h (list, inspect, create, destroy), region-virt.h (the broker's
+ * side of xml, attach and detach), factory.h and ops.h (watch, signal, dump,
+ * reload, upgrade); they use this and table.h (their tables) and no other;
+ * virt.h is the libvirt side.
  *
  * Every cmd_*() and helper returns the exit code, having printed why when it
  * is not EXIT_OK.
@@ -17,6 +18,7 @@
 #include <stdint.h>
 
 #include "client.h"
+#include "table.h"
 #include "virt.h"
 
 enum {
@@ -28,7 +30,8 @@ enum {
 
 typedef struct Args {
         const char *socket; /* --socket; NULL: client_socket_path()'s default */
-        bool json;
+        bool json;          /* -J: a table's (table.json too), or the command's JSON object */
+        TableOptions table; /* -o, -O, -n, -r, -b: list, inspect's peers, factory's devices */
         unsigned max_peers; /* 0: the broker's default */
         bool max_peers_set, persistent, force;
         uint64_t offset, length; /* dump */

@@ -25,6 +25,7 @@
 #include "domain-xml.h"
 #include "escape.h"
 #include "factory-xml.h"
+#include "json.h"
 
 /* <rundir>/qemu/factory.sock beside <rundir>/broker.sock, which the broker must be serving. */
 static int factory_socket(const Args *a, char *buf, size_t size) {
@@ -66,12 +67,12 @@ static int check_max_region(const Args *a, bool q35) {
         return EXIT_OK;
 }
 
-static int print(char *xml) {
+static int print(FILE *out, char *xml) {
         if (!xml) {
                 fputs("shmemctl: out of memory\n", stderr);
                 return EXIT_REFUSED;
         }
-        fputs(xml, stdout);
+        fputs(xml, out);
         free(xml);
         return EXIT_OK;
 }
@@ -84,7 +85,7 @@ static bool has_factory(const DomainInfo *info, const char *socket) {
         return false;
 }
 
-static int for_domain(const Args *a, const char *domain, const char *socket) {
+static int for_domain(const Args *a, const char *domain, const char *socket, FILE *out) {
         _cleanup_(domain_info_freep) DomainInfo *info = NULL;
         char *xml = NULL, esc[STR_ESCAPE_SIZE(256)];
         unsigned free_ports, needed = 0;
@@ -129,13 +130,14 @@ static int for_domain(const Args *a, const char *domain, const char *socket) {
                 return EXIT_OK;
         if (factory) {
                 for (unsigned i = 0; i < needed; i++)
-                        fputs("<controller type='pci' model='pcie-root-port'/>\n", stdout);
+                        fputs("<controller type='pci' model='pcie-root-port'/>\n", out);
                 return EXIT_OK;
         }
-        return print(domain_xml_factory(socket, needed, false));
+        return print(out, domain_xml_factory(socket, needed, false));
 }
 
-int cmd_factory_xml(const Args *a, const char *domain) {
+/* The XML of xml --factory [DOMAIN] on @out. */
+static int factory_xml(const Args *a, const char *domain, FILE *out) {
         char socket[4096];
         int r;
 
@@ -143,16 +145,51 @@ int cmd_factory_xml(const Args *a, const char *domain) {
         if (r != EXIT_OK)
                 return r;
         if (domain)
-                return for_domain(a, domain, socket);
+                return for_domain(a, domain, socket, out);
         r = check_max_region(a, !a->machine_pc);
         if (r != EXIT_OK)
                 return r;
         if (a->machine_pc)
-                return print(domain_xml_factory(socket, 0, false));
+                return print(out, domain_xml_factory(socket, 0, false));
         /* One more root port for libvirt's bridge, as for_domain() counts it. */
         fprintf(stderr, "shmemctl: for a new q35 definition: %u root ports, one of them for the PCIe-to-PCI bridge "
                 "libvirt adds for the factory device; after `virsh define`, `shmemctl xml --factory DOMAIN` says "
                 "what the domain still lacks (libvirt puts devices of its own, its USB controller, on free root "
                 "ports too)\n", a->regions + 1);
-        return print(domain_xml_factory(socket, a->regions + 1, true));
+        return print(out, domain_xml_factory(socket, a->regions + 1, true));
+}
+
+int cmd_factory_xml(const Args *a, const char *domain) {
+        _cleanup_free_ char *xml = NULL;
+        size_t size = 0;
+        FILE *f;
+        Json j;
+        int r;
+
+        if (!a->json)
+                return factory_xml(a, domain, stdout);
+        /* --json: {"domain": DOMAIN or null, "xml": what would be printed ("" when DOMAIN lacks nothing)}. */
+        f = open_memstream(&xml, &size);
+        if (!f) {
+                fputs("shmemctl: out of memory\n", stderr);
+                return EXIT_REFUSED;
+        }
+        r = factory_xml(a, domain, f);
+        if (fclose(f) != 0 && r == EXIT_OK) {
+                fputs("shmemctl: out of memory\n", stderr);
+                return EXIT_REFUSED;
+        }
+        if (r != EXIT_OK)
+                return r;
+        json_init_pretty(&j, stdout);
+        json_object_begin(&j);
+        json_key(&j, "domain");
+        if (domain)
+                json_string(&j, domain);
+        else
+                json_null(&j);
+        json_key(&j, "xml");
+        json_string(&j, xml);
+        json_object_end(&j);
+        return EXIT_OK;
 }

@@ -15,6 +15,7 @@
 #include "factory.h"
 #include "json.h"
 #include "region-layout.h"
+#include "table.h"
 
 static const char *op_str(uint32_t op) {
         static const char *const ops[] = { "none", "attach", "find", "exclusive", "detach" };
@@ -33,13 +34,13 @@ static void json_vm(Json *j, const Shmem__FactoryVm *vm) {
         json_key(j, "name");
         json_string(j, vm->label);
         json_key(j, "uuid");
-        json_string(j, vm->vm_uuid);
+        json_string_opt(j, vm->vm_uuid);
         json_key(j, "pid");
         json_uint(j, vm->pid);
         json_key(j, "libvirt");
         json_bool(j, vm->libvirt);
         json_key(j, "monitor");
-        json_string(j, vm->monitor);
+        json_string_opt(j, vm->monitor); /* null for a libvirt domain's: libvirt's own */
         json_key(j, "connection");
         json_uint(j, vm->conn);
         json_key(j, "served");
@@ -82,12 +83,24 @@ static void json_vm(Json *j, const Shmem__FactoryVm *vm) {
         json_object_end(j);
 }
 
+enum { D_REGION, D_INDEX, D_STATE, D_DOORBELL };
+
+static const TableColumn device_columns[] = {
+        [D_REGION] = { "REGION", TABLE_STRING, true, "the region of the device" },
+        [D_INDEX] = { "INDEX", TABLE_NUMBER, true, "the VM's peer index in it" },
+        [D_STATE] = { "STATE", TABLE_STRING, true, "plugged, or parked (unplugged by the guest, kept)" },
+        [D_DOORBELL] = { "DOORBELL", TABLE_NUMBER, true, "its ivshmem doorbell id" },
+};
+
+const TableSpec device_table = { "devices", device_columns, sizeof(device_columns) / sizeof(device_columns[0]) };
+
 /* One VM as a block: its identity, connection, requests, then a table of its devices. */
-static void print_vm(const Shmem__FactoryVm *vm) {
+static int print_vm(const Shmem__FactoryVm *vm, const TableOptions *o) {
         const Shmem__FactoryRequest *q = vm->in_flight;
         char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)], uuid[STR_ESCAPE_SIZE(64)], monitor[STR_ESCAPE_SIZE(108)];
         char region[STR_ESCAPE_SIZE(SHMEM_NAME_MAX)];
-        int wregion = 6;
+        _cleanup_(table_freep) Table *t = NULL;
+        int r;
 
         printf("vm:          '%s' (UUID %s, pid %u%s)\n", str_escape(label, sizeof(label), str_or(vm->label, "")),
                str_escape(uuid, sizeof(uuid), str_or(vm->vm_uuid, "-")), vm->pid, vm->libvirt ? ", libvirt" : "");
@@ -104,29 +117,39 @@ static void print_vm(const Shmem__FactoryVm *vm) {
                 printf("in flight:   none\n");
         if (vm->n_devices == 0) {
                 printf("devices:     none\n");
-                return;
+                return EXIT_OK;
         }
-        for (size_t i = 0; i < vm->n_devices; i++) {
-                int n = (int) strlen(str_escape(region, sizeof(region), str_or(vm->devices[i]->region, "")));
-
-                if (n > wregion)
-                        wregion = n;
-        }
-        printf("\n%-*s %5s %-7s %s\n", wregion, "REGION", "INDEX", "STATE", "DOORBELL");
+        r = table_new(&t, &device_table, o);
+        if (r < 0)
+                fputs("shmemctl: out of memory\n", stderr);
+        if (r != 0)
+                return r < 0 ? EXIT_REFUSED : r;
+        putchar('\n');
         for (size_t i = 0; i < vm->n_devices; i++) {
                 const Shmem__FactoryDevice *d = vm->devices[i];
 
-                printf("%-*s %5u %-7s %u\n", wregion, str_escape(region, sizeof(region), str_or(d->region, "")),
-                       d->index, d->parked ? "parked" : "plugged", d->doorbell_id);
+                if (table_row(t) < 0) {
+                        fputs("shmemctl: out of memory\n", stderr);
+                        return EXIT_REFUSED;
+                }
+                table_set_str(t, D_REGION, d->region);
+                table_set_uint(t, D_INDEX, d->index);
+                table_set_str(t, D_STATE, d->parked ? "parked" : "plugged");
+                table_set_uint(t, D_DOORBELL, d->doorbell_id);
         }
+        return table_print(t);
 }
 
 int cmd_factory(Client *c, const char *path, const Args *a) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Message m = SHMEM__MESSAGE__INIT;
         const Shmem__FactoryReply *f;
+        _cleanup_(table_freep) Table *check = NULL;
         int r;
 
+        /* -o's columns checked before the broker is asked, as list and inspect do. */
+        if (!a->json && (r = table_new(&check, &device_table, &a->table)) != 0)
+                return r < 0 ? EXIT_REFUSED : r;
         m.body_case = SHMEM__MESSAGE__BODY_FACTORY;
         m.factory = &(Shmem__Factory) SHMEM__FACTORY__INIT;
         r = call(c, path, "factory", &m, &reply);
@@ -139,7 +162,7 @@ int cmd_factory(Client *c, const char *path, const Args *a) {
         if (a->json) {
                 Json j;
 
-                json_init(&j, stdout);
+                json_init_pretty(&j, stdout);
                 json_object_begin(&j);
                 json_key(&j, "vms");
                 json_array_begin(&j);
@@ -156,7 +179,9 @@ int cmd_factory(Client *c, const char *path, const Args *a) {
         for (size_t i = 0; i < f->n_vms; i++) {
                 if (i > 0)
                         putchar('\n');
-                print_vm(f->vms[i]);
+                r = print_vm(f->vms[i], &a->table);
+                if (r != EXIT_OK)
+                        return r;
         }
         return EXIT_OK;
 }

@@ -5,5 +5,8 @@
 
 #include "common.h"
 
+/* The columns of each VM's device table, for its help. */
+extern const TableSpec device_table;
+
 /* Every VM connected to the broker's guest factory, its requests and its devices. */
 int cmd_factory(Client *c, const char *path, const Args *a);

@@ -8,7 +8,9 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "factory.h"
 #include "help.h"
+#include "regions.h"
 
 typedef struct Command {
         const char *name;
@@ -16,40 +18,59 @@ typedef struct Command {
         const char *summary; /* one line of the global help */
         const char *text;    /* what it does, then its own options */
         bool libvirt;        /* under "libvirt" in the global help */
+        const TableSpec *columns; /* its table's, listed after the options */
 } Command;
 
-#define JSON_OPTION "      --json               machine-readable output\n"
+#define JSON_OPTION "  -J, --json               machine-readable output (pretty JSON)\n"
+/* A command without a table prints a JSON object of its result: these keys. */
+#define JSON_RESULT(keys) "  -J, --json               a JSON object of the result: " keys "\n"
+#define TABLE_OPTIONS                                                                   \
+        "  -o, --output COL,...     the columns to show (+COL,...: the default and these)\n" \
+        "  -O, --output-all         every column\n"                                      \
+        "  -n, --noheadings         no header line\n"                                    \
+        "  -r, --raw                raw output: one space between columns, blanks as \\x20\n" \
+        "  -b, --bytes              sizes in bytes, not 2M\n"
 
 static const Command commands[] = {
         { "list", "", "the regions: name, size, peers, backend, flags, creator",
-          "One line per region: NAME SIZE PEERS/MAX BACKEND FLAGS CREATED BY.\n"
-          "\nOptions:\n" JSON_OPTION, false },
+          "One line per region. A missing value is \"-\" (null in JSON); what a peer\n"
+          "chose (a label) is printed with what is not printable as \\xNN.\n"
+          "\nOptions:\n" TABLE_OPTIONS
+          "  -J, --json               {\"regions\": [...]}: every column unless -o, keys in\n"
+          "                           lower case, sizes in bytes, null for missing values\n",
+          false, &list_table },
         { "inspect", "NAME", "one region, who created it, and its attached peers",
           "One region: its memory, signal mode, QEMU socket, who created it, and per\n"
-          "attached peer its index, kind, label, pid, uid and pending signals.\n"
-          "\nOptions:\n" JSON_OPTION, false },
+          "attached peer its index, kind, label, pid, uid and pending signals (the\n"
+          "table's columns below).\n"
+          "\nOptions:\n" TABLE_OPTIONS
+          "  -J, --json               the whole region, its peers included (man page)\n",
+          false, &peer_table },
         { "factory", "", "the VMs connected to the guest factory and their devices",
           "The VMs connected to the guest factory: each one's connection, request in\n"
-          "flight and devices by region (plugged or parked, index).\n"
-          "\nOptions:\n" JSON_OPTION, false },
+          "flight and devices by region (plugged or parked, index; the table's\n"
+          "columns below).\n"
+          "\nOptions:\n" TABLE_OPTIONS JSON_OPTION, false, &device_table },
         { "status", "", "the broker, its limits and their use, in total and per user",
           "The broker's version, pid, uptime, configuration files and service manager;\n"
           "each limit (broker.conf(5) [limits]) with its use; then per user (and per VM)\n"
           "the regions, bytes, peers and connections it holds against the per-user\n"
           "limits. Other users' rows are for root and the broker's user only.\n"
-          "\nOptions:\n" JSON_OPTION, false },
+          "\nOptions:\n" JSON_OPTION, false, NULL },
         { "create", "NAME SIZE [--max-peers N] [--persistent]", "declare a region",
           "Declare a region; SIZE in bytes, or with K, M, G, T. Its QEMU socket exists\n"
           "until it is destroyed, its memory from its first attach. Root and the\n"
           "broker's user only; prints nothing on success.\n"
           "\nOptions:\n"
           "      --max-peers N        at most N peers, 1 to 64 (default: the broker's)\n"
-          "      --persistent         its memory at once, kept while no peer is attached\n", false },
+          "      --persistent         its memory at once, kept while no peer is attached\n"
+          JSON_RESULT("region, size,\n                           max_peers, persistent"), false, NULL },
         { "destroy", "NAME [--force]", "forget a region",
           "Forget a region; refused while peers are attached, unless --force. Root and\n"
           "the broker's user only; prints nothing on success.\n"
           "\nOptions:\n"
-          "      --force              detach its peers first (QEMU guests keep their mapping)\n", false },
+          "      --force              detach its peers first (QEMU guests keep their mapping)\n"
+          JSON_RESULT("region,\n                           destroyed, forced"), false, NULL },
         { "watch", "[NAME] [-t|--timestamps]", "one line per event of the broker until interrupted",
           "One line per event until interrupted: regions created, allocated, freed,\n"
           "destroyed; peers joined, left. With NAME, that region's only (it must exist).\n"
@@ -57,29 +78,32 @@ static const Command commands[] = {
           "\nOptions:\n"
           "  -t, --timestamps         each line after the time shmemctl read the event,\n"
           "                           ISO 8601 with microseconds (journalctl -o\n"
-          "                           short-iso-precise); with --json a \"time\" member\n" JSON_OPTION, false },
+          "                           short-iso-precise); with --json a \"time\" member\n"
+          "  -J, --json               one JSON object a line (JSON Lines)\n", false, NULL },
         { "signal", "NAME MASK|all", "signal the peers in MASK",
           "Signal the peers of NAME in MASK: bit i = peer index i, decimal or 0x-hex;\n"
           "'all' = every attached peer. A MASK with a peer that is not attached is\n"
           "refused. shmemctl attaches as peer \"shmemctl\" for a moment: its peers see\n"
           "it join and leave, and receivers see its index as the sender.\n"
-          "\nOptions:\n" JSON_OPTION, false },
+          "\nOptions:\n" JSON_OPTION, false, NULL },
         { "dump", "NAME [--offset N] [--length N] [--raw]", "hexdump of a region's data",
           "Hexdump (as hexdump -C) of the data area. Attaches as peer \"shmemctl\" for a\n"
           "moment, as signal does.\n"
           "\nOptions:\n"
           "      --offset N           from N bytes into the data (default 0; K, M, G, T)\n"
           "      --length N           N bytes (default: the rest, at most 4K)\n"
-          "      --raw                the bytes as they are, unformatted\n", false },
+          "  -r, --raw                the bytes as they are, unformatted\n"
+          JSON_RESULT("region, offset,\n                           length, hex (the bytes in hex)"), false, NULL },
         { "reload", "", "make the broker re-read its configuration files",
           "Make the broker re-read its configuration files, as SIGHUP does; a file it\n"
           "refuses is reported with its line, and the old configuration stays. Root\n"
-          "and the broker's user only; prints nothing on success.\n", false },
+          "and the broker's user only; prints nothing on success.\n"
+          "\nOptions:\n" JSON_RESULT("reloaded"), false, NULL },
         { "upgrade", "", "make the broker re-execute its binary, keeping every region",
           "Make the broker re-execute its binary, keeping every region, peer and\n"
           "connection; waits for the new one and prints both versions. Root and the\n"
           "broker's user only.\n"
-          "\nOptions:\n" JSON_OPTION, false },
+          "\nOptions:\n" JSON_OPTION, false, NULL },
         { "xml", "NAME | --factory [DOMAIN] [--machine q35|pc] [--regions N] [--max-region SIZE]",
           "a region's <shmem> device, or the guest factory's, for domain XML",
           "Print the region's <shmem> device for libvirt domain XML: model\n"
@@ -93,8 +117,9 @@ static const Command commands[] = {
           "      --regions N          root ports for N regions (default 4)\n"
           "      --max-region SIZE    the largest region (default 1M; on q35 above 2044K, what\n"
           "                           the guest kernel and the broker need is said)\n"
-          "  -c, --connect URI        libvirt URI of DOMAIN (default: qemu:///system)\n",
-          true },
+          "  -c, --connect URI        libvirt URI of DOMAIN (default: qemu:///system)\n"
+          JSON_RESULT("xml (the text\n                           above), region or domain"),
+          true, NULL },
         { "attach", "DOMAIN NAME [--live] [--config] [-c URI]", "add a region's device to a domain",
           "Add the region's <shmem> device to a libvirt domain (DOMAIN: name or UUID),\n"
           "after checking that the domain's QEMU can reach the region's socket.\n"
@@ -102,8 +127,9 @@ static const Command commands[] = {
           "\nOptions:\n"
           "  -c, --connect URI        libvirt URI (default: qemu:///system)\n"
           "      --live, --config     the running domain, its persistent configuration,\n"
-          "                           or both (default: libvirt's \"current\")\n",
-          true },
+          "                           or both (default: libvirt's \"current\")\n"
+          JSON_RESULT("domain, region,\n                           attached, live, config"),
+          true, NULL },
         { "detach", "DOMAIN NAME [--live] [--config] [-c URI] [--timeout SECONDS] [--force]",
           "remove a region's device from a domain",
           "Remove the region's device from a libvirt domain; from a running domain,\n"
@@ -115,11 +141,12 @@ static const Command commands[] = {
           "      --live, --config     the running domain, its persistent configuration,\n"
           "                           or both (default: libvirt's \"current\")\n"
           "      --timeout SECONDS    how long to wait for the guest (default 30)\n"
-          "      --force              detach even where QEMU would crash\n",
-          true },
+          "      --force              detach even where QEMU would crash\n"
+          JSON_RESULT("domain, region,\n                           detached, live, config, forced"),
+          true, NULL },
         { "help", "[COMMAND]", "this text, or COMMAND's usage and options",
           "Print COMMAND's usage, what it does and its options; without COMMAND, the\n"
-          "list of commands. 'shmemctl COMMAND --help' is the same.\n", false },
+          "list of commands. 'shmemctl COMMAND --help' is the same.\n", false, NULL },
 };
 
 static const Command *find(const char *name) {
@@ -140,7 +167,7 @@ static void list(FILE *f, bool libvirt) {
 }
 
 void help_global(FILE *f) {
-        fputs("Usage: shmemctl [-s|--socket PATH] [--json] COMMAND [ARGS]\n"
+        fputs("Usage: shmemctl [-s|--socket PATH] [-J|--json] COMMAND [ARGS]\n"
               "       shmemctl help COMMAND      COMMAND's usage, options and what it does\n"
               "\n"
               "Commands:\n",
@@ -152,8 +179,9 @@ void help_global(FILE *f) {
               "Options:\n"
               "  -s, --socket PATH        broker socket (default: $SHMEM_BROKER_SOCKET, else\n"
               "                           " SHMEM_DEFAULT_RUNDIR "/broker.sock)\n"
-              "      --json               machine-readable output (list, inspect, factory,\n"
-              "                           status, watch, signal, upgrade)\n"
+              "  -J, --json               machine-readable output, for every command\n"
+              "  -o, -O, -n, -r, -b       columns and format of a table (list, inspect,\n"
+              "                           factory): see 'shmemctl help list'\n"
               "  -h, --help               this text; after COMMAND, COMMAND's\n"
               "  -V, --version            the version\n"
               "\n"
@@ -169,5 +197,7 @@ int help_command(FILE *f, const char *name) {
                 return -ENOENT;
         fprintf(f, "Usage: shmemctl [-s|--socket PATH] %s%s%s\n\n%s", c->name, *c->args ? " " : "", c->args,
                 c->text);
+        if (c->columns)
+                table_help(f, c->columns);
         return 0;
 }

@@ -8,6 +8,19 @@ void json_init(Json *j, FILE *f) {
         j->first[0] = true;
 }
 
+void json_init_pretty(Json *j, FILE *f) {
+        json_init(j, f);
+        j->pretty = true;
+}
+
+static void json_newline(Json *j, unsigned depth) {
+        if (!j->pretty)
+                return;
+        fputc('\n', j->f);
+        for (unsigned i = 0; i < depth; i++)
+                fputs("   ", j->f);
+}
+
 /* Length of the valid UTF-8 sequence at @s, or 0 if it is not one (RFC 3629 table 3-7). */
 static size_t utf8_valid_len(const unsigned char *s) {
         unsigned char c = s[0];
@@ -99,6 +112,8 @@ static void json_value_prefix(Json *j) {
         if (!j->first[j->depth])
                 fputc(',', j->f);
         j->first[j->depth] = false;
+        if (j->depth > 0)
+                json_newline(j, j->depth);
 }
 
 static void json_open(Json *j, char c) {
@@ -110,6 +125,8 @@ static void json_open(Json *j, char c) {
 }
 
 static void json_close(Json *j, char c) {
+        if (!j->first[j->depth] && j->depth > 0)
+                json_newline(j, j->depth - 1);
         fputc(c, j->f);
         if (j->depth > 0)
                 j->depth--;
@@ -136,13 +153,20 @@ void json_array_end(Json *j) {
 void json_key(Json *j, const char *key) {
         json_value_prefix(j);
         json_write_string(j->f, key);
-        fputc(':', j->f);
+        fputs(j->pretty ? ": " : ":", j->f);
         j->after_key = true;
 }
 
 void json_string(Json *j, const char *s) {
         json_value_prefix(j);
         json_write_string(j->f, s);
+}
+
+void json_string_opt(Json *j, const char *s) {
+        if (s && *s)
+                json_string(j, s);
+        else
+                json_null(j);
 }
 
 void json_uint(Json *j, uint64_t v) {
@@ -161,9 +185,16 @@ void json_null(Json *j) {
 }
 
 void json_bits(Json *j, uint64_t bits) {
-        json_array_begin(j);
+        bool first = true;
+
+        json_value_prefix(j);
+        fputc('[', j->f);
         for (unsigned i = 0; i < 64; i++)
-                if (bits & (UINT64_C(1) << i))
-                        json_uint(j, i);
-        json_array_end(j);
+                if (bits & (UINT64_C(1) << i)) {
+                        fprintf(j->f, "%s%u", first ? "" : j->pretty ? ", " : ",", i);
+                        first = false;
+                }
+        fputc(']', j->f);
+        if (j->depth == 0)
+                fputc('\n', j->f);
 }

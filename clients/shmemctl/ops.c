@@ -258,7 +258,7 @@ int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uin
         if (a->json) {
                 Json j;
 
-                json_init(&j, stdout);
+                json_init_pretty(&j, stdout);
                 json_object_begin(&j);
                 json_key(&j, "region");
                 json_string(&j, name);
@@ -323,6 +323,12 @@ int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
 
         /* Copied out a page at a time: peers may be writing while it is formatted. */
         data = (const uint8_t *) shmem_data(shm) + a->offset;
+        if (a->json) { /* json.c's layout, the data as one hex string written as it is copied */
+                printf("{\n   \"region\": ");
+                json_write_string(stdout, name);
+                printf(",\n   \"offset\": %" PRIu64 ",\n   \"length\": %" PRIu64 ",\n   \"hex\": \"", a->offset,
+                       length);
+        }
         hexdump_init(&h, stdout, a->offset);
         for (done = 0; done < length;) {
                 uint8_t buf[4096];
@@ -330,14 +336,19 @@ int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
 
                 __atomic_thread_fence(__ATOMIC_ACQUIRE);
                 memcpy(buf, data + done, n);
-                if (a->raw) {
+                if (a->json)
+                        for (size_t i = 0; i < n; i++)
+                                printf("%02x", buf[i]);
+                else if (a->raw) {
                         if (fwrite(buf, 1, n, stdout) != n)
                                 break;
                 } else
                         hexdump_feed(&h, buf, n);
                 done += n;
         }
-        if (!a->raw)
+        if (a->json)
+                printf("\"\n}\n");
+        else if (!a->raw)
                 hexdump_end(&h);
         return flush_output();
 }
@@ -347,11 +358,23 @@ int cmd_dump(Client *c, const char *path, const Args *a, const char *name) {
 int cmd_reload(Client *c, const char *path, const Args *a) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         Message m = SHMEM__MESSAGE__INIT;
+        int r;
 
         m.body_case = SHMEM__MESSAGE__BODY_RELOAD;
         m.reload = &(Shmem__Reload) SHMEM__RELOAD__INIT;
         /* A refused file comes back as BAD_REQUEST with "FILE:LINE: reason": call() prints it. */
-        return call(c, path, "reload", &m, &reply);
+        r = call(c, path, "reload", &m, &reply);
+        if (r == EXIT_OK && a->json) {
+                Json j;
+
+                json_init_pretty(&j, stdout);
+                json_object_begin(&j);
+                json_key(&j, "reloaded");
+                json_bool(&j, true);
+                json_object_end(&j);
+                r = flush_output();
+        }
+        return r;
 }
 
 /*
@@ -391,7 +414,7 @@ int cmd_upgrade(Client *c, const char *path, const Args *a) {
                         if (a->json) {
                                 Json j;
 
-                                json_init(&j, stdout);
+                                json_init_pretty(&j, stdout);
                                 json_object_begin(&j);
                                 json_key(&j, "broker");
                                 json_string(&j, client_broker(n));

@@ -7,18 +7,10 @@
 
 #include "common.h"
 
+/* The columns of list and of inspect's peer table, for their help. */
+extern const TableSpec list_table, peer_table;
+
 int cmd_list(Client *c, const char *path, const Args *a);
 int cmd_inspect(Client *c, const char *path, const Args *a, const char *name);
 int cmd_create(Client *c, const char *path, const Args *a, const char *name, uint64_t size);
 int cmd_destroy(Client *c, const char *path, const Args *a, const char *name);
-
-/* xml (@domain NULL) prints the <shmem> device of region @name; attach adds it to @domain. */
-int cmd_virt(Client *c, const char *path, const Args *a, const char *cmd, const char *domain,
-             const char *name);
-
-/*
- * Removes region @name's device from @domain through libvirt alone (the
- * device names its region), asking the broker first whether QEMU would
- * survive the unplug (virt.h, VirtGuard).
- */
-int cmd_detach(const Args *a, const char *domain, const char *name);

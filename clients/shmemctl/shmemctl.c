@@ -20,9 +20,11 @@
 #include "common.h"
 #include "factory.h"
 #include "factory-xml.h"
+#include "table.h"
 #include "help.h"
 #include "ops.h"
 #include "region-layout.h"
+#include "region-virt.h"
 #include "regions.h"
 #include "status.h"
 #include "units.h"
@@ -43,13 +45,11 @@ static int parse_max_peers(const char *s, unsigned *ret) {
 
 int main(int argc, char **argv) {
         enum {
-                OPT_JSON = 0x100,
-                OPT_MAX_PEERS,
+                OPT_MAX_PEERS = 0x100,
                 OPT_PERSISTENT,
                 OPT_FORCE,
                 OPT_OFFSET,
                 OPT_LENGTH,
-                OPT_RAW,
                 OPT_LIVE,
                 OPT_CONFIG,
                 OPT_TIMEOUT,
@@ -60,7 +60,11 @@ int main(int argc, char **argv) {
         };
         static const struct option options[] = {
                 { "socket", required_argument, NULL, 's' },
-                { "json", no_argument, NULL, OPT_JSON },
+                { "json", no_argument, NULL, 'J' },
+                { "output", required_argument, NULL, 'o' },
+                { "output-all", no_argument, NULL, 'O' },
+                { "noheadings", no_argument, NULL, 'n' },
+                { "bytes", no_argument, NULL, 'b' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { "max-peers", required_argument, NULL, OPT_MAX_PEERS },
@@ -68,7 +72,7 @@ int main(int argc, char **argv) {
                 { "force", no_argument, NULL, OPT_FORCE },
                 { "offset", required_argument, NULL, OPT_OFFSET },
                 { "length", required_argument, NULL, OPT_LENGTH },
-                { "raw", no_argument, NULL, OPT_RAW },
+                { "raw", no_argument, NULL, 'r' },
                 { "connect", required_argument, NULL, 'c' },
                 { "live", no_argument, NULL, OPT_LIVE },
                 { "config", no_argument, NULL, OPT_CONFIG },
@@ -89,13 +93,25 @@ int main(int argc, char **argv) {
         int opt, nargs, r;
 
         opterr = 0; /* our own messages, with the exit code of a usage error */
-        while ((opt = getopt_long(argc, argv, ":s:c:htV", options, NULL)) >= 0) {
+        while ((opt = getopt_long(argc, argv, ":s:c:htVJo:Onrb", options, NULL)) >= 0) {
                 switch (opt) {
                 case 's':
                         a.socket = optarg;
                         break;
-                case OPT_JSON:
-                        a.json = true;
+                case 'J':
+                        a.json = a.table.json = true;
+                        break;
+                case 'o':
+                        a.table.output = optarg;
+                        break;
+                case 'O':
+                        a.table.all = true;
+                        break;
+                case 'n':
+                        a.table.noheadings = true;
+                        break;
+                case 'b':
+                        a.table.bytes = true;
                         break;
                 case 'h':
                         help = true;
@@ -131,8 +147,8 @@ int main(int argc, char **argv) {
                         a.length_set = a.length_set || opt == OPT_LENGTH;
                         dump_range = true;
                         break;
-                case OPT_RAW:
-                        a.raw = true;
+                case 'r':
+                        a.raw = a.table.raw = true; /* dump's bytes, or a table's raw form */
                         break;
                 case 'c':
                         a.virt.uri = optarg;
@@ -259,8 +275,6 @@ int main(int argc, char **argv) {
         } else if (strcmp(cmd, "dump") == 0) {
                 if (nargs != 1)
                         return usage_error("%s", "usage: dump NAME [--offset N] [--length N] [--raw]");
-                if (a.json)
-                        return usage_error("%s", "dump has no --json (--raw writes the bytes themselves)");
         } else if (strcmp(cmd, "xml") == 0) {
                 if (a.factory ? nargs > 1 : nargs != 1)
                         return usage_error("%s", "usage: xml NAME, or xml --factory [DOMAIN] [--machine q35|pc] "
@@ -277,8 +291,16 @@ int main(int argc, char **argv) {
                 return usage_error("%s", "--max-peers and --persistent go with create");
         if (a.force && strcmp(cmd, "destroy") != 0 && strcmp(cmd, "detach") != 0)
                 return usage_error("%s", "--force goes with destroy and detach");
-        if ((dump_range || a.raw) && strcmp(cmd, "dump") != 0)
-                return usage_error("%s", "--offset, --length and --raw go with dump");
+        if (dump_range && strcmp(cmd, "dump") != 0)
+                return usage_error("%s", "--offset and --length go with dump");
+        if ((a.table.output || a.table.all || a.table.noheadings || a.table.bytes || a.raw) &&
+            strcmp(cmd, "list") != 0 && strcmp(cmd, "inspect") != 0 && strcmp(cmd, "factory") != 0 &&
+            (strcmp(cmd, "dump") != 0 || a.table.output || a.table.all || a.table.noheadings || a.table.bytes))
+                return usage_error("%s", "-o, -O, -n, -r and -b go with list, inspect and factory (and --raw with dump)");
+        /* inspect's and factory's --json is the whole document, not their table's. */
+        if (a.json && (a.table.output || a.table.all || a.table.noheadings || a.raw || a.table.bytes) &&
+            strcmp(cmd, "list") != 0)
+                return usage_error("%s: --json or -o, -O, -n, -r, -b, not both (--json is the whole document)", cmd);
         if ((a.factory || a.factory_opts_set) && (strcmp(cmd, "xml") != 0 || !a.factory))
                 return usage_error("%s", "--factory goes with xml; --machine, --regions and --max-region with xml --factory");
         if (a.factory && (a.virt.live || a.virt.config || (a.virt.uri && nargs == 0)))
@@ -289,6 +311,10 @@ int main(int argc, char **argv) {
                 return usage_error("%s", "--timeout goes with detach");
         if (a.timestamps && strcmp(cmd, "watch") != 0)
                 return usage_error("%s", "--timestamps goes with watch");
+
+        if (strcmp(cmd, "list") == 0 || strcmp(cmd, "inspect") == 0 || strcmp(cmd, "factory") == 0 ||
+            strcmp(cmd, "status") == 0)
+                table_locale();
 
         /* xml --factory needs no broker connection: the factory socket is beside the broker's. */
         if (a.factory)

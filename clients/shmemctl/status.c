@@ -5,8 +5,7 @@
  * read and its service manager, then each limit with its use, then one row
  * per user (and VM) with what it holds against the per-user limits. A caller
  * who is not an administrator gets its own uid's row only (the broker
- * decides). The tables go through table_*() below, the one place that lays
- * out columns here.
+ * decides). Its two tables are table.h's.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,65 +17,39 @@
 #include "escape.h"
 #include "json.h"
 #include "status.h"
+#include "table.h"
 #include "units.h"
-
-/* --- a table: cells by row, columns as wide as their widest cell ---------------- */
-
-#define TABLE_COLS_MAX 8
-#define TABLE_CELL_MAX 256
-
-typedef struct Table {
-        unsigned n_cols;
-        const char *header[TABLE_COLS_MAX];
-        bool right[TABLE_COLS_MAX]; /* numbers: aligned right */
-        char (*cells)[TABLE_COLS_MAX][TABLE_CELL_MAX];
-        size_t n_rows, n_alloc;
-} Table;
-
-/* A row of @t; NULL out of memory. Its cells start empty. */
-static char (*table_row(Table *t))[TABLE_CELL_MAX] {
-        if (t->n_rows == t->n_alloc) {
-                size_t n = t->n_alloc ? t->n_alloc * 2 : 8;
-                void *v = realloc(t->cells, n * sizeof(*t->cells));
-
-                if (!v)
-                        return NULL;
-                t->cells = v;
-                t->n_alloc = n;
-        }
-        memset(t->cells[t->n_rows], 0, sizeof(*t->cells));
-        return t->cells[t->n_rows++];
-}
-
-static void table_print(const Table *t, FILE *f) {
-        size_t w[TABLE_COLS_MAX] = {};
-
-        for (unsigned c = 0; c < t->n_cols; c++) {
-                w[c] = strlen(t->header[c]);
-                for (size_t r = 0; r < t->n_rows; r++)
-                        if (strlen(t->cells[r][c]) > w[c])
-                                w[c] = strlen(t->cells[r][c]);
-        }
-        for (size_t r = 0; r <= t->n_rows; r++) {
-                for (unsigned c = 0; c < t->n_cols; c++) {
-                        const char *s = r == 0 ? t->header[c] : t->cells[r - 1][c];
-                        bool last = c + 1 == t->n_cols;
-
-                        if (last && !*s)
-                                break; /* no trailing blanks */
-                        if (t->right[c])
-                                fprintf(f, "%s%*s", c ? "  " : "", (int) w[c], s);
-                        else
-                                fprintf(f, "%s%-*s", c ? "  " : "", last ? 0 : (int) w[c], s);
-                }
-                fputc('\n', f);
-        }
-}
 
 /* --- text ------------------------------------------------------------------- */
 
+#define CELL_MAX 256
+
+enum { L_LIMIT, L_USED, L_MAX };
+
+static const TableColumn limit_columns[] = {
+        [L_LIMIT] = { "LIMIT", TABLE_STRING, true, "its key in broker.conf(5) [limits]" },
+        [L_USED] = { "USED", TABLE_STRING, true, "its use in total, where the broker counts one" },
+        [L_MAX] = { "MAX", TABLE_STRING, true, "its value" },
+};
+
+static const TableSpec limit_table = { "limits", limit_columns, sizeof(limit_columns) / sizeof(limit_columns[0]) };
+
+enum { H_USER, H_REGIONS, H_BYTES, H_PEERS, H_CONNECTIONS, H_ADMIN };
+
+static const TableColumn holder_columns[] = {
+        [H_USER] = { "USER", TABLE_STRING, true, "uid N (name), vm uuid U, vm pid N" },
+        [H_REGIONS] = { "REGIONS", TABLE_STRING, true, "regions it created that exist, of its limit" },
+        [H_BYTES] = { "BYTES", TABLE_STRING, true, "their memory, of its limit" },
+        [H_PEERS] = { "PEERS", TABLE_NUMBER, true, "its attached peers" },
+        [H_CONNECTIONS] = { "CONNECTIONS", TABLE_STRING, true, "its connections, of its limit" },
+        [H_ADMIN] = { "ADMIN", TABLE_BOOL, true, "root or the broker's user: no per-user limit" },
+};
+
+static const TableSpec holder_table = { "holders", holder_columns,
+                                        sizeof(holder_columns) / sizeof(holder_columns[0]) };
+
 /* "USED/LIMIT", "USED" when no limit applies. */
-static char *used_of(char buf[TABLE_CELL_MAX], uint64_t used, uint64_t limit, bool bytes, bool limited) {
+static char *used_of(char buf[CELL_MAX], uint64_t used, uint64_t limit, bool bytes, bool limited) {
         char u[UNITS_SIZE_STR_MAX], l[UNITS_SIZE_STR_MAX];
 
         if (bytes) {
@@ -86,113 +59,103 @@ static char *used_of(char buf[TABLE_CELL_MAX], uint64_t used, uint64_t limit, bo
                 snprintf(u, sizeof(u), "%" PRIu64, used);
                 snprintf(l, sizeof(l), "%" PRIu64, limit);
         }
-        snprintf(buf, TABLE_CELL_MAX, limited ? "%s/%s" : "%s", u, l);
+        snprintf(buf, CELL_MAX, limited ? "%s/%s" : "%s", u, l);
         return buf;
 }
 
-/* "uid 1000 (alice)", "vm uuid U", "vm pid N": the holder key, readable. */
-static char *holder_str(char buf[TABLE_CELL_MAX], const Shmem__StatusUse *h) {
-        char key[STR_ESCAPE_SIZE(48)]; /* a holder key: PEER_HOLDER_MAX */
+/* "uid 1000 (alice)", "vm uuid U", "vm pid N": the holder key, readable (the table encodes what is not printable). */
+static char *holder_str(char buf[CELL_MAX], const Shmem__StatusUse *h) {
+        const char *key = h->holder ? h->holder : "";
 
         if (h->is_uid) {
                 struct passwd *pw = getpwuid(h->uid);
-                char name[STR_ESCAPE_SIZE(32)];
 
                 if (pw)
-                        snprintf(buf, TABLE_CELL_MAX, "uid %u (%s)", h->uid,
-                                 str_escape(name, sizeof(name), pw->pw_name));
+                        snprintf(buf, CELL_MAX, "uid %u (%s)", h->uid, pw->pw_name);
                 else
-                        snprintf(buf, TABLE_CELL_MAX, "uid %u", h->uid);
-                return buf;
-        }
-        str_escape(key, sizeof(key), h->holder ? h->holder : "");
-        if (strncmp(key, "vm:uuid:", 8) == 0)
-                snprintf(buf, TABLE_CELL_MAX, "vm uuid %s", key + 8);
+                        snprintf(buf, CELL_MAX, "uid %u", h->uid);
+        } else if (strncmp(key, "vm:uuid:", 8) == 0)
+                snprintf(buf, CELL_MAX, "vm uuid %s", key + 8);
         else if (strncmp(key, "vm:pid:", 7) == 0)
-                snprintf(buf, TABLE_CELL_MAX, "vm pid %s", key + 7);
+                snprintf(buf, CELL_MAX, "vm pid %s", key + 7);
         else
-                snprintf(buf, TABLE_CELL_MAX, "%s", key);
+                snprintf(buf, CELL_MAX, "%s", key);
         return buf;
 }
 
-static int print_limits(const Shmem__StatusLimits *l, const Shmem__StatusUse *t) {
-        Table tab = { .n_cols = 3, .header = { "LIMIT", "USED", "MAX" }, .right = { false, true, true } };
-        char (*row)[TABLE_CELL_MAX];
-        char num[UNITS_SIZE_STR_MAX];
-
-#define ROW(name, used, max)                                                                     \
-        do {                                                                                    \
-                if (!(row = table_row(&tab)))                                                   \
-                        goto oom;                                                               \
-                snprintf(row[0], TABLE_CELL_MAX, "%s", name);                                   \
-                snprintf(row[1], TABLE_CELL_MAX, "%s", used);                                   \
-                snprintf(row[2], TABLE_CELL_MAX, "%s", max);                                    \
-        } while (0)
-#define N(v) (snprintf(num, sizeof(num), "%" PRIu64, (uint64_t) (v)), num)
-        {
-                char used[UNITS_SIZE_STR_MAX], max[UNITS_SIZE_STR_MAX];
-
-                snprintf(used, sizeof(used), "%u", t->regions);
-                ROW("regions", used, N(l->max_regions));
-                ROW("total-bytes", units_format_size(used, t->bytes), units_format_size(max, l->max_total_bytes));
-                ROW("region-bytes", "-", units_format_size(max, l->max_region_bytes));
-                snprintf(used, sizeof(used), "%u", t->peers);
-                ROW("peers", used, N(l->default_max_peers));
-                snprintf(used, sizeof(used), "%" PRIu64, t->fds);
-                ROW("fds", used, l->max_fds ? N(l->max_fds) : "-");
-                snprintf(used, sizeof(used), "%u", t->connections);
-                ROW("connections", used, N(l->max_connections));
-                ROW("admin-reserve", "-", N(l->admin_reserve));
-                ROW("regions-per-uid", "-", N(l->max_regions_per_uid));
-                ROW("bytes-per-uid", "-", units_format_size(max, l->max_bytes_per_uid));
-                ROW("peers-per-uid", "-", N(l->max_peers_per_uid));
-                ROW("connections-per-uid", "-", N(l->max_connections_per_uid));
-                ROW("connections-per-vm", "-", N(l->max_connections_per_vm));
-                ROW("queued-bytes", "-", units_format_size(max, l->max_queued_bytes));
-                ROW("total-queued-bytes", "-", units_format_size(max, l->max_total_queued_bytes));
-                ROW("total-queued-fds", "-", N(l->max_total_queued_fds));
-                ROW("hello-timeout-ms", "-", N(l->hello_timeout_ms));
-        }
-#undef N
-#undef ROW
-        table_print(&tab, stdout);
-        free(tab.cells);
-        return EXIT_OK;
-oom:
-        free(tab.cells);
+static int oom(void) {
         fprintf(stderr, "shmemctl: out of memory\n");
         return EXIT_REFUSED;
 }
 
+static int print_limits(const Shmem__StatusLimits *l, const Shmem__StatusUse *t) {
+        _cleanup_(table_freep) Table *tab = NULL;
+        char num[UNITS_SIZE_STR_MAX], used[UNITS_SIZE_STR_MAX], max[UNITS_SIZE_STR_MAX];
+
+        if (table_new(&tab, &limit_table, &(TableOptions) {}) != 0)
+                return oom();
+#define ROW(name, u, m)                                      \
+        do {                                                \
+                if (table_row(tab) < 0)                     \
+                        return oom();                       \
+                table_set_str(tab, L_LIMIT, name);          \
+                table_set_str(tab, L_USED, u);              \
+                table_set_str(tab, L_MAX, m);               \
+        } while (0)
+#define N(v) (snprintf(num, sizeof(num), "%" PRIu64, (uint64_t) (v)), num)
+        snprintf(used, sizeof(used), "%u", t->regions);
+        ROW("regions", used, N(l->max_regions));
+        ROW("total-bytes", units_format_size(used, t->bytes), units_format_size(max, l->max_total_bytes));
+        ROW("region-bytes", NULL, units_format_size(max, l->max_region_bytes));
+        snprintf(used, sizeof(used), "%u", t->peers);
+        ROW("peers", used, N(l->default_max_peers));
+        snprintf(used, sizeof(used), "%" PRIu64, t->fds);
+        ROW("fds", used, l->max_fds ? N(l->max_fds) : NULL);
+        snprintf(used, sizeof(used), "%u", t->connections);
+        ROW("connections", used, N(l->max_connections));
+        ROW("admin-reserve", NULL, N(l->admin_reserve));
+        ROW("regions-per-uid", NULL, N(l->max_regions_per_uid));
+        ROW("bytes-per-uid", NULL, units_format_size(max, l->max_bytes_per_uid));
+        ROW("peers-per-uid", NULL, N(l->max_peers_per_uid));
+        ROW("connections-per-uid", NULL, N(l->max_connections_per_uid));
+        ROW("connections-per-vm", NULL, N(l->max_connections_per_vm));
+        ROW("queued-bytes", NULL, units_format_size(max, l->max_queued_bytes));
+        ROW("total-queued-bytes", NULL, units_format_size(max, l->max_total_queued_bytes));
+        ROW("total-queued-fds", NULL, N(l->max_total_queued_fds));
+        ROW("hello-timeout-ms", NULL, N(l->hello_timeout_ms));
+#undef N
+#undef ROW
+        return table_print(tab);
+}
+
 static int print_holders(const Shmem__BrokerStatusReply *s) {
         const Shmem__StatusLimits *l = s->limits;
-        Table tab = { .n_cols = 6,
-                      .header = { "USER", "REGIONS", "BYTES", "PEERS", "CONNECTIONS", "" },
-                      .right = { false, true, true, true, true, false } };
+        _cleanup_(table_freep) Table *tab = NULL;
+        int r;
 
+        if (table_new(&tab, &holder_table, &(TableOptions) {}) != 0)
+                return oom();
         for (size_t i = 0; i < s->n_holders; i++) {
                 const Shmem__StatusUse *h = s->holders[i];
-                char (*row)[TABLE_CELL_MAX] = table_row(&tab);
+                char cell[CELL_MAX];
                 bool limited = !h->exempt;
 
-                if (!row) {
-                        free(tab.cells);
-                        fprintf(stderr, "shmemctl: out of memory\n");
-                        return EXIT_REFUSED;
-                }
-                holder_str(row[0], h);
-                used_of(row[1], h->regions, l->max_regions_per_uid, false, limited);
-                used_of(row[2], h->bytes, l->max_bytes_per_uid, true, limited);
-                snprintf(row[3], TABLE_CELL_MAX, "%u", h->peers);
-                used_of(row[4], h->connections, h->is_uid ? l->max_connections_per_uid : l->max_connections_per_vm,
-                        false, limited);
-                snprintf(row[5], TABLE_CELL_MAX, "%s", h->exempt ? "administrator: no per-user limit" : "");
+                if (table_row(tab) < 0)
+                        return oom();
+                table_set_str(tab, H_USER, holder_str(cell, h));
+                table_set_str(tab, H_REGIONS, used_of(cell, h->regions, l->max_regions_per_uid, false, limited));
+                table_set_str(tab, H_BYTES, used_of(cell, h->bytes, l->max_bytes_per_uid, true, limited));
+                table_set_uint(tab, H_PEERS, h->peers);
+                table_set_str(tab, H_CONNECTIONS,
+                              used_of(cell, h->connections,
+                                      h->is_uid ? l->max_connections_per_uid : l->max_connections_per_vm, false,
+                                      limited));
+                table_set_bool(tab, H_ADMIN, h->exempt);
         }
-        table_print(&tab, stdout);
-        free(tab.cells);
-        if (!s->all_holders)
+        r = table_print(tab);
+        if (r == EXIT_OK && !s->all_holders)
                 printf("(your uid only: other users' rows are for root and the broker's user)\n");
-        return EXIT_OK;
+        return r;
 }
 
 static int print_text(const Shmem__BrokerStatusReply *s, const Shmem__StatusUse *t) {
@@ -294,7 +257,7 @@ static void print_json(const Shmem__BrokerStatusReply *s, const Shmem__StatusUse
         char when[UNITS_TIME_STR_MAX];
         Json j;
 
-        json_init(&j, stdout);
+        json_init_pretty(&j, stdout);
         json_object_begin(&j);
         json_key(&j, "version");
         json_string(&j, s->version);

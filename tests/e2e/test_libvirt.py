@@ -186,7 +186,7 @@ run_with_irqs unconsumed shmem-guest lv info write 64 from-b expect 0 from-a {MS
         text = shmemctl(self.broker, "inspect", "lv")
         self.assertEqual(text.returncode, 0, text.stderr)
         for d in (a, b):
-            self.assertRegex(text.stdout, rf"{re.escape(d.name)} .* {d.uuid()} \(libvirt\)")
+            self.assertRegex(text.stdout, rf"{re.escape(d.name)} .* {d.uuid()} +yes +no\n")  # LIBVIRT, PARKED
 
         ra, rb = self.finish(a), self.finish(b)
         # Data both ways (the expects passed, and each read the other's string).
@@ -240,8 +240,10 @@ sleep 5
 
     def attach(self, d, region):
         t = time.monotonic()
-        p = shmemctl(self.broker, "attach", d.name, region, "--live")
+        p = shmemctl(self.broker, "--json", "attach", d.name, region, "--live")
         self.assertEqual(p.returncode, 0, f"attach: {p.stdout}{p.stderr}")
+        self.assertEqual(json.loads(p.stdout), {"domain": d.name, "region": region, "attached": True, "live": True,
+                                                "config": False})
         sys.stderr.write(f"test_libvirt: attach --live {time.monotonic() - t:.2f} s\n")
         self.assertIn(f"<shmem name='{region}'>", d.live_xml())
         info = self.wait_peers(region, {d.name})
@@ -250,8 +252,10 @@ sleep 5
 
     def detach(self, d, region):
         t = time.monotonic()
-        p = shmemctl(self.broker, "detach", d.name, region, "--live", "--timeout", "60")
+        p = shmemctl(self.broker, "--json", "detach", d.name, region, "--live", "--timeout", "60")
         self.assertEqual(p.returncode, 0, f"detach: {p.stdout}{p.stderr}")
+        self.assertEqual(json.loads(p.stdout), {"domain": d.name, "region": region, "detached": True, "live": True,
+                                                "config": False, "forced": False})
         sys.stderr.write(f"test_libvirt: detach --live {time.monotonic() - t:.2f} s\n")
         self.assertNotIn("<shmem", d.live_xml())
 

@@ -63,7 +63,7 @@ class Shmemctl(unittest.TestCase):
 
     def test_options_of_each_command_are_its_help(self):
         """Every command's options, after its name, are the global ones and those `help COMMAND` lists."""
-        glob = {"-s", "--socket", "--json", "-h", "--help", "-V", "--version"}
+        glob = {"-s", "--socket", "-J", "--json", "-h", "--help", "-V", "--version"}
         for cmd in self.c(""):
             text = subprocess.run([self.shmemctl, "help", cmd], capture_output=True, text=True, check=True).stdout
             # Its option lines: "  -c, --connect URI   ...", "      --live, --config   ...".
@@ -71,6 +71,13 @@ class Shmemctl(unittest.TestCase):
                    for word in re.split(r"\s{2,}", line.strip())[0].split(", ")}
             self.assertEqual(set(self.c(cmd, "-")), glob | own, cmd)
         self.assertEqual(self.c("watch", "--t"), ["--timestamps"])
+        # -o's value: the command's columns, after the ones given so far.
+        self.assertEqual(self.c("list", "-o", "CREATOR-"), ["CREATOR-KEY", "CREATOR-KIND", "CREATOR-PID",
+                                                            "CREATOR-UID", "CREATOR-UUID"])
+        self.assertEqual(self.c("list", "--output", "NAME,SI"), ["NAME,SIGNAL-MODE", "NAME,SIZE"])
+        self.assertEqual(self.c("inspect", "alpha", "-o", "VM"), ["VM-UUID"])
+        self.assertEqual(self.c("-o", ""), [])  # before the command: no columns to offer
+        self.assertEqual(self.c("-o", "NAME", "li"), ["list"])  # -o's value is no command
         self.assertEqual(self.c("xml", "--factory", "--machine", ""), ["pc", "q35"])
 
     def test_region_names_from_the_broker(self):

@@ -114,8 +114,9 @@ pin = {U3}:2
         self.assertEqual(peers[1]["pid"], pid_b)
         text = subprocess.run([self.shmemctl, "-s", self.sock, "inspect", "ok-1"], check=True,
                               capture_output=True, text=True, timeout=10).stdout
-        self.assertRegex(text, rf"0 +qemu +dom-a .* {U1} \(libvirt\)\n")
-        self.assertRegex(text, rf"1 +qemu +dom-b .* {U2}\n")
+        # VM-UUID, LIBVIRT, PARKED
+        self.assertRegex(text, rf"0 +qemu +dom-a .* {U1} +yes +no\n")
+        self.assertRegex(text, rf"1 +qemu +dom-b .* {U2} +no +no\n")
 
     def test_domain_rules(self):
         # [domain dom-*] allow = ok-* pinned: an allow implies a final deny *.

@@ -189,7 +189,7 @@ class Hygiene(unittest.TestCase):
                                   "inspect", "shown"], capture_output=True, text=True, timeout=30)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertNotIn("\x1b", out.stdout)
-        rows = [line for line in out.stdout.splitlines() if re.match(r"^\d+ ", line)]
+        rows = [line for line in out.stdout.splitlines() if re.match(r"^ *\d+ ", line)]  # INDEX right-aligned
         self.assertEqual(len(rows), 1, out.stdout)
         self.assertIn(r"ok\x1b[2J\x0a9     host fake", rows[0])
 

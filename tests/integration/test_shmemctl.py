@@ -399,18 +399,19 @@ class ShmemctlOps(unittest.TestCase):
         escaped = "mk\\x1b[1m\\\\er"
         listing = self.ctl_ok("list")
         self.assertNotIn("\x1b", listing)
-        self.assertRegex(listing, r"^NAME +SIZE +PEERS/MAX +BACKEND +FLAGS +CREATED BY\n")
-        self.assertIn(f" host '{escaped}'\n", listing)
-        self.assertRegex(listing, r"\ndeclared +4K +0/16 +memfd +no-memory +-\n")
+        self.assertRegex(listing, r"^NAME +SIZE +PEERS +MAX +BACKEND +FLAGS +CREATOR-KIND +CREATOR\n")
+        # libsmartcols' encoding: the ESC as \x1b, a backslash as it is (only one before an x is \x5c).
+        self.assertIn(" host         mk\\x1b[1m\\er\n", listing)
+        self.assertRegex(listing, r"\ndeclared +4K +0 +16 +memfd +no-memory +- +-\n")
         self.assertIn(f"created by:  host peer '{escaped}' (pid {p.pid}, uid {os.getuid()})\n",
                       self.ctl_ok("inspect", "made"))
         self.assertIn("created by:  -\n", self.ctl_ok("inspect", "declared"))
         made = json.loads(self.ctl_ok("--json", "inspect", "made"))["created_by"]
         self.assertEqual((made["kind"], made["label"], made["pid"], made["uid"], made["vm_uuid"]),
-                         ("host", label, p.pid, os.getuid(), ""))
-        self.assertEqual({r["name"]: r["created_by"] and r["created_by"]["label"]
+                         ("host", label, p.pid, os.getuid(), None))
+        self.assertEqual({r["name"]: (r["creator"], r["creator-pid"])
                           for r in json.loads(self.ctl_ok("--json", "list"))["regions"]},
-                         {"made": label, "declared": None})
+                         {"made": (label, p.pid), "declared": (None, None)})
         p.close()
 
     # --- dump ---
@@ -453,8 +454,11 @@ class ShmemctlOps(unittest.TestCase):
             self.assertEqual(out.returncode, 2, f"{args}: {out.stderr}")
             self.assertIn(why, out.stderr)
             self.assertEqual(out.stdout, "")
-        self.assertEqual(self.ctl("--json", "dump", "d").returncode, 2)
-        self.assertEqual(self.ctl("list", "--raw").returncode, 2)
+        self.assertEqual(json.loads(self.ctl_ok("--json", "dump", "d", "--offset", "100", "--length", "10")),
+                         {"region": "d", "offset": 100, "length": 10, "hex": b"hello-dump".hex()})
+        self.assertEqual(self.ctl("--json", "dump", "d", "--raw").returncode, 2)
+        self.assertEqual(self.ctl("create", "x", "4K", "--raw").returncode, 2)
+        self.assertEqual(self.ctl("dump", "d", "-o", "NAME").returncode, 2)
 
         out = self.ctl("dump", "nope")
         self.assertEqual(out.returncode, 1)
@@ -617,4 +621,6 @@ if __name__ == "__main__":
     import test_shmemctl_cli  # noqa: E402
     from test_shmemctl_cli import ShmemctlErrors, ShmemctlHelp, ShmemctlLibvirtLoading  # noqa: E402,F401
     test_shmemctl_cli.BUILD = BUILD
+    # Its tables and every command's --json: the same test too.
+    from test_shmemctl_tables import ShmemctlJson, ShmemctlTables  # noqa: E402,F401
     unittest.main(verbosity=2)

@@ -204,7 +204,11 @@ class Status(unittest.TestCase):
         self.assertEqual(lines["regions-per-uid"], ["-", "5"])
         row = [line for line in text.splitlines() if line.startswith(f"uid {NOBODY}")]
         self.assertEqual(len(row), 1, text)
-        self.assertEqual(row[0].split()[-4:], ["1/5", "2M/8M", "1", "1/20"])
+        self.assertEqual(row[0].split()[-5:], ["1/5", "2M/8M", "1", "1/20", "no"])  # ... ADMIN
+        # Both tables are libsmartcols' (clients/shmemctl/table.h): one-word headers.
+        self.assertIn(["LIMIT", "USED", "MAX"], [line.split() for line in text.splitlines()])
+        self.assertIn(["USER", "REGIONS", "BYTES", "PEERS", "CONNECTIONS", "ADMIN"],
+                      [line.split() for line in text.splitlines()])
 
     def test_reload_changes_the_limits_and_the_files(self):
         """After a reload the limits and the file list are the new ones; a refused reload keeps both."""

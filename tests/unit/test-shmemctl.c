@@ -230,6 +230,34 @@ START_TEST(test_json_document) {
 }
 END_TEST
 
+/* Pretty: a member a line indented by 3 (as libsmartcols' JSON), bit arrays on one line, empty ones "[]". */
+START_TEST(test_json_pretty) {
+        char *got = NULL;
+        size_t n = 0;
+        FILE *f = open_memstream(&got, &n);
+        Json j;
+
+        ck_assert_ptr_nonnull(f);
+        json_init_pretty(&j, f);
+        write_document(&j);
+        fclose(f);
+        ck_assert_str_eq(got, "{\n"
+                              "   \"name\": \"r\\\"1\",\n"
+                              "   \"size\": 18446744073709551615,\n"
+                              "   \"ok\": true,\n"
+                              "   \"active\": [0, 2],\n"
+                              "   \"none\": [],\n"
+                              "   \"list\": [\n"
+                              "      {},\n"
+                              "      {\n"
+                              "         \"a\": false\n"
+                              "      }\n"
+                              "   ]\n"
+                              "}\n");
+        free(got);
+}
+END_TEST
+
 /* Feeds @len bytes of @data to a Hexdump at @offset, @piece bytes at a time; returns the text. */
 static char *hexdump_capture(const void *data, size_t len, uint64_t offset, size_t piece) {
         char *buf = NULL;
@@ -436,6 +464,7 @@ static Suite *shmemctl_suite(void) {
         tc = tcase_new("json");
         tcase_add_test(tc, test_json_escaping);
         tcase_add_test(tc, test_json_document);
+        tcase_add_test(tc, test_json_pretty);
         suite_add_tcase(s, tc);
 
         tc = tcase_new("hexdump");
