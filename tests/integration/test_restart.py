@@ -352,6 +352,9 @@ class Restart(unittest.TestCase):
             inspected = {n: self.ctl_json("inspect", n) for n in ("m7", "m123")}
             self.assertEqual([p["label"] for p in inspected["m7"]["peers"]], ["stay0", "stay1"])
             self.assertNotIn("made-and-gone", [r["name"] for r in listed["regions"]])
+            # shmemctl's connections gone too, and a round trip after: what their close changed is stored.
+            self.sd.wait_stored("c/", 3)
+            self.assertEqual(stay[0].inspect("m7")[0].status, harness.proto.STATUS_OK)
 
             self.assertEqual(self.sd.kill(), -9)
             self.sd.start(argv)
