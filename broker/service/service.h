@@ -5,7 +5,7 @@
  * Service: the broker as a service of its manager (systemd, or the tests'
  * fake one): readiness and status (sd_notify), the watchdog, and everything
  * that lets a crash, a restart or an upgrade lose nothing: the fd store, the
- * stored state rewritten when anything in it changes, and re-execution in
+ * stored state kept up to date as anything in it changes, and re-execution in
  * place. It subscribes to the registry's events for the memory and eventfds
  * of regions and peers, and is the Keeper of the front ends' fds. What
  * changed (a region, a connection) is appended to the stored image's log at
