@@ -182,6 +182,7 @@ int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const Pee
                    const FrontConnOps *ops, void *owner) {
         FrontConn *c = calloc(1, sizeof(*c));
         Count *count;
+        int r;
 
         if (!c) {
                 fd_close(fd);
@@ -204,12 +205,13 @@ int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const Pee
                 count->n++;
                 c->counted = true;
         }
-        if (map_put(t->by_id, &c->id, c) < 0) {
+        r = map_put(t->by_id, &c->id, c);
+        if (r < 0) {
                 if (c->counted && --count->n == 0)
                         free(map_remove(t->counts, count->holder));
                 conn_deinit(&c->conn);
                 free(c);
-                return -ENOMEM;
+                return r;
         }
         LIST_PREPEND(t->conns, c);
         t->n_conns++;

@@ -12,12 +12,18 @@
 #include "map.h"
 #include "service.h"
 
+/* A region that changed: if it was destroyed meanwhile, one of its name made since is a new one. */
+typedef struct ChangedRegion {
+        bool destroyed;
+        char name[];
+} ChangedRegion;
+
 /* What changed since the state was last stored: appended to its log as one record at the next flush. */
 typedef struct Changes {
         bool all;        /* more than the sets say (a reload, out of memory): a new snapshot */
-        Map *regions;    /* name -> the name (owned) */
+        Map *regions;    /* name -> ChangedRegion (owned) */
         Map *conns;      /* id -> the id (owned) */
-        char **names;    /* the regions' keys, in the order they changed */
+        ChangedRegion **names; /* the regions' entries, in the order they changed */
         uint64_t **ids;
         size_t n_names, n_ids, alloc_names, alloc_ids;
 } Changes;
@@ -47,7 +53,7 @@ static Service *service_of(Keeper *k) {
 
 static void changes_clear(Changes *c) {
         for (size_t i = 0; i < c->n_names; i++)
-                free(map_remove(c->regions, c->names[i]));
+                free(map_remove(c->regions, c->names[i]->name));
         for (size_t i = 0; i < c->n_ids; i++)
                 free(map_remove(c->conns, c->ids[i]));
         c->n_names = c->n_ids = 0;
@@ -77,18 +83,29 @@ static int grow_push(void ***a, size_t *n, size_t *alloc, void *e) {
         return 0;
 }
 
-static void changes_add_region(Changes *c, const char *name) {
-        char *key;
+static void changes_add_region(Changes *c, const char *name, bool destroyed) {
+        ChangedRegion *e;
+        size_t n;
 
-        if (c->all || map_get(c->regions, name))
+        if (c->all)
                 return;
-        key = strdup(name);
-        if (!key || grow_push((void ***) &c->names, &c->n_names, &c->alloc_names, key) < 0) {
-                free(key);
+        e = map_get(c->regions, name);
+        if (e) {
+                e->destroyed = e->destroyed || destroyed;
+                return;
+        }
+        n = strlen(name) + 1;
+        e = malloc(sizeof(*e) + n);
+        if (e) {
+                e->destroyed = destroyed;
+                memcpy(e->name, name, n);
+        }
+        if (!e || grow_push((void ***) &c->names, &c->n_names, &c->alloc_names, e) < 0) {
+                free(e);
                 c->all = true;
-        } else if (map_put(c->regions, key, key) < 0) {
+        } else if (map_put(c->regions, e->name, e) < 0) {
                 c->n_names--;
-                free(key);
+                free(e);
                 c->all = true;
         }
 }
@@ -124,12 +141,12 @@ static bool service_dirty(Service *s) {
         return true;
 }
 
-/* Region @name changed, or went (NULL: any number of them did). */
-static void service_region_changed(Service *s, const char *name) {
+/* Region @name changed, or went (@destroyed); NULL: any number of them did. */
+static void service_region_changed(Service *s, const char *name, bool destroyed) {
         if (!service_dirty(s))
                 return;
         if (name)
-                changes_add_region(&s->changes, name);
+                changes_add_region(&s->changes, name, destroyed);
         else
                 s->changes.all = true;
 }
@@ -189,10 +206,15 @@ static int service_store_changes(Service *s) {
 
         c.generation = s->generation;
         c.next_conn_id = s->registry->next_conn_id;
+        /* A removal comes before the puts of a record: a region made again goes to the end, as in the registry. */
         for (size_t i = 0; r >= 0 && i < s->changes.n_names; i++) {
-                Region *region = registry_find(s->registry, s->changes.names[i]);
+                ChangedRegion *e = s->changes.names[i];
+                Region *region = registry_find(s->registry, e->name);
 
-                r = region ? state_dump_region(region, &c) : state_add_removed_region(&c, s->changes.names[i]);
+                if (e->destroyed || !region)
+                        r = state_add_removed_region(&c, e->name);
+                if (r >= 0 && region)
+                        r = state_dump_region(region, &c);
         }
         for (size_t i = 0; r >= 0 && i < s->changes.n_ids; i++) {
                 size_t before = c.n_conns;
@@ -296,7 +318,7 @@ static void service_observe_region(void *userdata, Region *r, RegionState state)
                 keeper_keep_fd(&s->keeper, &key, r->memfd);
         else if (state == REGION_FREED || state == REGION_DESTROYED)
                 keeper_drop_fd(&s->keeper, &key);
-        service_region_changed(s, r->name);
+        service_region_changed(s, r->name, state == REGION_DESTROYED);
 }
 
 static void service_observe_joined(void *userdata, Region *r, Peer *p) {
@@ -306,7 +328,7 @@ static void service_observe_joined(void *userdata, Region *r, Peer *p) {
                 keeper_keep_fd(&s->keeper,
                                &(FdKey) { .kind = FD_VECTOR, .region = r->name, .index = p->index, .vector = v },
                                p->ev[v]);
-        service_region_changed(s, r->name);
+        service_region_changed(s, r->name, false);
 }
 
 static void service_observe_left(void *userdata, Region *r, unsigned index, bool parked) {
@@ -315,16 +337,16 @@ static void service_observe_left(void *userdata, Region *r, unsigned index, bool
         for (unsigned v = 0; v < r->vectors; v++)
                 keeper_drop_fd(&s->keeper,
                                &(FdKey) { .kind = FD_VECTOR, .region = r->name, .index = index, .vector = v });
-        service_region_changed(s, r->name);
+        service_region_changed(s, r->name, false);
 }
 
 static void service_observe_changed(void *userdata, Region *r) {
-        service_region_changed(userdata, r ? r->name : NULL);
+        service_region_changed(userdata, r ? r->name : NULL, false);
 }
 
 /* Parked or back: its row stays stored; the state says which. */
 static void service_observe_parking(void *userdata, Region *r, Peer *p) {
-        service_region_changed(userdata, r->name);
+        service_region_changed(userdata, r->name, false);
 }
 
 /* --- readiness, status, watchdog ------------------------------------------------ */

@@ -60,6 +60,8 @@ static const Step steps[] = {
         { .removed = "nothing", .removed_conn = 77, .next = 6, .after = "a:2 c:1 b:3 d:3 | 3 5 | 6" },
         { .removed = "a", .conn = 3, .next = 6, .after = "c:1 b:3 d:3 | 3 5 | 6" },
         { .put = { "a" }, .epoch = 4, .removed_conn = 5, .next = 6, .after = "c:1 b:3 d:3 a:4 | 3 | 6" },
+        /* destroyed and made again between two flushes: the new one is the last made */
+        { .put = { "c" }, .epoch = 5, .removed = "c", .next = 6, .after = "b:3 d:3 a:4 c:5 | 3 | 6" },
 };
 #define STEPS (sizeof(steps) / sizeof(steps[0]))
 
