@@ -186,20 +186,12 @@ int broker_reload(Broker *b, const char **ret_error) {
         return r > 0 ? -EINVAL : 0;
 }
 
-static int broker_dump_server(void *userdata, State *s) {
-        return server_dump(userdata, s);
+static int broker_dump_conns(void *userdata, State *s) {
+        return frontends_dump(userdata, s);
 }
 
-static int broker_dump_plugins(void *userdata, State *s) {
-        Broker *b = userdata;
-
-        for (size_t i = 0; i < b->n_plugins; i++) {
-                int r = b->modules[i]->dump(b->plugins[i], s);
-
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+static int broker_dump_conn(void *userdata, uint64_t id, State *s) {
+        return frontends_dump_conn(userdata, id, s);
 }
 
 static int broker_start_plugins(Broker *b, const BrokerConfig *config) {
@@ -311,11 +303,9 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 r = r > 0 ? -EINVAL : r;
                 goto fail;
         }
-        if (service_add_dumper(b->service, broker_dump_server, b->server) < 0 ||
-            service_add_dumper(b->service, broker_dump_plugins, b) < 0) {
-                r = -ENOMEM;
-                goto fail;
-        }
+        service_set_conn_dumper(b->service, &(ServiceConnDumper) { .all = broker_dump_conns,
+                                                                    .one = broker_dump_conn,
+                                                                    .userdata = b->frontends });
         r = broker_add_signals(b);
         if (r < 0)
                 goto fail;

@@ -33,7 +33,6 @@ typedef struct PluginModule {
         int (*new)(Plugin **ret, const PluginContext *ctx, const void *settings);
         /* Removes it from the registry; its connections close (their peers detach). */
         Plugin *(*free)(Plugin *p);
-        /* Adds its connections to a state being dumped; rebinds them from a restored one. */
-        int (*dump)(Plugin *p, State *s);
+        /* Rebinds its connections from a restored state (they are stored by their FrontConnOps.dump). */
         void (*restore)(Plugin *p, const State *s);
 } PluginModule;

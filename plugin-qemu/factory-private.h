@@ -84,6 +84,9 @@ void factory_keep_vm(FactoryVm *vm);
 void factory_drop_vm(FactoryVm *vm);
 void factory_keep_job(FactoryVm *vm);
 void factory_drop_job(FactoryVm *vm);
+/* What is stored of @vm changed (its counts, its job); factory_vm_dump() is its FrontConnOps.dump. */
+void factory_vm_changed(FactoryVm *vm);
+int factory_vm_dump(FrontConn *conn, State *st);
 /*
  * An adopted job whose helper did not outlive the old image, or ended without a
  * word: answered once the listeners had their turn (a QEMU whose chardev

@@ -49,7 +49,7 @@ void factory_keep_vm(FactoryVm *vm) {
 
         for (size_t i = 0; i < ELEMENTSOF(vm_parts); i++)
                 keeper_keep(k, PART(vm->conn->id, vm_parts[i]), fds[i]);
-        keeper_changed(k);
+        keeper_changed(k, vm->conn->id);
 }
 
 /* Forgets every part of connection @id (what is not stored is skipped). */
@@ -73,6 +73,11 @@ void factory_keep_job(FactoryVm *vm) {
 void factory_drop_job(FactoryVm *vm) {
         if (vm->conn)
                 drop_parts(factory_keeper(vm->factory), vm->conn->id, job_parts, ELEMENTSOF(job_parts));
+}
+
+void factory_vm_changed(FactoryVm *vm) {
+        if (vm->conn)
+                keeper_changed(factory_keeper(vm->factory), vm->conn->id);
 }
 
 /* --- a request taken over without its helper ------------------------------------ */
@@ -124,38 +129,33 @@ void factory_job_orphaned(FactoryVm *vm) {
 
 /* --- dump --------------------------------------------------------------------------- */
 
-int factory_dump(Factory *f, State *st) {
-        for (FactoryVm *vm = f ? f->vms : NULL; vm; vm = vm->next) {
-                Shmem__State__FactoryVm *sf;
-                Shmem__State__Conn *sc;
+int factory_vm_dump(FrontConn *conn, State *st) {
+        FactoryVm *vm = conn->owner;
+        Shmem__State__Conn *sc = front_conn_dump(conn, SHMEM__STATE__FRONTEND__FACTORY, st);
+        Shmem__State__FactoryVm *sf = sc ? state_add_factory(sc) : NULL;
 
-                if (!vm->conn || front_conn_leaving(vm->conn))
-                        continue;
-                sc = front_conn_dump(vm->conn, SHMEM__STATE__FRONTEND__FACTORY, st);
-                sf = sc ? state_add_factory(sc) : NULL;
-                if (!sf)
-                        return -ENOMEM;
-                sf->vm_uuid = vm->id.vm_uuid;
-                sf->libvirt = vm->id.libvirt;
-                sf->monitor = vm->monitor;
-                sf->vm_id = FACTORY_VM_ID;
-                sf->broker_id = FACTORY_BROKER_ID;
-                sf->answered = vm->answered;
-                sf->served = vm->served;
-                sf->refused = vm->refused;
-                if (vm->job.running) {
-                        Shmem__State__FactoryJob *sj = state_add_factory_job(sf);
-                        Job *j = &vm->job;
+        if (!sf)
+                return -ENOMEM;
+        sf->vm_uuid = vm->id.vm_uuid;
+        sf->libvirt = vm->id.libvirt;
+        sf->monitor = vm->monitor;
+        sf->vm_id = FACTORY_VM_ID;
+        sf->broker_id = FACTORY_BROKER_ID;
+        sf->answered = vm->answered;
+        sf->served = vm->served;
+        sf->refused = vm->refused;
+        if (vm->job.running) {
+                Shmem__State__FactoryJob *sj = state_add_factory_job(sf);
+                Job *j = &vm->job;
 
-                        sj->seq = j->seq;
-                        sj->op = j->op;
-                        sj->region = j->region;
-                        sj->started_ns = (uint64_t) j->started_ns;
-                        sj->helper_pid = j->pid > 0 ? (uint32_t) j->pid : 0;
-                        sj->output.len = j->n_output;
-                        sj->output.data = (uint8_t *) j->output;
-                        sj->timed_out = j->timed_out;
-                }
+                sj->seq = j->seq;
+                sj->op = j->op;
+                sj->region = j->region;
+                sj->started_ns = (uint64_t) j->started_ns;
+                sj->helper_pid = j->pid > 0 ? (uint32_t) j->pid : 0;
+                sj->output.len = j->n_output;
+                sj->output.data = (uint8_t *) j->output;
+                sj->timed_out = j->timed_out;
         }
         return 0;
 }

@@ -63,7 +63,7 @@ void vm_answer(FactoryVm *vm, uint64_t seq, uint32_t state, int status, const Re
                         vm->refused++;
         }
         (void) !write(vm->ev_vm, &one, sizeof(one));
-        keeper_changed(frontends_keeper(vm->factory->ctx.table));
+        factory_vm_changed(vm);
 }
 
 /* This VM's peer in @r, parked or not: its QEMU's. */
@@ -103,7 +103,7 @@ void job_end(FactoryVm *vm) {
         if (j->held)
                 registry_unhold(vm->factory->ctx.registry, j->held);
         *j = (Job) { .pidfd = -1, .out = -1 };
-        keeper_changed(frontends_keeper(vm->factory->ctx.table));
+        factory_vm_changed(vm);
 }
 
 static void job_read(FactoryVm *vm) {
@@ -201,7 +201,7 @@ void job_on_timeout(evutil_socket_t fd, short what, void *userdata) {
 
         vm->job.timed_out = true;
         (void) pidfd_send_signal(vm->job.pidfd, SIGKILL, NULL, 0);
-        keeper_changed(frontends_keeper(vm->factory->ctx.table));
+        factory_vm_changed(vm);
 }
 
 /*
@@ -424,6 +424,7 @@ static void vm_on_read(FrontConn *conn) {
 const FrontConnOps factory_conn_ops = {
         .read = vm_on_read,
         .drop = vm_on_drop,
+        .dump = factory_vm_dump,
 };
 
 /* The page, its eventfds, its header: everything a VM's factory device needs before its handshake. */

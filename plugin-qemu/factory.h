@@ -29,13 +29,12 @@ Factory *factory_free(Factory *f);
 bool factory_expects(Factory *f, pid_t pid, const char *name);
 
 /*
- * Across restarts and upgrades (factory-state.c): factory_dump() adds every VM's
- * factory device to a state being dumped (its connection, counts, the request in
+ * Across restarts and upgrades (factory-state.c): each VM's factory device is
+ * stored with its connection (its FrontConnOps.dump: counts, the request in
  * flight); factory_restore() rebuilds them from a restored state, their fds taken
  * back through the Keeper, before registry_adopt_finish() (a request in flight
  * holds its region again).
  */
-int factory_dump(Factory *f, State *st);
 void factory_restore(Factory *f, const State *st);
 
 /* @fn for each VM connected (PluginOps.factory_vms: `shmemctl factory`). */

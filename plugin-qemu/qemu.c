@@ -131,7 +131,6 @@ static void qemu_client_free(QemuClient *c) {
         if (c->peer)
                 registry_detach(qp->ctx.registry, c->peer);
         front_conn_free(c->conn);
-        keeper_changed(frontends_keeper(qp->ctx.table));
         LIST_REMOVE(qp->clients, c);
         free(c);
 }
@@ -162,9 +161,25 @@ static void qemu_client_on_read(FrontConn *conn) {
         conn_break(&conn->conn, -ECONNRESET);
 }
 
+/* What a restarted broker needs of a QEMU's connection; a refused QEMU is only waiting to read its refusal. */
+static int qemu_client_dump(FrontConn *conn, State *st) {
+        QemuClient *c = conn->owner;
+        Shmem__State__Conn *sc;
+
+        if (!c->peer)
+                return 0;
+        sc = front_conn_dump(conn, SHMEM__STATE__FRONTEND__QEMU, st);
+        if (!sc)
+                return -ENOMEM;
+        sc->region = c->region;
+        sc->departures_told = c->departures_told;
+        return 0;
+}
+
 static const FrontConnOps qemu_conn_ops = {
         .read = qemu_client_on_read,
         .drop = qemu_client_on_drop,
+        .dump = qemu_client_dump,
 };
 
 static void qemu_peer_joined(Peer *self, Peer *other) {
@@ -176,7 +191,7 @@ static void qemu_peer_left(Peer *self, Peer *other) {
 
         qemu_client_send(c, other->doorbell_id, -1);
         c->departures_told++;
-        keeper_changed(frontends_keeper(c->plugin->ctx.table));
+        keeper_changed(frontends_keeper(c->plugin->ctx.table), c->conn->id);
 }
 
 static void qemu_peer_evicted(Peer *self) {
@@ -251,7 +266,7 @@ static void qemu_endpoint_on_accept(FrontListener *l, int fd, const PeerIdentity
                 conn_close_after_flush(&c->conn->conn);
                 return;
         }
-        keeper_changed(frontends_keeper(qp->ctx.table));
+        keeper_changed(frontends_keeper(qp->ctx.table), c->conn->id);
         log_info("QEMU '%s' (pid %d) attached to '%s' as peer %u", qemu_label(&c->id, label), (int) c->id.pid,
                  c->peer->region->name, c->peer->index);
         qemu_client_handshake(c);
@@ -392,22 +407,6 @@ fail:
         map_free(qp->endpoints);
         free(qp);
         return r;
-}
-
-static int qemu_plugin_dump(Plugin *p, State *st) {
-        for (QemuClient *c = qemu_plugin(p)->clients; c; c = c->next) {
-                Shmem__State__Conn *sc;
-
-                /* A refused QEMU is only waiting to read its refusal. */
-                if (!c->peer || front_conn_leaving(c->conn))
-                        continue;
-                sc = front_conn_dump(c->conn, SHMEM__STATE__FRONTEND__QEMU, st);
-                if (!sc)
-                        return -ENOMEM;
-                sc->region = c->region;
-                sc->departures_told = c->departures_told;
-        }
-        return factory_dump(qemu_plugin(p)->factory, st);
 }
 
 /* What an image before 0.2 stored with the peer rather than the connection. */
@@ -557,6 +556,5 @@ const PluginModule qemu_plugin_module = {
         .settings_init = qemu_settings_init,
         .new = qemu_plugin_new,
         .free = qemu_plugin_free,
-        .dump = qemu_plugin_dump,
         .restore = qemu_plugin_restore,
 };

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "state-build.h"
@@ -69,6 +70,26 @@ Shmem__State__FactoryJob *state_add_factory_job(Shmem__State__FactoryVm *f) {
         return &b->job;
 }
 
+int state_add_removed_region(State *s, const char *name) {
+        char **a = realloc(s->removed_regions, (s->n_removed_regions + 1) * sizeof(char *));
+
+        if (!a)
+                return -ENOMEM;
+        a[s->n_removed_regions++] = (char *) name;
+        s->removed_regions = a;
+        return 0;
+}
+
+int state_add_removed_conn(State *s, uint64_t id) {
+        uint64_t *a = realloc(s->removed_conns, (s->n_removed_conns + 1) * sizeof(uint64_t));
+
+        if (!a)
+                return -ENOMEM;
+        a[s->n_removed_conns++] = id;
+        s->removed_conns = a;
+        return 0;
+}
+
 void state_build_done(State *s) {
         for (size_t i = 0; i < s->n_regions; i++) {
                 for (size_t k = 0; k < s->regions[i]->n_peers; k++)
@@ -83,7 +104,11 @@ void state_build_done(State *s) {
                 free(s->conns[i]);
         }
         free(s->conns);
+        free(s->removed_regions);
+        free(s->removed_conns);
         s->regions = NULL;
         s->conns = NULL;
-        s->n_regions = s->n_conns = 0;
+        s->removed_regions = NULL;
+        s->removed_conns = NULL;
+        s->n_regions = s->n_conns = s->n_removed_regions = s->n_removed_conns = 0;
 }

@@ -21,5 +21,9 @@ Shmem__State__Conn *state_add_conn(State *s);
 Shmem__State__FactoryVm *state_add_factory(Shmem__State__Conn *c);
 Shmem__State__FactoryJob *state_add_factory_job(Shmem__State__FactoryVm *f);
 
+/* A change (proto/state.proto): region @name (borrowed) / connection @id is gone. 0 or -ENOMEM. */
+int state_add_removed_region(State *s, const char *name);
+int state_add_removed_conn(State *s, uint64_t id);
+
 /* Frees what the state_add_*() calls allocated (not the borrowed strings). */
 void state_build_done(State *s);

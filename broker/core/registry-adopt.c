@@ -125,7 +125,7 @@ void registry_adopt_finish(Registry *reg) {
                         region_resync(r);
                 registry_settle(reg, r);
         }
-        registry_changed(reg);
+        registry_changed(reg, NULL);
 }
 
 /* A prepared attach that the image before a restart was serving (a guest factory's plug). */

@@ -190,7 +190,7 @@ void registry_park(Registry *reg, Peer *p) {
                 return;
         region_park_peer(p->region, p);
         NOTIFY(reg, parked, p->region, p);
-        registry_changed(reg);
+        registry_changed(reg, p->region);
 }
 
 void registry_unpark(Registry *reg, Peer *p) {
@@ -198,5 +198,5 @@ void registry_unpark(Registry *reg, Peer *p) {
                 return;
         region_unpark_peer(p->region, p);
         NOTIFY(reg, unparked, p->region, p);
-        registry_changed(reg);
+        registry_changed(reg, p->region);
 }

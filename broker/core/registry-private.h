@@ -18,8 +18,8 @@
                                 (reg)->observers[_i].member((reg)->observers[_i].userdata, __VA_ARGS__); \
         } while (0)
 
-/* Tells the observers that something a stored state holds changed. */
-void registry_changed(Registry *reg);
+/* Tells the observers that something a stored state holds of @r changed (NULL: of any region). */
+void registry_changed(Registry *reg, Region *r);
 
 /* Drops an account that holds nothing any more; the account @r is charged to, or NULL. */
 void account_settle(Registry *reg, Account *a);

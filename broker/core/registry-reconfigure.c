@@ -160,6 +160,6 @@ int registry_reconfigure(Registry *reg, const Limits *limits, const AccessRule *
         for (size_t i = reg->n_regions; i-- > 0;)
                 if (reg->regions[i]->n_peers == 0)
                         registry_settle(reg, reg->regions[i]);
-        registry_changed(reg);
+        registry_changed(reg, NULL);
         return (int) failed;
 }

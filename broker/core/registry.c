@@ -16,10 +16,10 @@
 /* --- observers -------------------------------------------------------------- */
 
 
-void registry_changed(Registry *reg) {
+void registry_changed(Registry *reg, Region *r) {
         for (unsigned i = 0; i < reg->n_observers; i++)
                 if (reg->observers[i].changed)
-                        reg->observers[i].changed(reg->observers[i].userdata);
+                        reg->observers[i].changed(reg->observers[i].userdata, r);
 }
 
 int registry_observe(Registry *reg, const RegistryObserver *o) {
@@ -378,7 +378,7 @@ int registry_declare(Registry *reg, const RegionDecl *d, Region **ret, const cha
                 registry_forget(reg, r);
                 return k;
         }
-        registry_changed(reg);
+        registry_changed(reg, r);
         if (ret)
                 *ret = r;
         return 0;

@@ -44,8 +44,9 @@ typedef struct RegistryObserver {
         /* @p was parked (registry_park()) / is back. */
         void (*parked)(void *userdata, Region *r, Peer *p);
         void (*unparked)(void *userdata, Region *r, Peer *p);
-        /* Something else a stored state holds changed (flags, access, geometry). */
-        void (*changed)(void *userdata);
+        /* Something else a stored state holds of @r changed (flags, access, geometry);
+         * @r NULL: of any number of regions (a reload, the end of a restore). */
+        void (*changed)(void *userdata, Region *r);
         void *userdata;
 } RegistryObserver;
 

@@ -28,6 +28,7 @@ struct Frontends {
         Keeper *keeper;
         FrontConn *conns;
         unsigned n_conns;
+        Map *by_id;  /* FrontConn.id -> FrontConn */
         Map *counts; /* holder -> Count */
         ConnBudget budget;
         char why[192];
@@ -71,7 +72,7 @@ int frontends_new(Frontends **ret, struct event_base *base, const Limits *limits
         t->keeper = keeper;
         t->budget.over = frontends_over_budget;
         frontends_set_limits(t, limits);
-        if (map_new(&t->counts, MAP_KEY_STRING) < 0) {
+        if (map_new(&t->counts, MAP_KEY_STRING) < 0 || map_new(&t->by_id, MAP_KEY_U64) < 0) {
                 frontends_free(t);
                 return -ENOMEM;
         }
@@ -87,6 +88,7 @@ Frontends *frontends_free(Frontends *t) {
         for (size_t i = 0; map_next(t->counts, &i, &v);)
                 free(v);
         map_free(t->counts);
+        map_free(t->by_id);
         free(t);
         return NULL;
 }
@@ -180,6 +182,7 @@ int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const Pee
                    const FrontConnOps *ops, void *owner) {
         FrontConn *c = calloc(1, sizeof(*c));
         Count *count;
+        int r;
 
         if (!c) {
                 fd_close(fd);
@@ -201,6 +204,14 @@ int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const Pee
         if (count) {
                 count->n++;
                 c->counted = true;
+        }
+        r = map_put(t->by_id, &c->id, c);
+        if (r < 0) {
+                if (c->counted && --count->n == 0)
+                        free(map_remove(t->counts, count->holder));
+                conn_deinit(&c->conn);
+                free(c);
+                return r;
         }
         LIST_PREPEND(t->conns, c);
         t->n_conns++;
@@ -225,6 +236,7 @@ FrontConn *front_conn_free(FrontConn *c) {
         if (c->ev_deadline)
                 event_free(c->ev_deadline);
         conn_deinit(&c->conn);
+        map_remove(t->by_id, &c->id);
         LIST_REMOVE(t->conns, c);
         t->n_conns--;
         free(c);
@@ -265,6 +277,24 @@ Shmem__State__Conn *front_conn_dump(FrontConn *c, Shmem__State__Frontend fronten
         sc->uid = c->peer.uid;
         sc->gid = c->peer.gid;
         return sc;
+}
+
+static int front_conn_store(FrontConn *c, State *s) {
+        return c->ops->dump && !front_conn_leaving(c) ? c->ops->dump(c, s) : 0;
+}
+
+int frontends_dump(Frontends *t, State *s) {
+        int r = 0;
+
+        for (FrontConn *c = t->conns; c && r >= 0; c = c->next)
+                r = front_conn_store(c, s);
+        return r;
+}
+
+int frontends_dump_conn(Frontends *t, uint64_t id, State *s) {
+        FrontConn *c = map_get(t->by_id, &id);
+
+        return c ? front_conn_store(c, s) : 0;
 }
 
 int front_conn_restore(FrontConn **ret, Frontends *t, const Shmem__State__Conn *sc, const PeerIdentity *peer,

@@ -38,6 +38,9 @@ typedef struct FrontConnOps {
         /* The connection must go (@error: a negative errno; -ENOBUFS queue limit,
          * -ETIMEDOUT no Hello in time; 0 closed after flush): the owner frees it. */
         void (*drop)(FrontConn *c, int error);
+        /* Adds what a restarted broker needs of @c to @s (front_conn_dump() and the front
+         * end's fields): 0, or -ENOMEM. NULL, or nothing added: it is not stored. */
+        int (*dump)(FrontConn *c, State *s);
 } FrontConnOps;
 
 struct FrontConn {
@@ -116,6 +119,15 @@ int front_conn_restore(FrontConn **ret, Frontends *t, const Shmem__State__Conn *
 
 /* Iterates the table's connections (every front end's). */
 FrontConn *frontends_first(Frontends *t);
+
+/*
+ * The connections' part of a stored state, through each one's FrontConnOps.dump
+ * (one going away is not stored): frontends_dump() adds every connection to @s;
+ * frontends_dump_conn() the one of @id, if there is one to store. Both return 0
+ * or -ENOMEM.
+ */
+int frontends_dump(Frontends *t, State *s);
+int frontends_dump_conn(Frontends *t, uint64_t id, State *s);
 
 /*
  * front_status() - the wire status of a core result (core/error.h): the

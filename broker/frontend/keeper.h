@@ -40,8 +40,9 @@ struct Keeper {
         void (*drop)(Keeper *k, const FdKey *key);
         /* A copy of the fd handed over under @key at start (the caller owns it), or -1. */
         int (*take)(Keeper *k, const FdKey *key);
-        /* Something the front end adds to a stored state changed. */
-        void (*changed)(Keeper *k);
+        /* Something the front end stores of its connection @id changed (or it went: the
+         * service then finds no such connection). Keeping or dropping an FD_CONN says so too. */
+        void (*changed)(Keeper *k, uint64_t id);
 };
 
 static inline void keeper_keep(Keeper *k, const FdKey *key, int fd) {
@@ -58,7 +59,7 @@ static inline int keeper_take(Keeper *k, const FdKey *key) {
         return k ? k->take(k, key) : -1;
 }
 
-static inline void keeper_changed(Keeper *k) {
+static inline void keeper_changed(Keeper *k, uint64_t id) {
         if (k)
-                k->changed(k);
+                k->changed(k, id);
 }

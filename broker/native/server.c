@@ -59,7 +59,6 @@ static void client_free(Client *c) {
         if (c->caller.peer)
                 registry_detach(s->registry, c->caller.peer);
         front_conn_free(c->conn);
-        keeper_changed(frontends_keeper(s->table));
         LIST_REMOVE(s->clients, c);
         s->n_clients--;
         free(c);
@@ -116,7 +115,7 @@ static bool client_handle(Client *c, FdMsg *in) {
         }
         native_out_done(&out);
         if (out.changed)
-                keeper_changed(frontends_keeper(c->server->table));
+                keeper_changed(frontends_keeper(c->server->table), c->caller.conn_id);
         if (out.close)
                 conn_close_after_flush(&c->conn->conn);
         return true;
@@ -157,9 +156,22 @@ static void client_on_read(FrontConn *conn) {
         }
 }
 
+/* What a restarted broker needs of a client (state.proto's Conn). */
+static int client_dump(FrontConn *conn, State *st) {
+        Client *c = conn->owner;
+        Shmem__State__Conn *sc = front_conn_dump(conn, SHMEM__STATE__FRONTEND__NATIVE, st);
+
+        if (!sc)
+                return -ENOMEM;
+        sc->greeted = c->caller.greeted;
+        sc->watching = c->caller.watching;
+        return 0;
+}
+
 static const FrontConnOps client_conn_ops = {
         .read = client_on_read,
         .drop = client_on_drop,
+        .dump = client_dump,
 };
 
 /* --- events to attached peers and watchers --- */
@@ -240,22 +252,6 @@ static void server_on_accept(FrontListener *l, int fd, const PeerIdentity *peer,
         }
         if (front_conn_set_deadline(c->conn, s->registry->limits.hello_timeout_ms) < 0)
                 conn_break(&c->conn->conn, -ENOMEM);
-        keeper_changed(frontends_keeper(s->table));
-}
-
-int server_dump(Server *s, State *st) {
-        for (Client *c = s->clients; c; c = c->next) {
-                Shmem__State__Conn *sc;
-
-                if (front_conn_leaving(c->conn))
-                        continue;
-                sc = front_conn_dump(c->conn, SHMEM__STATE__FRONTEND__NATIVE, st);
-                if (!sc)
-                        return -ENOMEM;
-                sc->greeted = c->caller.greeted;
-                sc->watching = c->caller.watching;
-        }
-        return 0;
 }
 
 void server_restore(Server *s, const State *st) {

@@ -26,6 +26,5 @@ Server *server_free(Server *s);
 
 unsigned server_n_clients(Server *s);
 
-/* Adds the connections to a state being dumped (service/state.h); rebinds them from a restored one. */
-int server_dump(Server *s, Shmem__State__State *st);
+/* Rebinds the connections of a restored state (service/state.h); they are stored by FrontConnOps.dump. */
 void server_restore(Server *s, const Shmem__State__State *st);

@@ -5,10 +5,12 @@
  * Service: the broker as a service of its manager (systemd, or the tests'
  * fake one): readiness and status (sd_notify), the watchdog, and everything
  * that lets a crash, a restart or an upgrade lose nothing: the fd store, the
- * stored state rewritten when anything in it changes, and re-execution in
+ * stored state kept up to date as anything in it changes, and re-execution in
  * place. It subscribes to the registry's events for the memory and eventfds
- * of regions and peers, and is the Keeper of the front ends' fds. Outside
- * the core: the core does not know it exists.
+ * of regions and peers, and is the Keeper of the front ends' fds. What
+ * changed (a region, a connection) is appended to the stored image's log at
+ * the end of the loop's turn; a log past its bound is replaced by a snapshot
+ * (state-image.h). Outside the core: the core does not know it exists.
  */
 
 #include <event2/event.h>
@@ -20,8 +22,17 @@
 
 typedef struct Service Service;
 
-/* What a front end adds to a state being dumped. */
-typedef int (*ServiceDumpFn)(void *userdata, State *s);
+/*
+ * The front ends' connections in a stored state (frontends_dump() and
+ * frontends_dump_conn(), which the service layer does not see): @all adds
+ * every one to a snapshot, @one the one of @id to a change, or nothing if it
+ * is gone. Each returns 0 or -ENOMEM.
+ */
+typedef struct ServiceConnDumper {
+        int (*all)(void *userdata, State *s);
+        int (*one)(void *userdata, uint64_t id, State *s);
+        void *userdata;
+} ServiceConnDumper;
 
 /*
  * service_new() - reach the manager ($NOTIFY_SOCKET), adopt what it handed
@@ -40,8 +51,7 @@ size_t service_stored_fds(Service *s);
 /* The newest complete state handed over at start, or NULL (free with state_free()). */
 State *service_take_state(Service *s);
 
-/* Adds a front end's part of the state; called in the order added, after the registry's. */
-int service_add_dumper(Service *s, ServiceDumpFn fn, void *userdata);
+void service_set_conn_dumper(Service *s, const ServiceConnDumper *d);
 
 /*
  * service_started() - everything was rebuilt: the new state goes to the
@@ -55,7 +65,7 @@ void service_status(Service *s, const char *status);
 /* Sets the function that says the status at each watchdog ping. */
 void service_set_status_fn(Service *s, void (*fn)(void *userdata), void *userdata);
 
-/* Writes the state now if it changed (before an exec, at a stop). */
+/* Stores what changed now, if anything did (before an exec, at a stop). */
 void service_flush(Service *s);
 
 /*

@@ -13,67 +13,72 @@
 #include "macro.h"
 #include "state.h"
 
-int state_dump_registry(Registry *reg, State *s) {
-        s->next_conn_id = reg->next_conn_id;
-        for (size_t i = 0; i < reg->n_regions; i++) {
-                Region *r = reg->regions[i];
-                Shmem__State__Region *sr = state_add_region(s);
+int state_dump_region(Region *r, State *s) {
+        Shmem__State__Region *sr = state_add_region(s);
 
-                if (!sr)
+        if (!sr)
+                return -ENOMEM;
+        sr->name = r->name;
+        sr->data_size = r->data_size;
+        sr->region_size = r->region_size;
+        sr->max_peers = r->max_peers;
+        sr->vectors = r->vectors;
+        sr->signal_mode = r->signal_mode;
+        sr->declared = r->declared;
+        sr->persistent = r->persistent;
+        sr->from_config = r->from_config;
+        sr->allocated = r->memfd >= 0;
+        sr->epoch = r->epoch;
+        sr->active = r->active;
+        sr->next_doorbell_id = r->next_doorbell_id;
+        sr->owner = r->owner;
+        sr->group = r->group;
+        sr->mode = r->mode;
+        sr->creator_key = r->creator;
+        sr->creator = UINT32_MAX; /* for images before 0.2: "nobody's", creator_key says whose */
+        sr->backend = r->backend;
+        if (r->created_by.kind != SHMEM_PEER_KIND_NONE) {
+                Shmem__State__Creator *sc = state_add_creator(sr);
+
+                if (!sc)
                         return -ENOMEM;
-                sr->name = r->name;
-                sr->data_size = r->data_size;
-                sr->region_size = r->region_size;
-                sr->max_peers = r->max_peers;
-                sr->vectors = r->vectors;
-                sr->signal_mode = r->signal_mode;
-                sr->declared = r->declared;
-                sr->persistent = r->persistent;
-                sr->from_config = r->from_config;
-                sr->allocated = r->memfd >= 0;
-                sr->epoch = r->epoch;
-                sr->active = r->active;
-                sr->next_doorbell_id = r->next_doorbell_id;
-                sr->owner = r->owner;
-                sr->group = r->group;
-                sr->mode = r->mode;
-                sr->creator_key = r->creator;
-                sr->creator = UINT32_MAX; /* for images before 0.2: "nobody's", creator_key says whose */
-                sr->backend = r->backend;
-                if (r->created_by.kind != SHMEM_PEER_KIND_NONE) {
-                        Shmem__State__Creator *sc = state_add_creator(sr);
+                sc->kind = r->created_by.kind;
+                sc->label = r->created_by.label;
+                sc->vm_uuid = r->created_by.vm_uuid;
+                sc->pid = (uint32_t) r->created_by.pid;
+                sc->uid = (uint32_t) r->created_by.uid;
+        }
+        for (unsigned k = 0; k < r->max_peers; k++) {
+                Peer *p = r->peers[k];
+                Shmem__State__Peer *sp;
 
-                        if (!sc)
-                                return -ENOMEM;
-                        sc->kind = r->created_by.kind;
-                        sc->label = r->created_by.label;
-                        sc->vm_uuid = r->created_by.vm_uuid;
-                        sc->pid = (uint32_t) r->created_by.pid;
-                        sc->uid = (uint32_t) r->created_by.uid;
-                }
-                for (unsigned k = 0; k < r->max_peers; k++) {
-                        Peer *p = r->peers[k];
-                        Shmem__State__Peer *sp;
-
-                        if (!p)
-                                continue;
-                        sp = state_add_peer(sr);
-                        if (!sp)
-                                return -ENOMEM;
-                        sp->index = p->index;
-                        sp->doorbell_id = p->doorbell_id;
-                        sp->kind = p->id.kind;
-                        sp->label = p->id.label;
-                        sp->vm_uuid = p->id.vm_uuid;
-                        sp->libvirt = p->id.libvirt;
-                        sp->pid = (uint32_t) p->id.pid;
-                        sp->uid = (uint32_t) p->id.uid;
-                        sp->gid = (uint32_t) p->id.gid;
-                        sp->conn = p->conn_id;
-                        sp->parked = p->parked;
-                }
+                if (!p)
+                        continue;
+                sp = state_add_peer(sr);
+                if (!sp)
+                        return -ENOMEM;
+                sp->index = p->index;
+                sp->doorbell_id = p->doorbell_id;
+                sp->kind = p->id.kind;
+                sp->label = p->id.label;
+                sp->vm_uuid = p->id.vm_uuid;
+                sp->libvirt = p->id.libvirt;
+                sp->pid = (uint32_t) p->id.pid;
+                sp->uid = (uint32_t) p->id.uid;
+                sp->gid = (uint32_t) p->id.gid;
+                sp->conn = p->conn_id;
+                sp->parked = p->parked;
         }
         return 0;
+}
+
+int state_dump_registry(Registry *reg, State *s) {
+        int r = 0;
+
+        s->next_conn_id = reg->next_conn_id;
+        for (size_t i = 0; r >= 0 && i < reg->n_regions; i++)
+                r = state_dump_region(reg->regions[i], s);
+        return r;
 }
 
 /* Rebuilds the peers of @sr whose whole row came back. */
@@ -172,57 +177,4 @@ int state_adopt_registry(Registry *reg, const State *s, Keeper *keeper) {
                         return k;
         }
         return 0;
-}
-
-int state_write(State *s) {
-        _cleanup_close_ int fd = -1;
-        _cleanup_free_ uint8_t *buf = NULL;
-        size_t n;
-
-        s->version = STATE_VERSION;
-        n = shmem__state__state__get_packed_size(s);
-        if (n > STATE_SIZE_MAX)
-                return -E2BIG;
-        buf = malloc(n ? n : 1);
-        if (!buf)
-                return -ENOMEM;
-        shmem__state__state__pack(s, buf);
-        fd = memfd_create("shmem-broker-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (fd < 0)
-                return -errno;
-        if (write(fd, buf, n) != (ssize_t) n)
-                return errno ? -errno : -EIO;
-        /* Sealed: whoever reads it after a restart reads what was written. */
-        (void) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
-        return TAKE_FD(fd);
-}
-
-State *state_parse(const uint8_t *buf, size_t n) {
-        State *s = shmem__state__state__unpack(NULL, n, buf);
-
-        if (s && s->version != STATE_VERSION) {
-                shmem__state__state__free_unpacked(s, NULL);
-                return NULL;
-        }
-        return s;
-}
-
-State *state_read(int fd) {
-        struct stat st;
-        uint8_t *map;
-        State *s;
-
-        if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > STATE_SIZE_MAX)
-                return NULL;
-        map = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED)
-                return NULL;
-        s = state_parse(map, (size_t) st.st_size);
-        munmap(map, (size_t) st.st_size);
-        return s;
-}
-
-void state_free(State *s) {
-        if (s)
-                shmem__state__state__free_unpacked(s, NULL);
 }

@@ -4,8 +4,9 @@
 /*
  * The broker's state as a restarted broker needs it (proto/state.proto,
  * docs/persistence.md): the registry's part is dumped and adopted here, the
- * front ends add and rebind their connections (server_dump(), the plugins'
- * dump). Serialized into a sealed memfd that goes to the fd store.
+ * front ends add their connections (FrontConnOps.dump) and rebind them
+ * (server_restore(), the plugins' restore). Stored in a memfd as a snapshot
+ * and a log of changes (state-image.h).
  */
 
 #include <stddef.h>
@@ -14,12 +15,12 @@
 #include "keeper.h"
 #include "registry.h"
 #include "state-build.h"
+#include "state-image.h"
 
-#define STATE_VERSION 1
-#define STATE_SIZE_MAX (64 << 20)
-
-/* Adds the registry's regions and peers to @s (strings borrowed). */
+/* Adds the registry's regions and peers, and its next connection id, to @s (strings borrowed). */
 int state_dump_registry(Registry *reg, State *s);
+/* Adds region @r with its peers to @s (strings borrowed): what a change to it stores. */
+int state_dump_region(Region *r, State *s);
 
 /*
  * state_adopt_registry() - rebuild the regions and peers of @s in @reg, their
@@ -29,15 +30,3 @@ int state_dump_registry(Registry *reg, State *s);
  * the peers none took. Returns 0 or a negative errno (out of memory).
  */
 int state_adopt_registry(Registry *reg, const State *s, Keeper *keeper);
-
-/* Serializes @s into a new sealed memfd: the fd, or -errno. */
-int state_write(State *s);
-
-/* Parses a state of @n bytes; NULL if it is not one of STATE_VERSION. Free with state_free(). */
-State *state_parse(const uint8_t *buf, size_t n);
-/* state_parse() of a stored state's memfd (borrowed). */
-State *state_read(int fd);
-void state_free(State *s);
-static inline void state_freep(State **s) {
-        state_free(*s);
-}

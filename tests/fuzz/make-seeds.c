@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "msg.h"
 #include "state.h"
@@ -346,7 +347,7 @@ static void seeds_libshmem(const char *dir) {
         save(dir, "libshmem", "attach-64", &s);
 }
 
-/* --- fuzz-state: [keeper flags][State], a real registry's dump --------------------- */
+/* --- fuzz-state: [keeper flags][image], a real registry's dump ---------------------- */
 
 static void peer_joined(Peer *self, Peer *other) {
 }
@@ -369,6 +370,34 @@ static Peer *attach(Registry *reg, const char *name, const PeerIdentity *id) {
         return p;
 }
 
+/* The native front end's part: host peers' connections, as its FrontConnOps.dump adds them. */
+static void add_host_conns(Region *r, State *st) {
+        for (unsigned k = 0; k < r->max_peers; k++) {
+                Peer *p = r->peers[k];
+                Shmem__State__Conn *c;
+
+                if (!p || p->id.kind != SHMEM_PEER_KIND_HOST)
+                        continue;
+                c = state_add_conn(st);
+                if (!c)
+                        abort();
+                c->id = p->conn_id;
+                c->frontend = SHMEM__STATE__FRONTEND__NATIVE;
+                c->greeted = true;
+                c->label = p->id.label;
+                c->pid = (uint32_t) p->id.pid;
+        }
+}
+
+/* The bytes of image @fd after the keeper byte already in @s. */
+static void put_image(Seed *s, int fd) {
+        ssize_t n = pread(fd, s->buf + s->n, sizeof(s->buf) - s->n, 0);
+
+        if (n <= 0 || (size_t) n == sizeof(s->buf) - s->n)
+                abort();
+        s->n += (size_t) n;
+}
+
 static void seeds_state(const char *dir) {
         static const RegionDecl decls[] = {
                 { .name = "camera0", .size = 1 << 20, .max_peers = 4, .persistent = true, .mode = 0660 },
@@ -379,8 +408,10 @@ static void seeds_state(const char *dir) {
         PeerIdentity vm = { .kind = SHMEM_PEER_KIND_QEMU, .label = "demo1", .pid = 201, .uid = 64055,
                             .gid = 64055, .vm_uuid = "7f3c0a52-6c1e-4c55-9a55-0d1f2e3a4b5c", .libvirt = true };
         Limits limits = LIMITS_DEFAULT;
-        State st = SHMEM__STATE__STATE__INIT;
+        State st = SHMEM__STATE__STATE__INIT, c1 = SHMEM__STATE__STATE__INIT, c2 = SHMEM__STATE__STATE__INIT;
+        StateImage image;
         Registry *reg;
+        Peer *gone;
         Seed s = {};
         size_t n;
 
@@ -390,36 +421,63 @@ static void seeds_state(const char *dir) {
         attach(reg, "camera0", &host);
         attach(reg, "camera0", &vm);
         attach(reg, "compat", &vm);
-        attach(reg, "demo", &host);
+        /* A snapshot, then two changes: "demo" made by a host peer's attach; its peer on
+         * "later" gone, "later" declared with none. */
+        gone = attach(reg, "later", &host);
         if (state_dump_registry(reg, &st) < 0)
                 abort();
-        /* The native front end's part: host peers' connections (server_dump()). */
         for (size_t i = 0; i < reg->n_regions; i++)
-                for (unsigned k = 0; k < reg->regions[i]->max_peers; k++) {
-                        Peer *p = reg->regions[i]->peers[k];
-                        Shmem__State__Conn *c;
-
-                        if (!p || p->id.kind != SHMEM_PEER_KIND_HOST)
-                                continue;
-                        c = state_add_conn(&st);
-                        if (!c)
-                                abort();
-                        c->id = p->conn_id;
-                        c->frontend = SHMEM__STATE__FRONTEND__NATIVE;
-                        c->greeted = true;
-                        c->label = p->id.label;
-                        c->pid = (uint32_t) p->id.pid;
-                }
+                add_host_conns(reg->regions[i], &st);
+        st.generation = 3;
+        if (state_image_new(&image, &st) < 0)
+                abort();
+        attach(reg, "demo", &host);
+        if (state_dump_region(registry_find(reg, "demo"), &c1) < 0)
+                abort();
+        add_host_conns(registry_find(reg, "demo"), &c1);
+        c1.next_conn_id = reg->next_conn_id;
+        c1.generation = 3;
+        if (state_add_removed_conn(&c2, gone->conn_id) < 0)
+                abort();
+        registry_detach(reg, gone);
+        if (state_dump_region(registry_find(reg, "later"), &c2) < 0)
+                abort();
+        c2.next_conn_id = reg->next_conn_id;
+        c2.generation = 3;
+        if (state_image_append(&image, &c1) < 0 || state_image_append(&image, &c2) < 0)
+                abort();
+        put_u8(&s, 0); /* every fd comes back */
+        put_image(&s, image.fd);
+        save(dir, "state", "registry", &s);
+        s.buf[0] = 0x04; /* one take in eight fails */
+        save(dir, "state", "registry-lost-fds", &s);
+        /* A third change torn by a kill -9 half-way through its write. */
+        s.buf[0] = 0;
+        n = s.n;
+        if (state_image_append(&image, &c1) < 0)
+                abort();
+        s.n = 1;
+        put_image(&s, image.fd);
+        s.n = n + (s.n - n) / 2;
+        save(dir, "state", "registry-torn", &s);
+        state_image_close(&image);
+        /* What a broker before the log stored: one bare State, the whole registry. */
+        state_build_done(&st);
+        if (state_dump_registry(reg, &st) < 0)
+                abort();
+        for (size_t i = 0; i < reg->n_regions; i++)
+                add_host_conns(reg->regions[i], &st);
         st.version = STATE_VERSION;
         st.generation = 3;
-        put_u8(&s, 0); /* every fd comes back */
+        s.n = 0;
+        put_u8(&s, 0);
         n = shmem__state__state__get_packed_size(&st);
         if (s.n + n > sizeof(s.buf))
                 abort();
         s.n += shmem__state__state__pack(&st, s.buf + s.n);
-        save(dir, "state", "registry", &s);
-        s.buf[0] = 0x04; /* one take in eight fails */
-        save(dir, "state", "registry-lost-fds", &s);
+        save(dir, "state", "registry-bare", &s);
+        state_build_done(&c1);
+        state_build_done(&c2);
         state_build_done(&st);
         registry_free(reg);
 }

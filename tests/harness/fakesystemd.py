@@ -39,6 +39,7 @@ class FakeSystemd:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.store = []           # [(name, fd)] in the order stored, as systemd keeps them
         self.stores = 0           # FDSTORE=1 datagrams received: each costs PID 1 a scan of the store
+        self.stored_names = []    # the FDNAME of each of them, in order
         self.ready = 0            # READY=1 seen since the last start
         self.watchdog = 0         # WATCHDOG=1 seen since the last start
         self.stopping = 0
@@ -82,6 +83,7 @@ class FakeSystemd:
         if fields.get("FDSTORE") == "1":
             name = fields.get("FDNAME", "stored")
             self.stores += 1
+            self.stored_names.append(name)
             for fd in fds:
                 # systemd keeps one copy of an open file, whatever its name.
                 dup = any(same_fd(fd, f) for _, f in self.store)

@@ -302,6 +302,72 @@ class Restart(unittest.TestCase):
             for s in peers:
                 s.close()
 
+    def stored_states(self):
+        self.sd.pump()
+        return len([n for n in self.sd.stored_names if n.startswith("st/")])
+
+    def ctl_json(self, *args):
+        out = subprocess.run([self.shmemctl, "--socket", self.sock, "--json"] + list(args), capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return json.loads(out.stdout)
+
+    def test_churn_beside_many_regions_stores_its_log(self):
+        """200 attach+detach cycles beside 1,000 regions store no new state: their changes are
+        appended to the stored one's log (docs/persistence.md, "The stored image"), so FDSTORE=1
+        of st/* comes only for the log's compactions; main's broker stored a whole state, and
+        sent an FDSTORE=1, for every change. A kill -9 after them restores exactly what was
+        attached, the peers' connections included."""
+        many = 1000
+        argv = self.argv + ["--max-regions", str(many + 10)]
+        self.sd.start(argv)
+        with harness.proto.Session(self.sock, "maker") as s:
+            for i in range(many):
+                self.assertEqual(s.create(f"m{i}", 4096).status, harness.proto.STATUS_OK)
+        stay = [harness.proto.Session(self.sock, f"stay{i}") for i in range(3)]
+        try:
+            self.assertEqual(stay[0].attach("m7", 4096).status, harness.proto.STATUS_OK)
+            self.sd.wait_stored("c/", 3)
+            before = self.stored_states()
+            with harness.proto.Session(self.sock, "churn") as s:
+                for i in range(200):
+                    self.assertEqual(s.attach("churn", 4096).status, harness.proto.STATUS_OK)
+                    r = s.request(harness.proto.MESSAGE_DETACH, harness.proto.field(1, "churn"))
+                    self.assertEqual(r.status, harness.proto.STATUS_OK)
+                    # ... and a region of the many, made to hold memory and let go
+                    self.assertEqual(s.attach(f"m{i}", 4096).status, harness.proto.STATUS_OK)
+                    r = s.request(harness.proto.MESSAGE_DETACH, harness.proto.field(1, f"m{i}"))
+                    self.assertEqual(r.status, harness.proto.STATUS_OK)
+            # What stays attached at the kill: two peers on m7, one on m123, one on a region made by its attach.
+            self.assertEqual(stay[1].attach("m7", 4096).status, harness.proto.STATUS_OK)
+            self.assertEqual(stay[2].attach("m123", 4096).status, harness.proto.STATUS_OK)
+            with harness.proto.Session(self.sock, "gone") as s:  # made, then gone: not restored
+                self.assertEqual(s.attach("made-and-gone", 4096).status, harness.proto.STATUS_OK)
+            self.sd.wait_stored("c/", 3)
+            states = self.stored_states() - before
+            # The log's bound is twice the snapshot (1,000 regions: some 40 KiB) and at least
+            # 64 KiB; 800 changes of about 150 bytes each fill it once or twice.
+            self.assertLessEqual(states, 3, f"{states} states stored for 800 changes")
+            listed = self.ctl_json("list")
+            inspected = {n: self.ctl_json("inspect", n) for n in ("m7", "m123")}
+            self.assertEqual([p["label"] for p in inspected["m7"]["peers"]], ["stay0", "stay1"])
+            self.assertNotIn("made-and-gone", [r["name"] for r in listed["regions"]])
+            # shmemctl's connections gone too, and a round trip after: what their close changed is stored.
+            self.sd.wait_stored("c/", 3)
+            self.assertEqual(stay[0].inspect("m7")[0].status, harness.proto.STATUS_OK)
+
+            self.assertEqual(self.sd.kill(), -9)
+            self.sd.start(argv)
+            log = self.sd.log()
+            self.assertTrue(f"Restored {many + 1} regions and 3 connections" in log, log[-3000:])  # and "r"
+            self.assertEqual(self.ctl_json("list"), listed)
+            self.assertEqual({n: self.ctl_json("inspect", n) for n in ("m7", "m123")}, inspected)
+            for s in stay:  # their connections came back from the log
+                self.assertEqual(s.inspect("m7")[0].status, harness.proto.STATUS_OK)
+        finally:
+            for s in stay:
+                s.close()
+
     def test_kill_loop(self):
         loops = int(os.environ.get("SHMEM_KILL_LOOPS", "3"))
         self.sd.start(self.argv)
