@@ -109,11 +109,12 @@ class Bench:
         """Reads the attached peers' events, as libshmem does: unread, their fds pile up in the broker
         (its queues, up to --max-total-queued-fds) and churn beside N regions meets the fd limit."""
         while not self.stop.is_set():
-            socks = {s.sock: s for s in list(self.sessions)}
-            ready = select.select(list(socks), [], [], 0.05)[0] if socks else time.sleep(0.05) or []
-            for sock in ready:
+            sessions, poll = {s.sock.fileno(): s for s in list(self.sessions)}, select.poll()
+            for fd in sessions:  # poll(), not select(): these fds are past FD_SETSIZE beside 9,000 regions
+                poll.register(fd, select.POLLIN)
+            for fd, _ in poll.poll(50) if sessions else time.sleep(0.05) or []:
                 try:
-                    socks[sock].recv()
+                    sessions[fd].recv()
                 except OSError:
                     pass
 
