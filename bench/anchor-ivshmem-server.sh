@@ -45,6 +45,10 @@ apt_get() {
         fi
 }
 if [ -n "$missing" ]; then
+        if [ "$(id -u)" -ne 0 ]; then
+                echo "$me: missing packages:$missing: install them (apt-get install$missing) or run this as root" >&2
+                exit 1
+        fi
         echo "$me: installing$missing" >&2
         apt_get install --no-install-recommends $missing
 fi
