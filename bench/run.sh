@@ -6,7 +6,19 @@
 #        flock /tmp/shmem-e2e.lock bench/run.sh --factory [BUILD_DIR] [JSON_OUT] [factory.py options]
 #          bench/factory.py: TCG guests through the factory, so under the lock
 #          the e2e tests share (not taken here: a second flock on it would wait forever)
+#        bench/run.sh --scale [BUILD_DIR] [JSON_OUT] [bench-scale.py options]
+#          issue 10's table: regions at scale, churn, restart and upgrade, attach
+#          at 16 and 64 peers, the QEMU-side attach beside contrib/ivshmem-server
+#          (built on first use by bench/anchor-ivshmem-server.sh; root)
 set -eu
+if [ "${1:-}" = --scale ]; then
+        shift
+        build=${1:-build}
+        [ $# -eq 0 ] || shift
+        out=${1:-$build/bench-scale.json}
+        [ $# -eq 0 ] || shift
+        exec python3 "$(dirname "$0")/bench-scale.py" "$build" --json "$out" "$@"
+fi
 if [ "${1:-}" = --factory ]; then
         shift
         build=${1:-build}

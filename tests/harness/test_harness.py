@@ -156,6 +156,32 @@ class FakeSystemdStore(unittest.TestCase):
         self.send("FDSTOREREMOVE=1\nFDNAME=c/1")
         self.sd.wait_stored("c/", 0)
 
+    def test_indexed_store_decides_as_the_scan(self):
+        """indexed=True (bench-scale's) keeps what the scan keeps and counts the scan's compares."""
+        from harness.fakesystemd import FakeSystemd
+        os.mkdir(os.path.join(self.dir, "i"))
+        indexed = FakeSystemd(os.path.join(self.dir, "i"), fds_max=5, indexed=True)
+        self.addCleanup(indexed.close)
+        e1, e2, f, g, r, w = os.eventfd(0), os.eventfd(0), os.eventfd(0), os.eventfd(0), *os.pipe()
+        c, e = os.dup(e1), os.dup(w)
+        for fd in (e1, e2, f, g, r, w, c, e):
+            self.addCleanup(os.close, fd)
+        # Eventfds share one anonymous inode and are open files of their own; a dup is the same file.
+        steps = [("a", [e1]), ("b", [e2]), ("c", [c]), ("d", [r, w]), ("e", [e]), ("f", [f]), ("g", [g])]
+        for sd, kept in ((self.sd, 6), (indexed, 5)):
+            for name, fds in steps:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                    s.sendmsg([f"FDSTORE=1\nFDNAME={name}".encode()],
+                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))], 0, sd.path)
+            sd.wait_stored("", kept)
+        self.assertEqual([n for n, _ in self.sd.store], ["a", "b", "d", "d", "f", "g"])
+        self.assertEqual([n for n, _ in indexed.store], ["a", "b", "d", "d", "f"])  # full at 5: g dropped
+        # The store's size for each fd that came: 0 1 2 2 3 4 4 5.
+        self.assertEqual((self.sd.compares, indexed.compares), (21, 21))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendmsg([b"FDSTOREREMOVE=1\nFDNAME=d"], [], 0, indexed.path)
+        indexed.wait_stored("", 3)
+        self.assertEqual(sum(len(v) for v in indexed.by_inode.values()), 3)
 
 if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")

@@ -190,6 +190,43 @@ class FdBudget(unittest.TestCase):
         self.assertEqual(names, made)
 
 
+class TenThousand(unittest.TestCase):
+    """Issue 10's 10,000 regions, listed by `shmemctl --json list`. Each costs the broker 2 fds
+    (see MANY): it runs at the unit's LimitNOFILE, which only root with CAP_SYS_RESOURCE may
+    give it where the hard limit is lower. `ctest -L long` (integration-scale-10k)."""
+    N = 10000
+    NOFILE = 65536  # LimitNOFILE= of systemd/shmem-brokerd.service.in
+
+    def setUp(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.NOFILE, max(hard, self.NOFILE)))
+        except (ValueError, OSError) as e:
+            self.fail(f"{self.N} regions need RLIMIT_NOFILE {self.NOFILE} (the unit's LimitNOFILE), the hard limit "
+                      f"is {hard} and this process cannot raise it ({e}): run as root, with CAP_SYS_RESOURCE "
+                      f"(a container may drop it; see CapEff in /proc/self/status)")
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        self.dir = tempfile.mkdtemp(prefix="shmem-scale10k-")
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+        self.rundir = os.path.join(self.dir, "run")
+        self.broker = harness.Broker([os.path.join(BUILD, "broker", "shmem-brokerd"), "--no-config",
+                                      "--max-regions", str(self.N + 10)],
+                                     self.rundir, os.path.join(self.dir, "broker.log"))
+        self.addCleanup(self.broker.close)
+
+    def test_ten_thousand_regions_listed(self):
+        names = [f"r{i:05d}" for i in range(self.N)]
+        with proto.Session(os.path.join(self.rundir, "broker.sock"), "scale") as s:
+            for name in names:
+                r = s.create(name)
+                self.assertEqual(r.status, proto.STATUS_OK, f"create {name}: {r.error}")
+        out = subprocess.run([os.path.join(BUILD, "clients", "shmemctl", "shmemctl"), "--socket",
+                              os.path.join(self.rundir, "broker.sock"), "--json", "list"],
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr + self.broker.log()[-3000:])
+        self.assertEqual([r["name"] for r in json.loads(out.stdout)["regions"]], names)
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit("usage: test_scale.py BUILD_DIR")
