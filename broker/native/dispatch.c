@@ -12,6 +12,7 @@
 #include "escape.h"
 #include "factory-info.h"
 #include "region-info.h"
+#include "reply-page.h"
 #include "frontend.h"
 #include "log.h"
 
@@ -138,8 +139,6 @@ static int handle_hello(Native *n, NativeCaller *c, const Message *m, NativeOut 
         return 0;
 }
 
-/* Bytes a Message{serial, reply{status, list{next}}} holds besides its regions: tags, lengths, varints. */
-#define LIST_FRAME_BYTES 64
 /* Regions one page looks at: more than one message holds of the shortest names and paths. */
 #define LIST_PAGE_MAX 2048
 
@@ -168,30 +167,29 @@ static int handle_list(Native *n, NativeCaller *c, const Message *m, NativeOut *
         Registry *reg = n->registry;
         Shmem__ListReply list = SHMEM__LIST_REPLY__INIT;
         Shmem__Reply reply = SHMEM__REPLY__INIT;
-        size_t first = list_first_after(reg, m->list->after), room = reg->n_regions - first, bytes = 0, k = 0;
+        size_t first = list_first_after(reg, m->list->after), left = reg->n_regions - first;
         _cleanup_free_ InfoBuf *bufs = NULL;
         _cleanup_free_ Shmem__RegionInfo **ptrs = NULL;
+        ReplyPage page;
         char error[128];
 
-        if (m->list->limit > 0 && m->list->limit < room)
-                room = m->list->limit;
-        if (room > LIST_PAGE_MAX)
-                room = LIST_PAGE_MAX;
-        bufs = calloc(room + 1, sizeof(InfoBuf));
-        ptrs = calloc(room + 1, sizeof(*ptrs));
+        reply_page_init(&page, m->list->limit, left < LIST_PAGE_MAX ? left : LIST_PAGE_MAX);
+        bufs = calloc(page.room + 1, sizeof(InfoBuf));
+        ptrs = calloc(page.room + 1, sizeof(*ptrs));
         if (!bufs || !ptrs) {
                 out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
                 return 0;
         }
-        for (; k < room; k++) {
-                region_info_fill(&bufs[k], reg, reg->regions[first + k]);
-                bytes += shmem__region_info__get_packed_size(&bufs[k].info) + 4; /* + its tag and length */
-                /* One region always fits: a RegionInfo without peers is under 1 KiB. */
-                if (k > 0 && bytes > SHMEM_MSG_MAX - LIST_FRAME_BYTES)
+        /* One region always fits: a RegionInfo without peers is under 1 KiB. */
+        while (page.n < page.room) {
+                InfoBuf *b = &bufs[page.n];
+
+                region_info_fill(b, reg, reg->regions[first + page.n]);
+                ptrs[page.n] = &b->info;
+                if (!reply_page_take(&page, shmem__region_info__get_packed_size(&b->info)))
                         break;
-                ptrs[k] = &bufs[k].info;
         }
-        if (k < reg->n_regions - first) {
+        if (page.n < left) {
                 if (m->list->limit == 0) {
                         snprintf(error, sizeof(error),
                                  "%zu regions do not fit in one message: list in pages (List.limit)",
@@ -199,9 +197,9 @@ static int handle_list(Native *n, NativeCaller *c, const Message *m, NativeOut *
                         out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
                         return 0;
                 }
-                list.next = reg->regions[first + k - 1]->seq;
+                list.next = reg->regions[first + page.n - 1]->seq;
         }
-        list.n_regions = k;
+        list.n_regions = page.n;
         list.regions = ptrs;
         reply.body_case = SHMEM__REPLY__BODY_LIST;
         reply.list = &list;
