@@ -233,12 +233,19 @@ static int handle_inspect(Native *n, NativeCaller *c, const Message *m, NativeOu
         return 0;
 }
 
+/* One page of the VMs this caller may see (factory-info.h), paged as List. */
 static int handle_factory(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
         Shmem__Reply reply = SHMEM__REPLY__INIT;
         FactoryInfo *f = NULL;
+        char error[160];
+        int r;
 
-        if (factory_info_new(&f, n->registry) < 0) {
-                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+        r = factory_info_new(&f, n->registry, &c->id, m->factory->limit, m->factory->after, error, sizeof(error));
+        if (r != 0) {
+                if (r < 0)
+                        out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                else
+                        out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
                 return 0;
         }
         reply.body_case = SHMEM__REPLY__BODY_FACTORY;
