@@ -427,8 +427,9 @@ static int handle_watch(Native *n, NativeCaller *c, const Message *m, NativeOut 
  * one of a newer protocol) is a protocol violation. Requests that change
  * what exists for everybody are for administrators (root and the broker's
  * own user); attaching and looking are for everyone (BrokerStatus shows
- * others' use to administrators only: status-info.h), with the regions'
- * owner/group/mode and the rules deciding who may attach (docs/security.md).
+ * others' use, Factory others' VMs, to administrators only: status-info.h,
+ * factory-info.h), with the regions' owner/group/mode and the rules
+ * deciding who may attach (docs/security.md).
  * Those whose strings are region names answer ILLEGAL_NAME to a name that
  * is cut at a NUL byte or is not UTF-8.
  */

@@ -7,6 +7,7 @@
 #include "factory-info.h"
 #include "macro.h"
 #include "plugin.h"
+#include "policy.h"
 #include "region.h"
 #include "reply-page.h"
 
@@ -88,7 +89,7 @@ static void factory_info_add(void *userdata, const PluginFactoryVm *in) {
         FactoryInfo *f = userdata;
         VmInfo *v;
 
-        if (f->error || in->conn <= f->after)
+        if (f->error || in->conn <= f->after || (!f->reply.all_vms && in->id->uid != f->caller->uid))
                 return;
         if (f->n_vms == f->n_alloc) {
                 size_t n = f->n_alloc ? f->n_alloc * 2 : 8;
@@ -181,6 +182,7 @@ int factory_info_new(FactoryInfo **ret, Registry *reg, const PeerIdentity *calle
         f->caller = caller;
         f->after = after;
         shmem__factory_reply__init(&f->reply);
+        f->reply.all_vms = policy_is_admin(caller);
         for (unsigned i = 0; i < reg->n_plugins; i++)
                 if (reg->plugins[i]->ops->factory_vms)
                         reg->plugins[i]->ops->factory_vms(reg->plugins[i], factory_info_add, f);

@@ -6,7 +6,9 @@
  * the VMs connected to every plugin's guest factory (PluginOps.factory_vms),
  * each with its devices: its VMM's peers in every region, plugged or parked.
  * One page of them (reply-page.h) by connection id, after a cursor that is
- * the last VM sent.
+ * the last VM sent. A caller who is not an administrator (policy_is_admin())
+ * sees the VMs whose VMM runs as its own uid only: another user's VM, its
+ * monitor socket and what it is attaching are that user's (docs/security.md).
  * Built for one reply: its strings are the registry's and the plugins', valid
  * until the loop runs again.
  */

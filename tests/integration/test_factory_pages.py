@@ -11,7 +11,9 @@ message of the native protocol holds (SHMEM_MSG_MAX, 64 KiB).
 - a raw client paging with a large limit gets pages that are each one message
   under the cap, together over it, every VM once, and a small limit is kept;
 - a client from before paging (no limit) gets LIMIT with the reason, not a
-  dropped connection, and the connection goes on.
+  dropped connection, and the connection goes on;
+- a user who is not an administrator sees the VMs whose QEMU runs as its
+  own uid only (all_vms false), root sees all (docs/security.md).
 
 Run: python3 test_factory_pages.py BUILD_DIR
 """
@@ -33,11 +35,28 @@ from harness.fakefactory import FakeFactoryCrowd  # noqa: E402
 BUILD = None
 MANY = 500
 NAME = "crowd-vm-with-a-31-character-n"  # SHMEM_LABEL_MAX
+NOBODY = 65534
 FDS = 16 * MANY + 1000
+
+
+class as_user:
+    """Connections made inside carry @uid (SO_PEERCRED takes the effective ids at connect())."""
+    def __init__(self, uid):
+        self.uid = uid
+
+    def __enter__(self):
+        os.setegid(self.uid)
+        os.seteuid(self.uid)
+
+    def __exit__(self, *exc):
+        os.seteuid(0)
+        os.setegid(0)
 
 
 class FactoryPages(unittest.TestCase):
     def setUp(self):
+        if os.geteuid() != 0:
+            self.fail("needs root: the test runs VMs and shmemctl as uid 65534 besides root")
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < FDS:
             try:  # the broker and the crowd inherit it
@@ -45,6 +64,7 @@ class FactoryPages(unittest.TestCase):
             except (ValueError, OSError) as e:
                 self.fail(f"{MANY} VMs need an RLIMIT_NOFILE of {FDS}, not {soft}/{hard} ({e})")
         self.dir = tempfile.mkdtemp(prefix="shmem-facp-")
+        os.chmod(self.dir, 0o755)  # uid 65534 must reach the sockets
         self.rundir = os.path.join(self.dir, "run")
         self.sock = os.path.join(self.rundir, "broker.sock")
         self.factory = os.path.join(self.rundir, "qemu", "factory.sock")
@@ -74,8 +94,9 @@ class FactoryPages(unittest.TestCase):
         """Every VM's (pid, conn) by Factory pages of @limit; the pages' datagram sizes."""
         vms, sizes, after = [], [], 0
         while True:
-            r, page, after = s.factory(limit=limit, after=after)
+            r, page, after, all_vms = s.factory(limit=limit, after=after)
             self.assertEqual(r.status, proto.STATUS_OK, r.error)
+            self.assertTrue(all_vms)
             sizes.append(len(s.last))
             self.assertLessEqual(len(page), limit)
             vms += [(vm[proto.FACTORY_VM_PID], vm[proto.FACTORY_VM_CONN]) for vm in page]
@@ -115,17 +136,41 @@ class FactoryPages(unittest.TestCase):
         self.crowd(5)
         with proto.Session(self.sock, "old") as s:
             # Without a limit, what fits comes whole, as before paging.
-            r, vms, after = s.factory()
+            r, vms, after, _ = s.factory()
             self.assertEqual((r.status, len(vms), after), (proto.STATUS_OK, 5, 0))
             self.crowd(MANY - 5)
-            r, vms, after = s.factory()
+            r, vms, after, _ = s.factory()
             self.assertEqual(r.status, proto.STATUS_LIMIT)
             self.assertIn(f"{MANY} VMs do not fit in one message: list in pages (Factory.limit)", r.error)
             self.assertEqual((vms, after), ([], 0))
             # The connection goes on.
-            r, vms, after = s.factory(limit=3)
+            r, vms, after, _ = s.factory(limit=3)
             self.assertEqual((r.status, len(vms)), (proto.STATUS_OK, 3), r.error)
             self.assertNotEqual(after, 0)
+
+    def test_a_user_sees_the_vms_of_its_own_uid_only(self):
+        group = os.stat(self.factory).st_gid  # the factory socket's group lets a VM of 65534 in
+        self.crowd(3, name="root-vm")
+        python = shutil.which("python3", path="/usr/bin:/bin")  # not one under root's home
+        if not python:
+            self.fail("needs /usr/bin/python3 (apt install python3) to run a VM as uid 65534")
+        self.crowd(2, name="nobody-vm", python=python, user=NOBODY, group=group, extra_groups=[])
+
+        def names(user=None):
+            kw = dict(user=user, group=user, extra_groups=[]) if user is not None else {}
+            out = subprocess.run([self.shmemctl, "--socket", self.sock, "--json", "factory"], capture_output=True,
+                                 text=True, timeout=30, **kw)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            return [vm["name"] for vm in json.loads(out.stdout)["vms"]]
+
+        self.assertEqual(names(), ["root-vm"] * 3 + ["nobody-vm"] * 2)
+        self.assertEqual(names(NOBODY), ["nobody-vm"] * 2)
+        self.assertEqual(names(65533), [])
+        with as_user(NOBODY):
+            s = proto.Session(self.sock, "nobody")
+        with s:
+            r, vms, after, all_vms = s.factory(limit=100)
+            self.assertEqual((r.status, len(vms), after, all_vms), (proto.STATUS_OK, 2, 0, False))
 
 
 if __name__ == "__main__":

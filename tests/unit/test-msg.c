@@ -393,6 +393,7 @@ START_TEST(test_factory_vm_bounds) {
         f.n_vms = 1;
         f.vms = vms;
         f.next = UINT64_MAX;
+        f.all_vms = true;
         reply.body_case = SHMEM__REPLY__BODY_FACTORY;
         reply.factory = &f;
         vm.n_devices = 64;
