@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,20 +47,32 @@ void native_out_done(NativeOut *o) {
         o->tail = NULL;
 }
 
-/* Appends @m with @fds (consumed). Out of memory: the caller gets nothing and is dropped by the server. */
-static void out_send(NativeOut *o, const Message *m, int *fds, size_t n_fds) {
+/*
+ * Appends @m with @fds (consumed); 0, or msg_encode()'s error. Out of
+ * memory: the caller gets nothing and is dropped by the server.
+ */
+static int out_send(NativeOut *o, const Message *m, int *fds, size_t n_fds) {
         FdMsg *f;
+        int r;
 
-        if (msg_encode(&f, m, fds, n_fds) < 0)
-                return;
+        r = msg_encode(&f, m, fds, n_fds);
+        if (r < 0)
+                return r;
         f->next = NULL;
         if (o->tail)
                 o->tail->next = f;
         else
                 o->head = f;
         o->tail = f;
+        return 0;
 }
 
+/*
+ * A reply more than one message holds is answered LIMIT with its size,
+ * not left unanswered: the listings page (List, Factory), but a reply
+ * that grows with what exists and has no pages yet (BrokerStatus's holders
+ * and configuration files) must still say why it cannot come.
+ */
 static void out_reply(NativeOut *o, uint64_t serial, Shmem__Status status, const char *error, Shmem__Reply *reply,
                       int *fds, size_t n_fds) {
         Shmem__Reply empty = SHMEM__REPLY__INIT;
@@ -72,7 +85,19 @@ static void out_reply(NativeOut *o, uint64_t serial, Shmem__Status status, const
         m.serial = serial;
         m.body_case = SHMEM__MESSAGE__BODY_REPLY;
         m.reply = reply;
-        out_send(o, &m, fds, n_fds);
+        if (out_send(o, &m, fds, n_fds) == -EMSGSIZE) {
+                size_t n = shmem__message__get_packed_size(&m);
+                char text[128];
+
+                snprintf(text, sizeof(text),
+                         "the reply would be %zu bytes and %zu fds, more than one message holds (%d, %d)", n, n_fds,
+                         SHMEM_MSG_MAX, SHMEM_MSG_FDS_MAX);
+                log_peer_warning("Answering request %" PRIu64 " LIMIT: %s", serial, text);
+                empty.status = SHMEM__STATUS__LIMIT;
+                empty.error = text;
+                m.reply = &empty;
+                (void) out_send(o, &m, NULL, 0);
+        }
 }
 
 /* A core result as a reply without a body: a refusal's reason, or an errno's text. */

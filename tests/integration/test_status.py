@@ -30,6 +30,7 @@ BUILD = None
 NOBODY = 65534
 OTHER = 65533  # a second user who is neither root nor the broker's
 MIB = 1 << 20
+MESSAGE_BROKER_STATUS = 21  # proto/shmem.proto Message.broker_status
 
 
 @contextlib.contextmanager
@@ -228,6 +229,45 @@ class Status(unittest.TestCase):
         s = self.status()
         self.assertEqual(s["config_files"], [self.conf])
         self.assertEqual(s["limits"]["peers"], 8)
+
+
+class StatusOverOneMessage(unittest.TestCase):
+    """A BrokerStatus larger than one message (it has no pages: here 300
+    drop-ins of long names) is answered LIMIT with its size, not left
+    unanswered; the connection and the broker go on."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="shmem-status-big-")
+        self.rundir = os.path.join(self.dir, "run")
+        self.sock = os.path.join(self.rundir, "broker.sock")
+        conf = os.path.join(self.dir, "broker.conf")
+        with open(conf, "w") as f:
+            f.write("[limits]\nregions = 50\n")
+        os.mkdir(os.path.join(self.dir, "conf.d"))
+        for i in range(300):
+            with open(os.path.join(self.dir, "conf.d", f"{i:03d}-{'x' * 230}.conf"), "w") as f:
+                f.write("[limits]\n")
+        self.broker = harness.Broker([os.path.join(BUILD, "broker", "shmem-brokerd"), "-c", conf],
+                                     self.rundir, os.path.join(self.dir, "broker.log"))
+
+    def tearDown(self):
+        self.broker.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_a_status_over_one_message_is_refused_with_its_size(self):
+        with proto.Session(self.sock, "big") as s:
+            r = s.request(MESSAGE_BROKER_STATUS)
+            self.assertEqual(r.status, proto.STATUS_LIMIT, r)
+            self.assertRegex(r.error, r"^the reply would be \d{5,} bytes and 0 fds, more than one message "
+                                      r"holds \(65536, 160\)$")
+            self.assertGreater(int(r.error.split()[4]), proto.MSG_MAX)
+            self.assertEqual(s.create("after").status, proto.STATUS_OK)
+        out = subprocess.run([os.path.join(BUILD, "clients", "shmemctl", "shmemctl"), "--socket", self.sock,
+                              "status"], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(out.returncode, 0, out.stdout)
+        self.assertIn("more than one message holds", out.stderr)
+        # Once for the raw client, once for shmemctl (each asks after its Hello, serial 2).
+        self.assertEqual(self.broker.log().count("Answering request 2 LIMIT: the reply would be "), 2)
 
 
 def main():
