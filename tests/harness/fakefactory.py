@@ -18,7 +18,8 @@ QEMU's chardev-add. The page layout is proto/factory-page.h's.
 FakeFactoryCrowd plays many VMs at once, for listings larger than one message:
 one process with QEMU's command line forks a child per VM, each connected to
 the factory socket with the handshake read (each child has its own pid, so
-the broker sees VMs "vm:pid:N" of the one -name and monitor), nothing more.
+the broker sees VMs "vm:pid:N" of the one -name and monitor), nothing more;
+the first may also connect to region sockets, for a VM with many devices.
 
 The helper is what the broker runs as shmem-hotplug: `qmp --monitor M --server
 S ...`. With GATE/hold present it writes its pid to GATE/started and waits
@@ -214,7 +215,8 @@ class FakeFactoryVm:
 # The crowd: one child per VM, connected in turn; "ready N" once all have the handshake.
 CROWD_SCRIPT = r'''
 import os, socket, struct, sys
-factory, n = sys.argv[1], int(sys.argv[2])
+factory, n, plugs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sockets = open(plugs).read().split() if plugs else []
 life_r, life_w = os.pipe()
 for i in range(n):
     ok_r, ok_w = os.pipe()
@@ -226,6 +228,15 @@ for i in range(n):
         for _ in range(5):
             data, fds, _, _ = socket.recv_fds(s, 8, 1)
             values.append(struct.unpack("<q", data)[0] if len(data) == 8 else None)
+        # The first VM's devices: it connects to each region socket itself, as QEMU's chardev does.
+        held = []
+        for path in sockets if i == 0 else []:
+            r = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            r.connect(path)
+            data, fds, _, _ = socket.recv_fds(r, 8, 1)
+            if len(data) != 8 or struct.unpack("<q", data)[0] != 0:
+                values = ["refused", path]
+            held.append(r)
         os.write(ok_w, b"1" if values[:2] == [0, 1] else b"0")
         os.read(life_r, 1)  # until the crowd goes
         os._exit(0)
@@ -239,10 +250,11 @@ sys.stdin.read()
 
 
 class FakeFactoryCrowd:
-    def __init__(self, factory_sock, monitor, name, n, python=sys.executable, **popen):
-        """@n VMs named @name with the monitor @monitor; @popen for Popen (user=, group=: then a
-        @python that user may run)."""
-        argv = [python, "-c", CROWD_SCRIPT, factory_sock, str(n), "-name", name,
+    def __init__(self, factory_sock, monitor, name, n, plugs="", python=sys.executable, **popen):
+        """@n VMs named @name with the monitor @monitor; the first with a device in each region
+        whose QEMU socket the file @plugs lists; @popen for Popen (user=, group=: then a @python
+        that user may run)."""
+        argv = [python, "-c", CROWD_SCRIPT, factory_sock, str(n), plugs, "-name", name,
                 "-qmp", f"unix:{monitor},server=on,wait=off"]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **popen)
         line = self.proc.stdout.readline().strip()

@@ -12,6 +12,9 @@ message of the native protocol holds (SHMEM_MSG_MAX, 64 KiB).
   under the cap, together over it, every VM once, and a small limit is kept;
 - a client from before paging (no limit) gets LIMIT with the reason, not a
   dropped connection, and the connection goes on;
+- a VM with more devices than one message holds (connections-per-vm raised
+  to let it have 1,000) is answered LIMIT naming it, and the VMs before it
+  are listed;
 - a user who is not an administrator sees the VMs whose QEMU runs as its
   own uid only (all_vms false), root sees all (docs/security.md).
 
@@ -36,7 +39,8 @@ BUILD = None
 MANY = 500
 NAME = "crowd-vm-with-a-31-character-n"  # SHMEM_LABEL_MAX
 NOBODY = 65534
-FDS = 16 * MANY + 1000
+FDS = 20000
+DEVICES = 1000  # one VM's, each a QEMU connection to a region of its own
 
 
 class as_user:
@@ -73,7 +77,9 @@ class FactoryPages(unittest.TestCase):
         self.shmemctl = os.path.join(BUILD, "clients", "shmemctl", "shmemctl")
         self.crowds = []
         self.broker = harness.Broker([os.path.join(BUILD, "broker", "shmem-brokerd"), "--no-config",
-                                      "--max-connections", str(MANY + 100)],
+                                      "--max-connections", str(MANY + DEVICES + 100),
+                                      "--max-regions", str(DEVICES + 10),
+                                      "--max-connections-per-vm", str(DEVICES + 10)],
                                      self.rundir, os.path.join(self.dir, "broker.log"))
 
     def tearDown(self):
@@ -147,6 +153,29 @@ class FactoryPages(unittest.TestCase):
             r, vms, after, _ = s.factory(limit=3)
             self.assertEqual((r.status, len(vms)), (proto.STATUS_OK, 3), r.error)
             self.assertNotEqual(after, 0)
+
+    def test_a_vm_with_more_devices_than_a_message_is_refused_naming_it(self):
+        names = [f"{i:04d}-" + "r" * 58 for i in range(DEVICES)]  # 63 characters
+        with proto.Session(self.sock, "admin") as s:
+            for name in names:
+                r = s.request(proto.MESSAGE_CREATE, proto.field(proto.CREATE_NAME, name) +
+                              proto.field(proto.CREATE_SIZE, 4096) + proto.field(proto.CREATE_MAX_PEERS, 1))
+                self.assertEqual(r.status, proto.STATUS_OK, f"create {name}: {r.error}")
+        self.crowd(3, name="before")
+        plugs = os.path.join(self.dir, "plugs")
+        with open(plugs, "w") as f:
+            f.write("\n".join(os.path.join(self.rundir, "qemu", f"{name}.sock") for name in names))
+        self.crowd(1, name="many-devices", plugs=plugs)
+        with proto.Session(self.sock, "pager") as s:
+            r, vms, after, _ = s.factory(limit=100)
+            self.assertEqual((r.status, len(vms)), (proto.STATUS_OK, 3), r.error)
+            self.assertEqual({vm[proto.FACTORY_VM_LABEL] for vm in vms}, {b"before"})
+            r, vms, next_, _ = s.factory(limit=100, after=after)
+            self.assertEqual(r.status, proto.STATUS_LIMIT)
+            self.assertRegex(r.error, rf"^VM 'many-devices' \(pid \d+\) has {DEVICES} devices, more than one "
+                                      r"message holds$")
+            # The connection goes on.
+            self.assertEqual(s.inspect(names[0])[0].status, proto.STATUS_OK)
 
     def test_a_user_sees_the_vms_of_its_own_uid_only(self):
         group = os.stat(self.factory).st_gid  # the factory socket's group lets a VM of 65534 in
