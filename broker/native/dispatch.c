@@ -69,9 +69,9 @@ static int out_send(NativeOut *o, const Message *m, int *fds, size_t n_fds) {
 
 /*
  * A reply more than one message holds is answered LIMIT with its size,
- * not left unanswered: the listings page (List, Factory), but a reply
- * that grows with what exists and has no pages yet (BrokerStatus's holders
- * and configuration files) must still say why it cannot come.
+ * not left unanswered: the listings page (List, Factory, BrokerStatus's
+ * holders), but what is not paged (BrokerStatus's configuration files) must
+ * still say why it cannot come.
  */
 static void out_reply(NativeOut *o, uint64_t serial, Shmem__Status status, const char *error, Shmem__Reply *reply,
                       int *fds, size_t n_fds) {
@@ -284,11 +284,18 @@ static int handle_broker_status(Native *n, NativeCaller *c, const Message *m, Na
         Shmem__Reply reply = SHMEM__REPLY__INIT;
         NativeFacts facts = {};
         StatusInfo *s = NULL;
+        char error[128];
+        int r;
 
         if (n->hooks.facts)
                 n->hooks.facts(n->hooks.userdata, &facts);
-        if (status_info_new(&s, n->registry, &c->id, &facts) < 0) {
-                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+        r = status_info_new(&s, n->registry, &c->id, &facts, m->broker_status->limit, m->broker_status->after,
+                            error, sizeof(error));
+        if (r != 0) {
+                if (r < 0)
+                        out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                else
+                        out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
                 return 0;
         }
         reply.body_case = SHMEM__REPLY__BODY_BROKER_STATUS;

@@ -6,6 +6,10 @@ void reply_page_init(ReplyPage *p, uint32_t limit, size_t max) {
         *p = (ReplyPage) { .room = limit > 0 && limit < max ? limit : max };
 }
 
+void reply_page_reserve(ReplyPage *p, size_t size) {
+        p->bytes += size;
+}
+
 /* A repeated field's element: its tag (field numbers under 16: one byte), its length, its bytes. */
 static size_t packed_element(size_t size) {
         size_t n = 1 + size;

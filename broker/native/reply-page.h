@@ -25,6 +25,9 @@ typedef struct ReplyPage {
 /* A page of at most @limit items (0: no limit, as a client from before paging asks), and @max. */
 void reply_page_init(ReplyPage *p, uint32_t limit, size_t max);
 
+/* Counts @size bytes the reply holds besides its items (BrokerStatus's limits and files). */
+void reply_page_reserve(ReplyPage *p, size_t size);
+
 /*
  * reply_page_take() - whether an item that packs into @size bytes goes in
  * (then it is counted). False once the limit is reached or the item would
