@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "escape.h"
 #include "factory-info.h"
 #include "region-info.h"
+#include "reply-page.h"
 #include "frontend.h"
 #include "log.h"
 
@@ -45,20 +47,32 @@ void native_out_done(NativeOut *o) {
         o->tail = NULL;
 }
 
-/* Appends @m with @fds (consumed). Out of memory: the caller gets nothing and is dropped by the server. */
-static void out_send(NativeOut *o, const Message *m, int *fds, size_t n_fds) {
+/*
+ * Appends @m with @fds (consumed); 0, or msg_encode()'s error. Out of
+ * memory: the caller gets nothing and is dropped by the server.
+ */
+static int out_send(NativeOut *o, const Message *m, int *fds, size_t n_fds) {
         FdMsg *f;
+        int r;
 
-        if (msg_encode(&f, m, fds, n_fds) < 0)
-                return;
+        r = msg_encode(&f, m, fds, n_fds);
+        if (r < 0)
+                return r;
         f->next = NULL;
         if (o->tail)
                 o->tail->next = f;
         else
                 o->head = f;
         o->tail = f;
+        return 0;
 }
 
+/*
+ * A reply more than one message holds is answered LIMIT with its size,
+ * not left unanswered: the listings page (List, Factory, BrokerStatus's
+ * holders), but what is not paged (BrokerStatus's configuration files) must
+ * still say why it cannot come.
+ */
 static void out_reply(NativeOut *o, uint64_t serial, Shmem__Status status, const char *error, Shmem__Reply *reply,
                       int *fds, size_t n_fds) {
         Shmem__Reply empty = SHMEM__REPLY__INIT;
@@ -71,7 +85,19 @@ static void out_reply(NativeOut *o, uint64_t serial, Shmem__Status status, const
         m.serial = serial;
         m.body_case = SHMEM__MESSAGE__BODY_REPLY;
         m.reply = reply;
-        out_send(o, &m, fds, n_fds);
+        if (out_send(o, &m, fds, n_fds) == -EMSGSIZE) {
+                size_t n = shmem__message__get_packed_size(&m);
+                char text[128];
+
+                snprintf(text, sizeof(text),
+                         "the reply would be %zu bytes and %zu fds, more than one message holds (%d, %d)", n, n_fds,
+                         SHMEM_MSG_MAX, SHMEM_MSG_FDS_MAX);
+                log_peer_warning("Answering request %" PRIu64 " LIMIT: %s", serial, text);
+                empty.status = SHMEM__STATUS__LIMIT;
+                empty.error = text;
+                m.reply = &empty;
+                (void) out_send(o, &m, NULL, 0);
+        }
 }
 
 /* A core result as a reply without a body: a refusal's reason, or an errno's text. */
@@ -138,8 +164,6 @@ static int handle_hello(Native *n, NativeCaller *c, const Message *m, NativeOut 
         return 0;
 }
 
-/* Bytes a Message{serial, reply{status, list{next}}} holds besides its regions: tags, lengths, varints. */
-#define LIST_FRAME_BYTES 64
 /* Regions one page looks at: more than one message holds of the shortest names and paths. */
 #define LIST_PAGE_MAX 2048
 
@@ -168,30 +192,29 @@ static int handle_list(Native *n, NativeCaller *c, const Message *m, NativeOut *
         Registry *reg = n->registry;
         Shmem__ListReply list = SHMEM__LIST_REPLY__INIT;
         Shmem__Reply reply = SHMEM__REPLY__INIT;
-        size_t first = list_first_after(reg, m->list->after), room = reg->n_regions - first, bytes = 0, k = 0;
+        size_t first = list_first_after(reg, m->list->after), left = reg->n_regions - first;
         _cleanup_free_ InfoBuf *bufs = NULL;
         _cleanup_free_ Shmem__RegionInfo **ptrs = NULL;
+        ReplyPage page;
         char error[128];
 
-        if (m->list->limit > 0 && m->list->limit < room)
-                room = m->list->limit;
-        if (room > LIST_PAGE_MAX)
-                room = LIST_PAGE_MAX;
-        bufs = calloc(room + 1, sizeof(InfoBuf));
-        ptrs = calloc(room + 1, sizeof(*ptrs));
+        reply_page_init(&page, m->list->limit, left < LIST_PAGE_MAX ? left : LIST_PAGE_MAX);
+        bufs = calloc(page.room + 1, sizeof(InfoBuf));
+        ptrs = calloc(page.room + 1, sizeof(*ptrs));
         if (!bufs || !ptrs) {
                 out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
                 return 0;
         }
-        for (; k < room; k++) {
-                region_info_fill(&bufs[k], reg, reg->regions[first + k]);
-                bytes += shmem__region_info__get_packed_size(&bufs[k].info) + 4; /* + its tag and length */
-                /* One region always fits: a RegionInfo without peers is under 1 KiB. */
-                if (k > 0 && bytes > SHMEM_MSG_MAX - LIST_FRAME_BYTES)
+        /* One region always fits: a RegionInfo without peers is under 1 KiB. */
+        while (page.n < page.room) {
+                InfoBuf *b = &bufs[page.n];
+
+                region_info_fill(b, reg, reg->regions[first + page.n]);
+                ptrs[page.n] = &b->info;
+                if (!reply_page_take(&page, shmem__region_info__get_packed_size(&b->info)))
                         break;
-                ptrs[k] = &bufs[k].info;
         }
-        if (k < reg->n_regions - first) {
+        if (page.n < left) {
                 if (m->list->limit == 0) {
                         snprintf(error, sizeof(error),
                                  "%zu regions do not fit in one message: list in pages (List.limit)",
@@ -199,9 +222,9 @@ static int handle_list(Native *n, NativeCaller *c, const Message *m, NativeOut *
                         out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
                         return 0;
                 }
-                list.next = reg->regions[first + k - 1]->seq;
+                list.next = reg->regions[first + page.n - 1]->seq;
         }
-        list.n_regions = k;
+        list.n_regions = page.n;
         list.regions = ptrs;
         reply.body_case = SHMEM__REPLY__BODY_LIST;
         reply.list = &list;
@@ -235,12 +258,19 @@ static int handle_inspect(Native *n, NativeCaller *c, const Message *m, NativeOu
         return 0;
 }
 
+/* One page of the VMs this caller may see (factory-info.h), paged as List. */
 static int handle_factory(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
         Shmem__Reply reply = SHMEM__REPLY__INIT;
         FactoryInfo *f = NULL;
+        char error[160];
+        int r;
 
-        if (factory_info_new(&f, n->registry) < 0) {
-                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+        r = factory_info_new(&f, n->registry, &c->id, m->factory->limit, m->factory->after, error, sizeof(error));
+        if (r != 0) {
+                if (r < 0)
+                        out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                else
+                        out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
                 return 0;
         }
         reply.body_case = SHMEM__REPLY__BODY_FACTORY;
@@ -254,11 +284,18 @@ static int handle_broker_status(Native *n, NativeCaller *c, const Message *m, Na
         Shmem__Reply reply = SHMEM__REPLY__INIT;
         NativeFacts facts = {};
         StatusInfo *s = NULL;
+        char error[128];
+        int r;
 
         if (n->hooks.facts)
                 n->hooks.facts(n->hooks.userdata, &facts);
-        if (status_info_new(&s, n->registry, &c->id, &facts) < 0) {
-                out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+        r = status_info_new(&s, n->registry, &c->id, &facts, m->broker_status->limit, m->broker_status->after,
+                            error, sizeof(error));
+        if (r != 0) {
+                if (r < 0)
+                        out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+                else
+                        out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
                 return 0;
         }
         reply.body_case = SHMEM__REPLY__BODY_BROKER_STATUS;
@@ -422,8 +459,9 @@ static int handle_watch(Native *n, NativeCaller *c, const Message *m, NativeOut 
  * one of a newer protocol) is a protocol violation. Requests that change
  * what exists for everybody are for administrators (root and the broker's
  * own user); attaching and looking are for everyone (BrokerStatus shows
- * others' use to administrators only: status-info.h), with the regions'
- * owner/group/mode and the rules deciding who may attach (docs/security.md).
+ * others' use, Factory others' VMs, to administrators only: status-info.h,
+ * factory-info.h), with the regions' owner/group/mode and the rules
+ * deciding who may attach (docs/security.md).
  * Those whose strings are region names answer ILLEGAL_NAME to a name that
  * is cut at a NUL byte or is not UTF-8.
  */

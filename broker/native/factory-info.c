@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
+#include "escape.h"
 #include "factory-info.h"
 #include "macro.h"
 #include "plugin.h"
+#include "policy.h"
 #include "region.h"
+#include "reply-page.h"
 
 /* One VM of the reply with what it owns. */
 typedef struct VmInfo {
@@ -17,8 +21,10 @@ typedef struct VmInfo {
 
 struct FactoryInfo {
         Registry *registry;
+        const PeerIdentity *caller;
+        uint64_t after;
         Shmem__FactoryReply reply;
-        VmInfo **vms;
+        VmInfo **vms; /* every VM after the cursor the caller may see; the page is a prefix */
         size_t n_vms, n_alloc;
         int error;
 };
@@ -83,7 +89,7 @@ static void factory_info_add(void *userdata, const PluginFactoryVm *in) {
         FactoryInfo *f = userdata;
         VmInfo *v;
 
-        if (f->error)
+        if (f->error || in->conn <= f->after || (!f->reply.all_vms && in->id->uid != f->caller->uid))
                 return;
         if (f->n_vms == f->n_alloc) {
                 size_t n = f->n_alloc ? f->n_alloc * 2 : 8;
@@ -120,7 +126,6 @@ static void factory_info_add(void *userdata, const PluginFactoryVm *in) {
                 v->request.restarted = in->restarted;
                 v->vm.in_flight = &v->request;
         }
-        f->error = vm_info_devices(v, f->registry, in->id->pid);
 }
 
 /* By connection id: the order they connected in, whatever the plugins' lists are. */
@@ -130,13 +135,54 @@ static int vm_info_compare(const void *a, const void *b) {
         return x < y ? -1 : x > y;
 }
 
-int factory_info_new(FactoryInfo **ret, Registry *reg) {
+/* The VMs of the page, with their devices, into f->reply; 0, -ENOMEM or a FACTORY_INFO_*. */
+static int factory_info_page(FactoryInfo *f, uint32_t limit, char *error, size_t size) {
+        char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
+        ReplyPage page;
+        int r;
+
+        reply_page_init(&page, limit, f->n_vms);
+        while (page.n < page.room) {
+                VmInfo *v = f->vms[page.n];
+
+                r = vm_info_devices(v, f->registry, (pid_t) v->vm.pid);
+                if (r < 0)
+                        return r;
+                f->reply.vms[page.n] = &v->vm;
+                if (!reply_page_take(&page, shmem__factory_vm__get_packed_size(&v->vm)))
+                        break;
+        }
+        if (page.n == 0 && f->n_vms > 0) {
+                /* Only with connections-per-vm raised above some 800: each device is a QEMU connection. */
+                snprintf(error, size, "VM '%s' (pid %u) has %zu devices, more than one message holds",
+                         str_escape(label, sizeof(label), f->vms[0]->vm.label), f->vms[0]->vm.pid,
+                         f->vms[0]->vm.n_devices);
+                return FACTORY_INFO_VM_TOO_BIG;
+        }
+        if (page.n < f->n_vms) {
+                if (limit == 0) {
+                        snprintf(error, size, "%zu VMs do not fit in one message: list in pages (Factory.limit)",
+                                 f->n_vms);
+                        return FACTORY_INFO_UNPAGED;
+                }
+                f->reply.next = f->vms[page.n - 1]->vm.conn;
+        }
+        f->reply.n_vms = page.n;
+        return 0;
+}
+
+int factory_info_new(FactoryInfo **ret, Registry *reg, const PeerIdentity *caller, uint32_t limit, uint64_t after,
+                     char *error, size_t size) {
         FactoryInfo *f = calloc(1, sizeof(*f));
+        int r;
 
         if (!f)
                 return -ENOMEM;
         f->registry = reg;
+        f->caller = caller;
+        f->after = after;
         shmem__factory_reply__init(&f->reply);
+        f->reply.all_vms = policy_is_admin(caller);
         for (unsigned i = 0; i < reg->n_plugins; i++)
                 if (reg->plugins[i]->ops->factory_vms)
                         reg->plugins[i]->ops->factory_vms(reg->plugins[i], factory_info_add, f);
@@ -145,17 +191,13 @@ int factory_info_new(FactoryInfo **ret, Registry *reg) {
                 if (!f->reply.vms)
                         f->error = -ENOMEM;
         }
-        if (f->error) {
-                int k = f->error;
-
-                factory_info_free(f);
-                return k;
-        }
-        if (f->n_vms)
+        if (!f->error && f->n_vms)
                 qsort(f->vms, f->n_vms, sizeof(*f->vms), vm_info_compare);
-        for (size_t i = 0; i < f->n_vms; i++)
-                f->reply.vms[i] = &f->vms[i]->vm;
-        f->reply.n_vms = f->n_vms;
+        r = f->error ? f->error : factory_info_page(f, limit, error, size);
+        if (r != 0) {
+                factory_info_free(f);
+                return r;
+        }
         *ret = f;
         return 0;
 }

@@ -8,6 +8,7 @@
 #include "macro.h"
 #include "policy.h"
 #include "region.h"
+#include "reply-page.h"
 #include "status-info.h"
 
 /* One holder's row with its key. */
@@ -129,9 +130,7 @@ static int rows_fill(StatusInfo *s, Registry *reg, Frontends *t) {
 }
 
 /* Users by uid, then VMs by key. */
-static int row_compare(const void *a, const void *b) {
-        const Shmem__StatusUse *x = &(*(Row *const *) a)->use, *y = &(*(Row *const *) b)->use;
-
+static int use_compare(const Shmem__StatusUse *x, const Shmem__StatusUse *y) {
         if (x->is_uid != y->is_uid)
                 return x->is_uid ? -1 : 1;
         if (x->is_uid)
@@ -139,7 +138,69 @@ static int row_compare(const void *a, const void *b) {
         return strcmp(x->holder, y->holder);
 }
 
-int status_info_new(StatusInfo **ret, Registry *reg, const PeerIdentity *caller, const NativeFacts *facts) {
+static int row_compare(const void *a, const void *b) {
+        return use_compare(&(*(Row *const *) a)->use, &(*(Row *const *) b)->use);
+}
+
+/* The first row after the holder @after (a page's cursor: it may be gone meanwhile). */
+static size_t rows_first_after(StatusInfo *s, const char *after) {
+        Shmem__StatusUse key = SHMEM__STATUS_USE__INIT;
+        size_t lo = 0, hi = s->n_rows;
+        unsigned uid;
+        char end;
+
+        if (!after || !after[0])
+                return 0;
+        key.holder = (char *) after;
+        if (sscanf(after, "uid:%u%c", &uid, &end) == 1) {
+                key.is_uid = true;
+                key.uid = uid;
+        }
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (use_compare(&s->rows[mid]->use, &key) <= 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+/* The page of holders after @after into s->reply; 0 or a STATUS_INFO_*. */
+static int status_info_page(StatusInfo *s, uint32_t limit, const char *after, char *error, size_t size) {
+        Shmem__BrokerStatusReply *o = &s->reply;
+        size_t first = rows_first_after(s, after), left = s->n_rows - first;
+        size_t base = shmem__broker_status_reply__get_packed_size(o) + 2 + PEER_HOLDER_MAX; /* and its next */
+        ReplyPage page;
+
+        reply_page_init(&page, limit, left);
+        reply_page_reserve(&page, base);
+        while (page.n < page.room &&
+               reply_page_take(&page, shmem__status_use__get_packed_size(&s->rows[first + page.n]->use)))
+                ;
+        if (page.n < left) {
+                if (page.n == 0) {
+                        snprintf(error, size,
+                                 "the broker's status is %zu bytes without its holders, more than one message holds",
+                                 base);
+                        return STATUS_INFO_TOO_BIG;
+                }
+                if (limit == 0) {
+                        snprintf(error, size,
+                                 "%zu holders do not fit in one message: ask in pages (BrokerStatus.limit)",
+                                 s->n_rows);
+                        return STATUS_INFO_UNPAGED;
+                }
+                o->next = s->rows[first + page.n - 1]->holder;
+        }
+        o->holders = s->uses + first;
+        o->n_holders = page.n;
+        return 0;
+}
+
+int status_info_new(StatusInfo **ret, Registry *reg, const PeerIdentity *caller, const NativeFacts *facts,
+                    uint32_t limit, const char *after, char *error, size_t size) {
         StatusInfo *s = calloc(1, sizeof(*s));
         Shmem__BrokerStatusReply *o;
         int r;
@@ -189,9 +250,12 @@ int status_info_new(StatusInfo **ret, Registry *reg, const PeerIdentity *caller,
         o->refusing = reg->closed ? reg->closed : (char *) "";
         o->limits = &s->limits;
         o->total = &s->total;
-        o->holders = s->uses;
-        o->n_holders = s->n_rows;
         o->all_holders = s->all;
+        r = status_info_page(s, limit, after, error, size);
+        if (r != 0) {
+                status_info_free(s);
+                return r;
+        }
         *ret = s;
         return 0;
 }

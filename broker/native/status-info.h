@@ -36,7 +36,19 @@ typedef struct NativeFacts {
 
 typedef struct StatusInfo StatusInfo;
 
-/* Builds the reply for the caller @caller; 0 or -ENOMEM. */
-int status_info_new(StatusInfo **ret, Registry *reg, const PeerIdentity *caller, const NativeFacts *facts);
+/* status_info_new()'s own conditions: no reply built, the error text says which. */
+enum {
+        STATUS_INFO_UNPAGED = 1, /* limit 0 (a client before paging): the holders do not fit in one message */
+        STATUS_INFO_TOO_BIG,     /* the reply without holders (its configuration files) is more than a message */
+};
+
+/*
+ * Builds the reply for the caller @caller with one page (reply-page.h) of
+ * its holders: those after the holder @after, at most @limit (0: all, or
+ * STATUS_INFO_UNPAGED). Returns 0, -ENOMEM, or a STATUS_INFO_* with @error
+ * filled.
+ */
+int status_info_new(StatusInfo **ret, Registry *reg, const PeerIdentity *caller, const NativeFacts *facts,
+                    uint32_t limit, const char *after, char *error, size_t size);
 StatusInfo *status_info_free(StatusInfo *s);
 Shmem__BrokerStatusReply *status_info_reply(StatusInfo *s);

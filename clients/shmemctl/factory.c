@@ -140,24 +140,81 @@ static int print_vm(const Shmem__FactoryVm *vm, const TableOptions *o) {
         return table_print(t);
 }
 
+/* VMs asked for per Factory request: the broker sends fewer when they do not fit in one message. */
+#define FACTORY_PAGE 256
+
+/* Every VM, read page by page as list does (docs/protocol.md, "Listing in pages"). */
+typedef struct FactoryListing {
+        ClientMsg **pages; /* the replies, which the VMs point into */
+        size_t n_pages;
+        Shmem__FactoryVm **vms;
+        size_t n_vms;
+} FactoryListing;
+
+static void factory_listing_done(FactoryListing *l) {
+        for (size_t i = 0; i < l->n_pages; i++)
+                client_msg_free(l->pages[i]);
+        free(l->pages);
+        free(l->vms);
+}
+
+static int factory_all(Client *c, const char *path, FactoryListing *l) {
+        uint64_t after = 0;
+
+        do {
+                Shmem__Factory req = SHMEM__FACTORY__INIT;
+                Message m = SHMEM__MESSAGE__INIT;
+                const Shmem__FactoryReply *page;
+                ClientMsg *reply = NULL, **pages;
+                Shmem__FactoryVm **vms;
+                int r;
+
+                req.limit = FACTORY_PAGE;
+                req.after = after;
+                m.body_case = SHMEM__MESSAGE__BODY_FACTORY;
+                m.factory = &req;
+                r = call(c, path, "factory", &m, &reply);
+                if (r != EXIT_OK)
+                        return r;
+                pages = realloc(l->pages, (l->n_pages + 1) * sizeof(*pages));
+                if (!pages) {
+                        client_msg_free(reply);
+                        return report_unreachable(path, -ENOMEM, false);
+                }
+                l->pages = pages;
+                l->pages[l->n_pages++] = reply;
+                page = reply->msg->reply->factory;
+                if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_FACTORY || !page)
+                        return report_unreachable(path, -EPROTO, false);
+                /* A cursor that does not move on would ask for ever. */
+                if (page->next && (page->next <= after || page->n_vms == 0))
+                        return report_unreachable(path, -EPROTO, false);
+                vms = realloc(l->vms, (l->n_vms + page->n_vms + 1) * sizeof(*vms));
+                if (!vms)
+                        return report_unreachable(path, -ENOMEM, false);
+                l->vms = vms;
+                for (size_t i = 0; i < page->n_vms; i++)
+                        l->vms[l->n_vms++] = page->vms[i];
+                after = page->next;
+        } while (after);
+        return EXIT_OK;
+}
+
 int cmd_factory(Client *c, const char *path, const Args *a) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Message m = SHMEM__MESSAGE__INIT;
-        const Shmem__FactoryReply *f;
+        _cleanup_(factory_listing_done) FactoryListing l = {};
+        Shmem__FactoryReply all = SHMEM__FACTORY_REPLY__INIT;
+        const Shmem__FactoryReply *f = &all;
         _cleanup_(table_freep) Table *check = NULL;
         int r;
 
         /* -o's columns checked before the broker is asked, as list and inspect do. */
         if (!a->json && (r = table_new(&check, &device_table, &a->table)) != 0)
                 return r < 0 ? EXIT_REFUSED : r;
-        m.body_case = SHMEM__MESSAGE__BODY_FACTORY;
-        m.factory = &(Shmem__Factory) SHMEM__FACTORY__INIT;
-        r = call(c, path, "factory", &m, &reply);
+        r = factory_all(c, path, &l);
         if (r != EXIT_OK)
                 return r;
-        f = reply->msg->reply->factory;
-        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_FACTORY || !f)
-                return report_unreachable(path, -EPROTO, false);
+        all.vms = l.vms;
+        all.n_vms = l.n_vms;
 
         if (a->json) {
                 Json j;

@@ -299,30 +299,92 @@ static void print_json(const Shmem__BrokerStatusReply *s, const Shmem__StatusUse
         json_object_end(&j);
 }
 
+/* Holders asked for per BrokerStatus: the broker sends fewer when they do not fit in one message. */
+#define STATUS_PAGE 1024
+
+/* The status with every holder, read page by page as list does (docs/protocol.md, "Listing in pages"). */
+typedef struct StatusPages {
+        ClientMsg **pages; /* the replies, which the holders point into; the first is the status */
+        size_t n_pages;
+        Shmem__StatusUse **holders;
+        size_t n_holders;
+} StatusPages;
+
+static void status_pages_done(StatusPages *p) {
+        for (size_t i = 0; i < p->n_pages; i++)
+                client_msg_free(p->pages[i]);
+        free(p->pages);
+        free(p->holders);
+}
+
+static int status_all(Client *c, const char *path, StatusPages *p) {
+        _cleanup_free_ char *after = NULL;
+
+        do {
+                Shmem__BrokerStatus req = SHMEM__BROKER_STATUS__INIT;
+                Message m = SHMEM__MESSAGE__INIT;
+                const Shmem__BrokerStatusReply *s;
+                ClientMsg *reply = NULL, **pages;
+                Shmem__StatusUse **holders;
+                const char *detail;
+                int r;
+
+                req.limit = STATUS_PAGE;
+                req.after = after ? after : (char *) "";
+                m.body_case = SHMEM__MESSAGE__BODY_BROKER_STATUS;
+                m.broker_status = &req;
+                r = client_call(c, &m, CLIENT_TIMEOUT_MS, &reply);
+                if (r == -ECONNRESET) {
+                        /* A broker before BrokerStatus drops a connection that asks an unknown request. */
+                        fprintf(stderr, "shmemctl: the broker at %s closed the connection on status: "
+                                        "it is older than this shmemctl and does not know the request\n", path);
+                        return EXIT_UNREACHABLE;
+                }
+                if (r < 0)
+                        return report_unreachable(path, r, false);
+                pages = realloc(p->pages, (p->n_pages + 1) * sizeof(*pages));
+                if (!pages) {
+                        client_msg_free(reply);
+                        return report_unreachable(path, -ENOMEM, false);
+                }
+                p->pages = pages;
+                p->pages[p->n_pages++] = reply;
+                r = client_reply_status(reply, &detail);
+                if (r != SHMEM__STATUS__OK)
+                        return report_refused("status", r, detail);
+                s = reply->msg->reply->broker_status;
+                if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_BROKER_STATUS || !s || !s->limits || !s->total)
+                        return report_unreachable(path, -EPROTO, false);
+                /* A cursor that does not move on would ask for ever. */
+                if (s->next && s->next[0] && (s->n_holders == 0 || (after && strcmp(s->next, after) == 0)))
+                        return report_unreachable(path, -EPROTO, false);
+                holders = realloc(p->holders, (p->n_holders + s->n_holders + 1) * sizeof(*holders));
+                if (!holders)
+                        return report_unreachable(path, -ENOMEM, false);
+                p->holders = holders;
+                for (size_t i = 0; i < s->n_holders; i++)
+                        p->holders[p->n_holders++] = s->holders[i];
+                free(after);
+                after = s->next && s->next[0] ? strdup(s->next) : NULL;
+                if (s->next && s->next[0] && !after)
+                        return report_unreachable(path, -ENOMEM, false);
+        } while (after);
+        return EXIT_OK;
+}
+
 int cmd_status(Client *c, const char *path, const Args *a) {
-        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
-        Message m = SHMEM__MESSAGE__INIT;
-        const Shmem__BrokerStatusReply *s;
-        const char *detail;
+        _cleanup_(status_pages_done) StatusPages p = {};
+        Shmem__BrokerStatusReply all;
+        const Shmem__BrokerStatusReply *s = &all;
         int r;
 
-        m.body_case = SHMEM__MESSAGE__BODY_BROKER_STATUS;
-        m.broker_status = &(Shmem__BrokerStatus) SHMEM__BROKER_STATUS__INIT;
-        r = client_call(c, &m, CLIENT_TIMEOUT_MS, &reply);
-        if (r == -ECONNRESET) {
-                /* A broker before BrokerStatus drops a connection that asks an unknown request. */
-                fprintf(stderr, "shmemctl: the broker at %s closed the connection on status: "
-                                "it is older than this shmemctl and does not know the request\n", path);
-                return EXIT_UNREACHABLE;
-        }
-        if (r < 0)
-                return report_unreachable(path, r, false);
-        r = client_reply_status(reply, &detail);
-        if (r != SHMEM__STATUS__OK)
-                return report_refused("status", r, detail);
-        s = reply->msg->reply->broker_status;
-        if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_BROKER_STATUS || !s || !s->limits || !s->total)
-                return report_unreachable(path, -EPROTO, false);
+        r = status_all(c, path, &p);
+        if (r != EXIT_OK)
+                return r;
+        /* The first page's status with the holders of every page. */
+        all = *p.pages[0]->msg->reply->broker_status;
+        all.holders = p.holders;
+        all.n_holders = p.n_holders;
         if (a->json) {
                 print_json(s, s->total);
                 return EXIT_OK;

@@ -142,6 +142,14 @@ static void req_list(Seed *s, uint8_t caller, uint64_t serial, uint32_t limit, u
 }
 
 /* The requests without fields: Watch, Reload, Upgrade. */
+static void req_status(Seed *s, uint8_t caller, uint64_t serial, uint32_t limit, const char *after) {
+        Shmem__BrokerStatus st = SHMEM__BROKER_STATUS__INIT;
+
+        st.limit = limit;
+        st.after = (char *) after;
+        put_request(s, caller, serial, SHMEM__MESSAGE__BODY_BROKER_STATUS, &st.base);
+}
+
 static void req_empty(Seed *s, uint8_t caller, uint64_t serial, Shmem__Message__BodyCase body,
                       const ProtobufCMessageDescriptor *desc) {
         ProtobufCMessage empty;
@@ -217,9 +225,13 @@ static void seeds_dispatch(const char *dir) {
         put_u8(&s, 3); /* root and the user's first connection greeted */
         req_attach(&s, 0, 1, "mine", 4096, SHMEM__ATTACH_MODE__CREATE);
         req_attach(&s, 1, 1, "theirs", 65536, SHMEM__ATTACH_MODE__CREATE);
-        req_empty(&s, 0, 2, SHMEM__MESSAGE__BODY_BROKER_STATUS, &shmem__broker_status__descriptor);
-        req_empty(&s, 1, 2, SHMEM__MESSAGE__BODY_BROKER_STATUS, &shmem__broker_status__descriptor);
+        req_status(&s, 0, 2, 0, "");
+        req_status(&s, 1, 2, 0, "");
         save(dir, "dispatch", "status", &s);
+        /* Root's holders in pages of one, after its own row. */
+        req_status(&s, 0, 3, 1, "");
+        req_status(&s, 0, 4, 1, "uid:0");
+        save(dir, "dispatch", "status-pages", &s);
 
         /* Three connections: a watcher, two peers that meet, one leaves, root destroys by force. */
         s = (Seed) {};

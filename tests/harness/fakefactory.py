@@ -15,6 +15,12 @@ the broker's eventfd as peer 0, its own as peer 1), maps the page and, on its
 socket itself, so that the region's new QEMU peer has the VM's pid, as with
 QEMU's chardev-add. The page layout is proto/factory-page.h's.
 
+FakeFactoryCrowd plays many VMs at once, for listings larger than one message:
+one process with QEMU's command line forks a child per VM, each connected to
+the factory socket with the handshake read (each child has its own pid, so
+the broker sees VMs "vm:pid:N" of the one -name and monitor), nothing more;
+the first may also connect to region sockets, for a VM with many devices.
+
 The helper is what the broker runs as shmem-hotplug: `qmp --monitor M --server
 S ...`. With GATE/hold present it writes its pid to GATE/started and waits
 while hold exists (a plug in flight, for as long as a test wants); with
@@ -204,6 +210,68 @@ class FakeFactoryVm:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.communicate()
+
+
+# The crowd: one child per VM, connected in turn; "ready N" once all have the handshake.
+CROWD_SCRIPT = r'''
+import os, socket, struct, sys
+factory, n, plugs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sockets = open(plugs).read().split() if plugs else []
+life_r, life_w = os.pipe()
+for i in range(n):
+    ok_r, ok_w = os.pipe()
+    if os.fork() == 0:
+        os.close(life_w); os.close(ok_r)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(factory)
+        values = []
+        for _ in range(5):
+            data, fds, _, _ = socket.recv_fds(s, 8, 1)
+            values.append(struct.unpack("<q", data)[0] if len(data) == 8 else None)
+        # The first VM's devices: it connects to each region socket itself, as QEMU's chardev does.
+        held = []
+        for path in sockets if i == 0 else []:
+            r = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            r.connect(path)
+            data, fds, _, _ = socket.recv_fds(r, 8, 1)
+            if len(data) != 8 or struct.unpack("<q", data)[0] != 0:
+                values = ["refused", path]
+            held.append(r)
+        os.write(ok_w, b"1" if values[:2] == [0, 1] else b"0")
+        os.read(life_r, 1)  # until the crowd goes
+        os._exit(0)
+    os.close(ok_w)
+    if os.read(ok_r, 1) != b"1":
+        print(f"refused {i}", flush=True); sys.exit(1)
+    os.close(ok_r)
+print(f"ready {n}", flush=True)
+sys.stdin.read()
+'''
+
+
+class FakeFactoryCrowd:
+    def __init__(self, factory_sock, monitor, name, n, plugs="", python=sys.executable, **popen):
+        """@n VMs named @name with the monitor @monitor; the first with a device in each region
+        whose QEMU socket the file @plugs lists; @popen for Popen (user=, group=: then a @python
+        that user may run)."""
+        argv = [python, "-c", CROWD_SCRIPT, factory_sock, str(n), plugs, "-name", name,
+                "-qmp", f"unix:{monitor},server=on,wait=off"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **popen)
+        line = self.proc.stdout.readline().strip()
+        if line != f"ready {n}":
+            self.close()
+            raise RuntimeError(f"fake VM crowd: {line or 'exited with ' + str(self.proc.returncode)}")
+
+    def close(self):
+        """Every VM of the crowd goes (its children read end of file and exit)."""
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
 
 
 def wait_file(path, timeout=20.0):

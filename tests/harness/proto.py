@@ -34,6 +34,9 @@ REPLY_INSPECT, INSPECT_REPLY_REGION = 13, 1
 MESSAGE_DESTROY = 16
 CREATE_NAME, CREATE_SIZE, CREATE_MAX_PEERS, CREATE_PERSISTENT = 1, 2, 3, 4
 LIST_LIMIT, LIST_AFTER, REPLY_LIST, LIST_REPLY_REGIONS, LIST_REPLY_NEXT = 1, 2, 12, 1, 2
+MESSAGE_FACTORY, FACTORY_LIMIT, FACTORY_AFTER = 20, 1, 2
+REPLY_FACTORY, FACTORY_REPLY_VMS, FACTORY_REPLY_NEXT, FACTORY_REPLY_ALL_VMS = 14, 1, 2, 3
+FACTORY_VM_LABEL, FACTORY_VM_PID, FACTORY_VM_CONN = 1, 3, 6
 REGION_NAME = 1
 HELLO_VERSION, HELLO_LABEL = 1, 2
 REPLY_STATUS, REPLY_ERROR, REPLY_HELLO = 1, 2, 10
@@ -254,6 +257,16 @@ class Session:
         page = fields(_last(reply_fields(self.last), REPLY_LIST, b""))
         regions = [dict(fields(v)) for n, v in page if n == LIST_REPLY_REGIONS]
         return reply, regions, _last(page, LIST_REPLY_NEXT, 0)
+
+    def factory(self, limit=None, after=None):
+        """One Factory: the Reply, the VMs' fields ({number: value}) in order, FactoryReply.next
+        and all_vms. None leaves a field out, as a client from before paging does."""
+        body = (field(FACTORY_LIMIT, limit) if limit is not None else b"") + \
+            (field(FACTORY_AFTER, after) if after is not None else b"")
+        reply = self.request(MESSAGE_FACTORY, body)
+        page = fields(_last(reply_fields(self.last), REPLY_FACTORY, b""))
+        vms = [dict(fields(v)) for n, v in page if n == FACTORY_REPLY_VMS]
+        return reply, vms, _last(page, FACTORY_REPLY_NEXT, 0), bool(_last(page, FACTORY_REPLY_ALL_VMS, 0))
 
     def closed(self, timeout=3.0):
         """Whether the broker closes the connection within @timeout (data that comes is skipped)."""

@@ -14,6 +14,7 @@ Run: python3 test_status.py BUILD_DIR
 import contextlib
 import json
 import os
+import resource
 import shutil
 import socket
 import struct
@@ -30,6 +31,9 @@ BUILD = None
 NOBODY = 65534
 OTHER = 65533  # a second user who is neither root nor the broker's
 MIB = 1 << 20
+MESSAGE_BROKER_STATUS = 21  # proto/shmem.proto Message.broker_status
+STATUS_LIMIT, STATUS_AFTER = 1, 2  # BrokerStatus
+REPLY_BROKER_STATUS, STATUS_HOLDERS, STATUS_NEXT = 15, 12, 14  # Reply.broker_status, BrokerStatusReply
 
 
 @contextlib.contextmanager
@@ -229,6 +233,116 @@ class Status(unittest.TestCase):
         self.assertEqual(s["config_files"], [self.conf])
         self.assertEqual(s["limits"]["peers"], 8)
 
+
+class StatusOverOneMessage(unittest.TestCase):
+    """A BrokerStatus larger than one message (it has no pages: here 300
+    drop-ins of long names) is answered LIMIT with its size, not left
+    unanswered; the connection and the broker go on."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="shmem-status-big-")
+        self.rundir = os.path.join(self.dir, "run")
+        self.sock = os.path.join(self.rundir, "broker.sock")
+        conf = os.path.join(self.dir, "broker.conf")
+        with open(conf, "w") as f:
+            f.write("[limits]\nregions = 50\n")
+        os.mkdir(os.path.join(self.dir, "conf.d"))
+        for i in range(300):
+            with open(os.path.join(self.dir, "conf.d", f"{i:03d}-{'x' * 230}.conf"), "w") as f:
+                f.write("[limits]\n")
+        self.broker = harness.Broker([os.path.join(BUILD, "broker", "shmem-brokerd"), "-c", conf],
+                                     self.rundir, os.path.join(self.dir, "broker.log"))
+
+    def tearDown(self):
+        self.broker.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_a_status_over_one_message_is_refused_with_its_size(self):
+        with proto.Session(self.sock, "big") as s:
+            # Its holders page, its configuration files do not: BrokerStatus says so.
+            r = s.request(MESSAGE_BROKER_STATUS)
+            self.assertEqual(r.status, proto.STATUS_LIMIT, r)
+            self.assertRegex(r.error, r"^the broker's status is \d{5,} bytes without its holders, more than one "
+                                      r"message holds$")
+            self.assertGreater(int(r.error.split()[4]), proto.MSG_MAX)
+            # A page after the last holder has none to leave out: any reply too large is LIMIT with its size.
+            r = s.request(MESSAGE_BROKER_STATUS, proto.field(STATUS_AFTER, "uid:0"))
+            self.assertEqual(r.status, proto.STATUS_LIMIT, r)
+            self.assertRegex(r.error, r"^the reply would be \d{5,} bytes and 0 fds, more than one message "
+                                      r"holds \(65536, 160\)$")
+            self.assertGreater(int(r.error.split()[4]), proto.MSG_MAX)
+            self.assertEqual(s.create("after").status, proto.STATUS_OK)
+        out = subprocess.run([os.path.join(BUILD, "clients", "shmemctl", "shmemctl"), "--socket", self.sock,
+                              "status"], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(out.returncode, 0, out.stdout)
+        self.assertIn("more than one message holds", out.stderr)
+        self.assertEqual(self.broker.log().count("LIMIT: the reply would be "), 1, self.broker.log())
+
+
+class StatusInPages(unittest.TestCase):
+    """3,300 users with a connection each: their rows are more than one message
+    holds (some 2,900 of these): BrokerStatus pages them, shmemctl status
+    follows the pages, a client before paging gets LIMIT saying why."""
+
+    USERS = 3300
+    FIRST_UID = 100000
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.fail("needs root: the test connects as 3,300 uids")
+        need = 2 * self.USERS + 1000
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < need:
+            try:  # the broker inherits it
+                resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
+            except (ValueError, OSError) as e:
+                self.fail(f"{self.USERS} connections need an RLIMIT_NOFILE of {need}, not {soft}/{hard} ({e})")
+        self.dir = tempfile.mkdtemp(prefix="shmem-status-pages-")
+        os.chmod(self.dir, 0o755)  # the other users must reach the socket
+        self.rundir = os.path.join(self.dir, "run")
+        self.sock = os.path.join(self.rundir, "broker.sock")
+        self.sessions = []
+        self.broker = harness.Broker([os.path.join(BUILD, "broker", "shmem-brokerd"), "--no-config",
+                                      "--max-connections", str(self.USERS + 100)],
+                                     self.rundir, os.path.join(self.dir, "broker.log"))
+
+    def tearDown(self):
+        for s in self.sessions:
+            s.close()
+        self.broker.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_holders_over_one_message_listed_whole(self):
+        uids = [self.FIRST_UID + i for i in range(self.USERS)]
+        for uid in uids:
+            with as_user(uid):
+                self.sessions.append(proto.Session(self.sock, "u"))
+        with proto.Session(self.sock, "pager") as s:
+            holders, sizes, after = [], [], ""
+            while True:
+                r = s.request(MESSAGE_BROKER_STATUS, proto.field(STATUS_LIMIT, 100000) +
+                              proto.field(STATUS_AFTER, after))
+                self.assertEqual(r.status, proto.STATUS_OK, r.error)
+                sizes.append(len(s.last))
+                body = proto.fields(proto._last(proto.reply_fields(s.last), REPLY_BROKER_STATUS, b""))
+                holders += [proto._last(proto.fields(v), 1, b"").decode() for n, v in body if n == STATUS_HOLDERS]
+                after = proto._last(body, STATUS_NEXT, b"").decode()
+                if not after:
+                    break
+            self.assertTrue(all(n <= proto.MSG_MAX for n in sizes), sizes)
+            self.assertGreater(sum(sizes), proto.MSG_MAX)
+            self.assertEqual(holders, ["uid:0"] + [f"uid:{uid}" for uid in uids])
+            # A client before paging: LIMIT with the reason; the connection goes on.
+            r = s.request(MESSAGE_BROKER_STATUS)
+            self.assertEqual(r.status, proto.STATUS_LIMIT)
+            self.assertEqual(r.error, f"{self.USERS + 1} holders do not fit in one message: ask in pages "
+                                      "(BrokerStatus.limit)")
+            self.assertEqual(s.create("after").status, proto.STATUS_OK)
+        out = subprocess.run([os.path.join(BUILD, "clients", "shmemctl", "shmemctl"), "--socket", self.sock,
+                              "--json", "status"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        got = [h["holder"] for h in json.loads(out.stdout)["holders"]]
+        self.assertEqual(got, ["uid:0"] + [f"uid:{uid}" for uid in uids])
 
 def main():
     global BUILD

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Unit tests of proto/msg.c: one shmem.Message per datagram, with its fds. */
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include "escape.h"
 #include "msg.h"
+#include "region-layout.h"
 #include "test-util.h"
 
 static int new_eventfd(void) {
@@ -256,6 +259,153 @@ START_TEST(test_escape_bytes_that_are_no_utf8) {
 }
 END_TEST
 
+/* --- replies that need no pages: bounded whatever the strings ------------------- */
+
+/* @n bytes of 'x' (what a name, label or path of that length costs on the wire). */
+static char *str_of(size_t n) {
+        char *s = malloc(n + 1);
+
+        ck_assert_ptr_nonnull(s);
+        memset(s, 'x', n);
+        s[n] = '\0';
+        return s;
+}
+
+/* The packed size of a Reply in a Message with every number at its widest. */
+static size_t reply_size(Shmem__Reply *reply) {
+        Message m = SHMEM__MESSAGE__INIT;
+
+        m.serial = UINT64_MAX;
+        m.body_case = SHMEM__MESSAGE__BODY_REPLY;
+        m.reply = reply;
+        reply->status = SHMEM__STATUS__BUSY;
+        reply->error = "";
+        return shmem__message__get_packed_size(&m);
+}
+
+/*
+ * Inspect of one region (docs/protocol.md: "Inspect needs no pages"): its
+ * RegionInfo with the longest strings the broker holds (name 63, backend and
+ * socket path 255, creator label 31, UUID 36, holder key 47) and 64 peers of
+ * 31-byte labels and UUIDs, every number its largest: under 9 KiB, far from
+ * SHMEM_MSG_MAX. AttachReply's 64 PeerInfos alike.
+ */
+START_TEST(test_inspect_and_attach_replies_are_bounded) {
+        _cleanup_free_ char *name = str_of(SHMEM_NAME_MAX), *path = str_of(255), *label = str_of(SHMEM_LABEL_MAX);
+        _cleanup_free_ char *uuid = str_of(36), *key = str_of(47);
+        Shmem__PeerState states[SHMEM_PEERS_MAX], *state_ptrs[SHMEM_PEERS_MAX];
+        Shmem__PeerInfo infos[SHMEM_PEERS_MAX], *info_ptrs[SHMEM_PEERS_MAX];
+        Shmem__RegionInfo info = SHMEM__REGION_INFO__INIT;
+        Shmem__Creator creator = SHMEM__CREATOR__INIT;
+        Shmem__InspectReply inspect = SHMEM__INSPECT_REPLY__INIT;
+        Shmem__AttachReply attach = SHMEM__ATTACH_REPLY__INIT;
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        size_t n;
+
+        creator.kind = SHMEM__PEER_KIND__KIND_QEMU;
+        creator.label = label;
+        creator.vm_uuid = uuid;
+        creator.pid = creator.uid = UINT32_MAX;
+        creator.key = key;
+        info.name = name;
+        info.backend = info.qemu_socket = path;
+        info.data_size = info.region_size = info.epoch = info.active = info.declared_size = UINT64_MAX;
+        info.max_peers = info.vectors = info.signal_mode = info.owner = info.group = info.mode = UINT32_MAX;
+        info.declared_max_peers = UINT32_MAX;
+        info.persistent = info.allocated = true;
+        info.created_by = &creator;
+        for (size_t i = 0; i < SHMEM_PEERS_MAX; i++) {
+                shmem__peer_state__init(&states[i]);
+                states[i].index = states[i].pid = states[i].uid = states[i].doorbell_id = UINT32_MAX;
+                states[i].departures_told = UINT32_MAX;
+                states[i].kind = SHMEM__PEER_KIND__KIND_QEMU;
+                states[i].label = label;
+                states[i].vm_uuid = uuid;
+                states[i].pending = UINT64_MAX;
+                states[i].libvirt = states[i].parked = true;
+                state_ptrs[i] = &states[i];
+                shmem__peer_info__init(&infos[i]);
+                infos[i].index = infos[i].pid = infos[i].doorbell_id = UINT32_MAX;
+                infos[i].kind = SHMEM__PEER_KIND__KIND_QEMU;
+                infos[i].label = label;
+                infos[i].fd = INT32_MIN;
+                info_ptrs[i] = &infos[i];
+        }
+        info.n_peers = SHMEM_PEERS_MAX;
+        info.peers = state_ptrs;
+        inspect.region = &info;
+        reply.body_case = SHMEM__REPLY__BODY_INSPECT;
+        reply.inspect = &inspect;
+        n = reply_size(&reply);
+        ck_assert_msg(n < 9 * 1024, "Inspect's largest reply: %zu bytes", n);
+
+        attach.index = attach.max_peers = attach.vectors = UINT32_MAX;
+        attach.data_offset = attach.data_size = attach.region_size = UINT64_MAX;
+        attach.created = true;
+        attach.n_peers = SHMEM_PEERS_MAX;
+        attach.peers = info_ptrs;
+        reply.body_case = SHMEM__REPLY__BODY_ATTACH;
+        reply.attach = &attach;
+        n = reply_size(&reply);
+        ck_assert_msg(n < 8 * 1024, "Attach's largest reply: %zu bytes", n);
+}
+END_TEST
+
+/*
+ * One VM of the Factory listing is never split between pages
+ * (docs/protocol.md, "Listing in pages"): with the longest strings (label 31,
+ * UUID 36, monitor 107, a 63-character region in flight and on each device)
+ * and the default connections-per-vm (64) devices it is some 5 KiB; the
+ * devices one message holds are the "some 800" the documentation says.
+ */
+START_TEST(test_factory_vm_bounds) {
+        _cleanup_free_ char *name = str_of(SHMEM_NAME_MAX), *label = str_of(SHMEM_LABEL_MAX), *uuid = str_of(36);
+        _cleanup_free_ char *monitor = str_of(107);
+        _cleanup_free_ Shmem__FactoryDevice *devices = calloc(2000, sizeof(*devices));
+        _cleanup_free_ Shmem__FactoryDevice **ptrs = calloc(2000, sizeof(*ptrs));
+        Shmem__FactoryRequest q = SHMEM__FACTORY_REQUEST__INIT;
+        Shmem__FactoryVm vm = SHMEM__FACTORY_VM__INIT, *vms[] = { &vm };
+        Shmem__FactoryReply f = SHMEM__FACTORY_REPLY__INIT;
+        Shmem__Reply reply = SHMEM__REPLY__INIT;
+        size_t n, fit = 0;
+
+        ck_assert_ptr_nonnull(devices);
+        ck_assert_ptr_nonnull(ptrs);
+        vm.label = label;
+        vm.vm_uuid = uuid;
+        vm.monitor = monitor;
+        vm.pid = vm.served = vm.refused = UINT32_MAX;
+        vm.conn = UINT64_MAX;
+        vm.libvirt = true;
+        q.op = UINT32_MAX;
+        q.region = name;
+        q.seq = q.since_ms = UINT64_MAX;
+        q.restarted = true;
+        vm.in_flight = &q;
+        for (size_t i = 0; i < 2000; i++) {
+                shmem__factory_device__init(&devices[i]);
+                devices[i].region = name;
+                devices[i].index = devices[i].doorbell_id = UINT32_MAX;
+                devices[i].parked = true;
+                ptrs[i] = &devices[i];
+        }
+        vm.devices = ptrs;
+        f.n_vms = 1;
+        f.vms = vms;
+        f.next = UINT64_MAX;
+        f.all_vms = true;
+        reply.body_case = SHMEM__REPLY__BODY_FACTORY;
+        reply.factory = &f;
+        vm.n_devices = 64;
+        n = reply_size(&reply);
+        ck_assert_msg(n < 6 * 1024, "a VM with 64 devices: %zu bytes", n);
+        for (vm.n_devices = 64; vm.n_devices < 2000; vm.n_devices++)
+                if (reply_size(&reply) <= SHMEM_MSG_MAX)
+                        fit = vm.n_devices;
+        ck_assert_msg(fit >= 700 && fit < 900, "one message holds a VM with %zu devices", fit);
+}
+END_TEST
+
 static Suite *msg_suite(void) {
         Suite *s = suite_create("msg");
         TCase *tc;
@@ -275,6 +425,11 @@ static Suite *msg_suite(void) {
         tc = tcase_new("limits");
         tcase_add_test(tc, test_encode_limits);
         tcase_add_test(tc, test_status_strings);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_new("bounds");
+        tcase_add_test(tc, test_inspect_and_attach_replies_are_bounded);
+        tcase_add_test(tc, test_factory_vm_bounds);
         suite_add_tcase(s, tc);
 
         tc = tcase_new("escape");
