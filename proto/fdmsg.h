@@ -21,6 +21,8 @@
 typedef struct FdMsg FdMsg;
 struct FdMsg {
         FdMsg *next;      /* for queues (see broker/conn.h); NULL when not queued */
+        FdMsg *prev;      /* ... and back, for a queue that takes a message out (conn_unqueue()) */
+        FdMsg **ref;      /* a queue's owner's pointer to this message: the queue sets it NULL when it lets go */
         size_t n_bytes;
         size_t sent;      /* bytes already written (stream sockets) */
         size_t n_fds;

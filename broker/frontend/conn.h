@@ -68,6 +68,20 @@ void conn_deinit(Conn *c);
  */
 int conn_queue(Conn *c, FdMsg *m);
 
+/*
+ * conn_queue_ref() - conn_queue() that keeps @*ref pointing to @m for as long
+ * as @m is queued and unsent: the Conn sets @*ref to NULL when it lets go of
+ * @m (sent, freed, or taken out by conn_unqueue()), also from in here.
+ */
+int conn_queue_ref(Conn *c, FdMsg *m, FdMsg **ref);
+
+/*
+ * conn_unqueue() - takes @m, queued on @c and not begun (conn_queue_ref()'s
+ * *ref is that), out of the queue and frees it: news that no longer holds
+ * (Joined of a peer whose Left is queued now) leaves a slow reader's queue.
+ */
+void conn_unqueue(Conn *c, FdMsg *m);
+
 /* Charges the Conn's queue to @b from now on (set before anything is queued). */
 void conn_set_budget(Conn *c, ConnBudget *b);
 
