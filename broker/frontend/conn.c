@@ -151,6 +151,9 @@ int conn_queue_ref(Conn *c, FdMsg *m, FdMsg **ref) {
                     c->budget->fds + m->n_fds > c->budget->max_fds)
                         goto full;
         }
+        /* Borrowed fds (fdmsg_new_borrowed()) live only as long as the caller: what waits owns its own. */
+        if (c->head && fdmsg_own(m) < 0)
+                goto nomem;
         m->next = NULL;
         m->prev = c->tail;
         if (c->tail)
@@ -169,7 +172,14 @@ int conn_queue_ref(Conn *c, FdMsg *m, FdMsg **ref) {
         r = conn_flush(c);
         if (r < 0)
                 conn_break(c, r);
+        else if (c->head == m && fdmsg_own(m) < 0) /* not sent: it waits */
+                conn_break(c, -ENOMEM);
         return r;
+
+nomem:
+        conn_msg_free(m);
+        conn_break(c, -ENOMEM);
+        return -ENOMEM;
 
 full:
         conn_msg_free(m);

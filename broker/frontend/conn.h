@@ -65,6 +65,8 @@ void conn_deinit(Conn *c);
  * conn_queue() - send @m (consumed) after what is queued. Writes at once when
  * nothing is queued. Returns 0, or a negative errno after which the Conn is
  * broken (the drop callback follows from the loop); @m is freed either way.
+ * A message with borrowed fds (fdmsg_new_borrowed()) is sent at once or
+ * made to own them before it waits in the queue.
  */
 int conn_queue(Conn *c, FdMsg *m);
 
