@@ -9,10 +9,17 @@
  *  2. Attach latency (connect -> last own vector fd received and mapped):
  *     16 peers (--peers, up to 64) attach one after another and stay
  *     attached; repeated.
+ *  3. With --churn N: blocks of N attach+detach cycles of one more peer while
+ *     --peers - 1 others stay attached in a child process that reads their
+ *     events, without a service manager (bench-scale.py has the churn under
+ *     one, and beside many regions): cycles a second, the broker's CPU a
+ *     cycle, its fds and RSS before and after.
  *
- * Usage: bench-shmem --broker PATH [--rounds N] [--round-trips N] [--peers N] [--json FILE]
+ * Usage: bench-shmem --broker PATH [--rounds N] [--round-trips N] [--peers N] [--churn N] [--json FILE]
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
@@ -194,6 +201,122 @@ static void bench_attach(const struct shmem_attach_opts *o, unsigned peers, unsi
         qsort(last, rounds, sizeof(*last), cmp_u64);
 }
 
+/*
+ * The @kept peers of the churn, in a child process that reads their events as
+ * a live peer does (one that never read would have its queue fill instead).
+ * Writes a byte to @ready once attached; detaches once @stop reaches EOF.
+ */
+static void churn_keeper(const struct shmem_attach_opts *o, unsigned kept, int ready, int stop) {
+        struct pollfd p[65];
+        shmem_t *h[64];
+
+        for (unsigned i = 0; i < kept; i++) {
+                int r = shmem_attach(&h[i], "bench-churn", 1 << 20, 0, o);
+
+                if (r != 0)
+                        die("attach", r);
+                p[i] = (struct pollfd) { .fd = shmem_fd(h[i]), .events = POLLIN };
+        }
+        p[kept] = (struct pollfd) { .fd = stop, .events = POLLIN };
+        if (write(ready, "x", 1) != 1)
+                _exit(1);
+        for (;;) {
+                if (poll(p, kept + 1, -1) < 0)
+                        continue;
+                if (p[kept].revents)
+                        break;
+                for (unsigned i = 0; i < kept; i++) {
+                        struct shmem_event ev;
+
+                        if (p[i].revents)
+                                (void) shmem_wait(h[i], 0, &ev);
+                }
+        }
+        for (unsigned i = 0; i < kept; i++)
+                shmem_detach(h[i]);
+        _exit(0);
+}
+
+/* @cycles attach+detach of "bench-churn" beside @kept peers attached to it; cycles a second. */
+static double bench_churn(const struct shmem_attach_opts *o, unsigned kept, unsigned cycles) {
+        int ready[2], stop[2];
+        uint64_t t;
+        double rate;
+        pid_t child;
+        char c;
+
+        if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(stop, O_CLOEXEC) < 0)
+                die("pipe", -errno);
+        child = fork();
+        if (child == 0) {
+                close(stop[1]);
+                churn_keeper(o, kept, ready[1], stop[0]);
+        }
+        close(ready[1]);
+        close(stop[0]);
+        if (read(ready[0], &c, 1) != 1)
+                die("the kept peers", -EIO);
+        t = now_ns();
+        for (unsigned i = 0; i < cycles; i++) {
+                shmem_t *h;
+                int r = shmem_attach(&h, "bench-churn", 1 << 20, 0, o);
+
+                if (r != 0)
+                        die("churn attach", r);
+                shmem_detach(h);
+        }
+        rate = (double) cycles / ((double) (now_ns() - t) / 1e9);
+        close(stop[1]);
+        close(ready[0]);
+        waitpid(child, NULL, 0);
+        return rate;
+}
+
+/* The CPU time @pid used so far (user + system), in clock ticks. */
+static uint64_t proc_cpu_ticks(pid_t pid) {
+        char path[64], buf[1024], *p;
+        unsigned long long ut = 0, st = 0;
+        FILE *f;
+        size_t n;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return 0;
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        p = strrchr(buf, ')'); /* the name may hold spaces */
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+                return 0;
+        return ut + st;
+}
+
+/* The broker's open fds and VmRSS (KiB). */
+static void broker_usage(pid_t pid, unsigned *ret_fds, unsigned *ret_rss_kib) {
+        char path[64], line[256];
+        struct dirent *de;
+        unsigned n = 0;
+        DIR *d;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int) pid);
+        d = opendir(path);
+        while (d && (de = readdir(d)))
+                n += de->d_name[0] != '.';
+        if (d)
+                closedir(d);
+        *ret_fds = n;
+        *ret_rss_kib = 0;
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+        f = fopen(path, "re");
+        while (f && fgets(line, sizeof(line), f))
+                if (sscanf(line, "VmRSS: %u", ret_rss_kib) == 1)
+                        break;
+        if (f)
+                fclose(f);
+}
+
 /* A region of @peers peers, all of them this user's. */
 static pid_t broker_start(const char *path, const char *rundir, unsigned peers, char *sock, size_t size) {
         char n[16];
@@ -221,12 +344,16 @@ int main(int argc, char **argv) {
                 { "rounds", required_argument, NULL, 'r' },
                 { "round-trips", required_argument, NULL, 'n' },
                 { "peers", required_argument, NULL, 'p' },
+                { "churn", required_argument, NULL, 'c' },
                 { "json", required_argument, NULL, 'j' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
         const char *broker = NULL, *json = NULL;
-        unsigned rounds = 200, trips = 20000, blocks = 5, peers = 16;
+        unsigned rounds = 200, trips = 20000, blocks = 5, peers = 16, churn = 0;
+        unsigned fds0 = 0, rss0 = 0, fds1 = 0, rss1 = 0;
+        double churn_rate[5];
+        uint64_t churn_cpu = 0;
         char rundir[] = "/tmp/shmem-bench-XXXXXX", sock[300];
         uint64_t raw_med[5], shm_med[5], *samples, *last;
         double ratio_min = 1e9, ratio_max = 0, ratios[5];
@@ -234,16 +361,17 @@ int main(int argc, char **argv) {
         pid_t pid;
         int c;
 
-        while ((c = getopt_long(argc, argv, "b:r:n:p:j:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "b:r:n:p:c:j:h", options, NULL)) >= 0) {
                 switch (c) {
                 case 'b': broker = optarg; break;
                 case 'r': rounds = (unsigned) atoi(optarg); break;
                 case 'n': trips = (unsigned) atoi(optarg); break;
                 case 'p': peers = (unsigned) atoi(optarg); break;
+                case 'c': churn = (unsigned) atoi(optarg); break;
                 case 'j': json = optarg; break;
                 case 'h':
                         printf("Usage: bench-shmem --broker PATH [--rounds N] [--round-trips N] [--peers N] "
-                               "[--json FILE]\n"
+                               "[--churn N] [--json FILE]\n"
                                "Starts its own broker on a temporary directory; prints a table.\n");
                         return 0;
                 default:
@@ -280,6 +408,18 @@ int main(int argc, char **argv) {
         qsort(ratios, blocks, sizeof(double), (int (*)(const void *, const void *)) cmp_double);
 
         bench_attach(&o, peers, rounds, samples, last);
+        if (churn) {
+                (void) bench_churn(&o, peers - 1, 10); /* what is allocated once is not growth */
+                broker_usage(pid, &fds0, &rss0);
+                for (unsigned i = 0; i < blocks; i++) {
+                        uint64_t t0 = proc_cpu_ticks(pid);
+
+                        churn_rate[i] = bench_churn(&o, peers - 1, churn);
+                        churn_cpu += proc_cpu_ticks(pid) - t0;
+                }
+                broker_usage(pid, &fds1, &rss1);
+                qsort(churn_rate, blocks, sizeof(double), (int (*)(const void *, const void *)) cmp_double);
+        }
         {
                 size_t n = (size_t) rounds * peers;
                 uint64_t p50 = percentile(samples, n, 0.50), p99 = percentile(samples, n, 0.99),
@@ -297,6 +437,16 @@ int main(int argc, char **argv) {
                 printf("  %-34s %10.1f us\n", "max", max / 1e3);
                 printf("  %-34s %10.1f us\n", peers == 16 ? "p50 of the 16th attach" : "p50 of the last attach",
                        last50 / 1e3);
+                if (churn) {
+                        printf("attach+detach churn, %u peers kept attached, %u blocks of %u cycles\n", peers - 1,
+                               blocks, churn);
+                        printf("  %-34s %10.0f /s  (blocks: %.0f .. %.0f)\n", "cycles (median block)",
+                               churn_rate[blocks / 2], churn_rate[0], churn_rate[blocks - 1]);
+                        printf("  %-34s %10.1f us\n", "broker CPU a cycle",
+                               1e6 * (double) churn_cpu / (double) sysconf(_SC_CLK_TCK) / (double) (blocks * churn));
+                        printf("  %-34s %u -> %u fds, %u -> %u KiB\n", "broker, before -> after", fds0, fds1, rss0,
+                               rss1);
+                }
 
                 if (json) {
                         FILE *f = fopen(json, "we");
@@ -310,11 +460,21 @@ int main(int argc, char **argv) {
                                 "\"raw_median_ns\": %llu, \"shmem_median_ns\": %llu, \"ratio_median\": %.4f, "
                                 "\"ratio_min\": %.4f, \"ratio_max\": %.4f},\n"
                                 " \"attach\": {\"peers\": %u, \"rounds\": %u, \"p50_ns\": %llu, "
-                                "\"p99_ns\": %llu, \"max_ns\": %llu, \"last_attach_p50_ns\": %llu}}\n",
+                                "\"p99_ns\": %llu, \"max_ns\": %llu, \"last_attach_p50_ns\": %llu}",
                                 trips, blocks, (unsigned long long) raw_med[blocks / 2],
                                 (unsigned long long) shm_med[blocks / 2], ratios[blocks / 2], ratio_min,
                                 ratio_max, peers, rounds, (unsigned long long) p50, (unsigned long long) p99,
                                 (unsigned long long) max, (unsigned long long) last50);
+                        if (churn)
+                                fprintf(f,
+                                        ",\n \"churn\": {\"kept\": %u, \"cycles\": %u, \"blocks\": %u, "
+                                        "\"median_per_s\": %.0f, \"broker_cpu_us\": %.1f, \"fds_before\": %u, "
+                                        "\"fds_after\": %u, \"rss_kib_before\": %u, \"rss_kib_after\": %u}",
+                                        peers - 1, churn, blocks, churn_rate[blocks / 2],
+                                        1e6 * (double) churn_cpu / (double) sysconf(_SC_CLK_TCK) /
+                                                (double) (blocks * churn),
+                                        fds0, fds1, rss0, rss1);
+                        fprintf(f, "}\n");
                         fclose(f);
                 }
         }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Runs a benchmark and writes its figures as JSON (docs/BENCHMARKS.md).
-# Usage: bench/run.sh [BUILD_DIR] [JSON_OUT]
+# Usage: bench/run.sh [BUILD_DIR] [JSON_OUT] [bench-shmem options: --peers N, --churn N]
 #          bench-shmem against a fresh broker (host processes only)
 #        flock /tmp/shmem-e2e.lock bench/run.sh --factory [BUILD_DIR] [JSON_OUT] [factory.py options]
 #          bench/factory.py: TCG guests through the factory, so under the lock
@@ -28,5 +28,7 @@ if [ "${1:-}" = --factory ]; then
         exec python3 "$(dirname "$0")/factory.py" --build "$build" --json "$out" "$@"
 fi
 build=${1:-build}
-out=${2:-$build/bench.json}
-exec "$build/bench/bench-shmem" --broker "$build/broker/shmem-brokerd" --json "$out"
+[ $# -eq 0 ] || shift
+out=${1:-$build/bench.json}
+[ $# -eq 0 ] || shift
+exec "$build/bench/bench-shmem" --broker "$build/broker/shmem-brokerd" --json "$out" "$@"

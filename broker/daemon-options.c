@@ -14,7 +14,7 @@ const Option daemon_options[] = {
           .offset = offsetof(DaemonSettings, rundir), .arg = "DIR",
           .help = "Run directory: DIR/broker.sock, the QEMU sockets in DIR/qemu/NAME.sock "
                   "(default: $RUNTIME_DIRECTORY, else " SHMEM_DEFAULT_RUNDIR ")" },
-        LIMIT("regions", "max-regions", OPTION_UINT, max_regions, 1, 65536, "N", "Regions at most"),
+        LIMIT("regions", "max-regions", OPTION_UINT, max_regions, 1, CONFIG_REGIONS_MAX, "N", "Regions at most"),
         LIMIT("regions-per-uid", "max-regions-per-uid", OPTION_UINT, max_regions_per_uid, 0, 65536, "N",
               "Regions one user's attaches may create"),
         LIMIT("total-bytes", "max-total-size", OPTION_SIZE, max_total_bytes, 8192, UINT64_C(1) << 62, "SIZE",

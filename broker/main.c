@@ -22,7 +22,6 @@
 #include "options.h"
 #include "qemu.h"
 
-#define REGION_DECLS_MAX 64
 #define CONFIG_FILE SHMEM_SYSCONFDIR "/shmem-broker/broker.conf"
 #define CONFIG_DROPIN_DIR SHMEM_SYSCONFDIR "/shmem-broker/conf.d"
 
@@ -42,9 +41,10 @@ typedef struct Args {
         BrokerPlugin plugins[N_PLUGINS];
         Config file;
         BrokerConfig config;
-        RegionDecl regions[REGION_DECLS_MAX + CONFIG_REGIONS_MAX];
-        char *region_args[REGION_DECLS_MAX]; /* copies: parse_region() cuts them up */
-        size_t n_region_args;
+        RegionDecl *regions;  /* the files' [region]s, then the --region options: config.regions */
+        size_t n_regions_allocated;
+        char **region_args;   /* copies: parse_region() cuts them up */
+        size_t n_region_args, n_region_args_allocated;
         char dropins[PATH_MAX];
         struct option longopts[64];
         bool inherited;    /* started with the fds of a broker before (restart, upgrade) */
@@ -248,6 +248,21 @@ static void args_done(Args *a) {
         for (size_t i = 0; i < a->n_region_args; i++)
                 free(a->region_args[i]);
         a->n_region_args = 0;
+        a->config.n_regions = 0;
+}
+
+/* Grows @*array of @*allocated elements of @size to hold @n; false: out of memory. */
+static bool grow(void *array, size_t *allocated, size_t n, size_t size) {
+        void *p;
+
+        if (n <= *allocated)
+                return true;
+        p = reallocarray(*(void **) array, n < 2 * *allocated ? 2 * *allocated : n, size);
+        if (!p)
+                return false;
+        *(void **) array = p;
+        *allocated = n < 2 * *allocated ? 2 * *allocated : n;
+        return true;
 }
 
 /* Applies option @c (getopt's value) with @arg from the tables; -1 if @c is not a table's. */
@@ -324,6 +339,10 @@ static int args_load(Args *a) {
                 config_done(&a->file);
                 args_init_settings(a);
         }
+        if (!grow(&a->regions, &a->n_regions_allocated, a->file.n_regions, sizeof(*a->regions))) {
+                log_error("Out of memory");
+                return 1;
+        }
         for (size_t i = 0; i < a->file.n_regions; i++)
                 a->regions[a->config.n_regions++] = a->file.regions[i];
         a->config.rules = a->file.rules;
@@ -356,9 +375,16 @@ static int args_load(Args *a) {
                 case 'R': {
                         char *copy;
 
-                        if (a->n_region_args >= REGION_DECLS_MAX) {
-                                fprintf(stderr, "shmem-brokerd: at most %d --region options\n", REGION_DECLS_MAX);
+                        if (a->config.n_regions >= CONFIG_REGIONS_MAX) {
+                                fprintf(stderr, "shmem-brokerd: more regions declared than max-regions can be (%u)\n",
+                                        CONFIG_REGIONS_MAX);
                                 return 2;
+                        }
+                        if (!grow(&a->region_args, &a->n_region_args_allocated, a->n_region_args + 1,
+                                  sizeof(*a->region_args)) ||
+                            !grow(&a->regions, &a->n_regions_allocated, a->config.n_regions + 1, sizeof(*a->regions))) {
+                                log_error("Out of memory");
+                                return 1;
                         }
                         copy = a->region_args[a->n_region_args++] = strdup(optarg);
                         if (!copy || parse_region(copy, &a->regions[a->config.n_regions]) < 0) {
@@ -384,8 +410,19 @@ static int args_load(Args *a) {
         rundir = getenv("RUNTIME_DIRECTORY");
         a->config.rundir = a->daemon.rundir[0] ? a->daemon.rundir : rundir && rundir[0] == '/' ? rundir
                                                                                              : SHMEM_DEFAULT_RUNDIR;
+        a->config.regions = a->regions;
         a->config.limits = a->daemon.limits;
         a->config.limits.max_fds = fd_budget(&a->config.limits);
+        if (a->config.n_regions > a->config.limits.max_regions) {
+                snprintf(a->file.error, sizeof(a->file.error),
+                         "%zu regions are declared ([region] sections and --region options), more than "
+                         "max-regions (%u)",
+                         a->config.n_regions, a->config.limits.max_regions);
+                log_error("%s", a->file.error);
+                /* A restart keeps what was handed over: past the limit, declaring is refused region by region. */
+                if (!a->inherited)
+                        return 1;
+        }
         return -1;
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "escape.h"
+#include "map.h"
 #include "options.h"
 #include "macro.h"
 
@@ -24,6 +25,7 @@ void config_done(Config *c) {
                 free((char *) c->regions[i].backend);
         }
         free(c->regions);
+        map_free(c->region_names);
         for (size_t i = 0; i < c->n_rules; i++) {
                 free((char *) c->rules[i].client);
                 free((char *) c->rules[i].glob);
@@ -222,27 +224,36 @@ typedef struct Parser {
 
 static RegionDecl *config_region(Parser *p, const char *name) {
         Config *c = p->config;
+        uintptr_t i = c->region_names ? (uintptr_t) map_get(c->region_names, name) : 0;
         RegionDecl *d;
 
-        for (size_t i = 0; i < c->n_regions; i++)
-                if (strcmp(c->regions[i].name, name) == 0)
-                        return &c->regions[i];
+        if (i > 0)
+                return &c->regions[i - 1];
         if (c->n_regions >= CONFIG_REGIONS_MAX) {
-                p->reason = "too many [region] sections";
+                snprintf(p->reason_buf, sizeof(p->reason_buf),
+                         "more [region] sections than max-regions can be (%u)", CONFIG_REGIONS_MAX);
+                p->reason = p->reason_buf;
                 return NULL;
         }
-        d = realloc(c->regions, (c->n_regions + 1) * sizeof(*d));
-        if (!d) {
-                p->reason = "out of memory";
+        p->reason = "out of memory";
+        if (!c->region_names && map_new(&c->region_names, MAP_KEY_STRING) < 0)
                 return NULL;
+        if (c->n_regions == c->n_regions_allocated) {
+                size_t n = c->n_regions_allocated ? c->n_regions_allocated * 2 : 16;
+
+                d = reallocarray(c->regions, n, sizeof(*d));
+                if (!d)
+                        return NULL;
+                c->regions = d;
+                c->n_regions_allocated = n;
         }
-        c->regions = d;
         d = &c->regions[c->n_regions];
         *d = (RegionDecl) { .name = strdup(name) };
-        if (!d->name) {
-                p->reason = "out of memory";
+        if (!d->name || map_put(c->region_names, d->name, (void *) (uintptr_t) (c->n_regions + 1)) < 0) {
+                free((char *) d->name);
                 return NULL;
         }
+        p->reason = NULL;
         c->n_regions++;
         return d;
 }

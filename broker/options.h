@@ -70,14 +70,16 @@ typedef struct OptionTable {
         void *settings;
 } OptionTable;
 
-#define CONFIG_REGIONS_MAX 1024
+/* Regions at most, declared or not: max-regions' highest value, and what the files may declare. */
+#define CONFIG_REGIONS_MAX 65536
 #define CONFIG_RULES_MAX 4096
 
 typedef struct Config {
         const OptionTable *tables; /* borrowed: whose settings the files set */
         size_t n_tables;
         RegionDecl *regions;       /* strings owned */
-        size_t n_regions;
+        size_t n_regions, n_regions_allocated;
+        struct Map *region_names;  /* name -> index + 1 in regions: a section named again is found at once */
         AccessRule *rules;         /* strings owned */
         size_t n_rules;
         char **files;              /* the files read, in order (owned) */

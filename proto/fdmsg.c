@@ -1,50 +1,86 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "fdmsg.h"
 
-int fdmsg_new(FdMsg **ret, const void *bytes, size_t n_bytes, int *fds, size_t n_fds) {
+/* A message of copies of @bytes and of the numbers in @fds; nothing is closed on failure. */
+static int fdmsg_make(FdMsg **ret, const void *bytes, size_t n_bytes, const int *fds, size_t n_fds) {
         FdMsg *m;
 
-        if (n_fds > FDMSG_FDS_MAX) {
-                fds_close(fds, n_fds);
+        if (n_fds > FDMSG_FDS_MAX)
                 return -E2BIG;
-        }
         m = calloc(1, sizeof(*m));
         if (!m)
-                goto nomem;
+                return -ENOMEM;
         m->bytes = malloc(n_bytes ? n_bytes : 1);
         m->fds = malloc((n_fds ? n_fds : 1) * sizeof(int));
-        if (!m->bytes || !m->fds)
-                goto nomem;
+        if (!m->bytes || !m->fds) {
+                free(m->bytes);
+                free(m->fds);
+                free(m);
+                return -ENOMEM;
+        }
         if (n_bytes)
                 memcpy(m->bytes, bytes, n_bytes);
-        for (size_t i = 0; i < n_fds; i++) {
-                m->fds[i] = fds[i];
-                fds[i] = -1;
-        }
+        if (n_fds)
+                memcpy(m->fds, fds, n_fds * sizeof(int));
         m->n_bytes = n_bytes;
         m->n_fds = n_fds;
         *ret = m;
         return 0;
+}
 
-nomem:
-        fds_close(fds, n_fds);
-        if (m) {
-                free(m->bytes);
-                free(m->fds);
-                free(m);
+int fdmsg_new(FdMsg **ret, const void *bytes, size_t n_bytes, int *fds, size_t n_fds) {
+        int r = fdmsg_make(ret, bytes, n_bytes, fds, n_fds);
+
+        if (r < 0) {
+                fds_close(fds, n_fds);
+                return r;
         }
-        return -ENOMEM;
+        for (size_t i = 0; i < n_fds; i++)
+                fds[i] = -1;
+        return 0;
+}
+
+int fdmsg_new_borrowed(FdMsg **ret, const void *bytes, size_t n_bytes, const int *fds, size_t n_fds) {
+        int r = fdmsg_make(ret, bytes, n_bytes, fds, n_fds);
+
+        if (r >= 0)
+                (*ret)->borrowed = true;
+        return r;
+}
+
+int fdmsg_own(FdMsg *m) {
+        if (!m->borrowed)
+                return 0;
+        for (size_t i = 0; i < m->n_fds; i++) {
+                int fd = m->fds[i] < 0 ? -1 : fcntl(m->fds[i], F_DUPFD_CLOEXEC, 3);
+
+                if (m->fds[i] >= 0 && fd < 0) {
+                        int r = -errno;
+
+                        /* The copies made so far go; the borrowed rest are not ours to close. */
+                        fds_close(m->fds, i);
+                        for (size_t j = i; j < m->n_fds; j++)
+                                m->fds[j] = -1;
+                        m->borrowed = false;
+                        return r;
+                }
+                m->fds[i] = fd;
+        }
+        m->borrowed = false;
+        return 0;
 }
 
 FdMsg *fdmsg_free(FdMsg *m) {
         if (!m)
                 return NULL;
-        fds_close(m->fds, m->n_fds);
+        if (!m->borrowed)
+                fds_close(m->fds, m->n_fds);
         free(m->fds);
         free(m->bytes);
         free(m);
@@ -102,7 +138,7 @@ int fdmsg_send(int fd, FdMsg *m) {
                 return 0;
         if (n < 0)
                 return n;
-        if (m->sent == 0)
+        if (m->sent == 0 && !m->borrowed)
                 /* Sent: the receiver has its own copies now. */
                 fds_close(m->fds, m->n_fds);
         m->sent += (size_t) n;

@@ -21,11 +21,14 @@
 typedef struct FdMsg FdMsg;
 struct FdMsg {
         FdMsg *next;      /* for queues (see broker/conn.h); NULL when not queued */
+        FdMsg *prev;      /* ... and back, for a queue that takes a message out (conn_unqueue()) */
+        FdMsg **ref;      /* a queue's owner's pointer to this message: the queue sets it NULL when it lets go */
         size_t n_bytes;
         size_t sent;      /* bytes already written (stream sockets) */
         size_t n_fds;
         int *fds;
         uint8_t *bytes;
+        bool borrowed;    /* fds are the sender's, valid until it returns: never closed here (fdmsg_own()) */
 };
 
 /* Result of fdmsg_recv() that is not a plain errno. */
@@ -38,6 +41,14 @@ enum {
 
 /* Copies @bytes; consumes @fds (closes them on failure too). */
 int fdmsg_new(FdMsg **ret, const void *bytes, size_t n_bytes, int *fds, size_t n_fds);
+/*
+ * fdmsg_new_borrowed() - a message whose @fds stay the caller's: valid only
+ * until the caller returns, so that one sent at once costs no dup() and no
+ * close(). Whoever keeps it longer (a queue) calls fdmsg_own() first.
+ */
+int fdmsg_new_borrowed(FdMsg **ret, const void *bytes, size_t n_bytes, const int *fds, size_t n_fds);
+/* Makes borrowed fds the message's own (F_DUPFD_CLOEXEC); 0 or -errno (then it holds no fds). */
+int fdmsg_own(FdMsg *m);
 FdMsg *fdmsg_free(FdMsg *m);
 static inline void fdmsg_freep(FdMsg **m) { fdmsg_free(*m); }
 

@@ -100,6 +100,19 @@ int msg_encode(FdMsg **ret, const Message *m, int *fds, size_t n_fds) {
         return fdmsg_new(ret, buf, n, fds, n_fds);
 }
 
+int msg_encode_borrowed(FdMsg **ret, const Message *m, const int *fds, size_t n_fds) {
+        size_t n = shmem__message__get_packed_size(m);
+        _cleanup_free_ uint8_t *buf = NULL;
+
+        if (n > SHMEM_MSG_MAX || n_fds > SHMEM_MSG_FDS_MAX)
+                return -EMSGSIZE;
+        buf = malloc(n ? n : 1);
+        if (!buf)
+                return -ENOMEM;
+        shmem__message__pack(m, buf);
+        return fdmsg_new_borrowed(ret, buf, n, fds, n_fds);
+}
+
 int msg_decode(Message **ret, const FdMsg *in) {
         Message *m;
         int r;

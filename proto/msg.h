@@ -20,6 +20,8 @@ typedef Shmem__Message Message;
 
 /* Serializes @m; consumes @fds (closed on failure too). */
 int msg_encode(FdMsg **ret, const Message *m, int *fds, size_t n_fds);
+/* msg_encode() with @fds borrowed (fdmsg_new_borrowed()): nothing closed, also on failure. */
+int msg_encode_borrowed(FdMsg **ret, const Message *m, const int *fds, size_t n_fds);
 
 /* msg_decode(): decoded, but a string field holds a NUL byte or is not UTF-8. */
 #define MSG_E_BAD_STRING 1

@@ -11,20 +11,42 @@ static void conn_on_drop(evutil_socket_t fd, short what, void *userdata) {
         c->drop_fn(c, c->error, c->userdata);
 }
 
-/* Takes the queue's head off, with the accounting. */
-static void conn_pop(Conn *c) {
-        FdMsg *m = c->head;
+/* Frees @m, which the queue lets go of: its owner's pointer to it goes first. */
+static void conn_msg_free(FdMsg *m) {
+        if (m->ref)
+                *m->ref = NULL;
+        fdmsg_free(m);
+}
 
-        c->head = m->next;
-        if (!c->head)
-                c->tail = NULL;
+/* Takes @m out of the queue and frees it, with the accounting. */
+static void conn_remove(Conn *c, FdMsg *m) {
+        if (m->prev)
+                m->prev->next = m->next;
+        else
+                c->head = m->next;
+        if (m->next)
+                m->next->prev = m->prev;
+        else
+                c->tail = m->prev;
         c->queued_bytes -= m->n_bytes;
         c->queued_fds -= m->n_fds;
         if (c->budget) {
                 c->budget->bytes -= m->n_bytes;
                 c->budget->fds -= m->n_fds;
         }
-        fdmsg_free(m);
+        conn_msg_free(m);
+}
+
+/* Takes the queue's head off. */
+static void conn_pop(Conn *c) {
+        conn_remove(c, c->head);
+}
+
+void conn_unqueue(Conn *c, FdMsg *m) {
+        /* Begun (a stream's part written): it must go out whole. Never so on a datagram socket. */
+        if (m->sent > 0)
+                return;
+        conn_remove(c, m);
 }
 
 static int conn_flush(Conn *c) {
@@ -105,10 +127,17 @@ void conn_break(Conn *c, int error) {
 }
 
 int conn_queue(Conn *c, FdMsg *m) {
+        return conn_queue_ref(c, m, NULL);
+}
+
+int conn_queue_ref(Conn *c, FdMsg *m, FdMsg **ref) {
         int r;
 
+        m->ref = ref;
+        if (ref)
+                *ref = m;
         if (c->error) {
-                fdmsg_free(m);
+                conn_msg_free(m);
                 return c->error;
         }
         if (c->queued_bytes + m->n_bytes > c->max_queued_bytes ||
@@ -122,7 +151,11 @@ int conn_queue(Conn *c, FdMsg *m) {
                     c->budget->fds + m->n_fds > c->budget->max_fds)
                         goto full;
         }
+        /* Borrowed fds (fdmsg_new_borrowed()) live only as long as the caller: what waits owns its own. */
+        if (c->head && fdmsg_own(m) < 0)
+                goto nomem;
         m->next = NULL;
+        m->prev = c->tail;
         if (c->tail)
                 c->tail->next = m;
         else
@@ -139,10 +172,17 @@ int conn_queue(Conn *c, FdMsg *m) {
         r = conn_flush(c);
         if (r < 0)
                 conn_break(c, r);
+        else if (c->head == m && fdmsg_own(m) < 0) /* not sent: it waits */
+                conn_break(c, -ENOMEM);
         return r;
 
+nomem:
+        conn_msg_free(m);
+        conn_break(c, -ENOMEM);
+        return -ENOMEM;
+
 full:
-        fdmsg_free(m);
+        conn_msg_free(m);
         conn_break(c, -ENOBUFS);
         return -ENOBUFS;
 }

@@ -65,8 +65,24 @@ void conn_deinit(Conn *c);
  * conn_queue() - send @m (consumed) after what is queued. Writes at once when
  * nothing is queued. Returns 0, or a negative errno after which the Conn is
  * broken (the drop callback follows from the loop); @m is freed either way.
+ * A message with borrowed fds (fdmsg_new_borrowed()) is sent at once or
+ * made to own them before it waits in the queue.
  */
 int conn_queue(Conn *c, FdMsg *m);
+
+/*
+ * conn_queue_ref() - conn_queue() that keeps @*ref pointing to @m for as long
+ * as @m is queued and unsent: the Conn sets @*ref to NULL when it lets go of
+ * @m (sent, freed, or taken out by conn_unqueue()), also from in here.
+ */
+int conn_queue_ref(Conn *c, FdMsg *m, FdMsg **ref);
+
+/*
+ * conn_unqueue() - takes @m, queued on @c and not begun (conn_queue_ref()'s
+ * *ref is that), out of the queue and frees it: news that no longer holds
+ * (Joined of a peer whose Left is queued now) leaves a slow reader's queue.
+ */
+void conn_unqueue(Conn *c, FdMsg *m);
 
 /* Charges the Conn's queue to @b from now on (set before anything is queued). */
 void conn_set_budget(Conn *c, ConnBudget *b);

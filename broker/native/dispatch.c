@@ -48,14 +48,17 @@ void native_out_done(NativeOut *o) {
 }
 
 /*
- * Appends @m with @fds (consumed); 0, or msg_encode()'s error. Out of
- * memory: the caller gets nothing and is dropped by the server.
+ * Appends @m with @fds, borrowed: the core's own fds (memfd, eventfds), which
+ * live until the server queues what this returned, in the same call
+ * (fdmsg_new_borrowed(): one sent at once is never dup()ed nor closed).
+ * 0, or msg_encode_borrowed()'s error. Out of memory: the caller gets
+ * nothing and is dropped by the server.
  */
-static int out_send(NativeOut *o, const Message *m, int *fds, size_t n_fds) {
+static int out_send(NativeOut *o, const Message *m, const int *fds, size_t n_fds) {
         FdMsg *f;
         int r;
 
-        r = msg_encode(&f, m, fds, n_fds);
+        r = msg_encode_borrowed(&f, m, fds, n_fds);
         if (r < 0)
                 return r;
         f->next = NULL;
@@ -74,7 +77,7 @@ static int out_send(NativeOut *o, const Message *m, int *fds, size_t n_fds) {
  * still say why it cannot come.
  */
 static void out_reply(NativeOut *o, uint64_t serial, Shmem__Status status, const char *error, Shmem__Reply *reply,
-                      int *fds, size_t n_fds) {
+                      const int *fds, size_t n_fds) {
         Shmem__Reply empty = SHMEM__REPLY__INIT;
         Message m = SHMEM__MESSAGE__INIT;
 
@@ -128,10 +131,6 @@ static void peer_info_fill(Shmem__PeerInfo *pi, Peer *p, int fd_index) {
         pi->pid = (uint32_t) p->id.pid;
         pi->fd = fd_index;
         pi->doorbell_id = p->doorbell_id;
-}
-
-static int dup_cloexec(int fd) {
-        return fcntl(fd, F_DUPFD_CLOEXEC, 3);
 }
 
 /* --- handlers ---------------------------------------------------------------- */
@@ -316,9 +315,9 @@ static void out_attach_reply(NativeOut *out, NativeCaller *c, uint64_t serial, b
         size_t n = 0;
 
         /* fd layout (shmem.proto AttachReply): memfd, own row, one per other peer. */
-        fds[n++] = dup_cloexec(r->memfd);
+        fds[n++] = r->memfd;
         for (unsigned v = 0; v < r->vectors; v++)
-                fds[n++] = dup_cloexec(me->ev[v]);
+                fds[n++] = me->ev[v];
         for (unsigned i = 0; i < r->max_peers; i++) {
                 Peer *o = r->peers[i];
 
@@ -328,16 +327,8 @@ static void out_attach_reply(NativeOut *out, NativeCaller *c, uint64_t serial, b
                 ptrs[ar.n_peers] = &infos[ar.n_peers];
                 ar.n_peers++;
                 (void) region_fds_to(r, o, me, &to); /* one fd: native peers are never compat */
-                fds[n++] = dup_cloexec(to[0]);
+                fds[n++] = to[0];
         }
-        for (size_t i = 0; i < n; i++)
-                if (fds[i] < 0) {
-                        int e = -errno;
-
-                        fds_close(fds, n);
-                        out_result(out, serial, e, NULL);
-                        return;
-                }
         ar.index = me->index;
         ar.data_offset = r->data_offset;
         ar.data_size = r->data_size;
@@ -511,10 +502,11 @@ int native_dispatch(Native *n, NativeCaller *c, const Message *m, int decoded, N
 
 /* --- events ------------------------------------------------------------------ */
 
-static FdMsg *event_encode(Message *m, int *fds, size_t n_fds) {
+/* @fds borrowed, as out_send()'s: the server queues the event before the core goes on. */
+static FdMsg *event_encode(Message *m, const int *fds, size_t n_fds) {
         FdMsg *f;
 
-        return msg_encode(&f, m, fds, n_fds) < 0 ? NULL : f;
+        return msg_encode_borrowed(&f, m, fds, n_fds) < 0 ? NULL : f;
 }
 
 static FdMsg *event_joined(Region *r, Peer *p, int fd) {
@@ -545,11 +537,9 @@ static FdMsg *event_left(Region *r, unsigned index) {
 
 FdMsg *native_event_joined(Peer *self, Peer *other) {
         const int *to;
-        int fd;
 
         (void) region_fds_to(self->region, other, self, &to); /* one fd: native peers are never compat */
-        fd = dup_cloexec(to[0]);
-        return fd < 0 ? NULL : event_joined(self->region, other, fd);
+        return event_joined(self->region, other, to[0]);
 }
 
 FdMsg *native_event_left(Peer *self, Peer *other) {

@@ -31,6 +31,14 @@ struct Client {
         Client *prev, *next;
         FrontConn *conn;
         NativeCaller caller;
+        /*
+         * Joined and Left still queued for the attachment @events_of, by the
+         * other peer's index (conn_queue_ref() keeps them): a Left takes both
+         * out and goes last, so a slow reader's queue holds at most one of
+         * each an index, not the history of peers that came and went.
+         */
+        Peer *events_of;
+        FdMsg *queued_joined[SHMEM_PEERS_MAX], *queued_left[SHMEM_PEERS_MAX];
 };
 
 static const PeerOps client_peer_ops;
@@ -40,17 +48,63 @@ static const char *client_label(const Client *c, char buf[STR_ESCAPE_SIZE(SHMEM_
         return str_escape(buf, STR_ESCAPE_SIZE(SHMEM_LABEL_MAX), c->caller.id.label);
 }
 
-/* Queues @m (consumed; NULL: it could not be built, and the client goes). */
-static void client_queue(Client *c, FdMsg *m) {
+/* Queues @m (consumed; NULL: it could not be built, and the client goes); @ref: conn_queue_ref()'s. */
+static void client_queue_ref(Client *c, FdMsg *m, FdMsg **ref) {
         char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
 
         if (!m) {
                 conn_break(&c->conn->conn, -ENOMEM);
                 return;
         }
-        if (conn_queue(&c->conn->conn, m) == -ENOBUFS)
+        if (conn_queue_ref(&c->conn->conn, m, ref) == -ENOBUFS)
                 log_peer_warning("Client '%s' (pid %d) does not read its messages, dropping it",
                                  client_label(c, label), (int) c->caller.id.pid);
+}
+
+static void client_queue(Client *c, FdMsg *m) {
+        client_queue_ref(c, m, NULL);
+}
+
+/* Lets go of *@slot's message: it stays queued, untracked. */
+static void client_forget(FdMsg **slot) {
+        if (*slot) {
+                (*slot)->ref = NULL;
+                *slot = NULL;
+        }
+}
+
+/* Takes *@slot's message out of the queue (if begun, it goes out, untracked). */
+static void client_unqueue(Client *c, FdMsg **slot) {
+        if (*slot)
+                conn_unqueue(&c->conn->conn, *slot);
+        client_forget(slot);
+}
+
+/*
+ * Queues @m (consumed; NULL: the client goes), @self's Joined (@joined) or
+ * Left of the peer at @index. Left supersedes what is queued of that index:
+ * a Joined the client has not read (that peer came and went unseen) and an
+ * earlier Left (it is told once, with the latest epoch, which libshmem
+ * compares with the page's: the last event read must carry the page's epoch).
+ */
+static void client_queue_event(Client *c, Peer *self, unsigned index, bool joined, FdMsg *m) {
+        if (c->events_of != self) { /* another attachment: what is queued of the last goes out as it is */
+                for (unsigned i = 0; i < SHMEM_PEERS_MAX; i++) {
+                        client_forget(&c->queued_joined[i]);
+                        client_forget(&c->queued_left[i]);
+                }
+                c->events_of = self;
+        }
+        if (!m || index >= SHMEM_PEERS_MAX) {
+                client_queue(c, m);
+                return;
+        }
+        if (!joined) {
+                client_unqueue(c, &c->queued_joined[index]);
+                client_unqueue(c, &c->queued_left[index]);
+        } else
+                client_forget(&c->queued_joined[index]); /* never there: a Left comes between */
+        client_queue_ref(c, m, joined ? &c->queued_joined[index] : &c->queued_left[index]);
 }
 
 static void client_free(Client *c) {
@@ -177,11 +231,11 @@ static const FrontConnOps client_conn_ops = {
 /* --- events to attached peers and watchers --- */
 
 static void client_peer_joined(Peer *self, Peer *other) {
-        client_queue(self->userdata, native_event_joined(self, other));
+        client_queue_event(self->userdata, self, other->index, true, native_event_joined(self, other));
 }
 
 static void client_peer_left(Peer *self, Peer *other) {
-        client_queue(self->userdata, native_event_left(self, other));
+        client_queue_event(self->userdata, self, other->index, false, native_event_left(self, other));
 }
 
 static void client_peer_evicted(Peer *self) {

@@ -426,9 +426,16 @@ struct shmem_control_page *shmem_raw_page(shmem_t *s) {
         return s ? s->page : NULL;
 }
 
+/* Something to report without sleeping: my pending word, an epoch not reported yet, or a dead connection. */
+static bool shmem_ready(shmem_t *s) {
+        uint64_t mine = shmem_page_load(&s->page->slots[s->index].pending);
+
+        return (mine & shmem_page_valid(s->max_peers) & ~BIT(s->index)) ||
+               shmem_page_load(&s->page->epoch) != s->seen_epoch || s->error;
+}
+
 EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
         int64_t deadline;
-        bool first = true;
 
         if (!s || !ret)
                 return -EINVAL;
@@ -438,21 +445,27 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                 struct epoll_event evs[SHMEM_PEERS_MAX + 3]; /* every fd of the set */
                 uint64_t senders = 0, rang = 0, epoch;
                 bool socket = false;
-                int n, wait_ms = 0;
+                int n, wait_ms;
 
-                if (!first && deadline < 0)
+                /*
+                 * One epoll_wait() a call in the common case: sleep at once
+                 * unless the page already has something to report (then only
+                 * drain the rings that fired, without sleeping). A bit set
+                 * after this look comes with a ring, which wakes the sleep.
+                 */
+                if (shmem_ready(s))
+                        wait_ms = 0;
+                else if (deadline < 0)
                         wait_ms = -1;
-                else if (!first) {
+                else {
                         int64_t left = deadline - now_ms();
 
                         wait_ms = left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int) left;
                 }
-                /* First a look without sleeping: what is there is reported at once. */
                 n = epoll_wait(s->epfd, evs, (int) ELEMENTSOF(evs), wait_ms);
                 if (n < 0) {
                         if (errno != EINTR)
                                 return -errno;
-                        first = false;
                         continue;
                 }
                 for (int i = 0; i < n; i++) {
@@ -505,11 +518,10 @@ EXPORT int shmem_wait(shmem_t *s, int timeout_ms, struct shmem_event *ret) {
                 }
                 if (s->error)
                         return s->error;
-                if (!first && (n == 0 || (deadline >= 0 && now_ms() >= deadline)))
+                if (wait_ms == 0 && timeout_ms == 0)
                         return 0;
-                if (first && timeout_ms == 0)
+                if (n == 0 || (deadline >= 0 && now_ms() >= deadline))
                         return 0;
-                first = false;
         }
 }
 

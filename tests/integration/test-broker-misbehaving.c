@@ -209,6 +209,59 @@ static void setup_small_queue(void) {
         setup_with(extra);
 }
 
+/* Other peers attach to @name and detach, @n times, while @a reads its events. */
+static void churn(shmem_t *a, const char *name, unsigned n, int lazy_fd) {
+        for (unsigned i = 0; i < n; i++) {
+                shmem_t *c = attach(name, 4096);
+                struct shmem_event ev;
+
+                shmem_detach(c);
+                (void) shmem_wait(a, 0, &ev);
+                if (lazy_fd >= 0 && (poll(&(struct pollfd) { .fd = lazy_fd, .events = POLLRDHUP }, 1, 0) == 1))
+                        break; /* dropped already */
+        }
+}
+
+/*
+ * Every join and leave used to queue an event for a peer that did not read,
+ * and the peers that came and went got it dropped at the queue limit. A
+ * Joined whose Left is queued too leaves the queue now: a slow reader stays,
+ * and what it reads later is the membership as it is.
+ */
+START_TEST(test_slow_reader_survives_churn) {
+        shmem_t *a = attach("busy", 4096), *lazy = attach("busy", 4096), *late;
+        unsigned me = shmem_index(lazy);
+        struct shmem_event ev;
+        int fds;
+
+        wait_active(a, 0x3);
+        fds = count_fds();
+        churn(a, "busy", 3000, -1); /* lazy reads nothing meanwhile */
+        ck_assert_msg(shmem_active(a) & BIT(me), "the slow reader was dropped");
+
+        /* It reads now: one membership change, the two of them, no fd of a peer gone. */
+        ck_assert_int_eq(shmem_wait(lazy, 3000, &ev), 1);
+        ck_assert(ev.membership_changed);
+        ck_assert_uint_eq(ev.active, 0x3);
+        ck_assert_int_eq(shmem_wait(lazy, 0, &ev), 0);
+        ck_assert_int_eq(count_fds(), fds);
+        /* Signals both ways, and to a peer that joins now. */
+        ck_assert_int_eq(shmem_notify(lazy, SHMEM_ALL_BUT_ME), 0);
+        ck_assert_uint_eq(wait_senders(a, BIT(me), 3000), BIT(me));
+        ck_assert_int_eq(shmem_notify(a, SHMEM_ALL_BUT_ME), 0);
+        ck_assert_uint_eq(wait_senders(lazy, BIT(0), 3000), BIT(0));
+        late = attach("busy", 4096);
+        ck_assert_int_eq(shmem_wait(lazy, 3000, &ev), 1);
+        ck_assert_uint_eq(ev.active, 0x7);
+        ck_assert_int_eq(shmem_notify(lazy, BIT(2)), 0);
+        ck_assert_uint_eq(wait_senders(late, BIT(me), 3000), BIT(me));
+        shmem_detach(late);
+        shmem_detach(lazy);
+        shmem_detach(a);
+}
+END_TEST
+
+/* A peer that never reads, whose queue holds what nothing cancels (a watcher's events), still goes. */
 START_TEST(test_peer_that_never_reads) {
         shmem_t *a = attach("busy", 4096);
         int lazy = raw_connect(), status = -1;
@@ -216,24 +269,21 @@ START_TEST(test_peer_that_never_reads) {
         Shmem__Attach at = SHMEM__ATTACH__INIT;
         char buf[SHMEM_MSG_MAX];
 
-        /* Attach a raw peer that then never reads its events. */
+        /* A raw peer that watches, attaches, then never reads. */
         send_hello(lazy);
+        m.body_case = SHMEM__MESSAGE__BODY_WATCH;
+        m.watch = &(Shmem__Watch) SHMEM__WATCH__INIT;
+        ck_assert_int_eq(raw_request(lazy, &m, NULL, 0), SHMEM_STATUS_OK);
         at.name = "busy";
         at.size = 4096;
-        m.serial = 2;
+        m.serial = 8;
         m.body_case = SHMEM__MESSAGE__BODY_ATTACH;
         m.attach = &at;
         send_message(lazy, &m, NULL, 0);
         wait_active(a, 0x3);
 
-        /* Churn: every join and leave queues an event for the lazy peer. */
-        for (int i = 0; i < 3000 && (shmem_active(a) & 0x2); i++) {
-                shmem_t *c = attach("busy", 4096);
-                struct shmem_event ev;
-
-                shmem_detach(c);
-                (void) shmem_wait(a, 0, &ev);
-        }
+        /* The same churn: the watcher's Joined and Left of every peer pile up. */
+        churn(a, "busy", 3000, lazy);
         wait_active(a, 0x1);
         /* It was dropped: its socket reaches end of file after what was queued. */
         while ((status = (int) recv(lazy, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
@@ -257,6 +307,7 @@ static Suite *broker_misbehaving_suite(void) {
         tcase_add_test(tc, test_connection_limit);
 
         tc = broker_tcase(s, "slow-reader", setup_small_queue, 120);
+        tcase_add_test(tc, test_slow_reader_survives_churn);
         tcase_add_test(tc, test_peer_that_never_reads);
         return s;
 }

@@ -79,6 +79,26 @@ class CheckConfig(unittest.TestCase):
         self.assertEqual(out.returncode, 1, out.stdout)
         self.assertIn("Cannot apply region 'camera0'", out.stderr)
 
+    def test_regions_up_to_max_regions(self):
+        """1,024 [region] sections and 64 --region options were walls of their own; now both go
+        up to max-regions, and past it the error names the limit."""
+        many = "".join(f"[region r{i}]\nsize = 4K\n" for i in range(3000))
+        options = [arg for i in range(100) for arg in ("--region", f"x{i}:4K")]
+        out = self.check(many, *options, "--max-regions", "4096")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("valid; 3100 regions declared", out.stdout)
+        # A section named again is the same region, also among thousands.
+        out = self.check(many + "[region r7]\nmax-peers = 4\n", "--max-regions", "3000")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("valid; 3000 regions declared", out.stdout)
+        out = self.check(many, *options, "--max-regions", "3099")
+        self.assertEqual(out.returncode, 1, out.stdout)
+        self.assertIn("3100 regions are declared ([region] sections and --region options), more than "
+                      "max-regions (3099)", out.stderr)
+        out = self.check("[limits]\nregions = 20\n", *options)
+        self.assertEqual(out.returncode, 1, out.stdout)
+        self.assertIn("more than max-regions (20)", out.stderr)
+
     def test_missing_explicit_file(self):
         out = subprocess.run([self.brokerd, "--config", os.path.join(self.dir, "nope.conf"), "--check-config"],
                              capture_output=True, text=True, timeout=30)

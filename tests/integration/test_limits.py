@@ -200,22 +200,33 @@ class Limits(unittest.TestCase):
     def test_total_queued_fds(self):
         """Peers that never read plus churn drove the broker to 19,016 of 20,000 fds, dropping
         receivers without a word. Now all queues together hold total-queued-fds; the one holding
-        the most goes, with a log line, and a peer that reads stays."""
+        the most goes, with a log line, and a peer that reads stays. Churn alone fills no queue
+        (a Joined whose Left is queued leaves the queue): peers that stay do."""
         self.start("--max-total-queued-fds=32", "--region", "q:64K")
         lazy = self.session("lazy", nobody=True)
         self.assertEqual(lazy.attach("q").status, proto.STATUS_OK)
         lazy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # stops reading: the broker queues
         reader = self.session("reader")
         self.assertEqual(reader.attach("q").status, proto.STATUS_OK)
-        for i in range(200):
-            with proto.Session(self.sock, f"churn-{i}") as c:
-                self.assertEqual(c.attach("q").status, proto.STATUS_OK)
+
+        def read_all():
             reader.sock.settimeout(0.01)
             try:
                 while reader.recv():
                     pass
             except (TimeoutError, socket.timeout):
                 pass
+
+        for i in range(200):  # fills lazy's socket; what the broker queues for it cancels out
+            with proto.Session(self.sock, f"churn-{i}") as c:
+                self.assertEqual(c.attach("q").status, proto.STATUS_OK)
+            read_all()
+        self.assertNotIn("Dropping 'lazy'", self.broker.log())
+        stay = []
+        for i in range(12):  # each one's Joined holds an fd in lazy's queue, with its attach reply's 20 and more
+            stay.append(proto.Session(self.sock, f"stay-{i}"))
+            self.assertEqual(stay[-1].attach("q").status, proto.STATUS_OK)
+            read_all()
         self.wait_log("Dropping 'lazy'")
         self.assertIn("total-queued-fds", self.broker.log())
         self.assertTrue(lazy.closed(), "the peer that does not read is still attached")
@@ -224,6 +235,8 @@ class Limits(unittest.TestCase):
         self.assertEqual(reader.inspect("q")[0].status, proto.STATUS_OK)
         self.assertNotIn(b"lazy", b"".join(v for v in info.values() if isinstance(v, bytes)))
         self.assert_root_served()
+        for s in stay:
+            s.close()
 
     # --- out of fds ---------------------------------------------------------
 

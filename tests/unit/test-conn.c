@@ -101,6 +101,88 @@ START_TEST(test_full_socket_queues_then_flushes) {
 }
 END_TEST
 
+/* An eventfd's count after one write of @v through @fd (a copy that crossed the socket). */
+static void assert_same_eventfd(int fd, int original, uint64_t v) {
+        uint64_t got = 0;
+
+        ck_assert_int_eq(write(fd, &v, sizeof(v)), 8);
+        ck_assert_int_eq(read(original, &got, sizeof(got)), 8);
+        ck_assert_uint_eq(got, v);
+}
+
+/* Borrowed fds: sent at once, neither dup()ed nor closed; queued, copied before the caller lets go. */
+START_TEST(test_borrowed_fds) {
+        static char buf[2000];
+        int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), fds_open;
+        FdMsg *m, *in = NULL;
+        unsigned queued = 0;
+
+        ck_assert_int_ge(efd, 0);
+        fds_open = count_fds();
+        ck_assert_int_eq(fdmsg_new_borrowed(&m, buf, 10, &efd, 1), 0);
+        ck_assert_int_eq(conn_queue(&conn, m), 0);
+        ck_assert_ptr_null(conn.head);
+        ck_assert_int_eq(count_fds(), fds_open); /* still the caller's, nothing more open */
+        ck_assert_int_eq(fdmsg_recv(sp[1], 4096, 4, &in), 0);
+        assert_same_eventfd(in->fds[0], efd, 3);
+        fdmsg_free(in);
+
+        /* Behind a full socket: queued with a copy of its own. */
+        while (!conn.head)
+                ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(2000)), 0);
+        ck_assert_int_eq(fdmsg_new_borrowed(&m, buf, 20, &efd, 1), 0);
+        ck_assert_int_eq(conn_queue(&conn, m), 0);
+        ck_assert_ptr_eq(conn.tail, m);
+        ck_assert(!m->borrowed);
+        ck_assert_int_ne(m->fds[0], efd);
+        /* The caller's fd is read through the copy once the queue is flushed. */
+        for (int spins = 0; spins < 100000; spins++) {
+                if (fdmsg_recv(sp[1], 4096, 4, &in) == 0) {
+                        bool last = in->n_bytes == 20;
+
+                        if (last)
+                                assert_same_eventfd(in->fds[0], efd, 5);
+                        fdmsg_free(in);
+                        queued++;
+                        if (last)
+                                break;
+                }
+                event_base_loop(base, EVLOOP_NONBLOCK);
+        }
+        ck_assert_uint_gt(queued, 1);
+        ck_assert_ptr_null(conn.head);
+        close(efd);
+}
+END_TEST
+
+/* A queued message taken back: its accounting and its fds go with it; the rest keep their order. */
+START_TEST(test_unqueue) {
+        FdMsg *first = NULL, *mid = NULL, *in = NULL;
+        size_t bytes;
+
+        while (!conn.head)
+                ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(2000)), 0);
+        ck_assert_int_eq(conn_queue_ref(&conn, msg_with_eventfd(30), &first), 0);
+        ck_assert_int_eq(conn_queue_ref(&conn, msg_with_eventfd(40), &mid), 0);
+        ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(50)), 0);
+        ck_assert_ptr_nonnull(mid);
+        bytes = conn.queued_bytes;
+        conn_unqueue(&conn, mid);
+        ck_assert_ptr_null(mid);
+        ck_assert_uint_eq(conn.queued_bytes, bytes - 40);
+        for (int spins = 0; spins < 100000 && conn.head; spins++) {
+                while (fdmsg_recv(sp[1], 4096, 4, &in) == 0) {
+                        ck_assert_uint_ne(in->n_bytes, 40);
+                        fdmsg_free(in);
+                }
+                event_base_loop(base, EVLOOP_NONBLOCK);
+        }
+        while (fdmsg_recv(sp[1], 4096, 4, &in) == 0)
+                fdmsg_free(in);
+        ck_assert_ptr_null(first); /* sent: the Conn let go of it */
+}
+END_TEST
+
 START_TEST(test_over_limit_drops_later) {
         int r = 0;
 
@@ -149,6 +231,8 @@ int main(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_queue_writes_at_once);
         tcase_add_test(tc, test_full_socket_queues_then_flushes);
+        tcase_add_test(tc, test_borrowed_fds);
+        tcase_add_test(tc, test_unqueue);
         tcase_add_test(tc, test_over_limit_drops_later);
         tcase_add_test(tc, test_close_after_flush);
         tcase_add_test(tc, test_peer_hangup_reads_then_drops);

@@ -4,8 +4,11 @@
  * membership: against the fake broker of fake-broker.h, the test playing the
  * other peers by hand. Attaching: test-libshmem.c.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <time.h>
 
 #include "clock.h"
@@ -170,6 +173,58 @@ START_TEST(test_wait_blocks_until_signal) {
 }
 END_TEST
 
+/*
+ * Every epoll_wait() libshmem.so makes lands here (the executable's symbol
+ * comes first): the count of the ping-pong below.
+ */
+static unsigned long epoll_waits;
+
+int epoll_wait(int epfd, struct epoll_event *evs, int n, int timeout) {
+        static int (*real)(int, struct epoll_event *, int, int);
+
+        if (!real)
+                real = (int (*)(int, struct epoll_event *, int, int)) dlsym(RTLD_NEXT, "epoll_wait");
+        __atomic_add_fetch(&epoll_waits, 1, __ATOMIC_RELAXED);
+        return real(epfd, evs, n, timeout);
+}
+
+#define PINGS 2000
+
+/* Peer 2 answers every ring of the handle with a signal of its own (a poll(), not epoll). */
+static void *pong(void *userdata) {
+        for (unsigned i = 0; i < PINGS; i++) {
+                struct pollfd p = { .fd = fake.to[2], .events = POLLIN };
+
+                if (poll(&p, 1, 5000) != 1 || rings_to(2) == 0)
+                        return (void *) 1;
+                peer_signals_me(2, true, true);
+        }
+        return NULL;
+}
+
+/* The issue measured 1.7 epoll_wait() a wait: a look without sleeping, then the sleep. */
+START_TEST(test_wait_one_epoll_wait) {
+        shmem_t *s = attach();
+        struct shmem_event ev;
+        unsigned long before;
+        void *failed;
+        pthread_t t;
+
+        ck_assert_int_eq(pthread_create(&t, NULL, pong, NULL), 0);
+        before = epoll_waits;
+        for (unsigned i = 0; i < PINGS; i++) {
+                ck_assert_int_eq(shmem_notify(s, BIT(2)), 0);
+                ck_assert_int_eq(shmem_wait(s, 5000, &ev), 1);
+                ck_assert_uint_eq(ev.senders, BIT(2));
+        }
+        pthread_join(t, &failed);
+        ck_assert_ptr_null(failed);
+        ck_assert_msg((epoll_waits - before) * 100 <= PINGS * 105UL, "%lu epoll_wait() for %u waits",
+                      epoll_waits - before, PINGS);
+        detach(s);
+}
+END_TEST
+
 /* --- membership --- */
 
 START_TEST(test_join_and_leave) {
@@ -260,6 +315,7 @@ static Suite *libshmem_signals_suite(void) {
         tcase_add_test(tc, test_wait_forged);
         tcase_add_test(tc, test_wait_timeout);
         tcase_add_test(tc, test_wait_blocks_until_signal);
+        tcase_add_test(tc, test_wait_one_epoll_wait);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("membership");
