@@ -133,6 +133,45 @@ class FdBudget(unittest.TestCase):
         self.assertNotIn(EMFILE, self.sd.log())
         self.assertNotIn("Cannot upgrade", self.sd.log())
 
+    def test_an_upgrade_that_cannot_happen_says_why_at_once(self):
+        exe = os.path.join(self.dir, "shmem-brokerd")
+        shutil.copy(self.exe, exe)
+        self.sd.start(self.argv("--max-connections", "64", "--max-total-queued-fds", "64", exe=exe))
+        with proto.Session(self.sock, "peer") as p:
+            r = p.attach("kept", 4096)
+            self.assertEqual(r.status, proto.STATUS_OK, r.error)
+            # Missing: refused before the reply.
+            os.unlink(exe)
+            out, took = self.upgrade()
+            self.assertNotEqual(out.returncode, 0, out.stdout)
+            self.assertIn("No such file or directory", out.stderr)
+            self.assertLess(took, 1.0, out.stderr)
+            # There and executable, but no program: execv() fails after the reply, and the
+            # broker goes on with every fd it had.
+            with open(exe, "w") as f:
+                f.write("not a program\n")
+            os.chmod(exe, 0o755)
+            out, took = self.upgrade()
+            self.assertNotEqual(out.returncode, 0, out.stdout)
+            self.assertIn("did not upgrade and goes on: the upgrade to '" + exe + "' failed: Exec format error",
+                          out.stderr)
+            self.assertLess(took, 1.0, out.stderr)
+            self.assertRegex(self.sd.log(), r"Cannot upgrade to '.*' with \d+ stored fds, going on: Exec format")
+            st = subprocess.run([self.shmemctl, "--socket", self.sock, "status"], capture_output=True, text=True,
+                                timeout=10)
+            self.assertIn("Upgrade: FAILED: the upgrade to", st.stdout)
+            self.assertEqual(p.inspect("kept")[0].status, proto.STATUS_OK)
+            # The real binary back: the same broker upgrades, its fds intact.
+            os.unlink(exe)
+            shutil.copy(self.exe, exe)
+            ready = self.sd.ready
+            out, took = self.upgrade()
+            self.assertEqual(out.returncode, 0, out.stderr + self.sd.log()[-3000:])
+            self.wait_ready(ready + 1)
+            r, region = p.inspect("kept")
+            self.assertEqual(r.status, proto.STATUS_OK, r.error)
+        self.assertEqual(self.sd.proc.poll(), None)
+
     def test_peers_that_do_not_read_meet_limit_not_emfile(self):
         self.sd.start(self.argv("--max-connections", "64", "--max-total-queued-fds", "1024"))
         budget = self.budget()
@@ -146,7 +185,8 @@ class FdBudget(unittest.TestCase):
                 made = self.fill(s, budget)
                 # Left and Joined, with the churner's fds, for every deaf peer, which reads none.
                 for i in range(400):
-                    self.assertEqual(churner.request(proto.MESSAGE_DETACH, proto.field(1, "hub")).status, proto.STATUS_OK)
+                    r = churner.request(proto.MESSAGE_DETACH, proto.field(1, "hub"))
+                    self.assertEqual(r.status, proto.STATUS_OK, f"cycle {i}: {r.error}")
                     r = churner.attach("hub")
                     self.assertEqual(r.status, proto.STATUS_OK, f"cycle {i}: {r.error}")
                 # The deaf peers were dropped as their queues filled, their rows with them;
