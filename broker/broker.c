@@ -32,6 +32,7 @@ struct Broker {
         bool stopped; /* the loop ended on SIGTERM/SIGINT: a clean stop empties the fd store */
         bool refused; /* running on defaults, denying attaches: the files were refused at start */
         char exe[PATH_MAX]; /* the binary's path at start: an upgrade runs what is there now */
+        char upgrade_failed[PATH_MAX + 128]; /* why the last upgrade accepted did not happen (BrokerStatus) */
         char *const *argv;
         char rundir[PATH_MAX];
         char socket_path[PATH_MAX];
@@ -79,7 +80,8 @@ static void broker_facts(void *userdata, NativeFacts *ret) {
                                .managed = service_managed(b->service),
                                .stored_fds = service_stored_fds(b->service),
                                .fd_store_max = max ? (unsigned) strtoul(max, NULL, 10) : 0,
-                               .frontends = b->frontends };
+                               .frontends = b->frontends,
+                               .upgrade_failed = b->upgrade_failed };
 }
 
 static void broker_on_signal(evutil_socket_t sig, short what, void *userdata) {
@@ -101,7 +103,11 @@ static void broker_on_upgrade(evutil_socket_t fd, short what, void *userdata) {
 
         log_info("Upgrading: re-executing '%s' with every fd and the state", b->exe);
         r = service_exec(b->service, b->exe, b->argv);
-        log_error_errno(r, "Cannot upgrade, going on: %m");
+        log_error_errno(r, "Cannot upgrade to '%s' with %zu stored fds, going on: %m", b->exe,
+                        service_stored_fds(b->service));
+        /* shmemctl upgrade asks BrokerStatus while the old image still answers. */
+        snprintf(b->upgrade_failed, sizeof(b->upgrade_failed), "the upgrade to '%s' failed: %s", b->exe,
+                 strerror(-r));
 }
 
 static int broker_request_upgrade(void *userdata) {
@@ -111,6 +117,7 @@ static int broker_request_upgrade(void *userdata) {
                 return -EOPNOTSUPP;
         if (access(b->exe, X_OK) < 0)
                 return -errno;
+        b->upgrade_failed[0] = 0;
         /* After the loop has written what is queued. */
         event_add(b->ev_upgrade, &(struct timeval) { .tv_usec = 100 * 1000 });
         return 0;

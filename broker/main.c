@@ -16,6 +16,7 @@
 
 #include "broker.h"
 #include "daemon-options.h"
+#include "fdmsg.h"
 #include "fdstore.h"
 #include "log.h"
 #include "macro.h"
@@ -192,7 +193,11 @@ static int parse_region(char *s, RegionDecl *d) {
         return 0;
 }
 
-/* fds the broker holds besides its regions, peers and connections: listening and notify sockets, libevent's, states being stored. */
+/*
+ * fds the broker holds besides its regions, peers and connections: listening
+ * and notify sockets, libevent's, states being stored, an upgrade's list, the
+ * socket accept() takes before it is refused.
+ */
 #define FDS_OWN 64
 
 /* Takes the whole hard fd limit. */
@@ -206,13 +211,24 @@ static void raise_fd_limit(void) {
 }
 
 /*
+ * What the fd limit sets aside before regions and peers get theirs: every
+ * connection (a socket, greeted or not, and the store's copy), every fd the
+ * output queues may hold (--max-total-queued-fds: copies of memfds and
+ * eventfds in replies and events not yet read), one message's fds being
+ * built and one's being received (FDMSG_FDS_MAX each), and the broker's own.
+ */
+static uint64_t fds_aside(const Limits *l) {
+        return FDS_OWN + 2 * (uint64_t) l->max_connections + l->max_total_queued_fds + 2 * FDMSG_FDS_MAX;
+}
+
+/*
  * The fd budget (Limits.max_fds): what the fd limit leaves the regions and
- * their peers once every connection (a socket, attached or not) and the
- * broker's own fds are set aside, halved because the fd store keeps a copy
- * of every fd (docs/persistence.md). 0: no limit.
+ * their peers once fds_aside() is, halved because the fd store keeps a copy
+ * of every fd (docs/persistence.md; an upgrade hands the store over where it
+ * is and needs one fd more, in FDS_OWN). 0: no limit; 1: nothing fits.
  */
 static unsigned fd_budget(const Limits *l) {
-        uint64_t aside = FDS_OWN + 2 * (uint64_t) l->max_connections;
+        uint64_t aside = fds_aside(l);
         struct rlimit rl;
 
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
@@ -223,24 +239,42 @@ static unsigned fd_budget(const Limits *l) {
 }
 
 /*
- * Says so if the configured limits can outgrow the budget: a region costs an
- * endpoint per plugin and, with memory, its memfd; a peer its row of
- * max_peers + 1 eventfds. What does not fit is refused (LIMIT) as it is asked
- * for, never half made.
+ * Says so if the configured limits can outgrow the budget (to the log at
+ * start, to stderr for --check-config): a region costs an endpoint per plugin
+ * and, with memory, its memfd; a peer its row of max_peers + 1 eventfds.
+ * What does not fit is refused (LIMIT) as it is asked for, never half made.
+ * Returns whether they fit.
  */
-static void report_fd_budget(const Limits *l) {
+static bool report_fd_budget(const Limits *l, FILE *to) {
         uint64_t want = (uint64_t) l->max_regions * (N_PLUGINS + 1) +
                         (uint64_t) l->max_connections * (l->default_max_peers + 1);
+        char text[1024];
         struct rlimit rl;
 
         if (l->max_fds == 0 || want <= l->max_fds || getrlimit(RLIMIT_NOFILE, &rl) < 0)
-                return;
-        log_notice("File descriptor limit %llu leaves %u fds to regions and peers (each fd is kept twice; "
-                   "%u for connections and the broker's own), below the %llu that --max-regions=%u with "
-                   "memory and --max-connections=%u peers with %u vectors can use: past it, creating "
-                   "regions and attaching peers is refused (LIMIT)",
-                   (unsigned long long) rl.rlim_cur, l->max_fds, FDS_OWN + 2 * l->max_connections,
-                   (unsigned long long) want, l->max_regions, l->max_connections, l->default_max_peers + 1);
+                return true;
+        if (rl.rlim_cur <= fds_aside(l) + 2)
+                snprintf(text, sizeof(text),
+                         "File descriptor limit %llu is below the %llu fds set aside for %u connections, %u "
+                         "queued fds (--max-total-queued-fds) and the broker's own: no region and no peer fits, "
+                         "creating regions and attaching peers is refused (LIMIT); raise LimitNOFILE= or lower "
+                         "those limits",
+                         (unsigned long long) rl.rlim_cur, (unsigned long long) fds_aside(l), l->max_connections,
+                         l->max_total_queued_fds);
+        else
+                snprintf(text, sizeof(text),
+                         "File descriptor limit %llu leaves %u fds to regions and peers (each fd is kept twice; "
+                         "%llu for %u connections, %u queued fds (--max-total-queued-fds) and the broker's own), "
+                         "below the %llu that --max-regions=%u with memory and --max-connections=%u peers with %u "
+                         "vectors can use: past it, creating regions and attaching peers is refused (LIMIT)",
+                         (unsigned long long) rl.rlim_cur, l->max_fds, (unsigned long long) fds_aside(l),
+                         l->max_connections, l->max_total_queued_fds, (unsigned long long) want, l->max_regions,
+                         l->max_connections, l->default_max_peers + 1);
+        if (to)
+                fprintf(to, "shmem-brokerd: %s\n", text);
+        else
+                log_notice("%s", text);
+        return false;
 }
 
 static void args_done(Args *a) {
@@ -450,6 +484,7 @@ static int check_config(const Args *a) {
                a->config_file ? a->config_file : "--no-config",
                a->config_file && access(a->config_file, F_OK) < 0 ? " (absent: the defaults)" : "",
                a->config.n_regions, persistent, persistent_bytes, a->config.n_rules, a->config.rundir);
+        (void) report_fd_budget(&a->config.limits, stderr);
         return 0;
 }
 
@@ -483,7 +518,7 @@ int main(int argc, char **argv) {
         }
 
         (void) signal(SIGPIPE, SIG_IGN);
-        report_fd_budget(&args.config.limits);
+        report_fd_budget(&args.config.limits, NULL);
         r = broker_new(&broker, &args.config, args_reload, &args);
         if (r < 0 && args.inherited)
                 /* Everything handed over stays with the manager for the next start: tearing

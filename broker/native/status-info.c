@@ -248,6 +248,7 @@ int status_info_new(StatusInfo **ret, Registry *reg, const PeerIdentity *caller,
         o->stored_fds = (uint32_t) facts->stored_fds;
         o->fd_store_max = facts->fd_store_max;
         o->refusing = reg->closed ? reg->closed : (char *) "";
+        o->upgrade_failed = (char *) (facts->upgrade_failed ? facts->upgrade_failed : "");
         o->limits = &s->limits;
         o->total = &s->total;
         o->all_holders = s->all;

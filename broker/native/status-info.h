@@ -32,6 +32,7 @@ typedef struct NativeFacts {
         size_t stored_fds;
         unsigned fd_store_max;            /* $FDSTORE, 0: not said */
         Frontends *frontends;             /* connections; NULL: none counted */
+        const char *upgrade_failed;       /* why the last upgrade accepted did not happen; NULL or "": none failed */
 } NativeFacts;
 
 typedef struct StatusInfo StatusInfo;

@@ -2,9 +2,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +17,10 @@
 
 #define LISTEN_FDS_START 3
 #define ADOPTED_MAX 65536 /* what one start may hand over */
+/* fdstore_exec()'s handover to the new image: the memfd that lists the fds, for that pid. */
+#define HANDOVER_FD_ENV "SHMEM_HANDOVER_FD"
+#define HANDOVER_PID_ENV "SHMEM_HANDOVER_PID"
+#define HANDOVER_MAX (64u << 20) /* bytes of the list: ADOPTED_MAX names at most */
 
 typedef struct Entry {
         char name[FDSTORE_NAME_MAX + 1];
@@ -53,10 +59,18 @@ const char *fdstore_key(char buf[FDSTORE_NAME_MAX + 1], const FdKey *key) {
         return buf;
 }
 
-bool fdstore_inherited(void) {
-        const char *pid = getenv("LISTEN_PID"), *count = getenv("LISTEN_FDS");
+static bool for_this_pid(const char *pid) {
+        return pid && strtoul(pid, NULL, 10) == (unsigned long) getpid();
+}
 
-        return pid && count && strtoul(pid, NULL, 10) == (unsigned long) getpid() && strtoul(count, NULL, 10) > 0;
+static bool handed_over(void) {
+        return for_this_pid(getenv(HANDOVER_PID_ENV)) && getenv(HANDOVER_FD_ENV);
+}
+
+bool fdstore_inherited(void) {
+        const char *count = getenv("LISTEN_FDS");
+
+        return handed_over() || (for_this_pid(getenv("LISTEN_PID")) && count && strtoul(count, NULL, 10) > 0);
 }
 
 static Entry *entry_new(FdStore *s, const char *name, int fd) {
@@ -78,13 +92,13 @@ static void entry_free(FdStore *s, Entry *e) {
 }
 
 /* Takes the fds of $LISTEN_FDS if they are for this process, with their names. */
-static int fdstore_adopt(FdStore *s) {
+static int adopt_listen_fds(FdStore *s) {
         const char *names = getenv("LISTEN_FDNAMES");
         _cleanup_free_ char *copy = NULL;
         char *save = NULL, *name;
         unsigned long n;
 
-        if (!fdstore_inherited())
+        if (!for_this_pid(getenv("LISTEN_PID")) || !getenv("LISTEN_FDS"))
                 return 0;
         n = strtoul(getenv("LISTEN_FDS"), NULL, 10);
         copy = strdup(names ? names : "");
@@ -116,6 +130,96 @@ static int fdstore_adopt(FdStore *s) {
         return 0;
 }
 
+typedef struct Handed {
+        int fd;
+        const char *name;
+} Handed;
+
+static int handed_by_fd(const void *a, const void *b) {
+        int x = ((const Handed *) a)->fd, y = ((const Handed *) b)->fd;
+
+        return (x > y) - (x < y);
+}
+
+/* Adopts the fds of fdstore_exec()'s list (@text, "FD NAME" lines): where they are, by name. */
+static int adopt_list(FdStore *s, char *text, int list) {
+        _cleanup_free_ Handed *h = NULL;
+        size_t n = 0, max = 0;
+        char *save = NULL;
+
+        for (char *line = strtok_r(text, "\n", &save); line && n < ADOPTED_MAX; line = strtok_r(NULL, "\n", &save)) {
+                char *end;
+                long fd = strtol(line, &end, 10);
+
+                if (end == line || *end != ' ' || fd < LISTEN_FDS_START || fd > INT_MAX || fd == list ||
+                    !end[1] || strlen(end + 1) > FDSTORE_NAME_MAX) {
+                        log_notice("Ignoring a malformed line of the upgrade's fd list");
+                        continue;
+                }
+                if (n == max) {
+                        Handed *bigger = reallocarray(h, max ? 2 * max : 256, sizeof(*h));
+
+                        if (!bigger)
+                                return -ENOMEM;
+                        h = bigger;
+                        max = max ? 2 * max : 256;
+                }
+                h[n++] = (Handed) { (int) fd, end + 1 };
+        }
+        qsort(h, n, sizeof(*h), handed_by_fd);
+        for (size_t i = 0; i < n; i++) {
+                /* An fd listed twice is one fd: the first name keeps it. */
+                if (i > 0 && h[i].fd == h[i - 1].fd) {
+                        log_notice("Ignoring stored fd %d '%s': its number is listed twice", h[i].fd, h[i].name);
+                        continue;
+                }
+                if (fcntl(h[i].fd, F_SETFD, FD_CLOEXEC) < 0) {
+                        log_notice("Ignoring stored fd %d '%s': it is not open", h[i].fd, h[i].name);
+                        continue;
+                }
+                if (map_get(s->entries, h[i].name)) {
+                        log_notice("Closing stored fd %d '%s': its name is stored twice", h[i].fd, h[i].name);
+                        fd_close(h[i].fd);
+                } else if (!entry_new(s, h[i].name, h[i].fd))
+                        return -ENOMEM;
+                else
+                        ((Entry *) map_get(s->entries, h[i].name))->adopted = true;
+        }
+        return 0;
+}
+
+/* Takes the fds an upgrade (fdstore_exec()) left open for this process. */
+static int adopt_handover(FdStore *s) {
+        _cleanup_free_ char *text = NULL;
+        struct stat st;
+        long list;
+        ssize_t n;
+        int r;
+
+        if (!handed_over())
+                return 0;
+        list = strtol(getenv(HANDOVER_FD_ENV), NULL, 10);
+        unsetenv(HANDOVER_FD_ENV);
+        unsetenv(HANDOVER_PID_ENV);
+        if (list < LISTEN_FDS_START || list > INT_MAX || fstat((int) list, &st) < 0 || st.st_size > HANDOVER_MAX) {
+                log_error("The upgrade's fd list (fd %ld) is missing or too large: nothing is taken over", list);
+                return 0;
+        }
+        (void) fcntl((int) list, F_SETFD, FD_CLOEXEC);
+        text = malloc((size_t) st.st_size + 1);
+        if (!text) {
+                fd_close((int) list);
+                return -ENOMEM;
+        }
+        n = pread((int) list, text, (size_t) st.st_size, 0);
+        r = n < 0 ? -errno : 0;
+        fd_close((int) list);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the upgrade's fd list: %m");
+        text[n] = 0;
+        return adopt_list(s, text, (int) list);
+}
+
 int fdstore_new(FdStore **ret, Notify *notify) {
         FdStore *s = calloc(1, sizeof(*s));
         int r;
@@ -125,7 +229,9 @@ int fdstore_new(FdStore **ret, Notify *notify) {
         s->notify = notify;
         r = map_new(&s->entries, MAP_KEY_STRING);
         if (r >= 0)
-                r = fdstore_adopt(s);
+                r = adopt_handover(s);
+        if (r >= 0)
+                r = adopt_listen_fds(s);
         if (r < 0) {
                 fdstore_free(s);
                 return r;
@@ -254,49 +360,79 @@ size_t fdstore_size(FdStore *s) {
         return map_size(s->entries);
 }
 
-int fdstore_exec(FdStore *s, const char *exe, char *const *argv) {
-        size_t n = map_size(s->entries), len = 0, k = 0;
-        _cleanup_free_ int *high = NULL;
-        _cleanup_free_ char *names = NULL;
-        char count[32], pid[32];
+/* Sets or clears close-on-exec on every stored fd and @list. */
+static void set_cloexec_all(FdStore *s, int list, bool on) {
         void *v;
+
+        for (size_t i = 0; map_next(s->entries, &i, &v);)
+                (void) fcntl(((Entry *) v)->fd, F_SETFD, on ? FD_CLOEXEC : 0);
+        (void) fcntl(list, F_SETFD, on ? FD_CLOEXEC : 0);
+}
+
+/* A sealed memfd of "FD NAME\n" lines, one per stored fd; -errno. */
+static int handover_list(FdStore *s) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        int fd, r = 0;
+        void *v;
+
+        if (!f)
+                return -ENOMEM;
+        for (size_t i = 0; map_next(s->entries, &i, &v);)
+                fprintf(f, "%d %s\n", ((Entry *) v)->fd, ((Entry *) v)->name);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        fd = memfd_create("shmem-broker-handover", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return -errno;
+        for (size_t done = 0; done < len && r == 0;) {
+                ssize_t n = write(fd, buf + done, len - done);
+
+                if (n < 0)
+                        r = -errno;
+                else
+                        done += (size_t) n;
+        }
+        if (r == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+                r = -errno;
+        if (r < 0) {
+                fd_close(fd);
+                return r;
+        }
+        return fd;
+}
+
+int fdstore_exec(FdStore *s, const char *exe, char *const *argv) {
+        char list_fd[32], pid[32];
+        int list, r;
 
         if (access(exe, X_OK) < 0)
                 return -errno;
-        high = calloc(n ? n : 1, sizeof(int));
-        names = malloc(n * (FDSTORE_NAME_MAX + 1) + 1);
-        if (!high || !names)
-                return -ENOMEM;
-        names[0] = 0;
         /*
-         * Everything the new image must find goes to fds 3.. in order, as
-         * systemd hands them over. First to numbers above that range (close-
-         * on-exec, so they vanish in the exec), then down without the flag.
-         * From here on the running image's fds are overwritten: no way back.
+         * The stored fds stay where they are, as systemd's own re-execution
+         * keeps its fd set: close-on-exec is cleared on them alone and their
+         * numbers and names go in one memfd. Placing them at 3.. as $LISTEN_FDS
+         * does would take a second copy of each (or overwrite the running
+         * image's), and an exec that fails could not be undone.
          */
-        for (size_t i = 0; map_next(s->entries, &i, &v); k++) {
-                Entry *e = v;
-
-                high[k] = fcntl(e->fd, F_DUPFD_CLOEXEC, (int) (LISTEN_FDS_START + n));
-                if (high[k] < 0) {
-                        int r = -errno;
-
-                        for (size_t j = 0; j < k; j++)
-                                fd_close(high[j]);
-                        return r;
-                }
-                len += (size_t) snprintf(names + len, FDSTORE_NAME_MAX + 2, "%s%s", k ? ":" : "", e->name);
-        }
-        for (size_t i = 0; i < n; i++)
-                if (dup2(high[i], (int) (LISTEN_FDS_START + i)) < 0)
-                        _exit(EXIT_FAILURE);
-        snprintf(count, sizeof(count), "%zu", n);
+        list = handover_list(s);
+        if (list < 0)
+                return list;
+        snprintf(list_fd, sizeof(list_fd), "%d", list);
         snprintf(pid, sizeof(pid), "%d", (int) getpid());
-        setenv("LISTEN_FDS", count, 1);
-        setenv("LISTEN_FDNAMES", names, 1);
-        setenv("LISTEN_PID", pid, 1);
+        if (setenv(HANDOVER_FD_ENV, list_fd, 1) < 0 || setenv(HANDOVER_PID_ENV, pid, 1) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        set_cloexec_all(s, list, false);
         execv(exe, argv);
-        /* The fds are shuffled: this image cannot go on. Whoever started it restarts it. */
-        log_error_errno(-errno, "Cannot execute '%s' for the upgrade, exiting: %m", exe);
-        _exit(EXIT_FAILURE);
+        r = -errno;
+        /* Nothing was lost: the fds get their flag back and this image goes on. */
+        set_cloexec_all(s, list, true);
+fail:
+        unsetenv(HANDOVER_FD_ENV);
+        unsetenv(HANDOVER_PID_ENV);
+        fd_close(list);
+        return r;
 }

@@ -8,7 +8,8 @@
  * FDSTOREREMOVE=1) when there is one, and handed over whole when the broker
  * re-executes itself (an upgrade). docs/persistence.md.
  *
- * At start it adopts the fds handed in ($LISTEN_FDS, $LISTEN_FDNAMES): those
+ * At start it adopts the fds handed in ($LISTEN_FDS, $LISTEN_FDNAMES, or an
+ * upgrade's list: fdstore_exec()): those
  * are in the manager's store already and are not sent again; whoever rebuilds
  * an object takes a copy by name; fdstore_release_unclaimed() closes and
  * removes what nobody took.
@@ -58,8 +59,10 @@ size_t fdstore_size(FdStore *s);
 
 /*
  * fdstore_exec() - re-execute @exe with @argv, handing it every fd of the
- * store (and nothing else) through LISTEN_FDS, as a systemd restart would.
- * Returns only if it cannot start (-errno, nothing changed); once the fds are
- * being placed, a failing exec ends the process.
+ * store (and nothing else) where it is, close-on-exec cleared, with a memfd
+ * that lists their numbers and names ($SHMEM_HANDOVER_FD, for the pid in
+ * $SHMEM_HANDOVER_PID); the new image's fdstore_new() adopts them as it does
+ * $LISTEN_FDS. Takes one fd more than the store holds. Returns only if the
+ * exec failed (-errno), with every fd as it was: the caller goes on.
  */
 int fdstore_exec(FdStore *s, const char *exe, char *const *argv);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "escape.h"
 #include "events.h"
 #include "hexdump.h"
 #include "json.h"
@@ -378,6 +379,28 @@ int cmd_reload(Client *c, const char *path, const Args *a) {
 }
 
 /*
+ * Whether the image @c talks to says its last upgrade failed (BrokerStatus),
+ * why into @why; a broker before BrokerStatus.upgrade_failed never says.
+ */
+static bool upgrade_failed(Client *c, char why[STR_ESCAPE_SIZE(512)]) {
+        _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
+        Message m = SHMEM__MESSAGE__INIT;
+        const Shmem__BrokerStatusReply *s;
+
+        m.body_case = SHMEM__MESSAGE__BODY_BROKER_STATUS;
+        m.broker_status = &(Shmem__BrokerStatus) SHMEM__BROKER_STATUS__INIT;
+        if (client_call(c, &m, CLIENT_TIMEOUT_MS, &reply) < 0 ||
+            client_reply_status(reply, NULL) != SHMEM__STATUS__OK ||
+            reply->msg->reply->body_case != SHMEM__REPLY__BODY_BROKER_STATUS)
+                return false;
+        s = reply->msg->reply->broker_status;
+        if (!s || !s->upgrade_failed || !*s->upgrade_failed)
+                return false;
+        str_escape(why, STR_ESCAPE_SIZE(512), s->upgrade_failed);
+        return true;
+}
+
+/*
  * The broker replies to Upgrade and re-executes about 100 ms later; until
  * then the old image still answers. A new connection whose Hello carries
  * another instance than @c's is answered by the new image.
@@ -385,6 +408,7 @@ int cmd_reload(Client *c, const char *path, const Args *a) {
 int cmd_upgrade(Client *c, const char *path, const Args *a) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
         _cleanup_free_ char *was = NULL;
+        char why[STR_ESCAPE_SIZE(512)];
         Message m = SHMEM__MESSAGE__INIT;
         uint64_t before = client_broker_instance(c);
         int64_t deadline, refused_since = -1;
@@ -424,6 +448,10 @@ int cmd_upgrade(Client *c, const char *path, const Args *a) {
                         } else
                                 printf("upgraded: %s (was %s)\n", client_broker(n), was);
                         return flush_output();
+                }
+                if (r == 0 && upgrade_failed(n, why)) {
+                        fprintf(stderr, "shmemctl: the broker at %s did not upgrade and goes on: %s\n", path, why);
+                        return EXIT_REFUSED;
                 }
                 last = r;
                 if (r != -ECONNREFUSED && r != -ENOENT)

@@ -183,6 +183,8 @@ static int print_text(const Shmem__BrokerStatusReply *s, const Shmem__StatusUse 
                 printf("    Service: no service manager; %u fds kept for an upgrade in place\n", s->stored_fds);
         if (s->refusing && *s->refusing)
                 printf("  Attaching: REFUSED: %s\n", str_escape(refusing, sizeof(refusing), s->refusing));
+        if (s->upgrade_failed && *s->upgrade_failed)
+                printf("    Upgrade: FAILED: %s\n", str_escape(refusing, sizeof(refusing), s->upgrade_failed));
         putchar('\n');
         r = print_limits(s->limits, t);
         if (r != EXIT_OK)
@@ -283,6 +285,11 @@ static void print_json(const Shmem__BrokerStatusReply *s, const Shmem__StatusUse
         json_key(&j, "refusing");
         if (s->refusing && *s->refusing)
                 json_string(&j, s->refusing);
+        else
+                json_null(&j);
+        json_key(&j, "upgrade_failed");
+        if (s->upgrade_failed && *s->upgrade_failed)
+                json_string(&j, s->upgrade_failed);
         else
                 json_null(&j);
         json_key(&j, "limits");

@@ -62,6 +62,22 @@ class CheckConfig(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("3 regions declared", out.stdout)
 
+    def test_limits_beyond_the_fd_limit(self):
+        # Valid, but what the fd limit leaves regions and peers is said (stderr: stdout is the summary).
+        low = ["prlimit", "--nofile=2600", self.brokerd, "--no-config", "--rundir", self.rundir, "--check-config"]
+        out = subprocess.run(low, capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("File descriptor limit 2600 is below the 6714 fds set aside for 1024 connections, "
+                      "4096 queued fds (--max-total-queued-fds) and the broker's own: no region and no peer fits",
+                      out.stderr)
+        out = subprocess.run(low + ["--max-connections", "64", "--max-total-queued-fds", "64"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertIn("File descriptor limit 2600 leaves 919 fds to regions and peers", out.stderr)
+        self.assertIn("below the 1600 that --max-regions=256", out.stderr)
+        out = subprocess.run(low + ["--max-regions", "10", "--max-connections", "16", "--max-total-queued-fds", "16"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual((out.returncode, out.stderr), (0, ""))
+
     def test_syntax_error_names_file_and_line(self):
         out = self.check(VALID + "[region broken]\nsize = lots\n")
         self.assertEqual(out.returncode, 1)
