@@ -37,7 +37,7 @@ ok "systemd started shmem-brokerd.service (Type=notify): $(prop ActiveState)/$(p
 boot_running() { [ "$(virsh -c qemu:///system domstate vm-boot 2>/dev/null)" = running ]; }
 wait_for 120 "libvirtd to autostart vm-boot" boot_running
 boot_in() {
-        shmemctl --json inspect boot |
+        shmemctl --json inspect boot | json_line |
                 grep -q "\"uid\":$(id -u libvirt-qemu),[^}]*\"vm_name\":\"vm-boot\"[^}]*\"libvirt\":true"
 }
 wait_for 30 "vm-boot in 'shmemctl inspect boot' as libvirt's, uid libvirt-qemu" boot_in
@@ -65,7 +65,7 @@ setpriv --reuid=nobody --regid=nogroup --groups=kvm --inh-caps=-all \
 qemu=$!
 qemu_in() { shmemctl inspect r | grep -q "vm-x"; }
 wait_for 60 "the QEMU peer in 'shmemctl inspect r'" qemu_in
-shmemctl --json inspect r | grep -q '"vm_uuid":"0b5e6f1e-6d8a-4c21-9d7e-3f1c2b4a5d60"' ||
+shmemctl --json inspect r | json_line | grep -q '"vm_uuid":"0b5e6f1e-6d8a-4c21-9d7e-3f1c2b4a5d60"' ||
         fail "inspect lacks the QEMU's UUID: $(shmemctl --json inspect r)"
 ok "a QEMU running as nobody:kvm attached as peer 0, named vm-x with its UUID"
 
@@ -77,7 +77,7 @@ wait_for 30 "peer a" a_in
 peer b info expect 0 from-a $T expect 16 go $T wait-from 0x2 $T wait-active 0xf $T write 48 b-saw expect 64 c-done $T
 b_in() { grep -q "info index=2" $W/b.out; }
 wait_for 30 "peer b" b_in
-pending_b() { shmemctl --json inspect r | grep -q '"index":2,[^}]*"pending":\[1\]'; }
+pending_b() { shmemctl --json inspect r | json_line | grep -q '"index":2,[^}]*"pending":\[1\]'; }
 wait_for 10 "A's signal pending at B" pending_b
 stored=$(prop NFileDescriptorStore)
 [ -n "$stored" ] && [ "$stored" -gt 0 ] || fail "NFileDescriptorStore='$stored'"
@@ -132,11 +132,11 @@ ok "systemctl reload added region 'added'; the QEMU peer stayed"
 # 6. shmemctl attach through libvirtd: region 'added' hot-plugged into the
 #    running vm-boot; its QEMU joins. Destroying the domain frees both indices.
 shmemctl attach vm-boot added --live > $W/attach.out 2>&1 || fail "shmemctl attach: $(cat $W/attach.out)"
-added_in() { shmemctl --json inspect added | grep -q '"vm_name":"vm-boot"[^}]*"libvirt":true'; }
+added_in() { shmemctl --json inspect added | json_line | grep -q '"vm_name":"vm-boot"[^}]*"libvirt":true'; }
 wait_for 30 "vm-boot in region 'added'" added_in
 ok "shmemctl attach vm-boot added --live: vm-boot's QEMU joined 'added'"
 virsh -c qemu:///system destroy vm-boot > /dev/null || fail "virsh destroy vm-boot"
-left() { [ "$(shmemctl --json inspect boot | grep -c vm-boot)" = 0 ] && [ "$(shmemctl --json inspect added | grep -c vm-boot)" = 0 ]; }
+left() { [ "$(shmemctl --json inspect boot | grep -c vm-boot)" = 0 ] && [ "$(shmemctl --json inspect added | json_line | grep -c vm-boot)" = 0 ]; }
 wait_for 30 "vm-boot to leave 'boot' and 'added'" left
 ok "virsh destroy vm-boot: its QEMU left both regions"
 
@@ -156,7 +156,7 @@ systemctl stop shmem-brokerd.service || fail "systemctl stop"
 ok "systemctl stop: exit 0, fd store empty"
 systemctl start shmem-brokerd.service || fail "systemctl start"
 running || fail "not running after start"
-[ "$(shmemctl --json inspect r | grep -c vm-x)" = 0 ] || fail "the region kept its peer across a stop"
+[ "$(shmemctl --json inspect r | json_line | grep -c vm-x)" = 0 ] || fail "the region kept its peer across a stop"
 ok "systemctl start: a fresh broker, region r without peers"
 kill "$qemu" 2>/dev/null
 exit 0

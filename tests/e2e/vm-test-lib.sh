@@ -15,6 +15,8 @@ fail() {
         exit 1
 }
 ok() { echo "ok - $*"; }
+# shmemctl --json pretty-prints: one line without blanks, for grep patterns across members.
+json_line() { tr -d ' \t\n'; }
 prop() { systemctl show -p "$1" --value shmem-brokerd.service; }
 # wait_for SECONDS WHAT COMMAND...
 wait_for() {
