@@ -51,12 +51,14 @@ static const char *client_label(const Client *c, char buf[STR_ESCAPE_SIZE(SHMEM_
 /* Queues @m (consumed; NULL: it could not be built, and the client goes); @ref: conn_queue_ref()'s. */
 static void client_queue_ref(Client *c, FdMsg *m, FdMsg **ref) {
         char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
+        bool broken;
 
         if (!m) {
                 conn_break(&c->conn->conn, -ENOMEM);
                 return;
         }
-        if (conn_queue_ref(&c->conn->conn, m, ref) == -ENOBUFS)
+        broken = c->conn->conn.error != 0; /* said once, not for each message after */
+        if (conn_queue_ref(&c->conn->conn, m, ref) == -ENOBUFS && !broken)
                 log_peer_warning("Client '%s' (pid %d) does not read its messages, dropping it",
                                  client_label(c, label), (int) c->caller.id.pid);
 }
