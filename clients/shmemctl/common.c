@@ -72,6 +72,25 @@ int call(Client *c, const char *path, const char *what, Message *req, ClientMsg 
         return EXIT_OK;
 }
 
+int pages_keep(Pages *p, ClientMsg *reply) {
+        ClientMsg **replies = realloc(p->replies, (p->n_replies + 1) * sizeof(*replies));
+
+        if (!replies) {
+                client_msg_free(reply);
+                return -ENOMEM;
+        }
+        p->replies = replies;
+        p->replies[p->n_replies++] = reply;
+        return 0;
+}
+
+void pages_done(Pages *p) {
+        for (size_t i = 0; i < p->n_replies; i++)
+                client_msg_free(p->replies[i]);
+        free(p->replies);
+        *p = (Pages) {};
+}
+
 int inspect_region(Client *c, const char *path, const char *name, ClientMsg **ret_reply,
                    const Shmem__RegionInfo **ret_info) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;

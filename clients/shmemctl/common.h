@@ -14,8 +14,11 @@
  * is not EXIT_OK.
  */
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "client.h"
 #include "table.h"
@@ -63,6 +66,33 @@ int report_refused(const char *what, int status, const char *detail);
 
 /* Sends @req; EXIT_OK with the OK reply in *ret. */
 int call(Client *c, const char *path, const char *what, Message *req, ClientMsg **ret);
+
+/*
+ * The replies of a listing the broker answers in pages (docs/protocol.md,
+ * "Listing in pages"), kept while the items gathered from them are used.
+ */
+typedef struct Pages {
+        ClientMsg **replies;
+        size_t n_replies;
+} Pages;
+
+/* Keeps @reply (owned: freed if it cannot be kept); 0 or -ENOMEM. */
+int pages_keep(Pages *p, ClientMsg *reply);
+void pages_done(Pages *p);
+
+/* Appends the @n items at @src to the array *@a of *@len items, a NULL kept after them; 0 or -ENOMEM. */
+#define ARRAY_APPEND(a, len, src, n)                                                          \
+        ({                                                                                    \
+                size_t _n = (n);                                                              \
+                typeof(*(a)) _new = realloc(*(a), (*(len) + _n + 1) * sizeof(**(a)));         \
+                if (_new) {                                                                   \
+                        memcpy(_new + *(len), (src), _n * sizeof(*_new));                     \
+                        *(len) += _n;                                                         \
+                        _new[*(len)] = NULL;                                                  \
+                        *(a) = _new;                                                          \
+                }                                                                             \
+                _new ? 0 : -ENOMEM;                                                           \
+        })
 
 /* Inspect @name: EXIT_OK with the reply in *ret_reply (free it) and its region in *ret_info. */
 int inspect_region(Client *c, const char *path, const char *name, ClientMsg **ret_reply,

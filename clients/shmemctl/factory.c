@@ -145,16 +145,13 @@ static int print_vm(const Shmem__FactoryVm *vm, const TableOptions *o) {
 
 /* Every VM, read page by page as list does (docs/protocol.md, "Listing in pages"). */
 typedef struct FactoryListing {
-        ClientMsg **pages; /* the replies, which the VMs point into */
-        size_t n_pages;
+        Pages pages; /* the VMs point into them */
         Shmem__FactoryVm **vms;
         size_t n_vms;
 } FactoryListing;
 
 static void factory_listing_done(FactoryListing *l) {
-        for (size_t i = 0; i < l->n_pages; i++)
-                client_msg_free(l->pages[i]);
-        free(l->pages);
+        pages_done(&l->pages);
         free(l->vms);
 }
 
@@ -165,8 +162,7 @@ static int factory_all(Client *c, const char *path, FactoryListing *l) {
                 Shmem__Factory req = SHMEM__FACTORY__INIT;
                 Message m = SHMEM__MESSAGE__INIT;
                 const Shmem__FactoryReply *page;
-                ClientMsg *reply = NULL, **pages;
-                Shmem__FactoryVm **vms;
+                ClientMsg *reply = NULL;
                 int r;
 
                 req.limit = FACTORY_PAGE;
@@ -176,25 +172,16 @@ static int factory_all(Client *c, const char *path, FactoryListing *l) {
                 r = call(c, path, "factory", &m, &reply);
                 if (r != EXIT_OK)
                         return r;
-                pages = realloc(l->pages, (l->n_pages + 1) * sizeof(*pages));
-                if (!pages) {
-                        client_msg_free(reply);
+                if (pages_keep(&l->pages, reply) < 0)
                         return report_unreachable(path, -ENOMEM, false);
-                }
-                l->pages = pages;
-                l->pages[l->n_pages++] = reply;
                 page = reply->msg->reply->factory;
                 if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_FACTORY || !page)
                         return report_unreachable(path, -EPROTO, false);
                 /* A cursor that does not move on would ask for ever. */
                 if (page->next && (page->next <= after || page->n_vms == 0))
                         return report_unreachable(path, -EPROTO, false);
-                vms = realloc(l->vms, (l->n_vms + page->n_vms + 1) * sizeof(*vms));
-                if (!vms)
+                if (ARRAY_APPEND(&l->vms, &l->n_vms, page->vms, page->n_vms) < 0)
                         return report_unreachable(path, -ENOMEM, false);
-                l->vms = vms;
-                for (size_t i = 0; i < page->n_vms; i++)
-                        l->vms[l->n_vms++] = page->vms[i];
                 after = page->next;
         } while (after);
         return EXIT_OK;

@@ -131,16 +131,13 @@ static void json_region_fields(Json *j, const Shmem__RegionInfo *r) {
 
 /* Every region, read page by page (docs/protocol.md, "Listing in pages"). */
 typedef struct Listing {
-        ClientMsg **pages; /* the replies, which the regions point into */
-        size_t n_pages;
+        Pages pages; /* the regions point into them */
         const Shmem__RegionInfo **regions;
         size_t n_regions;
 } Listing;
 
 static void listing_done(Listing *l) {
-        for (size_t i = 0; i < l->n_pages; i++)
-                client_msg_free(l->pages[i]);
-        free(l->pages);
+        pages_done(&l->pages);
         free(l->regions);
 }
 
@@ -151,8 +148,7 @@ static int list_all(Client *c, const char *path, Listing *l) {
                 Shmem__List req = SHMEM__LIST__INIT;
                 Message m = SHMEM__MESSAGE__INIT;
                 const Shmem__ListReply *page;
-                ClientMsg *reply = NULL, **pages;
-                const Shmem__RegionInfo **regions;
+                ClientMsg *reply = NULL;
                 int r;
 
                 req.limit = LIST_PAGE;
@@ -162,25 +158,16 @@ static int list_all(Client *c, const char *path, Listing *l) {
                 r = call(c, path, "list", &m, &reply);
                 if (r != EXIT_OK)
                         return r;
-                pages = realloc(l->pages, (l->n_pages + 1) * sizeof(*pages));
-                if (!pages) {
-                        client_msg_free(reply);
+                if (pages_keep(&l->pages, reply) < 0)
                         return report_unreachable(path, -ENOMEM, false);
-                }
-                l->pages = pages;
-                l->pages[l->n_pages++] = reply;
                 page = reply->msg->reply->list;
                 if (reply->msg->reply->body_case != SHMEM__REPLY__BODY_LIST || !page)
                         return report_unreachable(path, -EPROTO, false);
                 /* A cursor that does not move on would ask for ever. */
                 if (page->next && (page->next <= after || page->n_regions == 0))
                         return report_unreachable(path, -EPROTO, false);
-                regions = realloc(l->regions, (l->n_regions + page->n_regions + 1) * sizeof(*regions));
-                if (!regions)
+                if (ARRAY_APPEND(&l->regions, &l->n_regions, page->regions, page->n_regions) < 0)
                         return report_unreachable(path, -ENOMEM, false);
-                l->regions = regions;
-                for (size_t i = 0; i < page->n_regions; i++)
-                        l->regions[l->n_regions++] = page->regions[i];
                 after = page->next;
         } while (after);
         return EXIT_OK;

@@ -311,16 +311,13 @@ static void print_json(const Shmem__BrokerStatusReply *s, const Shmem__StatusUse
 
 /* The status with every holder, read page by page as list does (docs/protocol.md, "Listing in pages"). */
 typedef struct StatusPages {
-        ClientMsg **pages; /* the replies, which the holders point into; the first is the status */
-        size_t n_pages;
+        Pages pages; /* the holders point into them; the first is the status */
         Shmem__StatusUse **holders;
         size_t n_holders;
 } StatusPages;
 
 static void status_pages_done(StatusPages *p) {
-        for (size_t i = 0; i < p->n_pages; i++)
-                client_msg_free(p->pages[i]);
-        free(p->pages);
+        pages_done(&p->pages);
         free(p->holders);
 }
 
@@ -331,8 +328,7 @@ static int status_all(Client *c, const char *path, StatusPages *p) {
                 Shmem__BrokerStatus req = SHMEM__BROKER_STATUS__INIT;
                 Message m = SHMEM__MESSAGE__INIT;
                 const Shmem__BrokerStatusReply *s;
-                ClientMsg *reply = NULL, **pages;
-                Shmem__StatusUse **holders;
+                ClientMsg *reply = NULL;
                 const char *detail;
                 int r;
 
@@ -349,13 +345,8 @@ static int status_all(Client *c, const char *path, StatusPages *p) {
                 }
                 if (r < 0)
                         return report_unreachable(path, r, false);
-                pages = realloc(p->pages, (p->n_pages + 1) * sizeof(*pages));
-                if (!pages) {
-                        client_msg_free(reply);
+                if (pages_keep(&p->pages, reply) < 0)
                         return report_unreachable(path, -ENOMEM, false);
-                }
-                p->pages = pages;
-                p->pages[p->n_pages++] = reply;
                 r = client_reply_status(reply, &detail);
                 if (r != SHMEM__STATUS__OK)
                         return report_refused("status", r, detail);
@@ -365,12 +356,8 @@ static int status_all(Client *c, const char *path, StatusPages *p) {
                 /* A cursor that does not move on would ask for ever. */
                 if (s->next && s->next[0] && (s->n_holders == 0 || (after && strcmp(s->next, after) == 0)))
                         return report_unreachable(path, -EPROTO, false);
-                holders = realloc(p->holders, (p->n_holders + s->n_holders + 1) * sizeof(*holders));
-                if (!holders)
+                if (ARRAY_APPEND(&p->holders, &p->n_holders, s->holders, s->n_holders) < 0)
                         return report_unreachable(path, -ENOMEM, false);
-                p->holders = holders;
-                for (size_t i = 0; i < s->n_holders; i++)
-                        p->holders[p->n_holders++] = s->holders[i];
                 free(after);
                 after = s->next && s->next[0] ? strdup(s->next) : NULL;
                 if (s->next && s->next[0] && !after)
@@ -389,7 +376,7 @@ int cmd_status(Client *c, const char *path, const Args *a) {
         if (r != EXIT_OK)
                 return r;
         /* The first page's status with the holders of every page. */
-        all = *p.pages[0]->msg->reply->broker_status;
+        all = *p.pages.replies[0]->msg->reply->broker_status;
         all.holders = p.holders;
         all.n_holders = p.n_holders;
         if (a->json) {
