@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "escape.h"
 #include "factory.h"
@@ -148,6 +149,7 @@ typedef struct FactoryListing {
         Pages pages; /* the VMs point into them */
         Shmem__FactoryVm **vms;
         size_t n_vms;
+        bool all_vms; /* every user's VMs, else the caller's uid's only */
 } FactoryListing;
 
 static void factory_listing_done(FactoryListing *l) {
@@ -180,6 +182,7 @@ static int factory_all(Client *c, const char *path, FactoryListing *l) {
                 /* A cursor that does not move on would ask for ever. */
                 if (page->next && (page->next <= after || page->n_vms == 0))
                         return report_unreachable(path, -EPROTO, false);
+                l->all_vms = page->all_vms;
                 if (ARRAY_APPEND(&l->vms, &l->n_vms, page->vms, page->n_vms) < 0)
                         return report_unreachable(path, -ENOMEM, false);
                 after = page->next;
@@ -202,6 +205,7 @@ int cmd_factory(Client *c, const char *path, const Args *a) {
                 return r;
         all.vms = l.vms;
         all.n_vms = l.n_vms;
+        all.all_vms = l.all_vms;
 
         if (a->json) {
                 Json j;
@@ -217,7 +221,11 @@ int cmd_factory(Client *c, const char *path, const Args *a) {
                 return EXIT_OK;
         }
         if (f->n_vms == 0) {
-                printf("No VM is connected to the guest factory.\n");
+                if (f->all_vms)
+                        printf("No VM is connected to the guest factory.\n");
+                else
+                        printf("No VM of uid %u is connected to the guest factory (an administrator sees every "
+                               "user's).\n", (unsigned) getuid());
                 return EXIT_OK;
         }
         for (size_t i = 0; i < f->n_vms; i++) {

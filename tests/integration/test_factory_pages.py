@@ -195,6 +195,10 @@ class FactoryPages(unittest.TestCase):
         self.assertEqual(names(), ["root-vm"] * 3 + ["nobody-vm"] * 2)
         self.assertEqual(names(NOBODY), ["nobody-vm"] * 2)
         self.assertEqual(names(65533), [])
+        out = subprocess.run([self.shmemctl, "--socket", self.sock, "factory"], capture_output=True, text=True,
+                             timeout=30, user=65533, group=65533, extra_groups=[])
+        self.assertEqual(out.stdout, "No VM of uid 65533 is connected to the guest factory (an administrator "
+                                     "sees every user's).\n", out.stderr)
         with as_user(NOBODY):
             s = proto.Session(self.sock, "nobody")
         with s:
