@@ -33,6 +33,7 @@ struct Broker {
         bool refused; /* running on defaults, denying attaches: the files were refused at start */
         char exe[PATH_MAX]; /* the binary's path at start: an upgrade runs what is there now */
         char upgrade_failed[PATH_MAX + 128]; /* why the last upgrade accepted did not happen (BrokerStatus) */
+        uint64_t upgrade_deadline_usec;      /* CLOCK_MONOTONIC: the queues it waits for, no longer */
         char *const *argv;
         char rundir[PATH_MAX];
         char socket_path[PATH_MAX];
@@ -40,6 +41,8 @@ struct Broker {
         size_t n_config_files;
         uint64_t started_usec, started_mono_usec; /* this image's start */
 };
+
+#define UPGRADE_DRAIN_USEC (100 * 1000)
 
 static uint64_t now_usec(clockid_t clock) {
         struct timespec ts;
@@ -96,11 +99,19 @@ static void broker_on_libevent_log(int severity, const char *msg) {
                      "libevent: %s", msg);
 }
 
-/* From the loop, so that replies already queued (the Upgrade request's) went out. */
+/*
+ * From the loop, once every queue is written (the Upgrade request's reply
+ * among them), or UPGRADE_DRAIN_USEC after the request whatever a client left
+ * unread: the new image has the connections, not what their queues held.
+ */
 static void broker_on_upgrade(evutil_socket_t fd, short what, void *userdata) {
         Broker *b = userdata;
         int r;
 
+        if (frontends_queued_bytes(b->frontends) > 0 && now_usec(CLOCK_MONOTONIC) < b->upgrade_deadline_usec) {
+                event_add(b->ev_upgrade, &(struct timeval) { .tv_usec = 1000 });
+                return;
+        }
         log_info("Upgrading: re-executing '%s' with every fd and the state", b->exe);
         r = service_exec(b->service, b->exe, b->argv);
         log_error_errno(r, "Cannot upgrade to '%s' with %zu stored fds, going on: %m", b->exe,
@@ -118,8 +129,8 @@ static int broker_request_upgrade(void *userdata) {
         if (access(b->exe, X_OK) < 0)
                 return -errno;
         b->upgrade_failed[0] = 0;
-        /* After the loop has written what is queued. */
-        event_add(b->ev_upgrade, &(struct timeval) { .tv_usec = 100 * 1000 });
+        b->upgrade_deadline_usec = now_usec(CLOCK_MONOTONIC) + UPGRADE_DRAIN_USEC;
+        event_active(b->ev_upgrade, 0, 0);
         return 0;
 }
 

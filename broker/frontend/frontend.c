@@ -107,6 +107,10 @@ Keeper *frontends_keeper(Frontends *t) {
         return t->keeper;
 }
 
+size_t frontends_queued_bytes(Frontends *t) {
+        return t->budget.bytes;
+}
+
 unsigned frontends_count(Frontends *t) {
         return t->n_conns;
 }

@@ -65,6 +65,8 @@ void frontends_set_limits(Frontends *t, const Limits *limits);
 struct event_base *frontends_base(Frontends *t);
 Keeper *frontends_keeper(Frontends *t);
 unsigned frontends_count(Frontends *t);
+/* What every connection has queued and not yet written, in bytes. */
+size_t frontends_queued_bytes(Frontends *t);
 
 /*
  * Connections counted for one holder (peer_identity_holder()), for the

@@ -401,9 +401,10 @@ static bool upgrade_failed(Client *c, char why[STR_ESCAPE_SIZE(512)]) {
 }
 
 /*
- * The broker replies to Upgrade and re-executes about 100 ms later; until
- * then the old image still answers. A new connection whose Hello carries
- * another instance than @c's is answered by the new image.
+ * The broker replies to Upgrade and re-executes once its queues are written
+ * (at most 100 ms later); until then the old image still answers. A new
+ * connection whose Hello carries another instance than @c's is answered by
+ * the new image.
  */
 int cmd_upgrade(Client *c, const char *path, const Args *a) {
         _cleanup_(client_msg_freep) ClientMsg *reply = NULL;
