@@ -317,6 +317,9 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 goto fail;
         r = registry_reconfigure(b->registry, &config->limits, config->rules, config->n_rules, config->regions,
                                  config->n_regions);
+        if (r > 0)
+                log_error("Cannot start: %d of the %zu declared regions cannot be made (the errors above)", r,
+                          config->n_regions);
         if (r != 0) {
                 r = r > 0 ? -EINVAL : r;
                 goto fail;

@@ -172,6 +172,16 @@ class FdBudget(unittest.TestCase):
             self.assertEqual(r.status, proto.STATUS_OK, r.error)
         self.assertEqual(self.sd.proc.poll(), None)
 
+    def test_declared_beyond_the_budget_is_said(self):
+        """More declared regions than the fd limit leaves them: the start fails and says so, once."""
+        args = []
+        for i in range(1200):
+            args += ["--region", f"d{i}:4K"]
+        out = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 1, out.stderr[-2000:])
+        self.assertRegex(out.stderr, r"Cannot apply region 'd1199': limit: the broker's file descriptor limit")
+        self.assertRegex(out.stderr, r"Cannot start: \d+ of the 1200 declared regions cannot be made")
+
     def test_peers_that_do_not_read_meet_limit_not_emfile(self):
         self.sd.start(self.argv("--max-connections", "64", "--max-total-queued-fds", "1024",
                                  "--max-queued-bytes", "16K"))
