@@ -182,7 +182,8 @@ class ShmemctlErrors(CliCase):
 
 
 class ShmemctlLibvirtLoading(CliCase):
-    """libvirt is dlopen()ed by attach and detach only (clients/shmemctl/virt-dl.h)."""
+    """libvirt is dlopen()ed by attach and detach only (clients/shmemctl/virt-dl.h), libxml2 by
+    xml --factory DOMAIN only (proto/xml-dl.h)."""
 
     def mapped(self, pid):
         with open(f"/proc/{pid}/maps") as f:
@@ -204,7 +205,7 @@ class ShmemctlLibvirtLoading(CliCase):
                 w.wait(0.5)
             libs = self.mapped(w.pid)
             self.assertTrue(any("libshmem.so" in p for p in libs), libs)  # the maps are the real ones
-            self.assertFalse([p for p in libs if "libvirt" in p], libs)
+            self.assertFalse([p for p in libs if "libvirt" in p or "libxml2" in p], libs)
         finally:
             w.terminate()
             self.assertEqual(w.wait(10), 0)
@@ -224,6 +225,25 @@ class ShmemctlLibvirtLoading(CliCase):
                 self.assertEqual(out.returncode, 1, out.stderr)
                 self.assertEqual(out.stderr, "shmemctl: no domain 'nodom' at test:///default "
                                              "(see: virsh -c test:///default list --all)\n")
+
+    def test_libxml2_not_linked(self):
+        ldd = subprocess.run(["ldd", self.shmemctl], capture_output=True, text=True, check=True).stdout
+        self.assertIn("libshmem.so", ldd)
+        self.assertNotIn("libxml2", ldd)
+
+    def test_xml_factory_of_a_domain_reads_its_xml(self):
+        """libxml2, loaded by the parse, read the q35 domain of a test driver file: its one root port."""
+        self.start_broker()
+        node = os.path.join(self.dir, "node.xml")
+        with open(node, "w") as f:
+            f.write("<node><domain type='test'><name>fq35</name><memory>65536</memory>"
+                    "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>"
+                    "<controller type='pci' index='0' model='pcie-root'/>"
+                    "<controller type='pci' index='1' model='pcie-root-port'/></devices></domain></node>")
+        out = self.ctl("xml", "--factory", "fq35", "-c", f"test://{node}")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("domain 'fq35' (q35) lacks its factory device, 1 free hot-pluggable root port", out.stderr)
+        self.assertEqual(out.stdout.count("model='pcie-root-port'"), 4, out.stdout)
 
     def test_libvirt_missing_names_the_package(self):
         """With libvirt.so.0 unreadable (a mount namespace binds /dev/null on it), attach names libvirt0."""
