@@ -5,7 +5,8 @@ the program reads.
 PROGRAM_SOURCES (written by cmake/ShmemSources.cmake) lists the sources each
 program is built from, its libraries' included; every getenv() or
 secure_getenv() in them, and in the headers beside them, must name a string
-literal that the page's ENVIRONMENT section mentions. A getenv() of anything
+literal that an entry of the page's ENVIRONMENT section names (in its .TP
+tag line). A getenv() of anything
 but a literal fails (its name cannot be checked), and so does one in the
 project's sources that no program listed here is built from (a page would
 miss it).
@@ -31,13 +32,17 @@ def getenvs(path):
     return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in GETENV.finditer(text)]
 
 
-def environment_section(page):
+def environment_entries(page):
+    """The variable names of the entries of @page's ENVIRONMENT section (the tag line after each
+    .TP: a name merely mentioned in another entry's text documents nothing); None without one."""
     with open(page) as f:
         text = f.read()
     m = re.search(r"^\.SH ENVIRONMENT\n(.*?)(?=^\.SH |\Z)", text, re.M | re.S)
     if not m:
         return None
-    return re.sub(r"\\f[BIRP]|\\&", "", m.group(1)).replace("\\-", "-")
+    lines = m.group(1).splitlines()
+    tags = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.startswith((".TP", ".TQ"))]
+    return {name for tag in tags for name in re.findall(r"[A-Z_][A-Z0-9_]*", re.sub(r"\\f[BIRP]", "", tag))}
 
 
 def main(source, listing):
@@ -57,8 +62,8 @@ def main(source, listing):
             if os.path.isdir(d):
                 files |= {os.path.join(d, n) for n in os.listdir(d) if n.endswith(".h")}
         covered |= files
-        section = environment_section(os.path.join(source, page))
-        if section is None:
+        entries = environment_entries(os.path.join(source, page))
+        if entries is None:
             errors.append(f"{page}: no ENVIRONMENT section")
             continue
         names = set()
@@ -69,8 +74,8 @@ def main(source, listing):
                     errors.append(f"{path}:{line}: getenv({arg}) of no literal name: {page} cannot be checked")
                     continue
                 names.add(literal.group(1))
-                if not re.search(r"(?<![A-Za-z0-9_])" + literal.group(1) + r"(?![A-Za-z0-9_])", section):
-                    errors.append(f"{page}: ENVIRONMENT does not name {literal.group(1)}, "
+                if literal.group(1) not in entries:
+                    errors.append(f"{page}: ENVIRONMENT has no entry for {literal.group(1)}, "
                                   f"which {program} reads ({os.path.relpath(path, source)}:{line})")
         print(f"{program}: {', '.join(sorted(names)) or 'no variables'}")
     for d in PROJECT_DIRS:
