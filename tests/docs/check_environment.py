@@ -5,9 +5,9 @@ the program reads.
 PROGRAM_SOURCES (written by cmake/ShmemSources.cmake) lists the sources each
 program is built from, its libraries' included; every getenv() or
 secure_getenv() in them, and in the headers beside them, must name a string
-literal that an entry of the page's ENVIRONMENT section names (in its .TP
-tag line). A getenv() of anything
-but a literal fails (its name cannot be checked), and so does one in the
+literal (or a macro #defined to one in the same file) that an entry of the
+page's ENVIRONMENT section names (in its .TP tag line). A getenv() of
+anything else fails (its name cannot be checked), and so does one in the
 project's sources that no program listed here is built from (a page would
 miss it).
 
@@ -23,13 +23,16 @@ PAGES = {"shmem-brokerd": "man/shmem-brokerd.8", "shmemctl": "man/shmemctl.1",
 # Where the installed programs' code lives; tests/ and bench/ read variables of their own.
 PROJECT_DIRS = ("broker", "plugin-qemu", "clients", "proto")
 GETENV = re.compile(r"\b(?:secure_)?getenv\s*\(\s*([^)]*?)\s*\)")
+DEFINE = re.compile(r'^#define\s+([A-Za-z_][A-Za-z0-9_]*)\s+("[A-Za-z_][A-Za-z0-9_]*")\s*(?:/\*.*)?$', re.M)
 
 
 def getenvs(path):
-    """[(line, argument)] of the getenv calls in @path."""
+    """[(line, argument)] of the getenv calls in @path, a macro argument replaced by the string
+    literal it is #defined to in @path (getenv(HANDOVER_FD_ENV))."""
     with open(path, errors="replace") as f:
         text = f.read()
-    return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in GETENV.finditer(text)]
+    defines = dict(DEFINE.findall(text))
+    return [(text.count("\n", 0, m.start()) + 1, defines.get(m.group(1), m.group(1))) for m in GETENV.finditer(text)]
 
 
 def environment_entries(page):
