@@ -112,7 +112,8 @@ static void broker_on_upgrade(evutil_socket_t fd, short what, void *userdata) {
                 event_add(b->ev_upgrade, &(struct timeval) { .tv_usec = 1000 });
                 return;
         }
-        log_info("Upgrading: re-executing '%s' with every fd and the state", b->exe);
+        log_event(LOG_INFO, LOG_FIELDS(.message_id = LOG_MID_BROKER_UPGRADING),
+                  "Upgrading: re-executing '%s' with every fd and the state", b->exe);
         r = service_exec(b->service, b->exe, b->argv);
         log_error_errno(r, "Cannot upgrade to '%s' with %zu stored fds, going on: %m", b->exe,
                         service_stored_fds(b->service));
@@ -307,8 +308,9 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
                 server_restore(b->server, state);
                 for (size_t i = 0; i < b->n_plugins; i++)
                         b->modules[i]->restore(b->plugins[i], state);
-                log_info("Restored %zu regions and %zu connections from the fds handed over",
-                         b->registry->n_regions, state->n_conns);
+                log_event(LOG_INFO, LOG_FIELDS(.message_id = LOG_MID_BROKER_RESTORED),
+                          "Restored %zu regions and %zu connections from the fds handed over",
+                          b->registry->n_regions, state->n_conns);
         }
         registry_adopt_finish(b->registry);
         r = registry_set_closed(b->registry, config->refused ? "the broker's configuration was refused at its "
@@ -386,7 +388,8 @@ int broker_run(Broker *b) {
         char status[192];
         int r;
 
-        log_info("Ready: %zu regions, control socket '%s'", b->registry->n_regions, b->socket_path);
+        log_event(LOG_INFO, LOG_FIELDS(.message_id = LOG_MID_BROKER_STARTED),
+                  "Ready: %zu regions, control socket '%s'", b->registry->n_regions, b->socket_path);
         r = service_started(b->service, broker_status_text(b, status));
         if (r < 0)
                 return r;

@@ -34,6 +34,7 @@ endfunction()
 shmem_systemd_dir(SHMEM_SYSTEMDUNITDIR systemd_system_unit_dir lib/systemd/system)
 shmem_systemd_dir(SHMEM_SYSUSERSDIR sysusers_dir lib/sysusers.d)
 shmem_systemd_dir(SHMEM_TMPFILESDIR tmpfiles_dir lib/tmpfiles.d)
+shmem_systemd_dir(SHMEM_CATALOGDIR catalog_dir lib/systemd/catalog)
 
 # bash-completion's completionsdir (bash-completion.pc), relative to the
 # prefix as the systemd directories are: the .pc spells it under its own

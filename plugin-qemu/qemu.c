@@ -75,8 +75,9 @@ static void qemu_client_send(QemuClient *c, int64_t value, int fd) {
         char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
 
         if (qemu_wire_send(c->conn, value, fd) == -ENOBUFS)
-                log_peer_warning("QEMU '%s' (pid %d) does not read its socket, dropping it", qemu_label(&c->id, label),
-                                 (int) c->id.pid);
+                log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .message_id = LOG_MID_PEER_DROPPED),
+                                       "QEMU '%s' (pid %d) does not read its socket, dropping it",
+                                       qemu_label(&c->id, label), (int) c->id.pid);
 }
 
 /* Announces @other to the client: its doorbell id once per fd the client holds for it. */
@@ -140,8 +141,11 @@ static void qemu_client_on_drop(FrontConn *conn, int error) {
         char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
 
         if (c->peer)
-                log_info("QEMU '%s' (pid %d) left '%s' (peer %u)", qemu_label(&c->id, label), (int) c->id.pid,
-                         c->peer->region->name, c->peer->index);
+                log_event(LOG_INFO,
+                          LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .region = c->peer->region->name, .has_index = true,
+                                     .peer_index = c->peer->index, .message_id = LOG_MID_PEER_DETACHED),
+                          "QEMU '%s' (pid %d) left '%s' (peer %u)", qemu_label(&c->id, label), (int) c->id.pid,
+                          c->peer->region->name, c->peer->index);
         qemu_client_free(c);
 }
 
@@ -156,8 +160,9 @@ static void qemu_client_on_read(FrontConn *conn) {
         if (r == -EAGAIN)
                 return;
         if (r != FDMSG_E_EOF && r != -ECONNRESET)
-                log_peer_warning("QEMU '%s' (pid %d) sent data on its ivshmem socket, dropping it",
-                                 qemu_label(&c->id, label), (int) c->id.pid);
+                log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .message_id = LOG_MID_PEER_DROPPED),
+                                       "QEMU '%s' (pid %d) sent data on its ivshmem socket, dropping it",
+                                       qemu_label(&c->id, label), (int) c->id.pid);
         conn_break(&conn->conn, -ECONNRESET);
 }
 
@@ -237,8 +242,10 @@ static void qemu_endpoint_on_accept(FrontListener *l, int fd, const PeerIdentity
         qemu_identity_read(&id, qp->settings.libvirt_run_dir);
         r = frontends_admit(qp->ctx.table, &id, &error);
         if (r != 0) {
-                log_peer_warning("Refusing QEMU '%s' (pid %d) on '%s': %s (sent version %d)", qemu_label(&id, label),
-                                 (int) id.pid, ep->name, error, qemu_refusal(r));
+                log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(&id), .region = ep->name,
+                                                  .message_id = LOG_MID_LIMIT_REFUSED),
+                                       "Refusing QEMU '%s' (pid %d) on '%s': %s (sent version %d)",
+                                       qemu_label(&id, label), (int) id.pid, ep->name, error, qemu_refusal(r));
                 qemu_refuse_now(fd, r);
                 return;
         }
@@ -259,16 +266,23 @@ static void qemu_endpoint_on_accept(FrontListener *l, int fd, const PeerIdentity
                                                .prepared = factory_expects(qp->factory, c->id.pid, ep->name) },
                             &c->peer, NULL, &error);
         if (r != 0) {
-                log_warning("Refusing QEMU '%s' (pid %d) on '%s': %s%s%s (sent version %d)", qemu_label(&c->id, label),
-                            (int) c->id.pid, ep->name, r > 0 ? core_error_name(r) : strerror(-r), error ? ": " : "",
-                            error ? error : "", qemu_refusal(r));
+                log_event(LOG_WARNING,
+                          LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .region = ep->name,
+                                     .message_id = r == CORE_E_LIMIT || r == CORE_E_CLIENT_MAX ? LOG_MID_LIMIT_REFUSED
+                                                                                                 : NULL),
+                          "Refusing QEMU '%s' (pid %d) on '%s': %s%s%s (sent version %d)", qemu_label(&c->id, label),
+                          (int) c->id.pid, ep->name, r > 0 ? core_error_name(r) : strerror(-r), error ? ": " : "",
+                          error ? error : "", qemu_refusal(r));
                 qemu_client_send(c, qemu_refusal(r), -1);
                 conn_close_after_flush(&c->conn->conn);
                 return;
         }
         keeper_changed(frontends_keeper(qp->ctx.table), c->conn->id);
-        log_info("QEMU '%s' (pid %d) attached to '%s' as peer %u", qemu_label(&c->id, label), (int) c->id.pid,
-                 c->peer->region->name, c->peer->index);
+        log_event(LOG_INFO,
+                  LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .region = c->peer->region->name, .has_index = true,
+                             .peer_index = c->peer->index, .message_id = LOG_MID_PEER_ATTACHED),
+                  "QEMU '%s' (pid %d) attached to '%s' as peer %u", qemu_label(&c->id, label), (int) c->id.pid,
+                  c->peer->region->name, c->peer->index);
         qemu_client_handshake(c);
 }
 

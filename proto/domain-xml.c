@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "domain-xml.h"
+#include "xml-dl.h" /* after libxml2's headers */
 
 /* @s with XML's five special characters escaped, malloc'd; NULL on ENOMEM. */
 static char *xml_escape(const char *s) {
@@ -194,15 +195,20 @@ static int read_devices(DomainInfo *info, const xmlNode *devices, bool used[256]
 }
 
 int domain_info_parse(const char *xml, size_t size, DomainInfo **ret) {
-        /* No network, no entities substituted, no messages on stderr. */
-        xmlDoc *doc = size > INT32_MAX ? NULL
-                                       : xmlReadMemory(xml, (int) size, "domain.xml", NULL,
-                                                       XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-        const xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+        const xmlNode *root;
         bool used[256] = {};
         DomainInfo *info;
+        xmlDoc *doc;
         int r;
 
+        r = xml_dl_open();
+        if (r < 0)
+                return r;
+        /* No network, no entities substituted, no messages on stderr. */
+        doc = size > INT32_MAX ? NULL
+                               : xmlReadMemory(xml, (int) size, "domain.xml", NULL,
+                                               XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+        root = doc ? xmlDocGetRootElement(doc) : NULL;
         if (!root || !is(root, "domain")) {
                 xmlFreeDoc(doc);
                 return -EBADMSG;

@@ -89,7 +89,8 @@ char *domain_xml_factory(const char *socket, unsigned ports, bool pcie_root);
  * domain_info_parse() - what @xml (virDomainGetXMLDesc()'s, live or not)
  * says: its machine, its root ports and which are used, its <shmem>
  * devices. 0, -ENOMEM, or -EBADMSG if it is not a domain's XML or lists
- * more than the bounds above. Free with domain_info_free().
+ * more than the bounds above; -ELIBACC if libxml2 could not be loaded
+ * (shmemdomainxml-dl, xml-dl.h). Free with domain_info_free().
  */
 int domain_info_parse(const char *xml, size_t size, DomainInfo **ret);
 DomainInfo *domain_info_free(DomainInfo *info);

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "log.h"
 #include "region-layout.h"
 
 #define PEER_UUID_MAX 36     /* a VM's UUID as text */
@@ -29,6 +30,17 @@ typedef struct PeerIdentity {
         gid_t groups[PEER_GROUPS_MAX]; /* supplementary groups, host peers only */
         unsigned n_groups;
 } PeerIdentity;
+
+/*
+ * The journal fields of the peer @id, inside a LogFields initializer: its pid
+ * and uid, and a host peer's label as PEER_LABEL, a VM's name and UUID as
+ * VM_NAME and VM_UUID, unescaped (log.h: binary-safe fields).
+ */
+#define LOG_FIELDS_PEER(id)                                                                       \
+        .has_peer = true, .peer_pid = (id)->pid, .peer_uid = (id)->uid,                           \
+        .peer_label = (id)->kind == SHMEM_PEER_KIND_HOST ? (id)->label : NULL,                    \
+        .vm_name = (id)->kind != SHMEM_PEER_KIND_HOST && (id)->label[0] ? (id)->label : NULL,     \
+        .vm_uuid = (id)->vm_uuid[0] ? (id)->vm_uuid : NULL
 
 /* Whether @name names the peer: its label, or a VM's UUID (libvirt's domain UUID). */
 bool peer_identity_is(const PeerIdentity *id, const char *name);

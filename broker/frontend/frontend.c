@@ -56,7 +56,8 @@ static void frontends_over_budget(ConnBudget *b, Conn *asking) {
                         worst = c;
         if (!worst || (worst->conn.queued_fds == 0 && worst->conn.queued_bytes == 0))
                 return;
-        log_peer_warning("Dropping '%s' (pid %d): it holds %zu queued fds and %zu bytes of the %zu and %zu all "
+        log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(&worst->peer), .message_id = LOG_MID_PEER_DROPPED),
+                         "Dropping '%s' (pid %d): it holds %zu queued fds and %zu bytes of the %zu and %zu all "
                          "connections may hold (total-queued-fds, total-queued-bytes): it does not read",
                          str_escape(label, sizeof(label), worst->peer.label), (int) worst->peer.pid,
                          worst->conn.queued_fds, worst->conn.queued_bytes, b->max_fds, b->max_bytes);

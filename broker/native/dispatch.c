@@ -118,9 +118,14 @@ static void log_refusal(const NativeCaller *c, const char *what, const char *nam
                 log_error_errno(core, "Error %s '%s' for client '%s' (pid %d): %m", what, region, label,
                                 (int) c->id.pid);
         else
-                log_info("Refusing client '%s' (pid %d, uid %u) %s '%s': %s%s%s", label, (int) c->id.pid,
-                         (unsigned) c->id.uid, what, region, core_error_name(core), error ? ": " : "",
-                         error ? error : "");
+                log_event(LOG_INFO,
+                          LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .region = name,
+                                         .message_id = core == CORE_E_LIMIT || core == CORE_E_CLIENT_MAX
+                                                               ? LOG_MID_LIMIT_REFUSED
+                                                               : NULL),
+                          "Refusing client '%s' (pid %d, uid %u) %s '%s': %s%s%s", label, (int) c->id.pid,
+                          (unsigned) c->id.uid, what, region, core_error_name(core), error ? ": " : "",
+                          error ? error : "");
 }
 
 static void peer_info_fill(Shmem__PeerInfo *pi, Peer *p, int fd_index) {
@@ -364,11 +369,22 @@ static int handle_attach(Native *n, NativeCaller *c, const Message *m, NativeOut
                 return 0;
         }
         out->changed = true;
-        if (log_get_max_level() >= LOG_DEBUG) {
+        if (created || log_get_max_level() >= LOG_DEBUG) {
+                const char *name = c->peer->region->name;
                 char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
 
-                log_debug("Client '%s' (pid %d) attached to '%s' as peer %u%s",
-                          str_escape(label, sizeof(label), c->id.label), (int) c->id.pid, c->peer->region->name,
+                str_escape(label, sizeof(label), c->id.label);
+                /* A region's creation is an event of its own; a client's attach is debug-level chatter. */
+                if (created)
+                        log_event(LOG_INFO,
+                                  LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .region = name,
+                                             .message_id = LOG_MID_REGION_CREATED),
+                                  "Region '%s' created by client '%s' (pid %d, uid %u) attaching", name, label,
+                                  (int) c->id.pid, (unsigned) c->id.uid);
+                log_event(LOG_DEBUG,
+                          LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .region = name, .has_index = true,
+                                     .peer_index = c->peer->index, .message_id = LOG_MID_PEER_ATTACHED),
+                          "Client '%s' (pid %d) attached to '%s' as peer %u%s", label, (int) c->id.pid, name,
                           c->peer->index, created ? ", creating it" : "");
         }
         out_attach_reply(out, c, m->serial, created);
@@ -398,7 +414,10 @@ static int handle_create(Native *n, NativeCaller *c, const Message *m, NativeOut
         if (r != 0)
                 log_refusal(c, "creating", cr->name, r, error);
         else
-                log_info("Region '%s' created by uid %u (pid %d)", cr->name, (unsigned) c->id.uid, (int) c->id.pid);
+                log_event(LOG_INFO,
+                          LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .region = cr->name,
+                                         .message_id = LOG_MID_REGION_CREATED),
+                          "Region '%s' created by uid %u (pid %d)", cr->name, (unsigned) c->id.uid, (int) c->id.pid);
         out_result(out, m->serial, r, error);
         return 0;
 }
@@ -410,7 +429,10 @@ static int handle_destroy(Native *n, NativeCaller *c, const Message *m, NativeOu
 
         r = registry_destroy(n->registry, d->name, d->force, &error);
         if (r == 0)
-                log_info("Region '%s' destroyed by uid %u (pid %d)", d->name, (unsigned) c->id.uid, (int) c->id.pid);
+                log_event(LOG_INFO,
+                          LOG_FIELDS(LOG_FIELDS_PEER(&c->id), .region = d->name,
+                                         .message_id = LOG_MID_REGION_DESTROYED),
+                          "Region '%s' destroyed by uid %u (pid %d)", d->name, (unsigned) c->id.uid, (int) c->id.pid);
         out_result(out, m->serial, r, error);
         return 0;
 }

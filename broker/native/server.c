@@ -59,8 +59,9 @@ static void client_queue_ref(Client *c, FdMsg *m, FdMsg **ref) {
         }
         broken = c->conn->conn.error != 0; /* said once, not for each message after */
         if (conn_queue_ref(&c->conn->conn, m, ref) == -ENOBUFS && !broken)
-                log_peer_warning("Client '%s' (pid %d) does not read its messages, dropping it",
-                                 client_label(c, label), (int) c->caller.id.pid);
+                log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(&c->caller.id), .message_id = LOG_MID_PEER_DROPPED),
+                                       "Client '%s' (pid %d) does not read its messages, dropping it",
+                                       client_label(c, label), (int) c->caller.id.pid);
 }
 
 static void client_queue(Client *c, FdMsg *m) {
@@ -137,8 +138,10 @@ static void client_on_drop(FrontConn *conn, int error) {
         char label[STR_ESCAPE_SIZE(SHMEM_LABEL_MAX)];
 
         if (error == -ETIMEDOUT)
-                log_peer_warning("Dropping client pid %d (uid %u): no Hello within %u ms", (int) c->caller.id.pid,
-                                 (unsigned) c->caller.id.uid, c->server->registry->limits.hello_timeout_ms);
+                log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(&c->caller.id), .message_id = LOG_MID_PEER_DROPPED),
+                                       "Dropping client pid %d (uid %u): no Hello within %u ms",
+                                       (int) c->caller.id.pid, (unsigned) c->caller.id.uid,
+                                       c->server->registry->limits.hello_timeout_ms);
         else if (error && error != -ECONNRESET && error != -EPIPE && error != -ENOBUFS)
                 log_debug("Dropping client '%s' (pid %d): %s", client_label(c, label), (int) c->caller.id.pid,
                           strerror(-error));
@@ -194,7 +197,9 @@ static void client_on_read(FrontConn *conn) {
                         return;
                 }
                 if (r != 0) {
-                        log_peer_warning("Dropping client '%s' (pid %d): %s", client_label(c, label),
+                        log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(&c->caller.id),
+                                                          .message_id = LOG_MID_PEER_DROPPED),
+                                         "Dropping client '%s' (pid %d): %s", client_label(c, label),
                                          (int) c->caller.id.pid,
                                          r == FDMSG_E_TRUNCATED      ? "message or fds truncated"
                                          : r == FDMSG_E_TOO_MANY_FDS ? "it sent file descriptors"
@@ -204,8 +209,10 @@ static void client_on_read(FrontConn *conn) {
                         return;
                 }
                 if (!client_handle(c, in)) {
-                        log_peer_warning("Dropping client '%s' (pid %d): malformed or unexpected message",
-                                         client_label(c, label), (int) c->caller.id.pid);
+                        log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(&c->caller.id),
+                                                          .message_id = LOG_MID_PEER_DROPPED),
+                                               "Dropping client '%s' (pid %d): malformed or unexpected message",
+                                               client_label(c, label), (int) c->caller.id.pid);
                         conn_break(&conn->conn, -EPROTO);
                         return;
                 }
@@ -289,8 +296,9 @@ static void server_on_accept(FrontListener *l, int fd, const PeerIdentity *peer,
         Client *c;
 
         if (frontends_admit(s->table, peer, &why) != 0) {
-                log_peer_warning("Refusing a control connection of pid %d (uid %u): %s", (int) peer->pid,
-                                 (unsigned) peer->uid, why);
+                log_peer_warning_event(LOG_FIELDS(LOG_FIELDS_PEER(peer), .message_id = LOG_MID_LIMIT_REFUSED),
+                                       "Refusing a control connection of pid %d (uid %u): %s", (int) peer->pid,
+                                       (unsigned) peer->uid, why);
                 fd_close(fd);
                 return;
         }

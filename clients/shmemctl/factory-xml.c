@@ -97,6 +97,11 @@ static int for_domain(const Args *a, const char *domain, const char *socket, FIL
                 return r;
         r = domain_info_parse(xml, strlen(xml), &info);
         free(xml);
+        if (r == -ELIBACC) {
+                fprintf(stderr, "shmemctl: cannot load libxml2.so.2, which reading a domain's XML needs: "
+                                "install the libxml2 package\n");
+                return EXIT_REFUSED;
+        }
         if (r < 0) {
                 fprintf(stderr, "shmemctl: the definition of domain '%s': %s\n", domain, strerror(-r));
                 return EXIT_REFUSED;

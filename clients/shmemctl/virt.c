@@ -22,6 +22,8 @@
 
 #include "clock.h"
 #include "domain-xml.h"
+#include "escape.h"
+#include "progress.h"
 #include "virt.h"
 
 enum { VIRT_OK = 0, VIRT_FAILED = 1, VIRT_UNREACHABLE = 3 };
@@ -85,14 +87,28 @@ bool virt_available(void) {
         return true;
 }
 
+/* "shmemctl: MESSAGE" on stderr, through the progress line (progress.h). */
+__attribute__((format(printf, 1, 0))) static void vsay(const char *fmt, va_list ap) {
+        char buf[4096];
+
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        progress_eprintf("shmemctl: %s\n", buf);
+}
+
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsay(fmt, ap);
+        va_end(ap);
+}
+
 __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...) {
         va_list ap;
 
-        fputs("shmemctl: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        vsay(fmt, ap);
         va_end(ap);
-        fputc('\n', stderr);
         return VIRT_FAILED;
 }
 
@@ -121,7 +137,7 @@ static int virt_open(const VirtOptions *o, const char *domain, virConnectPtr *re
         virSetErrorFunc(NULL, virt_quiet);
         conn = virConnectOpenAuth(uri_of(o), virConnectAuthPtrDefault, 0);
         if (!conn) {
-                fprintf(stderr, "shmemctl: cannot connect to libvirt at %s: %s\n", uri_of(o), virt_error());
+                say("cannot connect to libvirt at %s: %s", uri_of(o), virt_error());
                 return VIRT_UNREACHABLE;
         }
         dom = virDomainLookupByName(conn, domain);
@@ -308,14 +324,23 @@ int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r) {
         virDomainPtr dom = NULL;
         QemuUser u = {};
         char why[2600];
-        char *xml = NULL;
+        char *xml = NULL, d[STR_ESCAPE_SIZE(64)], n[STR_ESCAPE_SIZE(64)];
         int ret;
 
+        if (virt_dl_open() < 0)
+                return VIRT_FAILED;
+        str_escape(d, sizeof(d), domain);
+        str_escape(n, sizeof(n), r->name);
+        if (o->config && !o->live)
+                progress_begin("Defining domain '%s' with region '%s' (libvirt)", d, n);
+        else
+                progress_begin("Attaching region '%s' to domain '%s'%s (libvirt)", n, d,
+                               o->config ? " and its definition" : "");
         ret = virt_open(o, domain, &conn, &dom);
         if (ret != VIRT_OK)
-                return ret;
+                goto out;
         if (qemu_user_of(o, dom, &u) && !socket_reachable(&u, r->socket, why, sizeof(why))) {
-                fprintf(stderr, "shmemctl: %s QEMU of domain '%s' runs as %s and cannot connect to region '%s': %s\n",
+                say("%s QEMU of domain '%s' runs as %s and cannot connect to region '%s': %s",
                         u.certain ? "the" : "warning: the", domain, u.name, r->name, why);
                 if (u.certain) {
                         ret = VIRT_FAILED;
@@ -323,9 +348,9 @@ int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r) {
                 }
         }
         if (o->live && machine_is_q35(dom))
-                fprintf(stderr, "shmemctl: warning: hotplugged into the q35 domain '%s', the device may get no "
-                        "memory BAR (region data) in the guest; attach with --config and restart, or use a pc "
-                        "machine for hotplug (docs/libvirt.md)\n", domain);
+                say("warning: hotplugged into the q35 domain '%s', the device may get no memory BAR (region data) "
+                    "in the guest; attach with --config and restart, or use a pc machine for hotplug "
+                    "(docs/libvirt.md)", domain);
         xml = domain_xml_shmem(r->name, r->socket, r->vectors, -1);
         if (!xml) {
                 ret = fail("out of memory");
@@ -336,21 +361,27 @@ int virt_attach(const VirtOptions *o, const char *domain, const VirtRegion *r) {
 out:
         free(xml);
         virt_close(conn, dom);
+        progress_end();
         return ret;
 }
 
 int virt_definition(const VirtOptions *o, const char *domain, char **ret) {
         virConnectPtr conn = NULL;
         virDomainPtr dom = NULL;
+        char d[STR_ESCAPE_SIZE(64)];
         int r;
 
+        if (virt_dl_open() < 0)
+                return VIRT_FAILED;
+        progress_begin("Reading the definition of domain '%s' (libvirt)", str_escape(d, sizeof(d), domain));
         r = virt_open(o, domain, &conn, &dom);
-        if (r != VIRT_OK)
-                return r;
-        *ret = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
-        if (!*ret)
-                r = fail("cannot read the definition of domain '%s': %s", domain, virt_error());
+        if (r == VIRT_OK) {
+                *ret = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+                if (!*ret)
+                        r = fail("cannot read the definition of domain '%s': %s", domain, virt_error());
+        }
         virt_close(conn, dom);
+        progress_end();
         return r;
 }
 
@@ -443,7 +474,7 @@ int virt_detach(const VirtOptions *o, const char *domain, const char *region, co
         int cb_removed = -1, cb_failed = -1, timer = -1, ret;
         unsigned flags = affect_flags(o);
         bool live;
-        char *xml = NULL, *el = NULL;
+        char *xml = NULL, *el = NULL, d[STR_ESCAPE_SIZE(64)], n[STR_ESCAPE_SIZE(64)];
         const char *a;
 
         /* Events need libvirt's event loop, registered before the connection opens. */
@@ -451,9 +482,11 @@ int virt_detach(const VirtOptions *o, const char *domain, const char *region, co
                 return VIRT_FAILED;
         if (virEventRegisterDefaultImpl() < 0)
                 return fail("cannot set up libvirt's event loop: %s", virt_error());
+        str_escape(d, sizeof(d), domain);
+        progress_begin("Detaching region '%s' from domain '%s' (libvirt)", str_escape(n, sizeof(n), region), d);
         ret = virt_open(o, domain, &conn, &dom);
         if (ret != VIRT_OK)
-                return ret;
+                goto out;
         live = virDomainIsActive(dom) == 1 && (flags & (VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CURRENT));
         if (o->live && !live) {
                 ret = fail("domain '%s' is not running (drop --live to change its configuration)", domain);
@@ -516,6 +549,7 @@ out:
         free(el);
         free(xml);
         virt_close(conn, dom);
+        progress_end();
         return ret;
 }
 

@@ -45,6 +45,20 @@ ok "libvirtd autostarted vm-boot at boot; its QEMU (libvirt-qemu) is peer 0 of '
 settled() { [ "$(prop StatusText)" = "$1" ]; }
 wait_for 10 "STATUS=2 regions, 1 peers, 0 control connections" settled "2 regions, 1 peers, 0 control connections"
 ok "STATUS=$(prop StatusText)"
+# The records came over journald's native socket with their fields (docs/systemd.md), and
+# the installed catalog (/usr/local/lib/systemd/catalog) explains their MESSAGE_IDs.
+ready_id=ec13ebdb5c654c33b2f184efac43c113 attached_id=b99b77873edf47c5b426628c1c8df7ef
+journalctl --no-pager -u shmem-brokerd MESSAGE_ID=$ready_id SYSLOG_IDENTIFIER=shmem-brokerd -o cat |
+        grep -q "^Ready: [0-9]* regions" || fail "no 'Ready' record with MESSAGE_ID=$ready_id in the journal"
+attached() {
+        journalctl --no-pager -u shmem-brokerd MESSAGE_ID=$attached_id REGION=boot VM_NAME=vm-boot PEER_INDEX=0 \
+                PEER_UID="$(id -u libvirt-qemu)" -o cat | grep -q "^QEMU 'vm-boot' (pid [0-9]*) attached to 'boot'"
+}
+attached || fail "no record of vm-boot's attach with MESSAGE_ID=$attached_id REGION=boot VM_NAME=vm-boot PEER_INDEX=0"
+journalctl --update-catalog || fail "journalctl --update-catalog"
+journalctl --no-pager -x -u shmem-brokerd MESSAGE_ID=$attached_id | grep -q "A peer attached to a shared-memory region" ||
+        fail "journalctl -x shows no catalog text for MESSAGE_ID=$attached_id"
+ok "journald has the records' fields (MESSAGE_ID=, REGION=boot VM_NAME=vm-boot PEER_INDEX=0) and the catalog's text"
 id -nG shmem-broker | grep -qw kvm || fail "user shmem-broker (sysusers.d) is not in group kvm: $(id shmem-broker)"
 [ "$(stat -c %U /proc/"$(prop MainPID)")" = shmem-broker ] || fail "the broker does not run as shmem-broker"
 ok "runs as shmem-broker, in group kvm (sysusers.d)"
@@ -114,6 +128,12 @@ wait_for 30 "the upgrade (SIGUSR2)" upgraded
 inspect $W/after.json
 cmp -s $W/before.json $W/after.json || fail "inspect changed across the upgrade"
 ok "SIGUSR2 re-executed the broker in place (MainPID $pid, NRestarts 1), the QEMU peer kept"
+by_id() { journalctl --no-pager -u shmem-brokerd MESSAGE_ID="$1" -o cat | grep -c "$2"; }
+n_up=$(by_id 6f187aae750a477199cc76e3684e87f8 "^Upgrading: re-executing ")
+n_restored=$(by_id 7509f8fb6c914ed7ae7e683d83817193 "^Restored [0-9]* regions")
+[ "$n_up" = 1 ] && [ "$n_restored" = 2 ] ||
+        fail "the journal has $n_up upgrading and $n_restored restored records by MESSAGE_ID, not 1 and 2"
+ok "the journal has the kill's and the upgrade's restored records and the upgrading one by their MESSAGE_IDs"
 
 # 5. systemctl reload: a refused file fails the reload with its reason and
 #    changes nothing; a good one adds a region; the attached QEMU stays.

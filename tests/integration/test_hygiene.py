@@ -168,7 +168,8 @@ class Hygiene(unittest.TestCase):
 
     def test_log_escapes_peer_strings(self):
         """A Hello label "x\\n<0>FORGED" wrote a priority-0 journal record."""
-        self.start(None, dict(os.environ, JOURNAL_STREAM="8:1234"))
+        # Plain stderr here; integration-journal checks the "<N>" lines and the journal's records.
+        self.start(None, {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"})
         with proto.Session(self.sock, "x\n<0>FORGED \x1b[2J") as s:
             self.assertEqual(s.attach("nosuch", 0, proto.ATTACH_FIND).status, proto.STATUS_DOES_NOT_EXIST)
         self.broker.send_signal(signal.SIGTERM)
@@ -176,7 +177,7 @@ class Hygiene(unittest.TestCase):
         log = self.broker.log()
         self.assertIn(r"x\x0a<0>FORGED \x1b[2J", log)
         for line in log.splitlines():
-            self.assertRegex(line, r"^<[1-7]>", f"a log line that is not one record: {line!r}")
+            self.assertRegex(line, r"^shmem-brokerd: ", f"a log line that is not one record: {line!r}")
             self.assertNotIn("\x1b", line)
 
     def test_shmemctl_escapes_peer_labels(self):

@@ -32,6 +32,7 @@ EXPECTED = [
     "include/shmem/shmem.h", "include/shmem/shmem-version.h",
     "lib/systemd/system/shmem-brokerd.service",
     "lib/sysusers.d/shmem-broker.conf", "lib/tmpfiles.d/shmem-broker.conf",
+    "lib/systemd/catalog/shmem-broker.catalog",
     "share/man/man1/shmemctl.1", "share/man/man5/broker.conf.5", "share/man/man8/shmem-brokerd.8",
     "share/doc/shmem-broker/examples/broker.conf", "share/doc/shmem-broker/examples/shmem-hello.c",
     "share/bash-completion/completions/shmemctl", "share/bash-completion/completions/shmem-brokerd",

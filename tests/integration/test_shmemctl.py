@@ -619,7 +619,8 @@ if __name__ == "__main__":
     BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
     # shmemctl's command line itself (help, error messages, libvirt loading): the same test.
     import test_shmemctl_cli  # noqa: E402
-    from test_shmemctl_cli import ShmemctlErrors, ShmemctlHelp, ShmemctlLibvirtLoading  # noqa: E402,F401
+    from test_shmemctl_cli import (ShmemctlErrors, ShmemctlHelp, ShmemctlLibvirtLoading,  # noqa: E402,F401
+                                   ShmemctlProgress)
     test_shmemctl_cli.BUILD = BUILD
     # Its tables and every command's --json: the same test too.
     from test_shmemctl_tables import ShmemctlJson, ShmemctlTables  # noqa: E402,F401

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""shmemctl's command line itself: help per command, its error messages, and
-that libvirt is loaded only by the commands that need it.
+"""shmemctl's command line itself: help per command, its error messages,
+that libvirt is loaded only by the commands that need it, and the progress
+line of a slow libvirt call.
 
 Part of integration-shmemctl: test_shmemctl.py runs these classes too
 (BUILD is set by it). The broker is the real one on a temporary directory.
@@ -8,8 +9,11 @@ Part of integration-shmemctl: test_shmemctl.py runs these classes too
 
 import json
 import os
+import pty
 import re
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -182,7 +186,8 @@ class ShmemctlErrors(CliCase):
 
 
 class ShmemctlLibvirtLoading(CliCase):
-    """libvirt is dlopen()ed by attach and detach only (clients/shmemctl/virt-dl.h)."""
+    """libvirt is dlopen()ed by attach and detach only (clients/shmemctl/virt-dl.h), libxml2 by
+    xml --factory DOMAIN only (proto/xml-dl.h)."""
 
     def mapped(self, pid):
         with open(f"/proc/{pid}/maps") as f:
@@ -204,7 +209,7 @@ class ShmemctlLibvirtLoading(CliCase):
                 w.wait(0.5)
             libs = self.mapped(w.pid)
             self.assertTrue(any("libshmem.so" in p for p in libs), libs)  # the maps are the real ones
-            self.assertFalse([p for p in libs if "libvirt" in p], libs)
+            self.assertFalse([p for p in libs if "libvirt" in p or "libxml2" in p], libs)
         finally:
             w.terminate()
             self.assertEqual(w.wait(10), 0)
@@ -225,6 +230,25 @@ class ShmemctlLibvirtLoading(CliCase):
                 self.assertEqual(out.stderr, "shmemctl: no domain 'nodom' at test:///default "
                                              "(see: virsh -c test:///default list --all)\n")
 
+    def test_libxml2_not_linked(self):
+        ldd = subprocess.run(["ldd", self.shmemctl], capture_output=True, text=True, check=True).stdout
+        self.assertIn("libshmem.so", ldd)
+        self.assertNotIn("libxml2", ldd)
+
+    def test_xml_factory_of_a_domain_reads_its_xml(self):
+        """libxml2, loaded by the parse, read the q35 domain of a test driver file: its one root port."""
+        self.start_broker()
+        node = os.path.join(self.dir, "node.xml")
+        with open(node, "w") as f:
+            f.write("<node><domain type='test'><name>fq35</name><memory>65536</memory>"
+                    "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>"
+                    "<controller type='pci' index='0' model='pcie-root'/>"
+                    "<controller type='pci' index='1' model='pcie-root-port'/></devices></domain></node>")
+        out = self.ctl("xml", "--factory", "fq35", "-c", f"test://{node}")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("domain 'fq35' (q35) lacks its factory device, 1 free hot-pluggable root port", out.stderr)
+        self.assertEqual(out.stdout.count("model='pcie-root-port'"), 4, out.stdout)
+
     def test_libvirt_missing_names_the_package(self):
         """With libvirt.so.0 unreadable (a mount namespace binds /dev/null on it), attach names libvirt0."""
         self.assertEqual(os.geteuid(), 0, "this test needs root (unshare -m, mount --bind)")
@@ -241,6 +265,104 @@ class ShmemctlLibvirtLoading(CliCase):
         self.assertEqual(out.stdout, "status 1\n", out.stderr)
         self.assertIn("install the libvirt0 package", out.stderr)
         self.assertIn("libvirt.so.0", out.stderr)
+
+
+class ShmemctlProgress(CliCase):
+    """The status line of clients/shmemctl/progress.h: on a terminal after 0.5 s, erased before any
+    other stderr output and at the end; never when stderr is not a terminal. libvirt is slow here
+    through a fake libvirtd socket (qemu+unix:///system?socket=PATH) that accepts and never answers,
+    then closes after HOLD seconds, so that virConnectOpen() fails."""
+
+    HOLD = 2.2
+
+    def slow_attach(self, stderr_tty):
+        """shmemctl attach 'dom' r --config against the mute socket: (status, stdout, stderr bytes)."""
+        self.start_broker()
+        self.ctl_ok("create", "r", "4K")
+        path = os.path.join(self.dir, "mute.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        srv.bind(path)
+        srv.listen(4)
+        srv.settimeout(20)
+        master, slave = pty.openpty() if stderr_tty else os.pipe()
+        argv = [self.shmemctl, "--socket", self.sock, "attach", "dom", "r", "--config",
+                "-c", f"qemu+unix:///system?socket={path}"]
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        err = b""
+        try:
+            conn, _ = srv.accept()
+            end = time.monotonic() + self.HOLD
+            while time.monotonic() < end:  # read while it waits: a pty's buffer is small
+                if select.select([master], [], [], 0.1)[0]:
+                    err += os.read(master, 4096)
+            conn.close()
+            self.assertEqual(p.wait(20), 3, err)
+            while select.select([master], [], [], 0.2)[0]:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # EIO: the pty's other side is closed
+                    break
+                if not data:
+                    break
+                err += data
+            return p.returncode, p.stdout.read(), err
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            os.close(master)
+            srv.close()
+
+    def test_slow_call_shows_a_line_on_a_terminal(self):
+        status, out, err = self.slow_attach(stderr_tty=True)
+        err = err.decode()
+        text = "Defining domain 'dom' with region 'r' (libvirt)..."
+        draws = re.findall(r"\r" + re.escape(text) + r" (\d+)\.(\d) s\x1b\[K", err)
+        self.assertTrue(draws, repr(err))
+        seconds = [int(a) + int(b) / 10 for a, b in draws]
+        self.assertEqual(seconds[0], 0.5, f"first drawn at {seconds[0]} s, not after 0.5 s: {err!r}")
+        self.assertEqual(seconds, sorted(seconds))
+        self.assertGreaterEqual(seconds[-1], 1.5, f"not redrawn while libvirt was silent: {err!r}")
+        # Erased before the error, which is the last thing written, on a line of its own.
+        self.assertTrue(err.endswith("\r\x1b[Kshmemctl: cannot connect to libvirt at qemu+unix:///system?socket="
+                                     + os.path.join(self.dir, "mute.sock") + ": Cannot recv data: Connection "
+                                     "reset by peer\r\n"), repr(err[-300:]))
+        self.assertEqual(out, b"")
+
+    def test_no_line_when_stderr_is_not_a_terminal(self):
+        status, out, err = self.slow_attach(stderr_tty=False)
+        self.assertRegex(err.decode(), r"\Ashmemctl: cannot connect to libvirt at \S+: [^\r\x1b]*\n\Z")
+
+    def test_a_fast_call_leaves_nothing_drawn(self):
+        """xml --factory DOMAIN through libvirt's test driver takes milliseconds: what was drawn, if the
+        machine was that slow, is erased before the first message."""
+        self.start_broker()
+        node = os.path.join(self.dir, "node.xml")
+        with open(node, "w") as f:
+            f.write("<node><domain type='test'><name>fq35</name><memory>65536</memory>"
+                    "<os><type arch='x86_64' machine='q35'>hvm</type></os></domain></node>")
+        master, slave = pty.openpty()
+        p = subprocess.Popen([self.shmemctl, "--socket", self.sock, "xml", "--factory", "fq35",
+                              "-c", f"test://{node}"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        err = b""
+        while select.select([master], [], [], 5)[0]:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            err += data
+        os.close(master)
+        self.assertEqual(p.wait(20), 0, err)
+        self.assertIn(b"<controller type='pci' model='pcie-root-port'/>", p.stdout.read())
+        p.stdout.close()
+        first = err.decode().split("shmemctl: domain 'fq35' (q35) lacks its factory device")
+        self.assertEqual(len(first), 2, repr(err))
+        self.assertRegex(first[0], r"\A((\r[^\r\n]*\x1b\[K)+\r\x1b\[K)?\Z", "a line left drawn")
 
 
 if __name__ == "__main__":
