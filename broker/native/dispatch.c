@@ -263,6 +263,14 @@ static int handle_inspect(Native *n, NativeCaller *c, const Message *m, NativeOu
 }
 
 /* One page of the VMs this caller may see (factory-info.h), paged as List. */
+/* A listing that could not be built: @r < 0 is out of memory, > 0 a page too big for a message (@error says which). */
+static void out_listing_refused(NativeOut *out, uint64_t serial, int r, const char *error) {
+        if (r < 0)
+                out_reply(out, serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
+        else
+                out_reply(out, serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
+}
+
 static int handle_factory(Native *n, NativeCaller *c, const Message *m, NativeOut *out) {
         Shmem__Reply reply = SHMEM__REPLY__INIT;
         FactoryInfo *f = NULL;
@@ -271,10 +279,7 @@ static int handle_factory(Native *n, NativeCaller *c, const Message *m, NativeOu
 
         r = factory_info_new(&f, n->registry, &c->id, m->factory->limit, m->factory->after, error, sizeof(error));
         if (r != 0) {
-                if (r < 0)
-                        out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
-                else
-                        out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
+                out_listing_refused(out, m->serial, r, error);
                 return 0;
         }
         reply.body_case = SHMEM__REPLY__BODY_FACTORY;
@@ -296,10 +301,7 @@ static int handle_broker_status(Native *n, NativeCaller *c, const Message *m, Na
         r = status_info_new(&s, n->registry, &c->id, &facts, m->broker_status->limit, m->broker_status->after,
                             error, sizeof(error));
         if (r != 0) {
-                if (r < 0)
-                        out_reply(out, m->serial, SHMEM__STATUS__NOMEM, "out of memory", NULL, NULL, 0);
-                else
-                        out_reply(out, m->serial, SHMEM__STATUS__LIMIT, error, NULL, NULL, 0);
+                out_listing_refused(out, m->serial, r, error);
                 return 0;
         }
         reply.body_case = SHMEM__REPLY__BODY_BROKER_STATUS;
