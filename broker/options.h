@@ -62,6 +62,9 @@ const char *option_format(const Option *o, const void *settings, char *buf, size
 /* Sizes and numbers, shared with --region: "1M", "64K", "4096". */
 int config_parse_size(const char *s, uint64_t *ret);
 int config_parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret);
+/* A file mode in octal (0 to 07777), a boolean as broker.conf(5) spells them: 0 or -EINVAL. */
+int config_parse_mode(const char *s, unsigned *ret);
+int config_parse_bool(const char *s, bool *ret);
 
 /* A table and the settings struct it fills: the daemon's, or one plugin's. */
 typedef struct OptionTable {
