@@ -13,11 +13,12 @@
     harness.proto.hello(sock)           # proto.py: the native Hello by hand
     harness.figure1.vma(ms)             # figure1.py: the scripts of QNX's Figure 1
     harness.completion.complete(...)    # completion.py: COMPREPLY of a bash completion
+    harness.example.greet(...)          # example.py: the example client built and run as a user does
 
 Nothing here takes a socket file for a server that listens.
 """
 
-from . import completion, figure1, guestlab, libvirt, proto  # noqa: F401
+from . import completion, example, figure1, guestlab, libvirt, proto  # noqa: F401
 from .broker import Broker, shmemctl_json  # noqa: F401
 from .fakesystemd import FakeSystemd  # noqa: F401
 from .hostpeer import HostPeer  # noqa: F401

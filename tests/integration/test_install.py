@@ -103,50 +103,18 @@ class Install(unittest.TestCase):
                                                  "complete -F _shmem_brokerd shmem-brokerd"], r.stderr)
 
     def pkg_config(self, *args):
-        # PKG_CONFIG_LIBDIR: the staged modules only, none of the machine's.
-        env = dict(os.environ, PKG_CONFIG_LIBDIR=self.pkgconfig_dir, PKG_CONFIG_SYSROOT_DIR=self.destdir)
-        env.pop("PKG_CONFIG_PATH", None)
-        r = subprocess.run([PKG_CONFIG, *args], capture_output=True, text=True, env=env)
-        self.assertEqual(r.returncode, 0, f"pkg-config {' '.join(args)}: {r.stderr}")
-        return r.stdout.split()
+        return harness.example.pkg_config(self, PKG_CONFIG, self.pkgconfig_dir, self.destdir, *args)
 
     def test_example_built_with_pkg_config_runs_against_the_installed_broker(self):
         flags = self.pkg_config("--cflags", "--libs", "libshmem")
         self.assertEqual(flags, [f"-I{self.root}/include", f"-L{self.libdir}", "-lshmem"])
         self.assertEqual(self.pkg_config("--modversion", "libshmem"), [VERSION])
         self.pkg_config("--cflags", "--libs", "--static", "libshmem")
-        exe = os.path.join(self.dir, "shmem-hello")
         src = os.path.join(self.root, "share/doc/shmem-broker/examples/shmem-hello.c")
         extra = os.environ.get("SHMEM_EXAMPLE_CFLAGS", "").split()  # the sanitizers, in their build
-        r = subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", *extra, "-o", exe, src, *flags],
-                           capture_output=True, text=True)
-        self.assertEqual(r.returncode, 0, f"building the example:\n{r.stderr}")
-        env = dict(os.environ, LD_LIBRARY_PATH=self.libdir)
-        ldd = subprocess.run(["ldd", exe], capture_output=True, text=True, env=env).stdout
-        self.assertIn(f"libshmem.so.0 => {self.libdir}/libshmem.so.0", ldd)
-
-        run = os.path.join(self.dir, "run")
-        os.mkdir(run)
-        broker = harness.Broker([os.path.join(self.root, "sbin/shmem-brokerd"), "--no-config"], run,
-                                os.path.join(self.dir, "broker.log"))
-        try:
-            env["SHMEM_BROKER_SOCKET"] = broker.socket
-            a = subprocess.Popen([exe, "greet", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                 env=env)
-            first = a.stdout.readline()
-            self.assertEqual(first, f"attached to 'greet' as peer 0 of 16 (libshmem {VERSION})\n", broker.log())
-            b = subprocess.Popen([exe, "greet", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                 env=env)
-            out_b, _ = b.communicate(timeout=30)
-            rest, _ = a.communicate(timeout=30)
-            self.assertEqual(b.returncode, 0, out_b)
-            self.assertEqual(a.returncode, 0, first + rest)
-            self.assertEqual(out_b, f"attached to 'greet' as peer 1 of 16 (libshmem {VERSION})\n"
-                                    f"peer 0 says: hello from pid {a.pid}\n")
-            self.assertEqual(rest, f"peer 1 says: hello from pid {b.pid}\n")
-            self.assertEqual(broker.stop(), 0, broker.log())
-        finally:
-            broker.close()
+        exe = harness.example.build(self, CC, src, flags, os.path.join(self.dir, "shmem-hello"), extra)
+        harness.example.greet(self, exe, os.path.join(self.root, "sbin/shmem-brokerd"), self.dir, self.libdir,
+                              VERSION)
 
 
 if __name__ == "__main__":
