@@ -17,6 +17,10 @@
 #define FACTORY_BROKER_ID 0 /* the broker's id on the factory device's wire */
 #define FACTORY_VM_ID 1     /* the VM's */
 #define HELPER_GRACE_MS 2000 /* past the helper's own deadline, it is killed */
+/* What the fd budget is charged (registry_hold_fds()): a VM's page and its two eventfds;
+ * a request's hotplug helper, its pidfd and stdout (the spawn pipe is those two at most). */
+#define VM_FDS 3
+#define JOB_FDS 2
 
 typedef struct FactoryVm FactoryVm;
 
@@ -29,6 +33,7 @@ typedef struct Job {
         Region *held;                    /* registry_prepare()'s, until the job ends */
         pid_t pid;                       /* the hotplug helper */
         int pidfd, out;                  /* its exit, its stdout */
+        unsigned fds;                    /* held in the fd budget for them */
         struct event *ev_exit, *ev_out, *ev_timeout;
         bool timed_out;
         char output[512];
@@ -46,6 +51,7 @@ struct FactoryVm {
         PeerIdentity id;
         char monitor[108];          /* its QMP socket, from its command line; "" none */
         int memfd, ev_broker, ev_vm; /* the page; the VM rings the broker; the broker rings the VM */
+        unsigned fds;               /* held in the fd budget for them */
         struct shmem_factory_page *page;
         struct event *ev_ring;
         uint64_t answered;          /* the seq of the last request answered */

@@ -198,6 +198,9 @@ static void restore_job(FactoryVm *vm, uint64_t id, const Shmem__State__FactoryJ
         }
         j->pidfd = keeper_take(k, PART(id, job_parts[0]));
         j->out = keeper_take(k, PART(id, job_parts[1]));
+        /* They exist already: held whatever the budget (a lower fd limit now) says. */
+        j->fds = (j->pidfd >= 0) + (j->out >= 0);
+        (void) registry_hold_fds(f->ctx.registry, j->fds, 0, NULL);
         log_info("Factory of '%s': taking over the request for '%s' (seq %" PRIu64 ")%s", label_of(&vm->id, label),
                  j->region, j->seq, j->pidfd < 0 ? ", whose hotplug helper is gone" : "");
         if (!r || j->pidfd < 0) {
@@ -252,6 +255,8 @@ static bool restore_vm(Factory *f, const Shmem__State__Conn *sc) {
         vm->memfd = keeper_take(k, PART(sc->id, vm_parts[0]));
         vm->ev_broker = keeper_take(k, PART(sc->id, vm_parts[1]));
         vm->ev_vm = keeper_take(k, PART(sc->id, vm_parts[2]));
+        vm->fds = (vm->memfd >= 0) + (vm->ev_broker >= 0) + (vm->ev_vm >= 0);
+        (void) registry_hold_fds(f->ctx.registry, vm->fds, 0, NULL);
         if (vm->memfd < 0 || vm->ev_broker < 0 || vm->ev_vm < 0)
                 why = "its page or an eventfd did not come back";
         /* The page the broker made: sealed at one page, so a mapping of it cannot fault. */

@@ -102,6 +102,7 @@ void job_end(FactoryVm *vm) {
         fd_close(j->out);
         if (j->held)
                 registry_unhold(vm->factory->ctx.registry, j->held);
+        registry_release_fds(vm->factory->ctx.registry, j->fds);
         *j = (Job) { .pidfd = -1, .out = -1 };
         factory_vm_changed(vm);
 }
@@ -352,6 +353,17 @@ static void vm_serve(FactoryVm *vm, const struct shmem_factory_request *req) {
                 job_end(vm);
                 return;
         }
+        /* The helper's fds, and the row of eventfds its QEMU will attach with: a device whose
+         * chardev the broker then refused would hang the VM, as over a connection limit. */
+        k = registry_hold_fds(reg, JOB_FDS, r->vectors, &error);
+        if (k != 0) {
+                log_info("Factory of '%s': refusing '%s': %s", vm_label(vm, label),
+                         str_escape(name, sizeof(name), req->name), error);
+                vm_answer(vm, req->seq, SHMEM_FACTORY_DONE, front_status(k), NULL, "%s", error);
+                job_end(vm);
+                return;
+        }
+        vm->job.fds = JOB_FDS;
         k = job_start(vm, r);
         if (k < 0) {
                 log_error_errno(k, "Factory of '%s': cannot run '%s': %m", vm_label(vm, label),
@@ -399,6 +411,7 @@ void vm_free(FactoryVm *vm) {
         fd_close(vm->memfd);
         fd_close(vm->ev_broker);
         fd_close(vm->ev_vm);
+        registry_release_fds(f->ctx.registry, vm->fds);
         LIST_REMOVE(f->vms, vm);
         free(vm);
 }
@@ -484,7 +497,11 @@ static void factory_on_accept(FrontListener *l, int fd, const PeerIdentity *peer
         (void) qemu_identity_read_monitor(vm->id.pid, vm->monitor, sizeof(vm->monitor));
         r = frontends_admit(f->ctx.table, &vm->id, &why);
         if (r == 0)
+                r = registry_hold_fds(f->ctx.registry, VM_FDS, 0, &why);
+        if (r == 0) {
+                vm->fds = VM_FDS;
                 r = vm_setup(vm);
+        }
         if (r != 0) {
                 /* Closing before a version would hang QEMU: refuse properly. */
                 refusal = IVSHMEM_REFUSE_VERSION_BASE + front_status(r);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The fd budget (registry-private.h): what the regions and their peers hold,
- * against Limits.max_fds, so that a region or a peer the fd limit cannot hold
- * is refused before it exists rather than failing with EMFILE half-way (its
+ * and plugins beside them (registry_hold_fds()), against Limits.max_fds, so
+ * that a region, a peer or a plugin's connection the fd limit cannot hold is refused before it exists rather than failing with EMFILE half-way (its
  * copy for a restart or the state that names it not stored).
  */
 #include <stdio.h>
@@ -35,8 +35,19 @@ const char *registry_fds_refuse(Registry *reg, unsigned need) {
         if (reg->limits.max_fds == 0 || reg->fds + need <= reg->limits.max_fds)
                 return NULL;
         snprintf(reg->error_buf, sizeof(reg->error_buf),
-                 "the broker's file descriptor limit is reached: regions and peers hold %llu of the %u fds it "
-                 "leaves them, this needs %u more (raise LimitNOFILE=, see shmem-brokerd's start-up log)",
+                 "the broker's file descriptor limit is reached: regions, peers and devices hold %llu of the %u fds "
+                 "it leaves them, this needs %u more (raise LimitNOFILE=, see shmem-brokerd's start-up log)",
                  (unsigned long long) reg->fds, reg->limits.max_fds, need);
         return reg->error_buf;
+}
+
+int registry_hold_fds(Registry *reg, unsigned n, unsigned more, const char **ret_error) {
+        if (ret_error && (*ret_error = registry_fds_refuse(reg, n + more)))
+                return CORE_E_LIMIT;
+        reg->fds += n;
+        return 0;
+}
+
+void registry_release_fds(Registry *reg, unsigned n) {
+        reg->fds -= n <= reg->fds ? n : reg->fds;
 }

@@ -101,7 +101,7 @@ typedef struct Registry {
         Map *by_conn;       /* conn_id -> Peer */
         Map *accounts;      /* holder key -> Account */
         uint64_t allocated_bytes;
-        uint64_t fds;       /* held by the regions and their peers: the sum of Region.fds */
+        uint64_t fds;       /* held by the regions and their peers (the sum of Region.fds) and plugins */
         Plugin *plugins[REGISTRY_PLUGINS_MAX]; /* borrowed */
         unsigned n_plugins;
         RegistryObserver observers[REGISTRY_OBSERVERS_MAX];
@@ -195,6 +195,18 @@ int registry_reconfigure(Registry *reg, const Limits *limits, const AccessRule *
  * unknown), or admit them again (NULL). Attached peers stay. 0 or -ENOMEM.
  */
 int registry_set_closed(Registry *reg, const char *reason);
+
+/*
+ * registry_hold_fds() - @n fds a plugin holds beside the regions (the guest
+ * factory's pages, eventfds and hotplug helpers), charged to the fd budget
+ * (Limits.max_fds) as the regions' are, if they fit with @more beside them
+ * (fds that will be asked for soon: a peer's row). Returns 0, or
+ * CORE_E_LIMIT with the reason in *ret_error and nothing held. @ret_error
+ * NULL: held whatever the budget says (fds that exist already, taken back
+ * after a restart). registry_release_fds() gives @n back.
+ */
+int registry_hold_fds(Registry *reg, unsigned n, unsigned more, const char **ret_error);
+void registry_release_fds(Registry *reg, unsigned n);
 
 /* A new id for a front-end connection (the stored state names connections by it). */
 uint64_t registry_new_conn_id(Registry *reg);
