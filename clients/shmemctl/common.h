@@ -86,7 +86,8 @@ void pages_done(Pages *p);
                 size_t _n = (n);                                                              \
                 typeof(*(a)) _new = realloc(*(a), (*(len) + _n + 1) * sizeof(**(a)));         \
                 if (_new) {                                                                   \
-                        memcpy(_new + *(len), (src), _n * sizeof(*_new));                     \
+                        if (_n > 0) /* @src may be NULL then */                               \
+                                memcpy(_new + *(len), (src), _n * sizeof(*_new));             \
                         *(len) += _n;                                                         \
                         _new[*(len)] = NULL;                                                  \
                         *(a) = _new;                                                          \
