@@ -205,6 +205,15 @@ int broker_reload(Broker *b, const char **ret_error) {
         return r > 0 ? -EINVAL : 0;
 }
 
+/*
+ * Before anything leaves for a peer, the state that explains it is stored: a
+ * peer told OK and a kill -9 before the loop's turn ends would be restored
+ * without its attach. A flag test when nothing changed.
+ */
+static void broker_before_send(void *userdata) {
+        service_flush(userdata);
+}
+
 static int broker_dump_conns(void *userdata, State *s) {
         return frontends_dump(userdata, s);
 }
@@ -279,6 +288,7 @@ int broker_new(Broker **ret, const BrokerConfig *config, BrokerReloadFn reload, 
         r = frontends_new(&b->frontends, b->base, &config->limits, service_keeper(b->service));
         if (r < 0)
                 goto fail;
+        frontends_set_gate(b->frontends, broker_before_send, b->service);
         /* After a crash or restart: everything comes back from the fd store. */
         state = service_take_state(b->service);
         if (state) {
@@ -397,6 +407,8 @@ int broker_run(Broker *b) {
         if (event_base_dispatch(b->base) < 0)
                 return -EIO;
         service_flush(b->service);
+        /* A clean stop: what the teardown sends (Left to peers still connected) is not stored. */
+        frontends_set_gate(b->frontends, NULL, NULL);
         b->stopped = true;
         return 0;
 }

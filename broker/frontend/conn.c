@@ -50,6 +50,8 @@ void conn_unqueue(Conn *c, FdMsg *m) {
 }
 
 static int conn_flush(Conn *c) {
+        if (c->head && c->gate && c->gate->before_send)
+                c->gate->before_send(c->gate->userdata);
         while (c->head) {
                 FdMsg *m = c->head;
                 int r = fdmsg_send(c->fd, m);
@@ -113,6 +115,10 @@ void conn_deinit(Conn *c) {
 
 void conn_set_budget(Conn *c, ConnBudget *b) {
         c->budget = b;
+}
+
+void conn_set_gate(Conn *c, const ConnGate *g) {
+        c->gate = g;
 }
 
 void conn_break(Conn *c, int error) {

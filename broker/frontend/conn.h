@@ -33,6 +33,18 @@ struct ConnBudget {
         void (*over)(ConnBudget *b, Conn *c);
 };
 
+/*
+ * A gate shared by many Conns: before_send() runs before any of them writes
+ * to its socket, for what must be done before anything leaves the broker (the
+ * service stores the state that explains the reply: docs/persistence.md). It
+ * must not queue on a Conn. Cheap when there is nothing to do: it runs for
+ * every write.
+ */
+typedef struct ConnGate {
+        void (*before_send)(void *userdata);
+        void *userdata;
+} ConnGate;
+
 /* Readable: the owner reads with fdmsg_recv(conn->fd, ...). */
 typedef void (*ConnReadFn)(Conn *c, void *userdata);
 /* The connection must go: @error is a negative errno (-ENOBUFS: queue limit). */
@@ -44,6 +56,7 @@ struct Conn {
         FdMsg *head, *tail;
         size_t queued_bytes, queued_fds, max_queued_bytes;
         ConnBudget *budget; /* NULL: only the Conn's own limit */
+        const ConnGate *gate; /* NULL: none */
         int error; /* set once broken */
         bool close_when_flushed;
         ConnReadFn read_fn;
@@ -86,6 +99,9 @@ void conn_unqueue(Conn *c, FdMsg *m);
 
 /* Charges the Conn's queue to @b from now on (set before anything is queued). */
 void conn_set_budget(Conn *c, ConnBudget *b);
+
+/* Passes every write of the Conn through @g from now on (NULL: none). */
+void conn_set_gate(Conn *c, const ConnGate *g);
 
 /* Frees what is queued (nothing more will be sent) and schedules the drop callback with @error; idempotent. */
 void conn_break(Conn *c, int error);

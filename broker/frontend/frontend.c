@@ -31,6 +31,7 @@ struct Frontends {
         Map *by_id;  /* FrontConn.id -> FrontConn */
         Map *counts; /* holder -> Count */
         ConnBudget budget;
+        ConnGate gate; /* every connection's writes pass it */
         char why[192];
 };
 
@@ -98,6 +99,10 @@ void frontends_set_limits(Frontends *t, const Limits *limits) {
         t->limits = *limits;
         t->budget.max_bytes = limits->max_total_queued_bytes;
         t->budget.max_fds = limits->max_total_queued_fds;
+}
+
+void frontends_set_gate(Frontends *t, void (*before_send)(void *userdata), void *userdata) {
+        t->gate = (ConnGate) { before_send, userdata };
 }
 
 struct event_base *frontends_base(Frontends *t) {
@@ -205,6 +210,7 @@ int front_conn_new(FrontConn **ret, Frontends *t, int fd, uint64_t id, const Pee
                 return -ENOMEM;
         }
         conn_set_budget(&c->conn, &t->budget);
+        conn_set_gate(&c->conn, &t->gate);
         count = frontends_count_of(t, c->holder, true);
         if (count) {
                 count->n++;

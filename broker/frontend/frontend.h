@@ -62,6 +62,12 @@ Frontends *frontends_free(Frontends *t);
 
 /* Limits changed (a reload): existing connections stay even if now over them. */
 void frontends_set_limits(Frontends *t, const Limits *limits);
+/*
+ * @before_send runs before any connection writes to its socket (ConnGate),
+ * from inside whatever queued the message: the broker stores the state that
+ * explains what is sent (docs/persistence.md). It must not queue anything.
+ */
+void frontends_set_gate(Frontends *t, void (*before_send)(void *userdata), void *userdata);
 struct event_base *frontends_base(Frontends *t);
 Keeper *frontends_keeper(Frontends *t);
 unsigned frontends_count(Frontends *t);

@@ -166,6 +166,9 @@ static bool client_handle(Client *c, FdMsg *in) {
                 front_conn_clear_deadline(c->conn);
         /* The label from Hello names the connection in logs and the stored state too. */
         memcpy(c->conn->peer.label, c->caller.id.label, sizeof(c->conn->peer.label));
+        /* Before the reply: the state stored as it leaves (the Conns' gate) must say it (Hello done). */
+        if (out.changed)
+                keeper_changed(frontends_keeper(c->server->table), c->caller.conn_id);
         while (out.head && !c->conn->conn.error) {
                 FdMsg *f = out.head;
 
@@ -173,8 +176,6 @@ static bool client_handle(Client *c, FdMsg *in) {
                 client_queue(c, f);
         }
         native_out_done(&out);
-        if (out.changed)
-                keeper_changed(frontends_keeper(c->server->table), c->caller.conn_id);
         if (out.close)
                 conn_close_after_flush(&c->conn->conn);
         return true;

@@ -101,6 +101,46 @@ START_TEST(test_full_socket_queues_then_flushes) {
 }
 END_TEST
 
+/* The gate: counts its calls; whether the peer could read anything at the first. */
+static int gate_calls;
+static bool gate_first_saw_bytes;
+
+static void gate_before_send(void *userdata) {
+        char b;
+
+        if (gate_calls++ == 0)
+                gate_first_saw_bytes = recv(sp[1], &b, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+}
+
+/* Before anything leaves the broker the gate runs (the state that explains it is stored then). */
+START_TEST(test_gate_runs_before_bytes_leave) {
+        static const ConnGate gate = { gate_before_send, NULL };
+        FdMsg *in = NULL;
+
+        conn_set_gate(&conn, &gate);
+        gate_calls = 0;
+        ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(100)), 0);
+        ck_assert_int_eq(gate_calls, 1);
+        ck_assert(!gate_first_saw_bytes);
+        ck_assert_int_eq(fdmsg_recv(sp[1], 4096, 4, &in), 0);
+        fdmsg_free(in);
+        /* Queued behind a full socket: nothing is sent at once, so no gate. */
+        while (!conn.head)
+                ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(2000)), 0);
+        gate_calls = 0;
+        ck_assert_int_eq(conn_queue(&conn, msg_with_eventfd(2000)), 0);
+        ck_assert_int_eq(gate_calls, 0);
+        /* What waits passes the gate when the write event sends it. */
+        while (fdmsg_recv(sp[1], 4096, 4, &in) == 0)
+                fdmsg_free(in);
+        for (int spins = 0; conn.head && spins < 100000; spins++)
+                event_base_loop(base, EVLOOP_NONBLOCK);
+        ck_assert_ptr_null(conn.head);
+        ck_assert_int_ge(gate_calls, 1);
+        ck_assert(!gate_first_saw_bytes);
+}
+END_TEST
+
 /* An eventfd's count after one write of @v through @fd (a copy that crossed the socket). */
 static void assert_same_eventfd(int fd, int original, uint64_t v) {
         uint64_t got = 0;
@@ -231,6 +271,7 @@ int main(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_queue_writes_at_once);
         tcase_add_test(tc, test_full_socket_queues_then_flushes);
+        tcase_add_test(tc, test_gate_runs_before_bytes_leave);
         tcase_add_test(tc, test_borrowed_fds);
         tcase_add_test(tc, test_unqueue);
         tcase_add_test(tc, test_over_limit_drops_later);
