@@ -13,6 +13,13 @@ void json_init_pretty(Json *j, FILE *f) {
         j->pretty = true;
 }
 
+void json_result_begin(Json *j, const char *region) {
+        json_init_pretty(j, stdout);
+        json_object_begin(j);
+        json_key(j, "region");
+        json_string(j, region);
+}
+
 static void json_newline(Json *j, unsigned depth) {
         if (!j->pretty)
                 return;

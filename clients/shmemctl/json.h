@@ -28,6 +28,8 @@ typedef struct Json {
 void json_init(Json *j, FILE *f);
 /* Pretty: what a command prints once. */
 void json_init_pretty(Json *j, FILE *f);
+/* A small command's result on stdout, pretty: {"region": @region, ... (the caller adds the rest and ends it). */
+void json_result_begin(Json *j, const char *region);
 
 void json_object_begin(Json *j);
 void json_object_end(Json *j);

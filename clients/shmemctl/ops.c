@@ -259,10 +259,7 @@ int cmd_signal(Client *c, const char *path, const Args *a, const char *name, uin
         if (a->json) {
                 Json j;
 
-                json_init_pretty(&j, stdout);
-                json_object_begin(&j);
-                json_key(&j, "region");
-                json_string(&j, name);
+                json_result_begin(&j, name);
                 json_key(&j, "signaled");
                 json_bits(&j, mask);
                 json_key(&j, "sender");

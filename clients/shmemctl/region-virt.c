@@ -100,10 +100,7 @@ int cmd_virt(Client *c, const char *path, const Args *a, const char *cmd, const 
         if (a->json) {
                 Json j;
 
-                json_init_pretty(&j, stdout);
-                json_object_begin(&j);
-                json_key(&j, "region");
-                json_string(&j, name);
+                json_result_begin(&j, name);
                 json_key(&j, "xml");
                 json_string(&j, xml);
                 json_object_end(&j);

@@ -413,10 +413,7 @@ int cmd_create(Client *c, const char *path, const Args *a, const char *name, uin
         if (r != EXIT_OK || !a->json)
                 return r;
         /* What was asked and accepted; the broker rounds the size up to 4 KiB (inspect shows it). */
-        json_init_pretty(&j, stdout);
-        json_object_begin(&j);
-        json_key(&j, "region");
-        json_string(&j, name);
+        json_result_begin(&j, name);
         json_key(&j, "created");
         json_bool(&j, true);
         json_key(&j, "size");
@@ -446,10 +443,7 @@ int cmd_destroy(Client *c, const char *path, const Args *a, const char *name) {
         r = call(c, path, name, &m, &reply);
         if (r != EXIT_OK || !a->json)
                 return r;
-        json_init_pretty(&j, stdout);
-        json_object_begin(&j);
-        json_key(&j, "region");
-        json_string(&j, name);
+        json_result_begin(&j, name);
         json_key(&j, "destroyed");
         json_bool(&j, true);
         json_key(&j, "forced");
