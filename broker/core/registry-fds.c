@@ -35,8 +35,9 @@ const char *registry_fds_refuse(Registry *reg, unsigned need) {
         if (reg->limits.max_fds == 0 || reg->fds + need <= reg->limits.max_fds)
                 return NULL;
         snprintf(reg->error_buf, sizeof(reg->error_buf),
-                 "the broker's file descriptor limit is reached: regions, peers and devices hold %llu of the %u fds "
-                 "it leaves them, this needs %u more (raise LimitNOFILE=, see shmem-brokerd's start-up log)",
+                 /* Whole in a factory answer's detail (SHMEM_FACTORY_DETAIL_MAX): at most 190 characters. */
+                 "the broker's file descriptor limit is reached: %llu of the %u fds left to regions, peers and "
+                 "devices are held, %u more needed (raise LimitNOFILE=; see the start-up log)",
                  (unsigned long long) reg->fds, reg->limits.max_fds, need);
         return reg->error_buf;
 }

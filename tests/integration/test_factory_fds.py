@@ -106,6 +106,7 @@ class FactoryFds(unittest.TestCase):
             full = self.fds()
             a_ans = self.answer(a, a.request("find", made[0]), proto.STATUS_LIMIT)
             self.assertIn(REASON, a_ans["detail"])
+            self.assertTrue(a_ans["detail"].endswith("(raise LimitNOFILE=; see the start-up log)"), a_ans["detail"])
             self.assertEqual(self.fds(), full)
             # The broker and its other clients go on.
             self.assertEqual(s.inspect(made[0])[0].status, proto.STATUS_OK)
