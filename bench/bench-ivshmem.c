@@ -41,6 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
+
 #define PEERS_MAX 64
 #define TARGETS_MAX 4
 
@@ -55,25 +57,6 @@ typedef struct Client {
         int first_other_fd; /* the first eventfd of another peer, for check */
         int64_t first_other_id;
 } Client;
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-
-        return x < y ? -1 : x > y;
-}
-
-static uint64_t percentile(const uint64_t *v, size_t n, double p) {
-        size_t i = (size_t) (p * (double) (n - 1) + 0.5);
-
-        return v[i < n ? i : n - 1];
-}
 
 /*
  * One message: 8 bytes little-endian, and at most one fd (*ret_fd, else -1).
@@ -368,10 +351,10 @@ static void json_target(FILE *f, const Target *t, unsigned peers) {
                 "\"%s\": {\"socket\": \"%s\", \"vectors\": %u, \"attaches\": %zu, \"p50_ns\": %llu, "
                 "\"p99_ns\": %llu, \"max_ns\": %llu, \"last_attach_p50_ns\": %llu, "
                 "\"other_fds_per_attach\": %.2f, \"peers\": %u}",
-                t->name, t->path, t->vectors, t->n, (unsigned long long) percentile(t->samples, t->n, 0.5),
-                (unsigned long long) percentile(t->samples, t->n, 0.99),
+                t->name, t->path, t->vectors, t->n, (unsigned long long) samples_percentile(t->samples, t->n, 0.5),
+                (unsigned long long) samples_percentile(t->samples, t->n, 0.99),
                 (unsigned long long) t->samples[t->n - 1],
-                (unsigned long long) percentile(t->last, t->n_last, 0.5), (double) t->other_fds / (double) t->n,
+                (unsigned long long) samples_percentile(t->last, t->n_last, 0.5), (double) t->other_fds / (double) t->n,
                 peers);
 }
 
@@ -432,21 +415,21 @@ static int bench(int argc, char **argv) {
         printf("  %-8s %8s %10s %10s %10s %12s %14s\n", "server", "vectors", "p50 us", "p99 us", "max us",
                "last p50 us", "peer fds/att.");
         for (size_t i = 0; i < n_t; i++) {
-                qsort(t[i].samples, t[i].n, sizeof(uint64_t), cmp_u64);
-                qsort(t[i].last, t[i].n_last, sizeof(uint64_t), cmp_u64);
+                qsort(t[i].samples, t[i].n, sizeof(uint64_t), samples_cmp);
+                qsort(t[i].last, t[i].n_last, sizeof(uint64_t), samples_cmp);
                 printf("  %-8s %8u %10.1f %10.1f %10.1f %12.1f %14.1f\n", t[i].name, t[i].vectors,
-                       percentile(t[i].samples, t[i].n, 0.5) / 1e3, percentile(t[i].samples, t[i].n, 0.99) / 1e3,
-                       t[i].samples[t[i].n - 1] / 1e3, percentile(t[i].last, t[i].n_last, 0.5) / 1e3,
+                       samples_percentile(t[i].samples, t[i].n, 0.5) / 1e3, samples_percentile(t[i].samples, t[i].n, 0.99) / 1e3,
+                       t[i].samples[t[i].n - 1] / 1e3, samples_percentile(t[i].last, t[i].n_last, 0.5) / 1e3,
                        (double) t[i].other_fds / (double) t[i].n);
         }
         if (n_t >= 2)
                 printf("  ratio %s/%s: p50 %.3f, p99 %.3f, max %.3f, last p50 %.3f\n", t[0].name, t[1].name,
-                       (double) percentile(t[0].samples, t[0].n, 0.5) / (double) percentile(t[1].samples, t[1].n, 0.5),
-                       (double) percentile(t[0].samples, t[0].n, 0.99) /
-                               (double) percentile(t[1].samples, t[1].n, 0.99),
+                       (double) samples_percentile(t[0].samples, t[0].n, 0.5) / (double) samples_percentile(t[1].samples, t[1].n, 0.5),
+                       (double) samples_percentile(t[0].samples, t[0].n, 0.99) /
+                               (double) samples_percentile(t[1].samples, t[1].n, 0.99),
                        (double) t[0].samples[t[0].n - 1] / (double) t[1].samples[t[1].n - 1],
-                       (double) percentile(t[0].last, t[0].n_last, 0.5) /
-                               (double) percentile(t[1].last, t[1].n_last, 0.5));
+                       (double) samples_percentile(t[0].last, t[0].n_last, 0.5) /
+                               (double) samples_percentile(t[1].last, t[1].n_last, 0.5));
         if (json) {
                 FILE *f = fopen(json, "we");
 

@@ -32,29 +32,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
 #include "shmem.h"
-
-static uint64_t now_ns(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-
-        return x < y ? -1 : x > y;
-}
 
 static int cmp_double(const double *a, const double *b) {
         return *a < *b ? -1 : *a > *b;
-}
-
-static uint64_t percentile(uint64_t *v, size_t n, double p) {
-        size_t i = (size_t) (p * (double) (n - 1) + 0.5);
-
-        return v[i < n ? i : n - 1];
 }
 
 static void die(const char *what, int r) {
@@ -103,8 +85,8 @@ static uint64_t bench_raw(unsigned n, uint64_t *samples) {
         waitpid(child, NULL, 0);
         close(ping);
         close(pong);
-        qsort(samples, n, sizeof(*samples), cmp_u64);
-        return percentile(samples, n, 0.5);
+        qsort(samples, n, sizeof(*samples), samples_cmp);
+        return samples_percentile(samples, n, 0.5);
 }
 
 /* --- libshmem through the broker --- */
@@ -174,8 +156,8 @@ static uint64_t bench_shmem(const struct shmem_attach_opts *o, unsigned n, uint6
         }
         waitpid(child, NULL, 0);
         shmem_detach(a);
-        qsort(samples, n, sizeof(*samples), cmp_u64);
-        return percentile(samples, n, 0.5);
+        qsort(samples, n, sizeof(*samples), samples_cmp);
+        return samples_percentile(samples, n, 0.5);
 }
 
 /* Attach latencies of @peers peers kept attached, @rounds times; ns, sorted. */
@@ -197,8 +179,8 @@ static void bench_attach(const struct shmem_attach_opts *o, unsigned peers, unsi
                 for (unsigned i = 0; i < peers; i++)
                         shmem_detach(h[i]);
         }
-        qsort(samples, (size_t) peers * rounds, sizeof(*samples), cmp_u64);
-        qsort(last, rounds, sizeof(*last), cmp_u64);
+        qsort(samples, (size_t) peers * rounds, sizeof(*samples), samples_cmp);
+        qsort(last, rounds, sizeof(*last), samples_cmp);
 }
 
 /*
@@ -403,8 +385,8 @@ int main(int argc, char **argv) {
                 if (ratios[i] > ratio_max)
                         ratio_max = ratios[i];
         }
-        qsort(raw_med, blocks, sizeof(uint64_t), cmp_u64);
-        qsort(shm_med, blocks, sizeof(uint64_t), cmp_u64);
+        qsort(raw_med, blocks, sizeof(uint64_t), samples_cmp);
+        qsort(shm_med, blocks, sizeof(uint64_t), samples_cmp);
         qsort(ratios, blocks, sizeof(double), (int (*)(const void *, const void *)) cmp_double);
 
         bench_attach(&o, peers, rounds, samples, last);
@@ -422,8 +404,8 @@ int main(int argc, char **argv) {
         }
         {
                 size_t n = (size_t) rounds * peers;
-                uint64_t p50 = percentile(samples, n, 0.50), p99 = percentile(samples, n, 0.99),
-                         max = samples[n - 1], last50 = percentile(last, rounds, 0.5);
+                uint64_t p50 = samples_percentile(samples, n, 0.50), p99 = samples_percentile(samples, n, 0.99),
+                         max = samples[n - 1], last50 = samples_percentile(last, rounds, 0.5);
 
                 printf("signal round trip, host<->host, median of %u round trips, %u alternating blocks\n",
                        trips, blocks);
